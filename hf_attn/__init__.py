@@ -1,0 +1,47 @@
+"""hf_attn: compact, efficient attention models for the Hugging Face ecosystem.
+
+Importing the package registers, once:
+- the attention backends ``hf_local``, ``hf_linear``, ``hf_topk``, ``hf_flash`` with transformers'
+  ``AttentionInterface`` (select them with ``attn_implementation=...``);
+- the configs and models ``tan``, ``adaptive_span_gpt``, ``gqa_embedder`` with the Auto classes.
+"""
+
+__version__ = "0.1.0"
+
+from .attention import register_attention_backends
+from .modeling import (
+    AdaptiveSpanGPTConfig,
+    AdaptiveSpanGPTForCausalLM,
+    AdaptiveSpanGPTModel,
+    GQAEmbedderConfig,
+    GQAEmbedderModel,
+    TanConfig,
+    TanModel,
+    register_auto_classes,
+)
+
+register_attention_backends()
+register_auto_classes()
+
+
+def __getattr__(name):
+    # Heavier entry points (sentence-transformers, MTEB, hub) load on first use, not at `import hf_attn`.
+    if name in ("load_model", "save_sentence_transformer"):
+        from . import embedding
+
+        return getattr(embedding, name)
+    raise AttributeError(f"module 'hf_attn' has no attribute {name!r}")
+
+
+__all__ = [
+    "AdaptiveSpanGPTConfig",
+    "AdaptiveSpanGPTForCausalLM",
+    "AdaptiveSpanGPTModel",
+    "GQAEmbedderConfig",
+    "GQAEmbedderModel",
+    "TanConfig",
+    "TanModel",
+    "load_model",
+    "save_sentence_transformer",
+    "__version__",
+]

@@ -1,0 +1,6 @@
+"""PLACEHOLDER (being written)."""
+from transformers import PreTrainedConfig
+
+
+class GQAEmbedderConfig(PreTrainedConfig):
+    model_type = "gqa_embedder"

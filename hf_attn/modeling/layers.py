@@ -1,0 +1,272 @@
+"""Shared building blocks of the hf_attn models.
+
+This file is copied next to the modeling files when a model is saved with remote code, so it imports only
+torch and transformers. Everything that more than one model uses lives here, once:
+
+- the attention seam: the eager reference, mask normalisation, the per-head *distance bias* and how it reaches
+  each backend;
+- positional encodings: RoPE (inverse frequencies from transformers' ``ROPE_INIT_FUNCTIONS``, so YaRN and the
+  other scalings are transformers' own), sinusoidal, ALiBi;
+- layers: ``DecomposedLinear`` (seed 000), masked mean pooling.
+
+Shapes: ``B`` batch, ``H`` query heads, ``Hkv`` key/value heads, ``Tq``/``Tk`` query/key lengths, ``D`` head dim.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+# ---------------------------------------------------------------------------------------------------------------
+# Attention seam
+# ---------------------------------------------------------------------------------------------------------------
+#
+# Every attention function has transformers' signature
+#     fn(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs) -> (out, weights)
+# with query [B, H, Tq, D], key/value [B, Hkv, Tk, D], out [B, Tq, H, D].
+#
+# `attention_mask` arrives in whatever form transformers' mask interface produced for the backend:
+#   None                       no padding (causality then comes from `is_causal`)
+#   [B, Tk] bool               key padding, True = real token (what the hf_* backends receive: O(T) memory)
+#   [B, 1|H, Tq, Tk] bool      True = attend (sdpa-style, causality already inside)
+#   [B, 1|H, Tq, Tk] float     additive (eager-style, causality already inside)
+#
+# Per-head biases that depend only on the distance d = q_pos - k_pos (ALiBi, the adaptive-span soft mask, the
+# triangle-wave mask) are passed as a *distance bias table* `[H, L]`: entry [h, d] is added to the logit of every
+# (query, key) pair at distance d >= 0; -inf excludes the pair; distances >= L are excluded. Backends that can use
+# the table directly (and skip key blocks past `max_distance`) mark themselves with `accepts_distance_bias = True`;
+# all others (eager, sdpa, flex_attention) receive the same function densely as transformers' `position_bias`
+# [1, H, Tq, Tk]. `attention_bias_kwargs` chooses, so model code never branches on the backend.
+#
+# Model attention modules pick their backend exactly as transformers' own models do, by writing
+#     ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+# in the modeling file (transformers looks for that text to allow `model.set_attn_implementation`).
+
+
+def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """[B, Hkv, T, D] -> [B, Hkv * n_rep, T, D], each key/value head repeated for its group of query heads."""
+    if n_rep == 1:
+        return hidden_states
+    b, hkv, t, d = hidden_states.shape
+    return hidden_states[:, :, None, :, :].expand(b, hkv, n_rep, t, d).reshape(b, hkv * n_rep, t, d)
+
+
+def resolve_is_causal(module: nn.Module | None, kwargs: dict) -> bool:
+    """Causality as transformers' sdpa decides it: the `is_causal` kwarg, else `module.is_causal`."""
+    is_causal = kwargs.get("is_causal")
+    if is_causal is None:
+        is_causal = getattr(module, "is_causal", False)
+    return bool(is_causal)
+
+
+def additive_attention_mask(
+    attention_mask: torch.Tensor | None,
+    is_causal: bool,
+    q_len: int,
+    k_len: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """Normalise any accepted `attention_mask` form to an additive float mask [B|1, 1|H, Tq, Tk] (or None).
+
+    Queries are the last `q_len` positions of the keys (KV-cache decoding), so the causal edge is bottom-right.
+    A 4D mask is trusted to contain causality already, as transformers builds it.
+    """
+    neg = torch.finfo(dtype).min
+    if attention_mask is not None and attention_mask.dim() == 4:
+        mask = attention_mask[..., :k_len]
+        if mask.dtype == torch.bool:
+            return torch.zeros((), dtype=dtype, device=device).masked_fill(~mask, neg)
+        return mask.to(dtype)
+    allowed = None
+    if is_causal:
+        q_pos = torch.arange(k_len - q_len, k_len, device=device)
+        allowed = (q_pos[:, None] >= torch.arange(k_len, device=device)[None, :])[None, None]  # [1, 1, Tq, Tk]
+    if attention_mask is not None:  # [B, Tk] key padding
+        keep = attention_mask[:, None, None, -k_len:].to(device=device, dtype=torch.bool)
+        allowed = keep if allowed is None else (allowed & keep)
+    if allowed is None:
+        return None
+    return torch.zeros((), dtype=dtype, device=device).masked_fill(~allowed, neg)
+
+
+def distance_index(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
+    """[Tq, Tk] long: d = q_pos - k_pos with queries the last `q_len` key positions."""
+    q_pos = torch.arange(k_len - q_len, k_len, device=device)
+    return q_pos[:, None] - torch.arange(k_len, device=device)[None, :]
+
+
+def dense_distance_bias(table: torch.Tensor, q_len: int, k_len: int) -> torch.Tensor:
+    """Expand a distance bias table [H, L] to transformers' `position_bias` [1, H, Tq, Tk].
+
+    Pairs with d < 0 (the future) or d >= L get -inf; differentiable with respect to `table`.
+    """
+    h, length = table.shape
+    d = distance_index(q_len, k_len, table.device)
+    valid = (d >= 0) & (d < length)
+    dense = table[:, d.clamp(0, length - 1)]  # [H, Tq, Tk]
+    dense = dense.masked_fill(~valid, float("-inf"))
+    return dense[None]
+
+
+def attention_bias_kwargs(
+    attention_fn: Callable, table: torch.Tensor | None, q_len: int, k_len: int, max_distance: int | None = None
+) -> dict:
+    """The kwargs that carry a distance bias table to `attention_fn` in the form it understands."""
+    if table is None:
+        return {}
+    if getattr(attention_fn, "accepts_distance_bias", False):
+        return {"distance_bias": table, "max_distance": max_distance}
+    return {"position_bias": dense_distance_bias(table, q_len, k_len)}
+
+
+def eager_attention_forward(
+    module: nn.Module | None,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    position_bias: torch.Tensor | None = None,
+    distance_bias: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention, the reference every exact backend is tested against.
+
+    softmax(q k^T * scaling + mask + bias) v, with the softmax in fp32. Returns (out [B, Tq, H, D],
+    weights [B, H, Tq, Tk]).
+    """
+    b, h, q_len, d = query.shape
+    k_len = key.shape[2]
+    scaling = d**-0.5 if scaling is None else scaling
+    key = repeat_kv(key, h // key.shape[1])
+    value = repeat_kv(value, h // value.shape[1])
+
+    scores = torch.matmul(query, key.transpose(2, 3)).float() * scaling  # [B, H, Tq, Tk]
+    mask = additive_attention_mask(
+        attention_mask, resolve_is_causal(module, kwargs), q_len, k_len, torch.float32, query.device
+    )
+    if mask is not None:
+        scores = scores + mask
+    if distance_bias is not None:
+        position_bias = dense_distance_bias(distance_bias, q_len, k_len)
+    if position_bias is not None:
+        scores = scores + position_bias.float()
+    weights = torch.softmax(scores, dim=-1)
+    # A query whose keys are all excluded (an all-padding row) gets zeros rather than NaN.
+    weights = torch.nan_to_num(weights, nan=0.0).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training if module is not None else False)
+    out = torch.matmul(weights, value).transpose(1, 2).contiguous()  # [B, Tq, H, D]
+    return out, weights
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Positional encodings
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding; YaRN and the other scalings come from transformers' `ROPE_INIT_FUNCTIONS`.
+
+    Reads `config.rope_parameters` (transformers standardises a legacy `rope_scaling` into it) and `head_dim`.
+    forward(x, position_ids [B, T]) -> (cos, sin), each [B, T, head_dim].
+    """
+
+    def __init__(self, config, head_dim: int):
+        super().__init__()
+        params = dict(getattr(config, "rope_parameters", None) or {})
+        self.rope_type = params.get("rope_type", "default")
+        theta = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+        if self.rope_type == "default":
+            inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+            self.attention_scaling = 1.0
+        else:
+            inv_freq, self.attention_scaling = ROPE_INIT_FUNCTIONS[self.rope_type](config, None)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = position_ids[..., None].float() * self.inv_freq.to(x.device)  # [B, T, D/2]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return (emb.cos() * self.attention_scaling).to(x.dtype), (emb.sin() * self.attention_scaling).to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary_pos_emb(q, k, cos, sin):
+    """q [B, H, T, D], k [B, Hkv, T, D], cos/sin [B, T, D] -> rotated q, k."""
+    cos, sin = cos[:, None], sin[:, None]
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+def sinusoidal_position_embedding(position_ids: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Vaswani et al. (2017) sinusoidal table for `position_ids` [B, T] -> [B, T, dim] (float32)."""
+    half = dim // 2
+    inv_freq = torch.exp(-math.log(base) * torch.arange(half, dtype=torch.float, device=position_ids.device) / half)
+    angles = position_ids[..., None].float() * inv_freq
+    emb = torch.cat((angles.sin(), angles.cos()), dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def alibi_slopes(num_heads: int) -> torch.Tensor:
+    """Press et al. (2022) head slopes: a geometric sequence starting at 2^(-8/n) (interleaved for non powers of 2)."""
+
+    def power_of_2_slopes(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(num_heads).is_integer():
+        slopes = power_of_2_slopes(num_heads)
+    else:
+        closest = 2 ** math.floor(math.log2(num_heads))
+        slopes = power_of_2_slopes(closest) + power_of_2_slopes(2 * closest)[0::2][: num_heads - closest]
+    return torch.tensor(slopes, dtype=torch.float)
+
+
+def alibi_distance_bias(slopes: torch.Tensor, length: int) -> torch.Tensor:
+    """ALiBi as a distance bias table [H, L]: -slope_h * d."""
+    d = torch.arange(length, device=slopes.device, dtype=slopes.dtype)
+    return -slopes[:, None] * d[None, :]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class DecomposedLinear(nn.Module):
+    """Low-rank factorised linear map (seed 000): in -> in/4 -> SiLU -> out.
+
+    Parameters: in*r + r*out (+ biases) with r = max(1, in // 4), against in*out for a dense linear.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, rank_divisor: int = 4):
+        super().__init__()
+        rank = max(1, in_features // rank_divisor)
+        self.down = nn.Linear(in_features, rank, bias=bias)
+        self.up = nn.Linear(rank, out_features, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(F.silu(self.down(x)))
+
+
+def masked_mean_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the real tokens: hidden [B, T, C], mask [B, T] (1 = token) -> [B, C].
+
+    A row with no real token pools to zeros instead of dividing by zero.
+    """
+    if attention_mask is None:
+        return hidden_states.mean(dim=1)
+    mask = attention_mask[:, :, None].to(hidden_states.dtype)
+    return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
