@@ -1,0 +1,178 @@
+"""The shared seam in hf_attn.modeling.layers: reference attention, masks, distance biases, positions, layers."""
+
+import math
+
+import pytest
+import torch
+from transformers import AttentionInterface, PreTrainedConfig
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+import hf_attn  # noqa: F401  (registers the backends)
+from hf_attn.modeling.layers import (
+    DecomposedLinear,
+    RotaryEmbedding,
+    additive_attention_mask,
+    alibi_distance_bias,
+    alibi_slopes,
+    apply_rotary_pos_emb,
+    attention_bias_kwargs,
+    dense_distance_bias,
+    eager_attention_forward,
+    masked_mean_pool,
+    sinusoidal_position_embedding,
+)
+
+
+class _Module(torch.nn.Module):
+    def __init__(self, is_causal, groups=1):
+        super().__init__()
+        self.is_causal = is_causal
+        self.num_key_value_groups = groups
+
+
+def naive_attention(q, k, v, allowed, bias=None):
+    """Loop-free but explicit: repeat K/V, full score matrix, -inf where not allowed."""
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if bias is not None:
+        s = s + bias
+    s = s.masked_fill(~allowed, float("-inf"))
+    return (s.softmax(-1) @ v).transpose(1, 2)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_eager_reference_matches_naive_with_padding_and_gqa(causal):
+    torch.manual_seed(0)
+    b, h, hkv, t, d = 2, 4, 2, 7, 8
+    q, k, v = torch.randn(b, h, t, d), torch.randn(b, hkv, t, d), torch.randn(b, hkv, t, d)
+    pad = torch.ones(b, t, dtype=torch.bool)
+    pad[1, 5:] = False
+    out, w = eager_attention_forward(_Module(causal, 2), q, k, v, pad)
+    allowed = pad[:, None, None, :].expand(b, 1, t, t)
+    if causal:
+        allowed = allowed & torch.ones(t, t, dtype=torch.bool).tril()
+    torch.testing.assert_close(out, naive_attention(q, k, v, allowed), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(w.sum(-1), torch.ones(b, h, t))
+
+
+def test_eager_reference_matches_transformers_sdpa_with_position_bias():
+    torch.manual_seed(1)
+    b, h, hkv, t, d = 1, 4, 2, 9, 8
+    q, k, v = torch.randn(b, h, t, d), torch.randn(b, hkv, t, d), torch.randn(b, hkv, t, d)
+    table = torch.randn(h, t)
+    table[:, 6:] = float("-inf")  # a hard span limit
+    mod = _Module(True, 2)
+    ours, _ = eager_attention_forward(mod, q, k, v, None, distance_bias=table)
+    theirs, _ = sdpa_attention_forward(mod, q, k, v, None, position_bias=dense_distance_bias(table, t, t))
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_dense_distance_bias_layout_and_gradient():
+    table = torch.arange(6.0).reshape(2, 3).requires_grad_()
+    dense = dense_distance_bias(table, 4, 4)  # [1, 2, 4, 4]
+    assert dense.shape == (1, 2, 4, 4)
+    assert dense[0, 1, 3, 1].item() == table[1, 2].item()  # d = 2
+    assert dense[0, 0, 3, 0].item() == float("-inf")  # d = 3 >= L
+    assert dense[0, 0, 0, 1].item() == float("-inf")  # the future
+    dense.masked_fill(dense.isinf(), 0).sum().backward()
+    # each distance d < L appears (T - d) times on the causal diagonal
+    torch.testing.assert_close(table.grad, torch.tensor([[4.0, 3.0, 2.0], [4.0, 3.0, 2.0]]))
+
+
+def test_decoding_alignment_queries_are_last_positions():
+    dense = dense_distance_bias(torch.zeros(1, 10), 1, 5)
+    assert torch.isfinite(dense).all()  # one new query sees all 5 keys
+    mask = additive_attention_mask(None, True, 2, 5, torch.float32, torch.device("cpu"))
+    assert (mask[0, 0, 0] == 0).tolist() == [True, True, True, True, False]
+
+
+def test_attention_bias_kwargs_dispatch_by_capability():
+    table = torch.zeros(2, 4)
+
+    def plain(*a, **k):
+        pass
+
+    def native(*a, **k):
+        pass
+
+    native.accepts_distance_bias = True
+    assert set(attention_bias_kwargs(plain, table, 4, 4)) == {"position_bias"}
+    assert attention_bias_kwargs(native, table, 4, 4, max_distance=3) == {"distance_bias": table, "max_distance": 3}
+    assert attention_bias_kwargs(plain, None, 4, 4) == {}
+
+
+def test_alibi_slopes_match_paper():
+    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)]))
+    s = alibi_slopes(6)  # not a power of two: 4 slopes of n=4, then every other of n=8
+    torch.testing.assert_close(s[:4], alibi_slopes(4))
+    torch.testing.assert_close(s[4:], alibi_slopes(8)[0::2][:2])
+    torch.testing.assert_close(alibi_distance_bias(torch.tensor([0.5]), 3), torch.tensor([[0.0, -0.5, -1.0]]))
+
+
+def test_sinusoidal_embedding_values():
+    pos = torch.arange(4)[None]
+    emb = sinusoidal_position_embedding(pos, 6)
+    assert emb.shape == (1, 4, 6)
+    torch.testing.assert_close(emb[0, :, 0], torch.sin(torch.arange(4.0)))
+    torch.testing.assert_close(emb[0, :, 3], torch.cos(torch.arange(4.0)))
+    torch.testing.assert_close(emb[0, 2, 1], torch.sin(torch.tensor(2.0 * 10000 ** (-1 / 3))))
+
+
+def _rope_config(rope_parameters):
+    cfg = PreTrainedConfig()
+    cfg.hidden_size, cfg.num_attention_heads, cfg.max_position_embeddings = 64, 4, 128
+    cfg.head_dim = 16
+    cfg.rope_parameters = rope_parameters
+    return cfg
+
+
+def test_rope_default_rotates_pairs_and_preserves_norm():
+    rope = RotaryEmbedding(_rope_config({"rope_type": "default", "rope_theta": 10000.0}), head_dim=16)
+    x = torch.randn(1, 2, 5, 16)
+    cos, sin = rope(x, torch.arange(5)[None])
+    q, k = apply_rotary_pos_emb(x, x, cos, sin)
+    torch.testing.assert_close(q.norm(dim=-1), x.norm(dim=-1))
+    # relative property: <R_m q, R_n k> depends on m - n only
+    a, b = torch.randn(16), torch.randn(16)
+    cos, sin = rope(x, torch.arange(8)[None])
+
+    def rot(v, p):
+        return apply_rotary_pos_emb(v[None, None, None], v[None, None, None], cos[:, p : p + 1], sin[:, p : p + 1])[0]
+
+    torch.testing.assert_close((rot(a, 3) * rot(b, 1)).sum(), (rot(a, 6) * rot(b, 4)).sum(), rtol=1e-5, atol=1e-5)
+
+
+def test_rope_yarn_comes_from_transformers():
+    params = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32, "rope_theta": 10000.0}
+    cfg = _rope_config(params)
+    rope = RotaryEmbedding(cfg, head_dim=16)
+    inv_freq, scale = ROPE_INIT_FUNCTIONS["yarn"](cfg, None)
+    torch.testing.assert_close(rope.inv_freq, inv_freq)
+    assert rope.attention_scaling == pytest.approx(scale) and scale > 1.0
+    default = RotaryEmbedding(_rope_config({"rope_type": "default", "rope_theta": 10000.0}), head_dim=16)
+    assert not torch.allclose(rope.inv_freq, default.inv_freq)
+
+
+def test_decomposed_linear_shapes_and_params():
+    layer = DecomposedLinear(64, 32)
+    assert layer(torch.randn(3, 64)).shape == (3, 32)
+    assert sum(p.numel() for p in layer.parameters()) == 64 * 16 + 16 + 16 * 32 + 32
+
+
+def test_masked_mean_pool_ignores_padding_and_empty_rows():
+    h = torch.tensor([[[1.0], [3.0], [100.0]], [[5.0], [7.0], [9.0]]])
+    m = torch.tensor([[1, 1, 0], [0, 0, 0]])
+    torch.testing.assert_close(masked_mean_pool(h, m), torch.tensor([[2.0], [0.0]]))
+
+
+def test_backends_registered_and_unknown_name_lists_valid_ones():
+    for name in ("hf_local", "hf_linear", "hf_topk", "hf_flash"):
+        assert name in AttentionInterface._global_mapping
+    with pytest.raises(ValueError, match="no_such_attention.*not supported"):
+        hf_attn.GQAEmbedderModel._from_config(
+            hf_attn.GQAEmbedderConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                      num_key_value_heads=1, intermediate_size=32),
+            attn_implementation="no_such_attention",
+        )
