@@ -1,6 +1,173 @@
-"""PLACEHOLDER (being written)."""
+"""Configuration of TAN (Tiny Attention Network), a small bidirectional text encoder with Chebyshev token features.
+
+Imports only transformers: this file is copied next to the weights when a model is saved with remote code.
+"""
+
+from __future__ import annotations
+
 from transformers import PreTrainedConfig
 
 
 class TanConfig(PreTrainedConfig):
+    r"""Configuration of a [`TanModel`].
+
+    TAN has no token-embedding table: a token id is normalised to u in [-1, 1], passed through a learnable
+    monotone map, expanded into Chebyshev polynomials T_0(u) .. T_{K-1}(u) and projected to `hidden_size`.
+    Bidirectional pre-norm attention blocks follow; the output is a masked mean over real tokens, projected to
+    `embedding_size` and squashed with tanh.
+
+    Args:
+        vocab_size (`int`, *optional*, defaults to 16384):
+            Number of token ids the model accepts (ids must lie in `[0, vocab_size)`). It costs no parameters (there
+            is no embedding table); it only fixes the spacing 2 / (vocab_size - 1) of ids on [-1, 1]. 16384 is the
+            size the training recipes train their tokenizers to: a smaller vocabulary keeps neighbouring ids further
+            apart relative to the resolution of the Chebyshev basis.
+        hidden_size (`int`, *optional*, defaults to 256):
+            Width of the token representations.
+        num_hidden_layers (`int`, *optional*, defaults to 4):
+            Number of attention blocks.
+        num_attention_heads (`int`, *optional*, defaults to 4):
+            Number of query heads; must divide `hidden_size`.
+        num_key_value_heads (`int`, *optional*):
+            Number of key/value heads (grouped-query attention); must divide `num_attention_heads`. Defaults to
+            `num_attention_heads` (plain multi-head attention).
+        intermediate_size (`int`, *optional*):
+            Width of the bottleneck MLP inside each block (hidden -> intermediate -> SiLU -> hidden, both maps
+            `DecomposedLinear`). Defaults to `hidden_size // 2`: the seed's MLP is a bottleneck, narrower than the
+            residual stream.
+        chebyshev_degree (`int`, *optional*, defaults to 256):
+            K, the number of Chebyshev features T_0 .. T_{K-1} per token. Since T_k(cos t) = cos(k t), the token
+            features are a band-limited function of the angle t = arccos(u): K sets how many ids the model can tell
+            apart before they blur together (roughly K distinct directions across the vocabulary), so it is the
+            model's effective "embedding resolution". 256 (= the default hidden size) gives a square projection of
+            65k parameters, about what a 256-row embedding table would cost, and keeps the fused kernel's working
+            set per token small. Must be >= 1.
+        max_position_embeddings (`int`, *optional*, defaults to 512):
+            Longest sequence accepted; longer inputs raise ValueError.
+        rope_parameters (`dict`, *optional*):
+            Rotary embedding parameters in transformers' format (`{"rope_type": "default", "rope_theta": 10000.0}`
+            by default; any type of transformers' `ROPE_INIT_FUNCTIONS`, e.g. `"yarn"`, works). A legacy
+            `rope_scaling` dict is accepted and converted to this field.
+        rope_theta (`float`, *optional*, defaults to 10000.0):
+            RoPE base wavelength; stored as `rope_parameters["rope_theta"]` (transformers 5 convention) and readable
+            as `config.rope_theta`.
+        sliding_window (`int`, *optional*):
+            Window size (keys on each side) used by the `hf_local` attention backend; ignored by exact backends.
+        attention_topk (`int`, *optional*):
+            Number of keys kept per query by the `hf_topk` attention backend; ignored by exact backends.
+        attention_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on attention probabilities during training.
+        rms_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of every RMSNorm.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of linear weights.
+        embedding_size (`int`, *optional*):
+            Width of the sentence embedding (`pooler_output`). Defaults to `hidden_size`.
+        kwargs:
+            Passed to [`PreTrainedConfig`] (e.g. `pad_token_id`, `attn_implementation`).
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoConfig
+    >>> import hf_attn  # registers "tan"
+    >>> config = AutoConfig.for_model("tan", hidden_size=64, num_hidden_layers=2)
+    ```
+    """
+
     model_type = "tan"
+
+    def __init__(
+        self,
+        vocab_size: int = 16384,
+        hidden_size: int = 256,
+        num_hidden_layers: int = 4,
+        num_attention_heads: int = 4,
+        num_key_value_heads: int | None = None,
+        intermediate_size: int | None = None,
+        chebyshev_degree: int = 256,
+        max_position_embeddings: int = 512,
+        rope_parameters: dict | None = None,
+        rope_theta: float = 10000.0,
+        sliding_window: int | None = None,
+        attention_topk: int | None = None,
+        attention_dropout: float = 0.0,
+        rms_norm_eps: float = 1e-6,
+        initializer_range: float = 0.02,
+        embedding_size: int | None = None,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
+        self.intermediate_size = hidden_size // 2 if intermediate_size is None else intermediate_size
+        self.chebyshev_degree = chebyshev_degree
+        self.max_position_embeddings = max_position_embeddings
+        self.sliding_window = sliding_window
+        self.attention_topk = attention_topk
+        self.attention_dropout = attention_dropout
+        self.rms_norm_eps = rms_norm_eps
+        self.initializer_range = initializer_range
+        self.embedding_size = hidden_size if embedding_size is None else embedding_size
+        self._validate_tan_fields()
+        # PreTrainedConfig folds `rope_theta` and a legacy `rope_scaling` (still in kwargs) into `rope_parameters`.
+        self.rope_parameters = dict(rope_parameters) if rope_parameters is not None else None
+        kwargs.setdefault("rope_theta", rope_theta)
+        super().__init__(**kwargs)
+
+    @property
+    def rope_theta(self) -> float:
+        return (self.rope_parameters or {}).get("rope_theta", self.default_theta)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def _validate_tan_fields(self) -> None:
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "embedding_size",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        if self.vocab_size < 2:
+            raise ValueError(
+                f"`vocab_size` must be at least 2 (ids are normalised by vocab_size - 1), got {self.vocab_size}"
+            )
+        if not isinstance(self.chebyshev_degree, int) or self.chebyshev_degree < 1:
+            raise ValueError(f"`chebyshev_degree` must be an integer >= 1, got {self.chebyshev_degree!r}")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
+                f"({self.num_attention_heads})"
+            )
+        if (self.hidden_size // self.num_attention_heads) % 2 != 0:
+            raise ValueError(
+                f"`hidden_size` / `num_attention_heads` = {self.hidden_size // self.num_attention_heads} must be even "
+                "(rotary embeddings rotate pairs of features)"
+            )
+        if self.num_attention_heads % self.num_key_value_heads != 0:
+            raise ValueError(
+                f"`num_attention_heads` ({self.num_attention_heads}) must be divisible by `num_key_value_heads` "
+                f"({self.num_key_value_heads})"
+            )
+        for name in ("sliding_window", "attention_topk"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}")
+        if not 0.0 <= self.attention_dropout < 1.0:
+            raise ValueError(f"`attention_dropout` must be in [0, 1), got {self.attention_dropout}")
+        if self.rms_norm_eps <= 0:
+            raise ValueError(f"`rms_norm_eps` must be positive, got {self.rms_norm_eps}")
+
+
+__all__ = ["TanConfig"]

@@ -1,9 +1,385 @@
-"""PLACEHOLDER (being written)."""
-from transformers import PreTrainedModel
+"""TAN (Tiny Attention Network): a small bidirectional text encoder whose token features are Chebyshev polynomials.
+
+Reads top to bottom: the Chebyshev token features, the attention block (DecomposedLinear projections, RoPE,
+any `attn_implementation`), the bottleneck MLP, the pre-norm block, then `TanModel` (pooling + tanh projection).
+
+This file is copied next to the weights when a model is saved with remote code, so it imports only torch,
+transformers and its `.`-siblings; hf_attn (attention backends, the fused Chebyshev kernel) is optional.
+
+Shapes: ``B`` batch, ``T`` tokens, ``C`` hidden size, ``H``/``Hkv`` query/key-value heads, ``D`` head dim,
+``K`` Chebyshev degree, ``N = B * T``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 from .configuration_tan import TanConfig
+from .layers import DecomposedLinear, RotaryEmbedding, apply_rotary_pos_emb, eager_attention_forward, masked_mean_pool
+
+try:  # registers the hf_* attention backends when hf_attn is installed (a partial import during its own init is fine)
+    import hf_attn  # noqa: F401
+except ImportError:
+    pass
+
+try:  # fused Triton expansion + projection on CUDA (dispatches to a PyTorch path elsewhere)
+    from hf_attn.kernels.chebyshev import chebyshev_project as _fused_chebyshev_project
+except ImportError:
+    _fused_chebyshev_project = None
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Chebyshev token features
+# ---------------------------------------------------------------------------------------------------------------
 
-class TanModel(PreTrainedModel):
+
+def chebyshev_expand(u: torch.Tensor, degree: int) -> torch.Tensor:
+    """Chebyshev polynomials of the first kind, u [...] -> [..., degree] holding T_0(u) .. T_{degree-1}(u).
+
+    Recurrence T_0 = 1, T_1 = u, T_{k+1} = 2 u T_k - T_{k-1} (stable for |u| <= 1, where |T_k| <= 1); autograd
+    through it gives dT_k/du = k U_{k-1}(u) without the singularities of the closed form cos(k arccos u).
+    """
+    if degree < 1:
+        raise ValueError(f"`degree` must be >= 1, got {degree}")
+    terms = [torch.ones_like(u)]
+    if degree > 1:
+        terms.append(u)
+    for _ in range(2, degree):
+        terms.append(2 * u * terms[-1] - terms[-2])
+    return torch.stack(terms, dim=-1)
+
+
+def chebyshev_project_reference(
+    u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """u [N] -> chebyshev_expand(u, K) @ weight.T + bias: [N, C], with weight [C, K] and bias [C] or None."""
+    return F.linear(chebyshev_expand(u, weight.shape[1]).to(weight.dtype), weight, bias)
+
+
+def chebyshev_project(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The one seam for the expansion + projection: the fused kernel when hf_attn provides it, else the reference.
+
+    Contract: u [N] float, weight [C, K], bias [C] | None -> [N, C] = chebyshev_expand(u, K) @ weight.T + bias,
+    differentiable with respect to u, weight and bias.
+    """
+    if _fused_chebyshev_project is not None:
+        return _fused_chebyshev_project(u, weight, bias)
+    return chebyshev_project_reference(u, weight, bias)
+
+
+class TanChebyshevEmbedding(nn.Module):
+    """Token ids [B, T] -> features [B, T, C] without an embedding table.
+
+    u0 = 2 id / (V - 1) - 1 in [-1, 1]; u = tanh(input_scale * u0 + input_shift), a learnable monotone map with
+    two scalars per model (initialised to scale 2, shift 0, so u spans about [-0.96, 0.96]: nearly the whole
+    interval, while staying off +-1 where dT_k/du = k U_{k-1} grows like k^2); features
+    x = chebyshev_project(u, W [C, K], b [C]); then a DecomposedLinear residual mix and an RMSNorm:
+    out = RMSNorm(x + mix(x)).
+    """
+
+    def __init__(self, config: TanConfig):
+        super().__init__()
+        self.vocab_size = config.vocab_size
+        self.input_scale = nn.Parameter(torch.tensor(2.0))
+        self.input_shift = nn.Parameter(torch.tensor(0.0))
+        self.proj_weight = nn.Parameter(torch.empty(config.hidden_size, config.chebyshev_degree))
+        self.proj_bias = nn.Parameter(torch.zeros(config.hidden_size))
+        self.mix = DecomposedLinear(config.hidden_size, config.hidden_size)
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def normalized_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, T] long -> u [B, T] float32 after the learnable map."""
+        u0 = input_ids.to(torch.float32) * (2.0 / (self.vocab_size - 1)) - 1.0
+        return torch.tanh(self.input_scale.float() * u0 + self.input_shift.float())
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        b, t = input_ids.shape
+        u = self.normalized_ids(input_ids).reshape(-1)  # [N]
+        x = chebyshev_project(u, self.proj_weight, self.proj_bias).reshape(b, t, -1)  # [B, T, C]
+        return self.norm(x + self.mix(x))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blocks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class TanAttention(nn.Module):
+    """Bidirectional multi-head (or grouped-query) attention with DecomposedLinear projections and RoPE."""
+
+    def __init__(self, config: TanConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.num_heads = config.num_attention_heads
+        self.num_key_value_heads = config.num_key_value_heads
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_dropout
+        self.is_causal = False
+        # Read by the approximate hf_* backends (hf_local, hf_topk); exact backends ignore them.
+        self.sliding_window = config.sliding_window
+        self.attention_topk = config.attention_topk
+
+        self.q_proj = DecomposedLinear(config.hidden_size, self.num_heads * self.head_dim)
+        self.k_proj = DecomposedLinear(config.hidden_size, self.num_key_value_heads * self.head_dim)
+        self.v_proj = DecomposedLinear(config.hidden_size, self.num_key_value_heads * self.head_dim)
+        self.o_proj = DecomposedLinear(self.num_heads * self.head_dim, config.hidden_size)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]  # [B, T]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+
+        q = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # [B, H, T, D]
+        k = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # [B, Hkv, T, D]
+        v = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # [B, Hkv, T, D]
+        cos, sin = position_embeddings
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        out, weights = attention_interface(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )  # out [B, T, H, D]
+        out = out.reshape(*input_shape, -1).contiguous()
+        return self.o_proj(out), weights
+
+
+class TanMLP(nn.Module):
+    """Bottleneck MLP: C -> intermediate -> SiLU -> C, both maps DecomposedLinear."""
+
+    def __init__(self, config: TanConfig):
+        super().__init__()
+        self.down_proj = DecomposedLinear(config.hidden_size, config.intermediate_size)
+        self.up_proj = DecomposedLinear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up_proj(F.silu(self.down_proj(x)))
+
+
+class TanBlock(GradientCheckpointingLayer):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: TanConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = TanAttention(config, layer_idx)
+        self.mlp = TanMLP(config)
+        self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_out, weights = self.self_attn(
+            self.input_layernorm(hidden_states), position_embeddings, attention_mask, **kwargs
+        )
+        hidden_states = hidden_states + attn_out
+        hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+        return hidden_states, weights
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class TanPreTrainedModel(PreTrainedModel):
     config_class = TanConfig
+    config: TanConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["TanBlock"]
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # transformers' `init` functions skip tensors already loaded from a checkpoint.
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.RMSNorm):
+            if module.weight is not None:
+                init.ones_(module.weight)
+        elif isinstance(module, TanChebyshevEmbedding):
+            init.constant_(module.input_scale, 2.0)
+            init.zeros_(module.input_shift)
+            # |T_k(u)| <= 1 and sum_k T_k(u)^2 ~ K/2, so std sqrt(2/K) keeps each projected feature O(1).
+            init.normal_(module.proj_weight, mean=0.0, std=(2.0 / module.proj_weight.shape[1]) ** 0.5)
+            init.zeros_(module.proj_bias)
+        elif isinstance(module, RotaryEmbedding):
+            # A non-persistent buffer: recompute it in case the model was materialised from the meta device.
+            fresh = RotaryEmbedding(self.config, self.config.hidden_size // self.config.num_attention_heads)
+            init.copy_(module.inv_freq, fresh.inv_freq)
+
+
+class TanModel(TanPreTrainedModel):
+    """TAN encoder: Chebyshev token features -> pre-norm bidirectional attention blocks -> masked mean -> tanh proj.
+
+    forward(input_ids [B, T], attention_mask [B, T] (1 = token, 0 = padding)) returns a
+    `BaseModelOutputWithPooling` with `last_hidden_state` [B, T, C] (after the final RMSNorm), `pooler_output`
+    [B, embedding_size] (the sentence embedding: tanh(W mean_{real tokens}(h) + b)), and, on request,
+    `hidden_states` (the embedding output and each block's output) and `attentions` (the backend's weights,
+    None for backends that return none, e.g. sdpa).
+
+    Where we differ from seed 000 (Tiny Attention Networks), and why:
+    - The seed's Chebyshev layer mixes the sequence (position) axis with the feature axis when it expands and
+      projects (its shapes only line up for particular lengths). Here each token id is expanded on its own
+      (u [N] -> T_0..T_{K-1} [N, K] -> [N, C], N = B * T flattened); positions enter only through RoPE, so any
+      length up to `max_position_embeddings` works and padding never leaks into real tokens.
+    - The learnable map before the expansion is explicit and tiny (u = tanh(a u0 + b), two scalars), and the
+      expansion + projection is one function, `chebyshev_project`, so the fused kernel can replace it exactly.
+    - Pooling is a *masked* mean over real tokens (the seed describes a plain mean over the sequence), so a
+      padded batch gives each row the same embedding as running it alone.
+    - Position ids follow the attention mask (cumulative count of real tokens), so left padding gives the same
+      result as right padding.
+    - Pre-norm blocks with a final RMSNorm (the seed's order is unspecified; pre-norm trains stably without
+      warm-up tuning at this depth).
+    - Attention runs through transformers' attention interface (eager, sdpa, flex_attention, hf_*), not a
+      hand-written softmax, with bidirectional masks built by `create_bidirectional_mask`.
+    """
+
+    def __init__(self, config: TanConfig):
+        super().__init__(config)
+        self.embeddings = TanChebyshevEmbedding(config)
+        self.layers = nn.ModuleList([TanBlock(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config, config.hidden_size // config.num_attention_heads)
+        self.pooler = nn.Linear(config.hidden_size, config.embedding_size)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The module mapping token ids to hidden states (Chebyshev features, not a table)."""
+        return self.embeddings
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embeddings = value
+
+    def resize_token_embeddings(self, *args, **kwargs):
+        raise NotImplementedError(
+            "TAN has no embedding table to resize: ids are normalised by vocab_size, so changing it would move every "
+            "token's features. Train a tokenizer with config.vocab_size ids instead."
+        )
+
+    def _check_inputs(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> None:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`")
+        x = input_ids if input_ids is not None else inputs_embeds
+        if x.dim() != (2 if input_ids is not None else 3):
+            raise ValueError(
+                "`input_ids` must be [batch, seq_len] and `inputs_embeds` [batch, seq_len, hidden], "
+                f"got {tuple(x.shape)}"
+            )
+        seq_len = x.shape[1]
+        if seq_len > self.config.max_position_embeddings:
+            raise ValueError(
+                f"Sequence length {seq_len} exceeds the model's limit max_position_embeddings="
+                f"{self.config.max_position_embeddings}; truncate the input (e.g. tokenizer(truncation=True, "
+                f"max_length={self.config.max_position_embeddings}))"
+            )
+        if input_ids is not None and input_ids.numel() > 0:
+            lo, hi = int(input_ids.min()), int(input_ids.max())
+            if lo < 0 or hi >= self.config.vocab_size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(
+                    f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}) "
+                    f"(vocab_size={self.config.vocab_size}); is the tokenizer the one this model was trained with?"
+                )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,  # accepted for BERT-style tokenizers, unused
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        self._check_inputs(input_ids, inputs_embeds)
+
+        if inputs_embeds is None:
+            inputs_embeds = self.embeddings(input_ids)  # [B, T, C]
+        b, t = inputs_embeds.shape[:2]
+        pad_mask = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
+        if position_ids is None:
+            if pad_mask is not None:  # count real tokens, so left padding gives the same positions as right padding
+                position_ids = (pad_mask.long().cumsum(-1) - 1).clamp_min(0)
+            else:
+                position_ids = torch.arange(t, device=inputs_embeds.device)[None].expand(b, t)
+
+        mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask
+        )  # None, [B, T] bool, [B, 1, T, T] bool/float or a BlockMask, as the backend expects
+
+        hidden_states = inputs_embeds
+        position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, weights = layer(hidden_states, position_embeddings, mask, **kwargs)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (weights,)
+
+        hidden_states = self.norm(hidden_states)
+        pooled = torch.tanh(self.pooler(masked_mean_pool(hidden_states, pad_mask)))  # [B, embedding_size]
+
+        if not return_dict:
+            return tuple(x for x in (hidden_states, pooled, all_hidden_states, all_attentions) if x is not None)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states,
+            pooler_output=pooled,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+
+
+__all__ = [
+    "TanModel",
+    "TanPreTrainedModel",
+    "chebyshev_expand",
+    "chebyshev_project",
+    "chebyshev_project_reference",
+]

@@ -1,0 +1,360 @@
+"""TAN: config validation, the Chebyshev seam, backends, padding, checkpointing, save/load and remote code."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+import hf_attn  # noqa: F401  (registers "tan" and the hf_* backends)
+from hf_attn import TanConfig, TanModel
+from hf_attn.modeling import modeling_tan
+from hf_attn.modeling.modeling_tan import chebyshev_expand, chebyshev_project, chebyshev_project_reference
+
+from conftest import run_without_hf_attn
+
+TINY = dict(
+    vocab_size=100,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=16,
+    chebyshev_degree=16,
+    max_position_embeddings=24,
+    embedding_size=24,
+)
+
+
+def tiny_model(attn_implementation: str = "eager", seed: int = 0, **overrides) -> TanModel:
+    torch.manual_seed(seed)
+    config = TanConfig(**{**TINY, **overrides})
+    model = TanModel(config).eval()
+    model.set_attn_implementation(attn_implementation)
+    return model
+
+
+def padded_batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids [3, 12] and a mask with right padding (row 1), left padding (row 2) and none (row 0)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, TINY["vocab_size"], (3, 12), generator=g)
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[1, 7:] = 0
+    mask[2, :4] = 0
+    return ids, mask
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def real_tokens(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return x[mask.bool()]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields, name",
+    [
+        (dict(hidden_size=30, num_attention_heads=4), "hidden_size"),
+        (dict(num_attention_heads=4, num_key_value_heads=3), "num_key_value_heads"),
+        (dict(chebyshev_degree=0), "chebyshev_degree"),
+        (dict(hidden_size=0), "hidden_size"),
+        (dict(num_hidden_layers=-1), "num_hidden_layers"),
+        (dict(vocab_size=0), "vocab_size"),
+        (dict(max_position_embeddings=0), "max_position_embeddings"),
+        (dict(intermediate_size=0), "intermediate_size"),
+        (dict(embedding_size=-3), "embedding_size"),
+        (dict(sliding_window=0), "sliding_window"),
+        (dict(attention_topk=0), "attention_topk"),
+    ],
+)
+def test_config_rejects_impossible_values(fields, name):
+    with pytest.raises(ValueError, match=name):
+        TanConfig(**{**TINY, **fields})
+
+
+def test_config_defaults_and_auto_for_model():
+    config = TanConfig()
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (256, 4, 4)
+    assert config.num_key_value_heads == 4 and config.embedding_size == 256
+    assert config.rope_parameters == {"rope_type": "default", "rope_theta": 10000.0}
+    assert config.max_position_embeddings == 512
+
+    built = AutoConfig.for_model("tan", **TINY)
+    assert isinstance(built, TanConfig)
+    assert all(getattr(built, k) == v for k, v in TINY.items())
+
+    # transformers 5 folds `rope_theta` and a legacy `rope_scaling` into `rope_parameters`.
+    legacy = TanConfig(**TINY, rope_theta=500.0, rope_scaling={"rope_type": "linear", "factor": 2.0})
+    assert legacy.rope_parameters == {"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0}
+    assert legacy.rope_theta == 500.0
+    assert TanConfig.from_dict(legacy.to_dict()).rope_parameters == legacy.rope_parameters
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Chebyshev seam
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_chebyshev_expand_matches_closed_form_and_derivative():
+    degree = 12
+    u = torch.linspace(-0.999, 0.999, 301, dtype=torch.float64, requires_grad=True)
+    basis = chebyshev_expand(u, degree)  # [N, K]
+    assert basis.shape == (301, degree)
+    theta = torch.arccos(u.detach())
+    k = torch.arange(degree, dtype=torch.float64)
+    torch.testing.assert_close(basis.detach(), torch.cos(k * theta[:, None]), rtol=1e-10, atol=1e-10)
+
+    # dT_k/du = k U_{k-1}(u), with U_{k-1}(cos t) = sin(k t) / sin t.
+    expected = k * torch.sin(k * theta[:, None]) / torch.sin(theta)[:, None]
+    for j in range(degree):
+        (grad,) = torch.autograd.grad(basis[:, j].sum(), u, retain_graph=True)
+        torch.testing.assert_close(grad, expected[:, j], rtol=1e-8, atol=1e-8)
+
+    assert torch.equal(chebyshev_expand(torch.tensor([0.3, -0.5]), 1), torch.ones(2, 1))
+    with pytest.raises(ValueError, match="degree"):
+        chebyshev_expand(u, 0)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_chebyshev_project_contract(with_bias):
+    g = torch.Generator().manual_seed(0)
+    n, hidden, degree = 9, 3, 7
+    u = (torch.rand(n, generator=g, dtype=torch.float64) * 1.9 - 0.95).requires_grad_()
+    weight = torch.randn(hidden, degree, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(hidden, generator=g, dtype=torch.float64, requires_grad=True) if with_bias else None
+    want = chebyshev_expand(u, degree) @ weight.T + (bias if with_bias else 0)
+    for fn in (chebyshev_project_reference, chebyshev_project):
+        got = fn(u, weight, bias)
+        assert got.shape == (n, hidden)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    inputs = (u, weight, bias) if with_bias else (u, weight)
+    assert torch.autograd.gradcheck(chebyshev_project_reference, inputs, fast_mode=True)
+    # The model goes through `chebyshev_project`; it must give the reference's gradients too.
+    grads = torch.autograd.grad(chebyshev_project(u, weight, bias).square().sum(), inputs)
+    want_grads = torch.autograd.grad(want.square().sum(), inputs)
+    for a, b in zip(grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)
+
+
+def test_fast_path_is_resolved_at_import():
+    try:
+        from hf_attn.kernels.chebyshev import chebyshev_project as fused
+    except ImportError:
+        fused = None
+    assert modeling_tan._fused_chebyshev_project is fused
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Forward, padding, inputs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_forward_shapes_and_optional_outputs():
+    model = tiny_model("eager")
+    ids, mask = padded_batch()
+    out = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert out.last_hidden_state.shape == (3, 12, TINY["hidden_size"])
+    assert out.pooler_output.shape == (3, TINY["embedding_size"])
+    assert out.pooler_output.abs().max() < 1  # tanh
+    assert len(out.hidden_states) == TINY["num_hidden_layers"] + 1
+    assert len(out.attentions) == TINY["num_hidden_layers"]
+    assert out.attentions[0].shape == (3, TINY["num_attention_heads"], 12, 12)
+    # Padded keys get no attention.
+    assert out.attentions[0][1, :, :, 7:].abs().max() == 0
+    as_tuple = model(ids, attention_mask=mask, return_dict=False)
+    assert torch.equal(as_tuple[0], out.last_hidden_state) and torch.equal(as_tuple[1], out.pooler_output)
+
+
+def test_padding_does_not_change_outputs():
+    model = tiny_model("eager")
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        batched = model(ids, attention_mask=mask)
+        for row in range(ids.shape[0]):
+            keep = mask[row].bool()
+            alone = model(ids[row, keep][None])
+            torch.testing.assert_close(batched.pooler_output[row], alone.pooler_output[0], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(
+                batched.last_hidden_state[row, keep], alone.last_hidden_state[0], rtol=1e-5, atol=1e-6
+            )
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "hf_flash"])
+def test_padding_invariance_other_exact_backends(attn_implementation):
+    model = tiny_model("eager")
+    model.config._attn_implementation = attn_implementation  # hf_flash: see test_hf_flash_is_selectable
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        batched = model(ids, attention_mask=mask).pooler_output
+        alone = torch.cat([model(ids[r, mask[r].bool()][None]).pooler_output for r in range(3)])
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_inputs_raise_value_errors_with_the_limit():
+    model = tiny_model("eager")
+    with pytest.raises(ValueError, match=r"vocab_size=100"):
+        model(torch.tensor([[1, 2, 100]]))
+    with pytest.raises(ValueError, match=r"\[0, 100\)"):
+        model(torch.tensor([[-1, 2, 3]]))
+    with pytest.raises(ValueError, match=r"max_position_embeddings=24"):
+        model(torch.zeros(1, 25, dtype=torch.long))
+    model(torch.full((1, 24), 99))  # the limits themselves are fine
+
+
+def test_inputs_embeds_path_matches_input_ids():
+    model = tiny_model("eager")
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        from_ids = model(ids, attention_mask=mask).pooler_output
+        from_embeds = model(inputs_embeds=model.embeddings(ids), attention_mask=mask).pooler_output
+    torch.testing.assert_close(from_ids, from_embeds)
+    assert model.get_input_embeddings() is model.embeddings
+    with pytest.raises(ValueError, match="exactly one"):
+        model()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Attention backends
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _compare_with_eager(attn_implementation: str, set_directly: bool = False) -> None:
+    model = tiny_model("eager")
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        ref = model(ids, attention_mask=mask)
+        if set_directly:
+            model.config._attn_implementation = attn_implementation
+        else:
+            model.set_attn_implementation(attn_implementation)
+        out = model(ids, attention_mask=mask)
+    assert rel_err(out.pooler_output, ref.pooler_output) < 1e-4
+    assert rel_err(real_tokens(out.last_hidden_state, mask), real_tokens(ref.last_hidden_state, mask)) < 1e-4
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa"])
+def test_exact_backends_agree_with_eager(attn_implementation):
+    _compare_with_eager(attn_implementation)
+
+
+def test_hf_flash_agrees_with_eager():
+    # Set on the config directly: transformers' `set_attn_implementation` treats any name containing "flash"
+    # as a Hub kernel (see test_hf_flash_is_selectable); the computation itself is what is tested here.
+    _compare_with_eager("hf_flash", set_directly=True)
+
+
+def test_hf_flash_is_selectable():
+    model = tiny_model("eager")
+    try:
+        model.set_attn_implementation("hf_flash")
+    except ValueError as err:
+        if "flash attention implementation" in str(err):
+            pytest.xfail(f"transformers treats every name containing 'flash' as a Hub kernel: {err}")
+        raise
+    assert model.config._attn_implementation == "hf_flash"
+
+
+@pytest.mark.slow
+def test_flex_attention_agrees_with_eager():
+    """Slow on CPU: flex_attention compiles its kernel on first use (~30 s here) and has no CPU backward."""
+    _compare_with_eager("flex_attention")
+
+
+@pytest.mark.parametrize(
+    "attn_implementation, overrides",
+    [("hf_local", dict(sliding_window=3)), ("hf_linear", {}), ("hf_topk", dict(attention_topk=4))],
+)
+def test_approximate_backends_run(attn_implementation, overrides):
+    model = tiny_model(attn_implementation, **overrides)
+    ids, mask = padded_batch()
+    out = model(ids, attention_mask=mask)
+    assert out.last_hidden_state.shape == (3, 12, TINY["hidden_size"])
+    assert out.pooler_output.shape == (3, TINY["embedding_size"])
+    assert torch.isfinite(out.last_hidden_state).all() and torch.isfinite(out.pooler_output).all()
+    out.pooler_output.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training, save/load, remote code
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    ids, mask = padded_batch()
+
+    def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
+        model = tiny_model("eager").train()
+        if checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            assert all(layer.gradient_checkpointing for layer in model.layers)
+        model(ids, attention_mask=mask).pooler_output.square().sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, checkpointed = grads(False), grads(True)
+    assert plain.keys() == checkpointed.keys() and "embeddings.input_scale" in plain
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = tiny_model("eager")
+    with torch.no_grad():
+        model.embeddings.input_shift.fill_(0.1)  # non-default values must survive the trip
+    ids, mask = padded_batch()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    for name in ("configuration_tan.py", "modeling_tan.py", "layers.py"):
+        assert (tmp_path / name).is_file(), name
+    loaded = AutoModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert isinstance(loaded, TanModel)
+    with torch.no_grad():
+        a, b = model(ids, attention_mask=mask), loaded(ids, attention_mask=mask)
+    assert torch.equal(a.pooler_output, b.pooler_output)
+    assert torch.equal(a.last_hidden_state, b.last_hidden_state)
+
+
+def test_remote_code_loads_without_hf_attn(tmp_path):
+    model = tiny_model("sdpa")
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        ref = model(ids, attention_mask=mask).pooler_output
+    model.save_pretrained(tmp_path / "model")
+    torch.save({"ids": ids, "mask": mask, "pooled": ref}, tmp_path / "ref.pt")
+    proc = run_without_hf_attn(
+        f"""
+        import torch
+        from transformers import AutoConfig, AutoModel
+        folder = {str(tmp_path / "model")!r}
+        ref = torch.load({str(tmp_path / "ref.pt")!r})
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+        assert type(config).__name__ == "TanConfig" and not type(config).__module__.startswith("hf_attn")
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True, attn_implementation="sdpa").eval()
+        assert not type(model).__module__.startswith("hf_attn"), type(model).__module__
+        with torch.no_grad():
+            pooled = model(ref["ids"], attention_mask=ref["mask"]).pooler_output
+        err = ((pooled - ref["pooled"]).norm() / ref["pooled"].norm()).item()
+        assert err < 1e-6, err
+        print("remote-code-ok", type(model).__module__)
+        """
+    )
+    assert "remote-code-ok" in proc.stdout
+
+
+def test_default_parameter_count():
+    model = TanModel(TanConfig())
+    total = sum(p.numel() for p in model.parameters())
+    by_part = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    print(f"TAN default config: {total:,} parameters ({total / 1e6:.2f}M); by part: {by_part}")
+    assert 0.5e6 < total < 2e6
+    # No embedding table: the token features cost K * hidden + O(hidden^2 / 4), independent of vocab_size.
+    assert TanModel(TanConfig(vocab_size=100)).num_parameters() == model.num_parameters()
+    assert math.isclose(model.embeddings.input_scale.item(), 2.0)
