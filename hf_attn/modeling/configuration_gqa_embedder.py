@@ -1,6 +1,170 @@
-"""PLACEHOLDER (being written)."""
+"""GQAEmbedder configuration (seed 004: a compact sentence-embedding encoder with grouped-query attention).
+
+Imports only transformers, so the file travels with a saved model as remote code.
+"""
+
+from __future__ import annotations
+
 from transformers import PreTrainedConfig
 
 
 class GQAEmbedderConfig(PreTrainedConfig):
+    r"""Configuration of a [`GQAEmbedderModel`]: a pre-norm bidirectional encoder with grouped-query attention and
+    RoPE (optionally YaRN-scaled), masked mean pooling, a projection to `embedding_size` and L2 normalisation.
+
+    The defaults reproduce seed 004 (30k vocabulary, hidden 512, 6 layers, 8 query / 2 key-value heads,
+    512 -> 384 projection): about 39.2M parameters.
+
+    Args:
+        vocab_size (`int`, *optional*, defaults to 30000):
+            Number of token ids the embedding table holds; ids must lie in `[0, vocab_size)`.
+        hidden_size (`int`, *optional*, defaults to 512):
+            Width of the residual stream.
+        num_hidden_layers (`int`, *optional*, defaults to 6):
+            Number of encoder blocks.
+        num_attention_heads (`int`, *optional*, defaults to 8):
+            Query heads per attention layer; must divide `hidden_size` (head_dim = hidden_size / heads).
+        num_key_value_heads (`int`, *optional*, defaults to 2):
+            Key/value heads (grouped-query attention); must divide `num_attention_heads`. `None` means equal to
+            `num_attention_heads` (plain multi-head attention).
+        intermediate_size (`int`, *optional*, defaults to 3200):
+            Inner width of the GELU feed-forward. 3200 brings the default model to ~39M parameters, the seed's size.
+        max_position_embeddings (`int`, *optional*, defaults to 512):
+            Longest input (tokens) the model accepts without RoPE scaling. With YaRN the limit is
+            `rope_parameters["original_max_position_embeddings"] * rope_parameters["factor"]` instead
+            (see `max_sequence_length`).
+        rope_theta (`float`, *optional*, defaults to 10000.0):
+            RoPE base wavelength; copied into `rope_parameters["rope_theta"]` unless that is already set (then this
+            field is overwritten with the value in `rope_parameters`).
+        rope_parameters (`dict`, *optional*):
+            transformers' RoPE parameters, e.g. `{"rope_type": "yarn", "factor": 4.0,
+            "original_max_position_embeddings": 512}`. The legacy name `rope_scaling` is accepted as a keyword and
+            standardised into this field by transformers. Inverse frequencies come from transformers'
+            `ROPE_INIT_FUNCTIONS`. `None` means plain RoPE (`{"rope_type": "default"}`).
+        sliding_window (`int`, *optional*):
+            Window (tokens) of the `hf_local` attention backend; other backends attend to the whole sequence.
+            Must be positive when set.
+        attention_topk (`int`, *optional*):
+            Keys kept per query by the `hf_topk` attention backend; other backends ignore it. Must be positive
+            when set.
+        attention_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on the attention probabilities (training only).
+        hidden_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on the output of each attention and feed-forward sublayer before the residual add (training only).
+        rms_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of every RMSNorm.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of linear and embedding weights.
+        embedding_size (`int`, *optional*, defaults to 384):
+            Width of the sentence embedding (`pooler_output`) after the projection.
+        pad_token_id (`int`, *optional*, defaults to 0):
+            Padding token id; its embedding row is initialised to zeros. Padding is excluded through
+            `attention_mask`, not through this id.
+
+    Example:
+
+    ```python
+    >>> from hf_attn import GQAEmbedderConfig, GQAEmbedderModel
+    >>> config = GQAEmbedderConfig(rope_scaling={"rope_type": "yarn", "factor": 4.0,
+    ...                                          "original_max_position_embeddings": 512})
+    >>> model = GQAEmbedderModel(config)  # accepts up to 2048 tokens
+    ```
+    """
+
     model_type = "gqa_embedder"
+
+    vocab_size: int = 30000
+    hidden_size: int = 512
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 8
+    num_key_value_heads: int | None = 2
+    intermediate_size: int = 3200
+    max_position_embeddings: int = 512
+    rope_theta: float = 10000.0
+    rope_parameters: dict | None = None
+    sliding_window: int | None = None
+    attention_topk: int | None = None
+    attention_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    rms_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+    embedding_size: int = 384
+    pad_token_id: int | None = 0
+
+    def __post_init__(self, **kwargs):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        self._check_sizes()
+        # Standardises `rope_parameters` (and a legacy `rope_scaling` keyword) into transformers' form.
+        super().__post_init__(**kwargs)
+        self.rope_theta = self.rope_parameters["rope_theta"]  # one value: `rope_parameters` wins, as in transformers
+        self.validate_rope()
+        self._check_rope_length()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_sequence_length(self) -> int:
+        """Longest accepted input: `original_max_position_embeddings * factor` with YaRN, else
+        `max_position_embeddings`."""
+        params = self.rope_parameters or {}
+        if params.get("rope_type") == "yarn":
+            return int(params["original_max_position_embeddings"] * params["factor"])
+        return self.max_position_embeddings
+
+    def _check_sizes(self) -> None:
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "embedding_size",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        for name in ("sliding_window", "attention_topk"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+        for name in ("attention_dropout", "hidden_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
+        if self.rope_theta <= 0:
+            raise ValueError(f"`rope_theta` must be positive, got {self.rope_theta!r}.")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
+                f"({self.num_attention_heads})."
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"`num_attention_heads` ({self.num_attention_heads}) must be divisible by `num_key_value_heads` "
+                f"({self.num_key_value_heads})."
+            )
+        if self.head_dim % 2:
+            raise ValueError(
+                f"RoPE needs an even head dimension: `hidden_size` / `num_attention_heads` = {self.head_dim}."
+            )
+
+    def _check_rope_length(self) -> None:
+        params = self.rope_parameters or {}
+        if params.get("rope_type") == "yarn":
+            factor = params.get("factor")
+            original = params.get("original_max_position_embeddings")
+            if not isinstance(factor, (int, float)) or factor < 1:
+                raise ValueError(f"`rope_parameters['factor']` must be a number >= 1 for YaRN, got {factor!r}.")
+            if not isinstance(original, int) or original <= 0:
+                raise ValueError(
+                    "`rope_parameters['original_max_position_embeddings']` must be a positive integer for YaRN, "
+                    f"got {original!r}."
+                )
+
+
+__all__ = ["GQAEmbedderConfig"]

@@ -1,9 +1,272 @@
-"""PLACEHOLDER (being written)."""
+"""GQAEmbedder (seed 004): a compact sentence-embedding encoder with grouped-query attention.
+
+    input_ids [B, T]
+      -> token embeddings                                       [B, T, C]
+      -> N x ( x + Attn(RMSNorm(x)),  x + FFN(RMSNorm(x)) )     pre-norm, bidirectional
+             Attn: 8 query heads, 2 key/value heads (GQA), RoPE (optionally YaRN-scaled)
+             FFN:  C -> intermediate -> GELU -> C
+      -> RMSNorm                                                last_hidden_state [B, T, C]
+      -> masked mean over real tokens -> Linear C -> E -> L2    pooler_output [B, E], unit norm
+
+Differences from the seed: none in the architecture; the seed's training-only pieces (Muon optimiser, data
+pipeline) live in recipes, not here. The attention backend is chosen by `attn_implementation` (eager, sdpa,
+flex_attention, and hf_attn's hf_flash / hf_local / hf_linear / hf_topk when hf_attn is installed).
+
+This file is remote code: it imports only torch, transformers and its `.` siblings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_gqa_embedder import GQAEmbedderConfig
+from .layers import RotaryEmbedding, apply_rotary_pos_emb, eager_attention_forward, masked_mean_pool
+
+try:
+    import hf_attn  # noqa: F401  registers hf_* backends when installed
+except ImportError:
+    pass
 
 
+class GQAEmbedderAttention(nn.Module):
+    """Bidirectional grouped-query self-attention with RoPE.
 
-class GQAEmbedderModel(PreTrainedModel):
+    K/V stay at `num_key_value_heads` heads; each backend handles the grouping (without materialising the repeats
+    where it can).
+    """
+
+    def __init__(self, config: GQAEmbedderConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.num_heads = config.num_attention_heads
+        self.num_key_value_heads = config.num_key_value_heads
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_dropout
+        self.is_causal = False
+        # hf_local / hf_topk read `sliding_window` / `attention_topk` from `self.config`.
+
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]  # [B, T]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+
+        q = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # [B, H, T, D]
+        k = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # [B, Hkv, T, D]
+        v = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # [B, Hkv, T, D]
+        cos, sin = position_embeddings
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )  # [B, T, H, D]
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
+        return self.o_proj(attn_output), attn_weights
+
+
+class GQAEmbedderMLP(nn.Module):
+    """GELU feed-forward: C -> intermediate -> GELU -> C."""
+
+    def __init__(self, config: GQAEmbedderConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.act_fn = nn.GELU()
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.up_proj(x)))
+
+
+class GQAEmbedderLayer(GradientCheckpointingLayer):
+    """Pre-norm encoder block: x + Attn(RMSNorm(x)), then x + FFN(RMSNorm(x))."""
+
+    def __init__(self, config: GQAEmbedderConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.self_attn = GQAEmbedderAttention(config, layer_idx)
+        self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = GQAEmbedderMLP(config)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.self_attn(
+            self.input_layernorm(hidden_states),
+            position_embeddings=position_embeddings,
+            attention_mask=attention_mask,
+            **kwargs,
+        )
+        hidden_states = hidden_states + self.dropout(attn_output)
+        hidden_states = hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
+        return hidden_states, attn_weights
+
+
+class GQAEmbedderPreTrainedModel(PreTrainedModel):
     config_class = GQAEmbedderConfig
+    config: GQAEmbedderConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GQAEmbedderLayer"]
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Linear/Embedding: normal(0, initializer_range), zero bias, zero padding row; RMSNorm: ones.
+        super()._init_weights(module)
+        if isinstance(module, RotaryEmbedding):
+            # A non-persistent buffer: rebuilt from the config (transformers' rope functions) when loading from meta.
+            with torch.device("cpu"):
+                inv_freq = RotaryEmbedding(self.config, self.config.head_dim).inv_freq
+            init.copy_(module.inv_freq, inv_freq)
+
+
+class GQAEmbedderModel(GQAEmbedderPreTrainedModel):
+    """GQAEmbedder encoder with its sentence-embedding head.
+
+    forward(input_ids [B, T], attention_mask [B, T] (1 = real token)) ->
+    `BaseModelOutputWithPooling` with `last_hidden_state` [B, T, hidden_size] (after the final RMSNorm) and
+    `pooler_output` [B, embedding_size], the L2-normalised sentence embedding (mean over real tokens, projected).
+    """
+
+    def __init__(self, config: GQAEmbedderConfig):
+        super().__init__(config)
+        self.padding_idx = config.pad_token_id
+        self.vocab_size = config.vocab_size
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList(GQAEmbedderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config, config.head_dim)
+        self.projection = nn.Linear(config.hidden_size, config.embedding_size)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def _check_inputs(self, input_ids: torch.Tensor | None, seq_len: int) -> None:
+        limit = self.config.max_sequence_length
+        if seq_len > limit:
+            is_yarn = (self.config.rope_parameters or {}).get("rope_type") == "yarn"
+            scaled = " (YaRN: original_max_position_embeddings * factor)" if is_yarn else ""
+            raise ValueError(
+                f"Input has {seq_len} tokens but GQAEmbedder supports at most {limit}{scaled}; truncate the input."
+            )
+        if input_ids is not None and input_ids.numel() > 0:
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}) (`vocab_size`)."
+                )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """`token_type_ids` is accepted (tokenizers such as BERT's emit it) and ignored: the model has no segments."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        self._check_inputs(input_ids, seq_len)
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)  # [B, T, C]
+        if position_ids is None:
+            position_ids = torch.arange(seq_len, device=inputs_embeds.device)[None]  # [1, T]
+
+        # The 4D / block / 2D form each backend wants; None when there is no padding.
+        mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask
+        )
+        position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
+
+        hidden_states = inputs_embeds
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            hidden_states, attn_weights = layer(
+                hidden_states,
+                attention_mask=mask,
+                position_embeddings=position_embeddings,
+                output_attentions=output_attentions,
+                **kwargs,
+            )
+            if output_attentions:
+                all_attentions += (attn_weights,)
+        hidden_states = self.norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+
+        pooled = masked_mean_pool(hidden_states, attention_mask)  # [B, C]
+        embeddings = F.normalize(self.projection(pooled), p=2, dim=-1)  # [B, E]
+
+        if not return_dict:
+            return tuple(
+                v for v in (hidden_states, embeddings, all_hidden_states, all_attentions) if v is not None
+            )
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states,
+            pooler_output=embeddings,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+
+
+__all__ = ["GQAEmbedderModel", "GQAEmbedderPreTrainedModel"]

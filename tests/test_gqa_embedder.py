@@ -1,0 +1,352 @@
+"""GQAEmbedder (seed 004): config, embeddings, backends, YaRN, checkpointing, save/load and remote code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+import hf_attn  # noqa: F401  registers the hf_* backends and the Auto classes
+from hf_attn import GQAEmbedderConfig, GQAEmbedderModel
+
+from conftest import run_without_hf_attn
+
+EXACT_BACKENDS = ["sdpa", "flex_attention", "hf_flash"]
+APPROXIMATE_BACKENDS = ["hf_local", "hf_linear", "hf_topk"]
+
+
+def tiny_config(**overrides) -> GQAEmbedderConfig:
+    fields = dict(
+        vocab_size=101,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        intermediate_size=96,
+        max_position_embeddings=64,
+        embedding_size=24,
+    )
+    fields.update(overrides)
+    return GQAEmbedderConfig(**fields)
+
+
+def tiny_model(**overrides) -> GQAEmbedderModel:
+    torch.manual_seed(0)
+    return GQAEmbedderModel(tiny_config(**overrides)).eval()
+
+
+def padded_batch(lengths=(20, 13, 5), vocab_size=101, seed=1):
+    """Right-padded ids [B, T] and mask [B, T] (1 = token)."""
+    g = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    ids = torch.randint(1, vocab_size, (len(lengths), t), generator=g)
+    mask = torch.zeros(len(lengths), t, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def set_backend(model, name: str) -> str | None:
+    """Select `name`; returns the selection error when only transformers' name check is in the way."""
+    try:
+        model.set_attn_implementation(name)
+    except ValueError as err:
+        if name == "hf_flash" and "flash attention implementation" in str(err):
+            # transformers treats any name containing "flash" as a request for a flash-attn kernel package.
+            model.config._attn_implementation = name
+            return f"`{name}` cannot be selected through attn_implementation: {err}"
+        raise
+    return None
+
+
+# --- config ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(hidden_size=60, num_attention_heads=8), "hidden_size"),
+        (dict(num_attention_heads=8, num_key_value_heads=3), "num_key_value_heads"),
+        (dict(vocab_size=0), "vocab_size"),
+        (dict(hidden_size=-64), "hidden_size"),
+        (dict(num_hidden_layers=0), "num_hidden_layers"),
+        (dict(intermediate_size=0), "intermediate_size"),
+        (dict(embedding_size=0), "embedding_size"),
+        (dict(max_position_embeddings=0), "max_position_embeddings"),
+        (dict(sliding_window=0), "sliding_window"),
+        (dict(attention_topk=-1), "attention_topk"),
+        (dict(attention_dropout=1.5), "attention_dropout"),
+    ],
+)
+def test_config_rejects_impossible_values(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        tiny_config(**overrides)
+
+
+def test_config_defaults_and_auto_config():
+    config = GQAEmbedderConfig()
+    assert (config.vocab_size, config.hidden_size, config.num_hidden_layers) == (30000, 512, 6)
+    assert (config.num_attention_heads, config.num_key_value_heads, config.embedding_size) == (8, 2, 384)
+    assert config.max_position_embeddings == 512 and config.max_sequence_length == 512
+    assert config.rope_parameters["rope_type"] == "default"
+
+    built = AutoConfig.for_model("gqa_embedder", hidden_size=64, num_attention_heads=4, num_key_value_heads=1)
+    assert isinstance(built, GQAEmbedderConfig)
+    assert (built.hidden_size, built.num_key_value_heads, built.head_dim) == (64, 1, 16)
+    assert GQAEmbedderConfig(num_key_value_heads=None).num_key_value_heads == 8
+
+
+def test_init_weights():
+    model = tiny_model(pad_token_id=3)
+    assert torch.count_nonzero(model.embed_tokens.weight[3]) == 0
+    assert torch.equal(model.norm.weight, torch.ones(64))
+    assert model.layers[0].self_attn.q_proj.weight.std().item() == pytest.approx(0.02, rel=0.2)
+
+
+def test_default_model_has_about_39m_parameters():
+    with torch.device("meta"):
+        model = GQAEmbedderModel(GQAEmbedderConfig())
+    n = sum(p.numel() for p in model.parameters())
+    print(f"GQAEmbedder default config: {n:,} parameters ({n / 1e6:.2f}M)")
+    assert 38.5e6 <= n <= 39.5e6
+
+
+# --- embeddings ------------------------------------------------------------------------------------------------
+
+
+def test_pooler_output_is_unit_norm_and_padding_invariant():
+    model = tiny_model()
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask)
+        # Left padding too: RoPE only sees relative positions, so the embedding must not move.
+        left_ids, left_mask = ids[1:2].roll(7, dims=1), mask[1:2].roll(7, dims=1)
+        left = model(left_ids, attention_mask=left_mask).pooler_output
+    assert out.last_hidden_state.shape == (3, 20, 64)
+    assert out.pooler_output.shape == (3, 24)
+    torch.testing.assert_close(out.pooler_output.norm(dim=-1), torch.ones(3), atol=1e-5, rtol=0)
+    for i, n in enumerate(mask.sum(1).tolist()):
+        with torch.no_grad():
+            single = model(ids[i : i + 1, :n]).pooler_output
+        torch.testing.assert_close(out.pooler_output[i : i + 1], single, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(left, out.pooler_output[1:2], atol=1e-5, rtol=1e-4)
+
+
+def test_tuple_output_hidden_states_and_attentions():
+    model = tiny_model()
+    model.set_attn_implementation("eager")  # the backend that returns attention weights
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+        as_tuple = model(ids, attention_mask=mask, return_dict=False)
+    assert len(out.hidden_states) == 3 and len(out.attentions) == 2
+    assert out.attentions[0].shape == (3, 8, 20, 20)
+    torch.testing.assert_close(as_tuple[1], out.pooler_output)
+
+
+# --- attention backends ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def uncompiled_flex_attention(monkeypatch):
+    """transformers compiles flex_attention and its BlockMask on first use (~20 s on 2 CPU cores). Uncompiled they
+    compute the same function through the same code path, so the fast tests run them eagerly; the compiled path is
+    a slow test."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    from transformers import masking_utils
+    from transformers.integrations import flex_attention as hf_flex
+
+    def eager_flex(query, key, value, training=False, **kwargs):
+        return flex_attention(query, key, value, **kwargs)
+
+    def eager_block_mask(*args, _compile=False, **kwargs):
+        return create_block_mask(*args, _compile=False, **kwargs)
+
+    monkeypatch.setattr(hf_flex, "compile_friendly_flex_attention", eager_flex)
+    monkeypatch.setattr(masking_utils, "create_block_mask", eager_block_mask)
+
+
+@pytest.mark.parametrize("backend", EXACT_BACKENDS)
+def test_exact_backends_match_eager_with_padding_and_gqa(backend, uncompiled_flex_attention):
+    assert_backend_matches_eager(backend)
+
+
+@pytest.mark.slow
+def test_compiled_flex_attention_matches_eager():
+    assert_backend_matches_eager("flex_attention")
+
+
+def assert_backend_matches_eager(backend: str) -> None:
+    model = tiny_model()
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        ref = model(ids, attention_mask=mask)
+        selection_error = set_backend(model, backend)
+        assert model.config._attn_implementation == backend
+        out = model(ids, attention_mask=mask)
+    # Padded query rows are never pooled; compare the real tokens and the embeddings.
+    real = mask.bool()
+    assert rel_err(out.last_hidden_state[real], ref.last_hidden_state[real]) < 1e-4
+    assert rel_err(out.pooler_output, ref.pooler_output) < 1e-4
+    if selection_error:
+        pytest.xfail(f"numerics agree, but {selection_error}")
+
+
+@pytest.mark.parametrize("backend", APPROXIMATE_BACKENDS)
+def test_approximate_backends_run(backend):
+    model = tiny_model(sliding_window=4, attention_topk=3)
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        assert set_backend(model, backend) is None
+        out = model(ids, attention_mask=mask).pooler_output
+    assert out.shape == (3, 24) and torch.isfinite(out).all()
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(3), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["hf_local", "hf_topk"])
+def test_window_and_topk_covering_the_sequence_equal_full_attention(backend):
+    # A window / k at least the sequence length keeps every key: the same function as eager.
+    model = tiny_model(sliding_window=64, attention_topk=64)
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        ref = model(ids, attention_mask=mask).pooler_output
+        assert set_backend(model, backend) is None
+        out = model(ids, attention_mask=mask).pooler_output
+    assert rel_err(out, ref) < 1e-4
+
+
+# --- inputs and YaRN -------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_value_error():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="101"):
+        model(torch.tensor([[1, 2, 101]]))
+    with pytest.raises(ValueError, match="vocab"):
+        model(torch.tensor([[-1, 2, 3]]))
+    model(torch.ones(1, 64, dtype=torch.long))
+    with pytest.raises(ValueError, match="64"):
+        model(torch.ones(1, 65, dtype=torch.long))
+
+
+@pytest.mark.parametrize("key", ["rope_scaling", "rope_parameters"])
+def test_yarn_extends_the_limit_and_uses_transformers_frequencies(key):
+    n = 16
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": n}
+    model = tiny_model(max_position_embeddings=4 * n, **{key: dict(yarn)})
+    assert model.config.rope_parameters["rope_type"] == "yarn"
+    assert model.config.max_sequence_length == 4 * n
+
+    with torch.no_grad():
+        out = model(torch.ones(1, 4 * n, dtype=torch.long)).pooler_output
+    assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match=str(4 * n)):
+        model(torch.ones(1, 4 * n + 1, dtype=torch.long))
+
+    plain = tiny_model(max_position_embeddings=4 * n)
+    expected, scaling = ROPE_INIT_FUNCTIONS["yarn"](model.config, None)
+    torch.testing.assert_close(model.rotary_emb.inv_freq, expected)
+    assert model.rotary_emb.attention_scaling == pytest.approx(scaling)
+    assert not torch.allclose(model.rotary_emb.inv_freq, plain.rotary_emb.inv_freq)
+
+
+def test_yarn_limit_is_original_times_factor_not_max_position_embeddings():
+    model = tiny_model(
+        max_position_embeddings=16,
+        rope_scaling={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 16},
+    )
+    model(torch.ones(1, 32, dtype=torch.long))
+    with pytest.raises(ValueError, match="32"):
+        model(torch.ones(1, 33, dtype=torch.long))
+
+
+# --- training and persistence ----------------------------------------------------------------------------------
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = tiny_model()
+    model.train()
+    ids, mask = padded_batch()
+    mlp_calls = []
+    mlp_forward = model.layers[0].mlp.forward
+
+    def counting_forward(x):
+        mlp_calls.append(1)
+        return mlp_forward(x)
+
+    model.layers[0].mlp.forward = counting_forward
+
+    def grads():
+        model.zero_grad()
+        mlp_calls.clear()
+        model(ids, attention_mask=mask).pooler_output.pow(3).sum().backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    assert len(mlp_calls) == 1
+    model.activation_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in model.layers)
+    checkpointed = grads()
+    assert len(mlp_calls) == 2  # recomputed in the backward pass
+    assert plain.keys() == checkpointed.keys() and len(plain) > 0
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_safetensors_round_trip(tmp_path):
+    model = tiny_model(rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16})
+    ids, mask = padded_batch()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = GQAEmbedderModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.rope_parameters == model.config.rope_parameters
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(ids, attention_mask=mask).pooler_output,
+            model(ids, attention_mask=mask).pooler_output,
+            atol=0,
+            rtol=0,
+        )
+    torch.testing.assert_close(loaded.rotary_emb.inv_freq, model.rotary_emb.inv_freq, atol=0, rtol=0)
+
+
+def test_remote_code_loads_without_hf_attn(tmp_path):
+    model_dir = tmp_path / "model"
+    model = tiny_model(rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16})
+    model.save_pretrained(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_gqa_embedder.GQAEmbedderModel"
+    for name in ("modeling_gqa_embedder.py", "configuration_gqa_embedder.py", "layers.py"):
+        assert (model_dir / name).exists(), name
+
+    ids, mask = padded_batch()
+    torch.save({"ids": ids, "mask": mask}, tmp_path / "inputs.pt")
+    run_without_hf_attn(
+        f"""
+        import os
+        os.environ["HF_MODULES_CACHE"] = {str(tmp_path / "modules")!r}
+        import torch
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained({str(model_dir)!r}, trust_remote_code=True).eval()
+        assert not type(model).__module__.startswith("hf_attn"), type(model).__module__
+        inputs = torch.load({str(tmp_path / "inputs.pt")!r})
+        with torch.no_grad():
+            out = model(inputs["ids"], attention_mask=inputs["mask"]).pooler_output
+        torch.save(out, {str(tmp_path / "remote.pt")!r})
+        """
+    )
+    with torch.no_grad():
+        expected = model(ids, attention_mask=mask).pooler_output
+    torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_auto_model_builds_the_registered_class():
+    model = AutoModel.from_config(tiny_config())
+    assert isinstance(model, GQAEmbedderModel)
