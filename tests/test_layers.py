@@ -98,9 +98,13 @@ def test_attention_bias_kwargs_dispatch_by_capability():
         pass
 
     native.accepts_distance_bias = True
-    assert set(attention_bias_kwargs(plain, table, 4, 4)) == {"position_bias"}
-    assert attention_bias_kwargs(native, table, 4, 4, max_distance=3) == {"distance_bias": table, "max_distance": 3}
-    assert attention_bias_kwargs(plain, None, 4, 4) == {}
+    query = torch.zeros(3, 2, 4, 8, dtype=torch.bfloat16)
+    dense = attention_bias_kwargs(plain, table, query, 4)
+    assert set(dense) == {"position_bias"}
+    # flex_attention indexes the bias per batch entry: it must have the batch size, in the query's dtype
+    assert dense["position_bias"].shape == (3, 2, 4, 4) and dense["position_bias"].dtype == torch.bfloat16
+    assert attention_bias_kwargs(native, table, query, 4, max_distance=3) == {"distance_bias": table, "max_distance": 3}
+    assert attention_bias_kwargs(plain, None, query, 4) == {}
 
 
 def test_alibi_slopes_match_paper():

@@ -115,14 +115,25 @@ def dense_distance_bias(table: torch.Tensor, q_len: int, k_len: int) -> torch.Te
 
 
 def attention_bias_kwargs(
-    attention_fn: Callable, table: torch.Tensor | None, q_len: int, k_len: int, max_distance: int | None = None
+    attention_fn: Callable,
+    table: torch.Tensor | None,
+    query: torch.Tensor,
+    k_len: int,
+    max_distance: int | None = None,
 ) -> dict:
-    """The kwargs that carry a distance bias table to `attention_fn` in the form it understands."""
+    """The kwargs that carry a distance bias table to `attention_fn` in the form it understands.
+
+    `query` [B, H, Tq, D] gives the batch size, query length and dtype of the dense form: transformers'
+    flex_attention indexes `position_bias` by batch entry, so the dense bias gets a (free, expanded) batch
+    dimension, and sdpa wants it in the query's dtype.
+    """
     if table is None:
         return {}
     if getattr(attention_fn, "accepts_distance_bias", False):
         return {"distance_bias": table, "max_distance": max_distance}
-    return {"position_bias": dense_distance_bias(table, q_len, k_len)}
+    b, _, q_len, _ = query.shape
+    dense = dense_distance_bias(table, q_len, k_len).to(query.dtype)
+    return {"position_bias": dense.expand(b, -1, -1, -1)}
 
 
 def eager_attention_forward(

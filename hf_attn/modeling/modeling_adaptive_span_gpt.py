@@ -1,13 +1,608 @@
-"""PLACEHOLDER (being written)."""
-from transformers import PreTrainedModel
+"""AdaptiveSpanGPT: a nanoGPT-style decoder with adaptive attention span and triangle-wave masking (seeds 001, 002).
+
+Reads top to bottom like nanoGPT's model.py: the two learnable distance masks, attention, MLP, block, model, LM.
+
+Both masks depend only on the query-key distance d = i - j and on the head, so each layer folds them (and ALiBi)
+into one *distance bias table* [H, L] (see ``layers.py``):
+
+    table[h, d] = log(span_mask[h, d] * triangle_mask[h, d]) - alibi_slope[h] * d      (-inf where the mask is 0)
+
+softmax(a + log m) is attention renormalised over the mask, so every exact backend (eager, sdpa, flex_attention,
+hf_flash) computes the same function from the same table. L is the current maximum span + R: distances beyond it
+have a zero mask in every head, so backends that take the table (hf_flash, hf_local) skip those key blocks and
+flex_attention gets a BlockMask with the same hard limit.
+
+Differences from the seed's nanoGPT fork (whose code we do not have): the triangle-wave regulariser is our
+reading of "its own regulariser" (see ``AdaptiveSpanGPTConfig.triangle_wave_reg``); the mask is applied as a
+log-bias before the softmax rather than by multiplying and renormalising after it (same function, and it reaches
+fused kernels).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_adaptive_span_gpt import AdaptiveSpanGPTConfig
+from .layers import (
+    RotaryEmbedding,
+    alibi_distance_bias,
+    alibi_slopes,
+    apply_rotary_pos_emb,
+    attention_bias_kwargs,
+    eager_attention_forward,
+    sinusoidal_position_embedding,
+)
+
+try:  # registers the hf_* attention backends when hf_attn is installed; the model works without it
+    import hf_attn  # noqa: F401
+except ImportError:
+    pass
 
 
+def safe_log(mask: torch.Tensor) -> torch.Tensor:
+    """log(mask) with -inf where mask == 0, and no NaN gradient there (the -inf branch has zero gradient)."""
+    tiny = torch.finfo(mask.dtype).tiny
+    return torch.where(mask > 0, torch.log(mask.clamp_min(tiny)), torch.full_like(mask, float("-inf")))
 
-class AdaptiveSpanGPTModel(PreTrainedModel):
+
+# ---------------------------------------------------------------------------------------------------------------
+# Learnable distance masks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class AdaptiveSpanMask(nn.Module):
+    """Adaptive attention span (Sukhbaatar et al. 2019), one span per head.
+
+    z_h = sigmoid(p_h) * max_span;  m_h(d) = clamp((R + z_h - d) / R, 0, 1), so m = 1 up to d = z, then a linear
+    ramp of length R down to 0 at d = z + R.
+    """
+
+    def __init__(self, num_heads: int, max_span: int, softness: float, init_ratio: float):
+        super().__init__()
+        self.max_span = max_span
+        self.softness = softness
+        self.init_ratio = init_ratio
+        self.span_logit = nn.Parameter(torch.full((num_heads,), math.log(init_ratio / (1 - init_ratio))))
+
+    def spans(self) -> torch.Tensor:
+        """[H] current spans z in tokens."""
+        return torch.sigmoid(self.span_logit.float()) * self.max_span
+
+    def max_distance(self) -> int:
+        """Smallest L such that m_h(d) = 0 for every head and every d >= L."""
+        return int(torch.ceil((self.spans() + self.softness).max()).item())
+
+    def forward(self, distance: torch.Tensor) -> torch.Tensor:
+        """distance [L] float -> mask [H, L] in [0, 1]."""
+        z = self.spans()[:, None]
+        return ((self.softness + z - distance[None, :]) / self.softness).clamp(0.0, 1.0)
+
+
+class TriangleWaveMask(nn.Module):
+    """Learnable periodic mask over the distance (seed 001), one period and offset per head.
+
+    period P in [period_min, period_max] and offset o in [-1/4, 1/4], both through sigmoids. The wave is a
+    triangle of period P and amplitude P/4 (unit slope), written as its truncated Fourier series
+        w(d) = P/4 * 8/pi^2 * sum_n (-1)^n sin((2n+1) 2 pi d / P) / (2n+1)^2,
+    and the mask is clamp(w(d) + 0.5 + o, 0, 1). Long periods give plateaus of 1 and runs of 0 (skipped keys);
+    at d = 0 the mask is 0.5 + o > 0, so a query always sees itself.
+    """
+
+    def __init__(self, num_heads: int, period_min: float, period_max: float, fourier_terms: int):
+        super().__init__()
+        self.period_min = period_min
+        self.period_max = period_max
+        self.fourier_terms = fourier_terms
+        self.period_logit = nn.Parameter(torch.zeros(num_heads))
+        self.offset_logit = nn.Parameter(torch.zeros(num_heads))
+
+    def periods(self) -> torch.Tensor:
+        """[H] periods in tokens."""
+        return self.period_min + torch.sigmoid(self.period_logit.float()) * (self.period_max - self.period_min)
+
+    def offsets(self) -> torch.Tensor:
+        """[H] vertical offsets in [-1/4, 1/4]."""
+        return (torch.sigmoid(self.offset_logit.float()) - 0.5) * 0.5
+
+    def forward(self, distance: torch.Tensor) -> torch.Tensor:
+        """distance [L] float -> mask [H, L] in [0, 1]."""
+        period = self.periods()[:, None]
+        phase = 2 * math.pi * distance[None, :] / period  # [H, L]
+        wave = torch.zeros_like(phase)
+        for n in range(self.fourier_terms):
+            k = 2 * n + 1
+            wave = wave + (-1) ** n * torch.sin(k * phase) / k**2
+        wave = wave * (8 / math.pi**2) * period / 4
+        return (wave + 0.5 + self.offsets()[:, None]).clamp(0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Transformer blocks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class AdaptiveSpanAttention(nn.Module):
+    """Causal self-attention (GQA-capable) whose span / periodic masks and ALiBi reach the backend as one table."""
+
+    def __init__(self, config: AdaptiveSpanGPTConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_key_value_heads = config.num_key_value_heads
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=config.bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=config.bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=config.bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.bias)
+        self.o_proj.residual_projection = True  # nanoGPT's scaled init
+
+        self.span_mask = None
+        self.triangle_mask = None
+        if config.use_adaptive_attention:
+            self.span_mask = AdaptiveSpanMask(
+                self.num_heads, config.max_span, config.softness_span_mask, config.span_init_ratio
+            )
+        if config.use_triangle_wave_masking:
+            self.triangle_mask = TriangleWaveMask(
+                self.num_heads,
+                config.period_min_triangle_wave_masking,
+                config.period_max_triangle_wave_masking,
+                config.triangle_wave_fourier_terms,
+            )
+
+    def max_distance(self) -> int | None:
+        """Distances at or beyond this are masked in every head (None: no limit)."""
+        return self.span_mask.max_distance() if self.span_mask is not None else None
+
+    def distance_mask(self, length: int, device: torch.device | None = None) -> torch.Tensor | None:
+        """The product of the span and triangle masks for d in [0, length): [H, length] (None when neither is on)."""
+        if self.span_mask is None:
+            return None
+        d = torch.arange(length, device=device, dtype=torch.float)
+        mask = self.span_mask(d)
+        if self.triangle_mask is not None:
+            mask = mask * self.triangle_mask(d)
+        return mask
+
+    def distance_bias(self, k_len: int, device: torch.device) -> tuple[torch.Tensor | None, int | None]:
+        """(table [H, L] fp32 or None, max_distance) for keys of length `k_len`."""
+        max_distance = self.max_distance()
+        length = k_len if max_distance is None else max(1, min(k_len, max_distance))
+        mask = self.distance_mask(length, device)
+        table = safe_log(mask) if mask is not None else None
+        if self.config.position_embedding == "alibi":
+            alibi = alibi_distance_bias(alibi_slopes(self.num_heads).to(device), length)
+            table = alibi if table is None else table + alibi
+        return table, max_distance
+
+    def regularizer_terms(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(spans [H], spans * kept fraction of the triangle mask over d < max_span [H] or None)."""
+        spans = self.span_mask.spans()
+        if self.triangle_mask is None:
+            return spans, None
+        d = torch.arange(self.span_mask.max_span, device=spans.device, dtype=torch.float)
+        kept = self.triangle_mask(d).mean(dim=-1)
+        return spans, spans * kept
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T, _ = hidden_states.shape
+        q = self.q_proj(hidden_states).view(B, T, -1, self.head_dim).transpose(1, 2)  # [B, H, T, D]
+        k = self.k_proj(hidden_states).view(B, T, -1, self.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
+        v = self.v_proj(hidden_states).view(B, T, -1, self.head_dim).transpose(1, 2)
+        if position_embeddings is not None:  # RoPE
+            cos, sin = position_embeddings
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        if past_key_values is not None:
+            k, v = past_key_values.update(k, v, self.layer_idx)
+        k_len = k.shape[2]
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        table, max_distance = self.distance_bias(k_len, q.device)
+        bias_kwargs = attention_bias_kwargs(attention_interface, table, q, k_len, max_distance)
+        for name in ("sliding_window", "attention_topk"):  # for hf_local / hf_topk; others ignore them
+            if getattr(self.config, name) is not None:
+                kwargs.setdefault(name, getattr(self.config, name))
+
+        out, weights = attention_interface(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **bias_kwargs,
+            **kwargs,
+        )
+        out = out.reshape(B, T, -1).contiguous()  # [B, T, H * D]
+        return self.o_proj(out), weights
+
+
+class AdaptiveSpanMLP(nn.Module):
+    def __init__(self, config: AdaptiveSpanGPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
+        self.c_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
+        self.c_proj.residual_projection = True
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class AdaptiveSpanBlock(GradientCheckpointingLayer):
+    """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: AdaptiveSpanGPTConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.attn = AdaptiveSpanAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.mlp = AdaptiveSpanMLP(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_out, weights = self.attn(
+            self.ln_1(hidden_states),
+            position_embeddings=position_embeddings,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            **kwargs,
+        )
+        hidden_states = hidden_states + self.dropout(attn_out)
+        hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
+        return hidden_states, weights
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class AdaptiveSpanGPTPreTrainedModel(PreTrainedModel):
     config_class = AdaptiveSpanGPTConfig
+    config: AdaptiveSpanGPTConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["AdaptiveSpanBlock"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)  # normal(0, initializer_range) linears/embeddings, LayerNorm ones/zeros
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear) and getattr(module, "residual_projection", False):
+            init.normal_(module.weight, mean=0.0, std=std / math.sqrt(2 * self.config.num_hidden_layers))
+        elif isinstance(module, AdaptiveSpanMask):
+            init.constant_(module.span_logit, math.log(module.init_ratio / (1 - module.init_ratio)))
+        elif isinstance(module, TriangleWaveMask):
+            init.zeros_(module.period_logit)
+            init.zeros_(module.offset_logit)
+        elif isinstance(module, RotaryEmbedding):  # non-persistent buffer: rebuilt after meta-device loading
+            fresh = RotaryEmbedding(self.config, self.config.hidden_size // self.config.num_attention_heads)
+            init.copy_(module.inv_freq, fresh.inv_freq)
 
 
-class AdaptiveSpanGPTForCausalLM(PreTrainedModel):
-    config_class = AdaptiveSpanGPTConfig
+def _distance_limit_mask_function(limit: torch.Tensor) -> Callable:
+    """mask_function(b, h, q_idx, kv_idx) -> q_idx - kv_idx < limit (the hard edge of the span mask)."""
+
+    def within_span(batch_idx, head_idx, q_idx, kv_idx):
+        return (q_idx - kv_idx) < limit
+
+    return within_span
+
+
+class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
+    """Token (+ learned / sinusoidal position) embeddings, `num_hidden_layers` blocks, final LayerNorm."""
+
+    def __init__(self, config: AdaptiveSpanGPTConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_positions = (
+            nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            if config.position_embedding == "learned"
+            else None
+        )
+        self.rotary_emb = (
+            RotaryEmbedding(config, config.hidden_size // config.num_attention_heads)
+            if config.position_embedding == "rope"
+            else None
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList([AdaptiveSpanBlock(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    # -- reports -------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def attention_span_report(self) -> dict[str, torch.Tensor | None]:
+        """Per-layer, per-head spans, periods and offsets: {"span", "period", "offset"} each [n_layer, H] (or None)."""
+        attns = [layer.attn for layer in self.layers]
+        report = {"span": None, "period": None, "offset": None}
+        if self.config.use_adaptive_attention:
+            report["span"] = torch.stack([a.span_mask.spans() for a in attns]).cpu()
+        if self.config.use_triangle_wave_masking:
+            report["period"] = torch.stack([a.triangle_mask.periods() for a in attns]).cpu()
+            report["offset"] = torch.stack([a.triangle_mask.offsets() for a in attns]).cpu()
+        return report
+
+    @torch.no_grad()
+    def attention_flops(self, seq_len: int | None = None) -> dict[str, float]:
+        """Attention FLOPs of one causal sequence of `seq_len` tokens (default: max_position_embeddings).
+
+        An entry (query i, key j <= i) costs 4 * D FLOPs (2 * D for its q.k logit, 2 * D for its share of P V) and
+        is spent only where the combined mask is nonzero. Dense causal attention spends it on all T (T + 1) / 2
+        entries per head. Returns {"attention_flops", "dense_causal_flops", "ratio", "per_layer_ratio"}.
+        """
+        T = seq_len or self.config.max_position_embeddings
+        H, D = self.config.num_attention_heads, self.config.hidden_size // self.config.num_attention_heads
+        entries_per_distance = torch.arange(T, 0, -1, dtype=torch.float64)  # T - d entries at distance d
+        dense_per_layer = float(H * entries_per_distance.sum()) * 4 * D
+        spent_per_layer = []
+        for layer in self.layers:
+            mask = layer.attn.distance_mask(T)  # [H, T] on CPU
+            if mask is None:
+                spent_per_layer.append(dense_per_layer)
+                continue
+            kept = (mask.to(entries_per_distance.device) > 0).double()
+            spent_per_layer.append(float((kept * entries_per_distance).sum()) * 4 * D)
+        spent, dense = sum(spent_per_layer), dense_per_layer * len(self.layers)
+        return {
+            "attention_flops": spent,
+            "dense_causal_flops": dense,
+            "ratio": spent / dense,
+            "per_layer_ratio": [s / dense_per_layer for s in spent_per_layer],
+        }
+
+    def span_regularizer(self) -> torch.Tensor | None:
+        """span_reg * mean span (+ triangle_wave_reg * mean span * kept fraction); None without adaptive span.
+
+        Means run over all heads of all layers, in tokens.
+        """
+        if not self.config.use_adaptive_attention:
+            return None
+        spans, masked = zip(*(layer.attn.regularizer_terms() for layer in self.layers))
+        reg = self.config.span_reg * torch.cat(spans).mean()
+        if self.config.use_triangle_wave_masking:
+            reg = reg + self.config.triangle_wave_reg * torch.cat(masked).mean()
+        return reg
+
+    # -- forward -------------------------------------------------------------------------------------------------
+
+    def _check_inputs(self, input_ids: torch.Tensor | None, past_len: int, seq_len: int) -> None:
+        if input_ids is not None and input_ids.numel():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                raise ValueError(
+                    f"input_ids must lie in [0, {self.config.vocab_size - 1}] (vocab_size={self.config.vocab_size}), "
+                    f"got values in [{low}, {high}]."
+                )
+        limit = self.config.max_position_embeddings
+        if self.config.position_embedding != "alibi" and past_len + seq_len > limit:
+            raise ValueError(
+                f"Sequence length {past_len + seq_len} (cached {past_len} + new {seq_len}) exceeds "
+                f"max_position_embeddings={limit} for position_embedding={self.config.position_embedding!r}."
+            )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast | tuple:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Specify exactly one of input_ids or inputs_embeds.")
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        if self.gradient_checkpointing and self.training:
+            use_cache = False
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        self._check_inputs(input_ids, past_len, seq_len)
+
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)  # [B, T, C]
+        if position_ids is None:
+            position_ids = torch.arange(past_len, past_len + seq_len, device=inputs_embeds.device)[None]
+        hidden_states = inputs_embeds
+        if self.embed_positions is not None:
+            hidden_states = hidden_states + self.embed_positions(position_ids)
+        elif self.config.position_embedding == "sinusoidal":
+            pe = sinusoidal_position_embedding(position_ids, self.config.hidden_size)
+            hidden_states = hidden_states + pe.to(hidden_states.dtype)
+        hidden_states = self.dropout(hidden_states)
+        position_embeddings = self.rotary_emb(hidden_states, position_ids) if self.rotary_emb is not None else None
+
+        # The span mask is exactly zero at d >= max span + R in every head of every layer: make that a hard limit
+        # of the mask too, so flex_attention's BlockMask skips those blocks (values are unchanged).
+        and_mask_function = None
+        if self.config.use_adaptive_attention:
+            limit = max(layer.attn.max_distance() for layer in self.layers)
+            and_mask_function = _distance_limit_mask_function(torch.tensor(limit, device=inputs_embeds.device))
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            position_ids=position_ids,
+            and_mask_function=and_mask_function,
+        )
+
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            hidden_states, weights = layer(
+                hidden_states,
+                attention_mask=causal_mask,
+                position_embeddings=position_embeddings,
+                past_key_values=past_key_values,
+                **kwargs,
+            )
+            if output_attentions:
+                all_attentions += (weights,)
+        hidden_states = self.norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+
+        output = BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+@dataclass
+class AdaptiveSpanCausalLMOutput(CausalLMOutputWithPast):
+    """CausalLMOutputWithPast plus `span_loss`: the span (+ triangle-wave) regulariser included in `loss`."""
+
+    span_loss: torch.FloatTensor | None = None
+
+
+class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: AdaptiveSpanGPTConfig):
+        super().__init__(config)
+        self.model = AdaptiveSpanGPTModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def attention_span_report(self) -> dict[str, torch.Tensor | None]:
+        return self.model.attention_span_report()
+
+    def attention_flops(self, seq_len: int | None = None) -> dict[str, float]:
+        return self.model.attention_flops(seq_len)
+
+    def span_regularizer(self) -> torch.Tensor | None:
+        return self.model.span_regularizer()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> AdaptiveSpanCausalLMOutput | tuple:
+        """Logits [B, T, V]; with `labels`, loss = shifted cross-entropy (ignore -100) + span regulariser."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+
+        loss = span_loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            span_loss = self.model.span_regularizer()
+            if span_loss is not None:
+                loss = loss + span_loss.to(loss.dtype)
+        output = AdaptiveSpanCausalLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            span_loss=span_loss,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "AdaptiveSpanGPTForCausalLM",
+    "AdaptiveSpanGPTModel",
+    "AdaptiveSpanGPTPreTrainedModel",
+    "AdaptiveSpanMask",
+    "TriangleWaveMask",
+]

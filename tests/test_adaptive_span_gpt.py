@@ -1,0 +1,430 @@
+"""AdaptiveSpanGPT (seeds 001, 002): config, the two distance masks, backend agreement, cache, reports, export."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModelForCausalLM
+
+import hf_attn  # noqa: F401  (registers the hf_* backends and the Auto classes)
+from hf_attn import AdaptiveSpanGPTConfig, AdaptiveSpanGPTForCausalLM, AdaptiveSpanGPTModel
+from hf_attn.modeling.modeling_adaptive_span_gpt import AdaptiveSpanMask, TriangleWaveMask, safe_log
+
+from conftest import run_without_hf_attn
+
+T = 40  # sequence length of the tests; spans are set well below it so masking matters
+
+
+def tiny_config(**overrides) -> AdaptiveSpanGPTConfig:
+    fields = dict(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        use_adaptive_attention=True,
+        use_triangle_wave_masking=True,
+        max_span=16,
+        softness_span_mask=4.0,
+        bias=True,
+    )
+    fields.update(overrides)
+    return AdaptiveSpanGPTConfig(**fields)
+
+
+def tiny_model(seed: int = 0, **overrides) -> AdaptiveSpanGPTForCausalLM:
+    torch.manual_seed(seed)
+    model = AdaptiveSpanGPTForCausalLM(tiny_config(**overrides)).eval()
+    with torch.no_grad():  # spread spans / periods / offsets so heads differ
+        for layer in model.model.layers:
+            attn = layer.attn
+            if attn.span_mask is not None:
+                attn.span_mask.span_logit.uniform_(-2.0, 0.5)  # z between ~2 and ~10 tokens
+            if attn.triangle_mask is not None:
+                attn.triangle_mask.period_logit.uniform_(-1.0, 2.0)
+                attn.triangle_mask.offset_logit.uniform_(-1.0, 1.0)
+    return model
+
+
+def use_backend(model, name: str) -> None:
+    if "flash" in name:
+        # transformers routes any implementation whose name contains "flash" to its flash-attn kernel loader, so
+        # set_attn_implementation("hf_flash") fails; set the registered function directly (reported to the lead).
+        model.config._attn_implementation = name
+    else:
+        model.set_attn_implementation(name)
+
+
+def padded_batch(vocab: int = 64, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (2, T), generator=g)
+    mask = torch.ones(2, T, dtype=torch.long)
+    mask[1, :7] = 0  # left padding
+    return ids, mask
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_config_defaults_aliases_and_auto():
+    config = AdaptiveSpanGPTConfig()
+    assert (config.vocab_size, config.max_position_embeddings, config.position_embedding) == (256, 512, "learned")
+    assert config.softness_span_mask == 32.0 and config.span_reg == 4e-6
+    assert (config.period_min_triangle_wave_masking, config.period_max_triangle_wave_masking) == (2.0, 8.0)
+    assert config.max_span == 512 and config.num_key_value_heads == config.num_attention_heads
+
+    config = AutoConfig.for_model("adaptive_span_gpt", n_embd=48, n_head=6, n_layer=3, block_size=128)
+    assert isinstance(config, AdaptiveSpanGPTConfig)
+    assert (config.hidden_size, config.num_attention_heads, config.num_hidden_layers) == (48, 6, 3)
+    assert (config.max_position_embeddings, config.max_span, config.n_embd) == (128, 128, 48)
+
+
+@pytest.mark.parametrize(
+    "fields, field_name",
+    [
+        (dict(hidden_size=30, num_attention_heads=4), "hidden_size"),
+        (dict(num_attention_heads=4, num_key_value_heads=3), "num_key_value_heads"),
+        (dict(period_min_triangle_wave_masking=8.0, period_max_triangle_wave_masking=8.0), "period_min"),
+        (dict(position_embedding="xpos"), "position_embedding"),
+        (dict(use_adaptive_attention=False, use_triangle_wave_masking=True), "use_triangle_wave_masking"),
+        (dict(softness_span_mask=0.0), "softness_span_mask"),
+    ],
+)
+def test_config_validation(fields, field_name):
+    with pytest.raises(ValueError, match=field_name):
+        AdaptiveSpanGPTConfig(**{"hidden_size": 32, "num_attention_heads": 4, **fields})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Masks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_span_mask_values():
+    mask = AdaptiveSpanMask(num_heads=1, max_span=20, softness=4.0, init_ratio=0.5)  # z = 10, R = 4
+    assert mask.spans().item() == pytest.approx(10.0)
+    d = torch.arange(9, 16, dtype=torch.float)
+    expected = torch.tensor([[1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]])
+    torch.testing.assert_close(mask(d), expected)
+    assert mask.max_distance() == 14  # zero from d = z + R on
+
+
+def test_triangle_wave_range_and_period():
+    tri = TriangleWaveMask(num_heads=3, period_min=2.0, period_max=8.0, fourier_terms=6).requires_grad_(False)
+    with torch.no_grad():
+        tri.period_logit.copy_(torch.tensor([-3.0, 0.0, 3.0]))
+        tri.offset_logit.copy_(torch.tensor([10.0, 0.0, -10.0]))
+    periods, offsets = tri.periods(), tri.offsets()
+    assert ((periods > 2.0) & (periods < 8.0)).all()
+    assert offsets[0] == pytest.approx(0.25, abs=1e-3) and offsets[2] == pytest.approx(-0.25, abs=1e-3)
+    d = torch.linspace(0, 40, 801)
+    m = tri(d)
+    assert m.shape == (3, 801) and m.min() >= 0 and m.max() <= 1
+    torch.testing.assert_close(m[:, 0], 0.5 + offsets)  # the wave is 0 at d = 0
+    for h in range(3):  # periodic with the learned period
+        p = periods[h].item()
+        torch.testing.assert_close(tri(d + p)[h], m[h], atol=1e-4, rtol=0)
+    assert (m[2] == 0).any() and (m[2] == 1).any()  # a long period clamps to runs of 0 and plateaus of 1
+
+
+def test_log_mask_has_no_nan_gradients():
+    span = AdaptiveSpanMask(num_heads=2, max_span=16, softness=4.0, init_ratio=0.2)
+    tri = TriangleWaveMask(num_heads=2, period_min=2.0, period_max=8.0, fourier_terms=4)
+    with torch.no_grad():
+        tri.period_logit.fill_(3.0)
+    d = torch.arange(24, dtype=torch.float)
+    table = safe_log(span(d) * tri(d))
+    assert torch.isinf(table).any() and not torch.isnan(table).any()
+    logits = torch.randn(2, 24, 24)
+    weights = torch.softmax(logits + table[:, None, :], dim=-1)
+    (weights * torch.randn_like(weights)).sum().backward()
+    for p in (span.span_logit, tri.period_logit, tri.offset_logit):
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+    assert span.span_logit.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backends
+# ---------------------------------------------------------------------------------------------------------------
+
+MASK_SETTINGS = {
+    "both_masks": dict(use_adaptive_attention=True, use_triangle_wave_masking=True),
+    "span_only": dict(use_adaptive_attention=True, use_triangle_wave_masking=False),
+    "no_masks": dict(use_adaptive_attention=False, use_triangle_wave_masking=False),
+}
+
+
+def _logits(model, backend, ids, mask):
+    use_backend(model, backend)
+    with torch.no_grad():
+        return model(ids, attention_mask=mask).logits
+
+
+@pytest.mark.parametrize("position_embedding", ["learned", "sinusoidal", "rope", "alibi"])
+@pytest.mark.parametrize("masks", list(MASK_SETTINGS))
+def test_exact_backends_agree_with_eager(position_embedding, masks):
+    model = tiny_model(position_embedding=position_embedding, **MASK_SETTINGS[masks])
+    ids, mask = padded_batch()
+    reference = _logits(model, "eager", ids, mask)
+    real = mask.bool()
+    for backend in ("sdpa", "hf_flash"):
+        out = _logits(model, backend, ids, mask)
+        assert rel_err(out[real], reference[real]) < 1e-4, backend
+
+
+def test_flex_attention_agrees_with_eager_both_masks():
+    model = tiny_model(position_embedding="alibi")
+    ids, mask = padded_batch()
+    reference = _logits(model, "eager", ids, mask)
+    out = _logits(model, "flex_attention", ids, mask)
+    real = mask.bool()
+    assert rel_err(out[real], reference[real]) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("position_embedding", ["learned", "sinusoidal", "rope"])
+def test_flex_attention_agrees_with_eager_each_position_embedding(position_embedding):
+    model = tiny_model(position_embedding=position_embedding)
+    ids, mask = padded_batch()
+    real = mask.bool()
+    reference = _logits(model, "eager", ids, mask)
+    assert rel_err(_logits(model, "flex_attention", ids, mask)[real], reference[real]) < 1e-4
+
+
+def test_masks_change_the_function():
+    """Spans well below T really mask: turning the masks off changes the logits."""
+    ids, mask = padded_batch()
+    with_masks = _logits(tiny_model(), "eager", ids, mask)
+    without = _logits(tiny_model(**MASK_SETTINGS["no_masks"]), "eager", ids, mask)
+    assert rel_err(with_masks, without) > 1e-2
+
+
+def test_span_and_period_gradients_agree_eager_vs_sdpa():
+    ids, mask = padded_batch()
+    # A padding position's output is backend-defined (its row has no visible key), so no loss term may read it:
+    # the last padding position predicts the first real token, hence the labels up to and including that token go.
+    labels = ids.clone()
+    labels[1, :8] = -100
+    grads = {}
+    for backend in ("eager", "sdpa"):
+        model = tiny_model(position_embedding="rope")
+        use_backend(model, backend)
+        model.train()
+        model(ids, attention_mask=mask, labels=labels).loss.backward()
+        grads[backend] = torch.cat(
+            [
+                torch.cat([l.attn.span_mask.span_logit.grad, l.attn.triangle_mask.period_logit.grad,
+                           l.attn.triangle_mask.offset_logit.grad])
+                for l in model.model.layers
+            ]
+        )
+    assert grads["eager"].abs().sum() > 0
+    assert rel_err(grads["sdpa"], grads["eager"]) < 1e-4
+
+
+@pytest.mark.parametrize("backend", ["hf_local", "hf_linear", "hf_topk"])
+def test_approximate_backends_run(backend):
+    model = tiny_model(sliding_window=8, attention_topk=4)
+    ids, mask = padded_batch()
+    use_backend(model, backend)
+    out = model(ids, attention_mask=mask, labels=ids)
+    assert out.logits.shape == (2, T, 64)
+    assert torch.isfinite(out.logits[mask.bool()]).all() and torch.isfinite(out.loss)
+    out.loss.backward()
+
+
+def test_grouped_query_attention_shapes():
+    model = tiny_model(num_attention_heads=4, num_key_value_heads=1)
+    attn = model.model.layers[0].attn
+    assert attn.num_key_value_groups == 4 and attn.k_proj.out_features == attn.head_dim
+    ids, mask = padded_batch()
+    reference = _logits(model, "eager", ids, mask)
+    real = mask.bool()
+    assert rel_err(_logits(model, "sdpa", ids, mask)[real], reference[real]) < 1e-4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generation, checkpointing, loss
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "backend, position_embedding, extra",
+    [
+        ("eager", "learned", {}),
+        ("sdpa", "rope", {}),
+        ("eager", "alibi", {"sliding_window": 8}),  # the window must not turn into a truncating sliding KV cache
+        pytest.param("sdpa", "learned", {}, marks=pytest.mark.slow),
+        pytest.param("eager", "rope", {}, marks=pytest.mark.slow),
+        pytest.param("sdpa", "alibi", {}, marks=pytest.mark.slow),
+        pytest.param("eager", "sinusoidal", {}, marks=pytest.mark.slow),
+    ],
+)
+def test_cached_generation_matches_full_forward(backend, position_embedding, extra):
+    model = tiny_model(position_embedding=position_embedding, **extra)
+    use_backend(model, backend)
+    prompt = torch.randint(0, 64, (1, 20), generator=torch.Generator().manual_seed(3))
+    new_tokens = 6
+    generated = model.generate(
+        prompt, max_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=0,
+        attention_mask=torch.ones_like(prompt),
+    )
+    ids = prompt
+    with torch.no_grad():
+        for _ in range(new_tokens):  # no cache: the whole sequence each step
+            logits = model(ids, use_cache=False).logits
+            ids = torch.cat([ids, logits[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(generated, ids)
+
+    with torch.no_grad():  # and the cached step logits equal the full forward's
+        full = model(ids, use_cache=False).logits
+        out = model(ids[:, :-3], use_cache=True)
+        cache, step_logits = out.past_key_values, [out.logits]
+        for t in range(ids.shape[1] - 3, ids.shape[1]):
+            out = model(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+            step_logits.append(out.logits)
+    assert rel_err(torch.cat(step_logits, dim=1), full) < 1e-4
+
+
+def test_gradient_checkpointing_same_gradients():
+    ids, _ = padded_batch()
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_model(position_embedding="rope").train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model(ids, labels=ids).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7)
+
+
+def test_loss_includes_span_regularizer():
+    model = tiny_model()
+    ids, _ = padded_batch()
+    out = model(ids, labels=ids)
+    ce = F.cross_entropy(out.logits[:, :-1].reshape(-1, 64), ids[:, 1:].reshape(-1))
+    assert out.span_loss is not None and out.span_loss > 0
+    torch.testing.assert_close(out.loss, ce + out.span_loss)
+
+    config = model.config
+    spans = torch.cat([l.attn.span_mask.spans() for l in model.model.layers])
+    kept = torch.cat(
+        [l.attn.triangle_mask(torch.arange(config.max_span, dtype=torch.float)).mean(-1) for l in model.model.layers]
+    )
+    expected = config.span_reg * spans.mean() + config.triangle_wave_reg * (spans * kept).mean()
+    torch.testing.assert_close(out.span_loss, expected)
+    out.span_loss.backward()  # the regulariser trains the spans
+    assert all(l.attn.span_mask.span_logit.grad.gt(0).all() for l in model.model.layers)
+
+    plain = tiny_model(**MASK_SETTINGS["no_masks"])
+    out = plain(ids, labels=ids)
+    assert out.span_loss is None
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits[:, :-1].reshape(-1, 64), ids[:, 1:].reshape(-1)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reports
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_span_report_shapes():
+    report = tiny_model().attention_span_report()
+    assert report["span"].shape == report["period"].shape == report["offset"].shape == (2, 4)
+    assert (report["span"] > 0).all() and (report["span"] < 16).all()
+    assert tiny_model(**MASK_SETTINGS["span_only"]).attention_span_report()["period"] is None
+
+
+def test_attention_flops():
+    seq_len = 48
+    model = tiny_model()
+    flops = model.attention_flops(seq_len)
+    assert 0 < flops["attention_flops"] < flops["dense_causal_flops"]
+    assert flops["ratio"] == pytest.approx(flops["attention_flops"] / flops["dense_causal_flops"])
+
+    # brute force over (query, key) pairs
+    D, expected = 8, 0
+    for layer in model.model.layers:
+        mask = layer.attn.distance_mask(seq_len)  # [H, T]
+        for i in range(seq_len):
+            for j in range(i + 1):
+                expected += int((mask[:, i - j] > 0).sum()) * 4 * D
+    assert flops["attention_flops"] == expected
+    dense = 2 * 4 * (seq_len * (seq_len + 1) // 2) * 4 * D
+    assert flops["dense_causal_flops"] == dense
+
+    span_only = tiny_model(max_span=seq_len, **MASK_SETTINGS["span_only"])
+    with torch.no_grad():
+        for layer in span_only.model.layers:
+            layer.attn.span_mask.span_logit.fill_(30.0)  # z = max_span >= T: nothing within T is masked
+    assert span_only.attention_flops(seq_len)["attention_flops"] == dense
+    assert tiny_model(**MASK_SETTINGS["no_masks"]).attention_flops(seq_len)["ratio"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs, save / load, remote code
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_input_errors():
+    model = tiny_model(position_embedding="learned")
+    with pytest.raises(ValueError, match="vocab_size=64"):
+        model(torch.tensor([[1, 64]]))
+    with pytest.raises(ValueError, match="max_position_embeddings=64"):
+        model(torch.zeros(1, 65, dtype=torch.long))
+    alibi = tiny_model(position_embedding="alibi")
+    with torch.no_grad():
+        assert alibi(torch.zeros(1, 70, dtype=torch.long)).logits.shape == (1, 70, 64)  # ALiBi has no hard limit
+
+
+def test_base_model_and_untied_head():
+    model = tiny_model(tie_word_embeddings=False)
+    assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
+    tied = tiny_model()
+    assert tied.lm_head.weight.data_ptr() == tied.model.embed_tokens.weight.data_ptr()
+    base = AdaptiveSpanGPTModel(tiny_config())
+    assert base(torch.zeros(1, 5, dtype=torch.long)).last_hidden_state.shape == (1, 5, 32)
+
+
+@pytest.mark.parametrize("position_embedding", ["rope", "alibi"])
+def test_save_load_round_trip_and_remote_code(tmp_path, position_embedding):
+    model = tiny_model(position_embedding=position_embedding)
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        expected = model(ids, attention_mask=mask).logits
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert (tmp_path / "modeling_adaptive_span_gpt.py").exists() and (tmp_path / "layers.py").exists()
+
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(loaded) is AdaptiveSpanGPTForCausalLM
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, attention_mask=mask).logits, expected, rtol=0, atol=0)
+
+    if position_embedding != "rope":
+        return  # one fresh-process check is enough for the fast suite
+    torch.save({"ids": ids, "mask": mask, "expected": expected}, tmp_path / "check.pt")
+    run_without_hf_attn(
+        f"""
+        import torch
+        from transformers import AutoModelForCausalLM
+        data = torch.load({str(tmp_path / "check.pt")!r})
+        model = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}, trust_remote_code=True).eval()
+        assert "hf_attn" not in type(model).__module__, type(model).__module__
+        with torch.no_grad():
+            logits = model(data["ids"], attention_mask=data["mask"]).logits
+        torch.testing.assert_close(logits, data["expected"], rtol=0, atol=0)
+        print(model.attention_flops(32)["ratio"])
+        """
+    )
