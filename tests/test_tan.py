@@ -209,6 +209,24 @@ def test_bad_inputs_raise_value_errors_with_the_limit():
     model(torch.full((1, 24), 99))  # the limits themselves are fine
 
 
+def test_embedding_computes_each_distinct_id_once_with_the_same_values_and_gradients():
+    torch.manual_seed(3)
+    emb = modeling_tan.TanChebyshevEmbedding(TanConfig(**TINY))
+    torch.nn.init.normal_(emb.proj_weight, std=0.2)
+    ids = torch.tensor([[5, 7, 5, 99], [0, 7, 7, 5]])
+    out = emb(ids)
+    # the per-token computation, written out
+    u = emb.normalized_ids(ids).reshape(-1)
+    x = chebyshev_project_reference(u, emb.proj_weight, emb.proj_bias)
+    expected = emb.norm(x + emb.mix(x)).reshape(2, 4, -1)
+    torch.testing.assert_close(out, expected)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad((out * g).sum(), list(emb.parameters()))
+    grads_expected = torch.autograd.grad((expected * g).sum(), list(emb.parameters()))
+    for a, b in zip(grads, grads_expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # fp32 sums in another order
+
+
 def test_inputs_embeds_path_matches_input_ids():
     model = tiny_model("eager")
     ids, mask = padded_batch()

@@ -97,15 +97,18 @@ class TanChebyshevEmbedding(nn.Module):
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
     def normalized_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """[B, T] long -> u [B, T] float32 after the learnable map."""
+        """ids [...] long -> u [...] float32 after the learnable map."""
         u0 = input_ids.to(torch.float32) * (2.0 / (self.vocab_size - 1)) - 1.0
         return torch.tanh(self.input_scale.float() * u0 + self.input_shift.float())
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        b, t = input_ids.shape
-        u = self.normalized_ids(input_ids).reshape(-1)  # [N]
-        x = chebyshev_project(u, self.proj_weight, self.proj_bias).reshape(b, t, -1)  # [B, T, C]
-        return self.norm(x + self.mix(x))
+        # Every step below depends on the token id alone, so each distinct id in the batch is computed once and
+        # gathered back: same values and gradients, a fraction of the work (a batch repeats most of its ids).
+        ids, inverse = torch.unique(input_ids, return_inverse=True)  # [U], [B, T]
+        u = self.normalized_ids(ids)  # [U]
+        x = chebyshev_project(u, self.proj_weight, self.proj_bias)  # [U, C]
+        x = self.norm(x + self.mix(x))
+        return x[inverse]  # [B, T, C]
 
 
 # ---------------------------------------------------------------------------------------------------------------
