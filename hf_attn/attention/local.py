@@ -1,6 +1,93 @@
-"""PLACEHOLDER (being written): hf_local attention backend."""
-from ..modeling.layers import eager_attention_forward
+"""`hf_local`: sliding-window softmax attention, computed blockwise so cost grows as T x window, not T^2.
+
+A query at position i sees keys j with 0 <= i - j < window (causal) or |i - j| < window (bidirectional), on top
+of whatever padding, distance bias or dense mask the caller passes. The window comes from the kwarg
+`sliding_window`, else `module.sliding_window`, else `module.config.sliding_window`.
+
+`local_attention_forward` is the fast path (the shared blockwise core skips key blocks outside the window);
+`local_attention_reference` is the same function written densely on top of the eager reference.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..modeling.layers import dense_distance_bias, distance_index, eager_attention_forward, resolve_is_causal
+from .blockwise import blockwise_attention, check_heads, config_value
 
 
-def local_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+def resolve_window(module, kwargs: dict) -> int:
+    """The sliding window; ValueError naming `sliding_window` when it is missing or not a positive integer."""
+    window = config_value(module, kwargs, "sliding_window")
+    if window is None or isinstance(window, bool) or int(window) != window or window <= 0:
+        raise ValueError(f"hf_local needs a positive integer sliding_window, got sliding_window={window!r}")
+    return int(window)
+
+
+def local_attention_forward(
+    module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Sliding-window attention with transformers' signature.
+
+    query [B, H, Tq, D], key/value [B, Hkv, Tk, D]; `attention_mask` None, [B, Tk] bool key padding (what
+    transformers hands hf_* backends) or a 4D bool/additive mask. Optional kwargs: `distance_bias` [H, L] with
+    `max_distance`, or a dense `position_bias` [1, H, Tq, Tk]. Returns (out [B, Tq, H, D], None): the weights are
+    never materialised.
+    """
+    window = resolve_window(module, kwargs)
+    check_heads(query.shape[1], key.shape[1])
+    mask_2d = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
+    mask_4d = attention_mask if attention_mask is not None and attention_mask.dim() == 4 else None
+    return blockwise_attention(
+        query,
+        key,
+        value,
+        scaling=query.shape[-1] ** -0.5 if scaling is None else scaling,
+        is_causal=resolve_is_causal(module, kwargs),
+        key_padding_mask=mask_2d,
+        distance_bias=kwargs.get("distance_bias"),
+        max_distance=kwargs.get("max_distance"),
+        window=window,
+        dropout=dropout,
+        training=bool(getattr(module, "training", False)),
+        attn_mask=mask_4d,
+        position_bias=kwargs.get("position_bias"),
+    )
+
+
+# The models hand this backend the [H, L] distance bias table itself (see `attention_bias_kwargs`).
+local_attention_forward.accepts_distance_bias = True
+
+
+def local_attention_reference(
+    module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense reference: eager attention plus a -inf bias outside the window. Returns (out, weights)."""
+    window = resolve_window(module, kwargs)
+    q_len, k_len = query.shape[2], key.shape[2]
+    d = distance_index(q_len, k_len, query.device)  # [Tq, Tk], d = q_pos - k_pos
+    in_window = (d < window) if resolve_is_causal(module, kwargs) else (d.abs() < window)
+    bias = torch.zeros(d.shape, device=query.device).masked_fill(~in_window, float("-inf"))[None, None]
+    if kwargs.get("distance_bias") is not None:
+        table = kwargs["distance_bias"]
+        if kwargs.get("max_distance") is not None:
+            table = table[:, : kwargs["max_distance"]]
+        bias = bias + dense_distance_bias(table, q_len, k_len)
+    if kwargs.get("position_bias") is not None:
+        bias = bias + kwargs["position_bias"]
+    rest = {k: v for k, v in kwargs.items() if k not in ("distance_bias", "max_distance", "position_bias")}
+    return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, position_bias=bias, **rest)

@@ -1,0 +1,312 @@
+"""Attention backends against their plain references: forward and gradients, masks, GQA, odd lengths.
+
+Shapes are tiny so the file runs in seconds on a 2-core CPU. Every fast path is compared with the reference of
+the *same* function (hf_local/hf_linear/hf_topk are different functions from softmax attention; the blockwise
+core is exact softmax and is compared with eager).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import AttentionInterface
+
+import hf_attn  # noqa: F401  (registers the hf_* backends)
+from hf_attn.attention import blockwise
+from hf_attn.attention.blockwise import blockwise_attention
+from hf_attn.attention.linear import linear_attention_forward, linear_attention_reference
+from hf_attn.attention.local import local_attention_forward, local_attention_reference
+from hf_attn.attention.topk import topk_attention_forward, topk_attention_reference
+from hf_attn.modeling.layers import dense_distance_bias, eager_attention_forward
+
+
+class Attn(nn.Module):
+    """Stand-in for a model's attention module: what backends read from `module`."""
+
+    def __init__(self, is_causal: bool, **settings):
+        super().__init__()
+        self.is_causal = is_causal
+        self.config = type("Config", (), settings)()
+        self.eval()
+
+
+def qkv(b=2, h=4, hkv=2, tq=19, tk=19, d=8, dtype=torch.float32, seed=0):
+    """Fresh random query [B, H, Tq, D], key/value [B, Hkv, Tk, D], all requiring grad."""
+    g = torch.Generator().manual_seed(seed)
+    make = lambda *shape: torch.randn(*shape, generator=g).to(dtype).requires_grad_()  # noqa: E731
+    return make(b, h, tq, d), make(b, hkv, tk, d), make(b, hkv, tk, d)
+
+
+def padding(b, tk, n_pad=4):
+    """[B, Tk] bool key padding: the last batch row has its last `n_pad` keys padded (right padding keeps every
+    query with at least one visible key, so eager's fully-masked-row convention never matters)."""
+    mask = torch.ones(b, tk, dtype=torch.bool)
+    mask[-1, tk - n_pad :] = False
+    return mask
+
+
+def bias_table(h=4, length=12, seed=1):
+    """A distance bias table [H, L] with one -inf entry (head 1 never attends at distance 3)."""
+    table = torch.randn(h, length, generator=torch.Generator().manual_seed(seed))
+    table[1, 3] = float("-inf")
+    return table.requires_grad_()
+
+
+def assert_same(fast, ref, inputs, rtol=1e-5, atol=1e-5):
+    """Forward outputs equal, and gradients of a random projection of them equal for every input."""
+    torch.testing.assert_close(fast, ref, rtol=rtol, atol=atol)
+    probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(7))
+    grads_fast = torch.autograd.grad((fast * probe).sum(), inputs)
+    grads_ref = torch.autograd.grad((ref * probe).sum(), inputs)
+    for gf, gr in zip(grads_fast, grads_ref):
+        torch.testing.assert_close(gf, gr, rtol=rtol, atol=atol)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The blockwise core (exact softmax) against eager
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("case", ["plain", "padding", "distance_bias", "max_distance", "decode"])
+def test_blockwise_matches_eager(causal, case):
+    tq = 13 if case == "decode" else 37  # odd lengths, not multiples of the block size
+    q, k, v = qkv(tq=tq, tk=37)
+    mask = padding(2, 37) if case in ("padding", "max_distance") else None
+    table = bias_table() if case in ("distance_bias", "max_distance") else None
+    max_distance = 7 if case == "max_distance" else None
+    inputs = (q, k, v) if table is None else (q, k, v, table)
+
+    fast, weights = blockwise_attention(
+        q, k, v, scaling=0.3, is_causal=causal, key_padding_mask=mask,
+        distance_bias=table, max_distance=max_distance, block_size=8,
+    )
+    ref_table = None if table is None else table[:, :max_distance]  # max_distance == cutting the table
+    ref, _ = eager_attention_forward(Attn(causal), q, k, v, mask, scaling=0.3, distance_bias=ref_table)
+    assert weights is None
+    assert_same(fast, ref, inputs)
+
+
+def test_blockwise_fully_masked_rows_are_zero():
+    q, k, v = qkv(b=1, tq=9, tk=9)
+    mask = torch.zeros(1, 9, dtype=torch.bool)
+    mask[0, 5:] = True  # causal queries 0..4 see no real key
+    out, _ = blockwise_attention(q, k, v, scaling=0.3, is_causal=True, key_padding_mask=mask, block_size=4)
+    assert torch.equal(out[0, :5], torch.zeros_like(out[0, :5]))
+    assert out[0, 5:].abs().sum() > 0
+
+
+def test_blockwise_dense_masks_match_eager():
+    """4D bool / additive masks and a dense position_bias (what a direct caller may hand over)."""
+    q, k, v = qkv(tq=21, tk=21)
+    allowed = torch.rand(2, 1, 21, 21, generator=torch.Generator().manual_seed(3)) > 0.3
+    allowed |= torch.eye(21, dtype=torch.bool)  # every row sees at least one key
+    position_bias = torch.randn(1, 4, 21, 21)
+    ref, _ = eager_attention_forward(Attn(False), q, k, v, allowed, scaling=0.3, position_bias=position_bias)
+    for mask in (allowed, torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)):
+        out, _ = blockwise_attention(
+            q, k, v, scaling=0.3, is_causal=False, attn_mask=mask, position_bias=position_bias, block_size=8
+        )
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_blockwise_skips_blocks_outside_window(causal):
+    """Keys no query can see are never read: poisoning them with NaN changes nothing, and few blocks are visited."""
+    q, k, v = qkv(b=1, tq=8, tk=64)  # decoding: the 8 queries sit at key positions 56..63
+    window = 6
+    clean, _ = blockwise_attention(q, k, v, scaling=0.3, is_causal=causal, window=window, block_size=8)
+    k_bad, v_bad = k.detach().clone(), v.detach().clone()
+    k_bad[:, :, : 56 - window + 1] = float("nan")  # positions < 51 are outside every query's window
+    v_bad[:, :, : 56 - window + 1] = float("nan")
+    poisoned, _ = blockwise_attention(q, k_bad, v_bad, scaling=0.3, is_causal=causal, window=window, block_size=8)
+    torch.testing.assert_close(poisoned, clean)
+    assert blockwise.BLOCKS_VISITED == 1  # keys 51..63 taken in one step; the 51 keys before are never read
+
+    # The same through max_distance and through the length of a distance bias table.
+    table = bias_table(length=window)
+    clean, _ = blockwise_attention(q, k, v, scaling=0.3, is_causal=causal, distance_bias=table, block_size=8)
+    poisoned, _ = blockwise_attention(q, k_bad, v_bad, scaling=0.3, is_causal=causal, distance_bias=table, block_size=8)
+    torch.testing.assert_close(poisoned, clean)
+    poisoned, _ = blockwise_attention(q, k_bad, v_bad, scaling=0.3, is_causal=causal, max_distance=window, block_size=8)
+    assert torch.isfinite(poisoned).all()
+
+
+def test_blockwise_window_cost_is_linear():
+    """A causal window visits O(T / block) key blocks per query block, full causal attention O((T / block)^2)."""
+    q, k, v = qkv(b=1, h=2, hkv=2, tq=128, tk=128, d=4)
+    with torch.no_grad():
+        blockwise_attention(q, k, v, scaling=0.5, is_causal=True, block_size=16)
+        full = blockwise.BLOCKS_VISITED
+        blockwise_attention(q, k, v, scaling=0.5, is_causal=True, window=16, block_size=16)
+        windowed = blockwise.BLOCKS_VISITED
+    n = 128 // 16
+    assert full == n * (n + 1) // 2
+    assert windowed == n  # one step per query block: its whole window
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# hf_local, hf_linear, hf_topk against their references
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("case", ["plain", "padding", "distance_bias", "decode", "dense_mask"])
+def test_local_matches_reference(causal, case):
+    """Covers both paths of the core: the banded one and (with a dense 4D mask) the online-softmax loop."""
+    tq = 11 if case == "decode" else 45
+    q, k, v = qkv(tq=tq, tk=45)
+    mask = padding(2, 45) if case == "padding" else None
+    if case == "dense_mask":
+        mask = (torch.rand(2, 1, 45, 45, generator=torch.Generator().manual_seed(4)) > 0.3) | torch.eye(45).bool()
+        if causal:  # a 4D mask carries causality itself (layers.additive_attention_mask trusts it)
+            mask &= torch.ones(45, 45, dtype=torch.bool).tril()
+    extra = {"distance_bias": bias_table(length=20), "max_distance": 15} if case == "distance_bias" else {}
+    inputs = (q, k, v, extra["distance_bias"]) if extra else (q, k, v)
+    module = Attn(causal, sliding_window=9)
+    fast, _ = local_attention_forward(module, q, k, v, mask, scaling=0.3, **extra)
+    ref, _ = local_attention_reference(module, q, k, v, mask, scaling=0.3, **extra)
+    assert_same(fast, ref, inputs)
+
+
+def test_local_window_sources_and_flag():
+    q, k, v = qkv(tq=15, tk=15)
+    by_kwarg, _ = local_attention_forward(Attn(True), q, k, v, None, sliding_window=4)
+    module = Attn(True)
+    module.sliding_window = 4
+    by_attribute, _ = local_attention_forward(module, q, k, v, None)
+    by_config, _ = local_attention_forward(Attn(True, sliding_window=4), q, k, v, None)
+    torch.testing.assert_close(by_kwarg, by_attribute)
+    torch.testing.assert_close(by_kwarg, by_config)
+    assert local_attention_forward.accepts_distance_bias is True
+    # A window covering every key is plain causal softmax attention.
+    wide, _ = local_attention_forward(Attn(True, sliding_window=100), q, k, v, None)
+    torch.testing.assert_close(wide, eager_attention_forward(Attn(True), q, k, v, None)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("case", ["plain", "padding", "decode", "mha"])
+def test_linear_matches_reference(causal, case):
+    tq = 10 if case == "decode" else 41
+    q, k, v = qkv(hkv=4 if case == "mha" else 2, tq=tq, tk=41)
+    mask = padding(2, 41) if case == "padding" else None
+    module = Attn(causal)
+    fast, _ = linear_attention_forward(module, q, k, v, mask, chunk_size=8)  # 41 = 5 chunks + 1
+    ref, _ = linear_attention_reference(module, q, k, v, mask)
+    assert_same(fast, ref, (q, k, v))
+
+
+def test_linear_reference_is_normalised_kernel_attention():
+    q, k, v = qkv(b=1, tq=7, tk=7)
+    _, weights = linear_attention_reference(Attn(True), q, k, v, None)
+    sums = weights.sum(-1)
+    torch.testing.assert_close(sums, torch.ones_like(sums), rtol=1e-4, atol=1e-4)
+    visible = torch.ones(7, 7, dtype=torch.bool).tril()
+    assert (weights[..., ~visible] == 0).all() and (weights[..., visible] > 0).all()
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("case", ["plain", "padding", "position_bias", "distance_bias", "k_exceeds_keys"])
+def test_topk_matches_reference(causal, case):
+    q, k, v = qkv(tq=23, tk=23)
+    mask = padding(2, 23) if case == "padding" else None
+    extra = {}
+    if case == "position_bias":
+        extra["position_bias"] = torch.randn(1, 4, 23, 23, generator=torch.Generator().manual_seed(2))
+    if case == "distance_bias":
+        extra["distance_bias"] = bias_table(length=23)
+    inputs = (q, k, v, extra["distance_bias"]) if case == "distance_bias" else (q, k, v)
+    module = Attn(causal, attention_topk=100 if case == "k_exceeds_keys" else 5)
+    fast, weights = topk_attention_forward(module, q, k, v, mask, scaling=0.3, **extra)
+    ref, ref_weights = topk_attention_reference(module, q, k, v, mask, scaling=0.3, **extra)
+    torch.testing.assert_close(weights, ref_weights, rtol=1e-5, atol=1e-5)
+    assert weights.shape == (2, 4, 23, 23)
+    assert ((weights > 0).sum(-1) <= (23 if case == "k_exceeds_keys" else 5)).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 23), rtol=1e-5, atol=1e-5)
+    assert_same(fast, ref, inputs)
+
+
+def test_topk_with_all_keys_is_eager():
+    q, k, v = qkv(tq=9, tk=9)
+    out, weights = topk_attention_forward(Attn(True, attention_topk=9), q, k, v, padding(2, 9))
+    ref, ref_weights = eager_attention_forward(Attn(True), q, k, v, padding(2, 9))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weights, ref_weights, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Registration, exact backends, dtypes, dropout, bad input
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_backends_registered():
+    for name, fn in hf_attn.attention.ATTENTION_BACKENDS.items():
+        assert AttentionInterface()[name] is fn
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_sdpa_and_eager_agree_with_position_bias(causal):
+    """transformers' sdpa and the eager reference receive a distance bias densely (as `position_bias`) and agree
+    (transformers registers no model-independent "eager"; `eager_attention_forward` is the project's)."""
+    q, k, v = qkv(tq=17, tk=17)
+    position_bias = dense_distance_bias(bias_table(length=17).detach(), 17, 17)
+    if not causal:  # dense_distance_bias excludes d < 0; give bidirectional attention a finite bias everywhere
+        position_bias = torch.randn(1, 4, 17, 17, generator=torch.Generator().manual_seed(5))
+    module = Attn(causal)
+    module.num_key_value_groups = 2  # transformers' sdpa reads it for GQA (as every transformers model sets it)
+    eager, _ = eager_attention_forward(module, q, k, v, None, scaling=0.3, position_bias=position_bias)
+    sdpa, _ = AttentionInterface()["sdpa"](module, q, k, v, None, scaling=0.3, dropout=0.0, position_bias=position_bias)
+    assert_same(sdpa, eager, (q, k, v))
+
+
+@pytest.mark.parametrize("name", ["hf_local", "hf_linear", "hf_topk", "hf_flash"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_forward(name, dtype):
+    q, k, v = qkv(tq=33, tk=33, dtype=dtype)
+    module = Attn(True, sliding_window=8, attention_topk=6)
+    out, _ = AttentionInterface()[name](module, q, k, v, padding(2, 33))
+    ref, _ = AttentionInterface()[name](module, q.float(), k.float(), v.float(), padding(2, 33))
+    assert out.dtype == dtype and out.shape == (2, 33, 4, 8)
+    torch.testing.assert_close(out.float(), ref, rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("name", ["hf_local", "hf_topk"])
+def test_dropout_only_in_training(name):
+    q, k, v = qkv(tq=16, tk=16)
+    module = Attn(True, sliding_window=8, attention_topk=6)
+    fn = AttentionInterface()[name]
+    eval_a, _ = fn(module, q, k, v, None, dropout=0.5)
+    eval_b, _ = fn(module, q, k, v, None, dropout=0.0)
+    torch.testing.assert_close(eval_a, eval_b)
+    module.train()
+    torch.manual_seed(0)
+    train, _ = fn(module, q, k, v, None, dropout=0.5)
+    assert not torch.allclose(train, eval_b)
+    # Dropout keeps the expectation: the mean over many independent draws (a batch of copies of one input, each
+    # row drawing its own dropout mask) approaches the eval output.
+    with torch.no_grad():
+        copies = [x[:1].expand(500, -1, -1, -1) for x in (q, k, v)]
+        mean = fn(module, *copies, None, dropout=0.5)[0].mean(0)
+    torch.testing.assert_close(mean, eval_b[0].detach(), rtol=0.2, atol=0.2)
+
+
+@pytest.mark.parametrize(
+    "call, field",
+    [
+        (lambda q, k, v: local_attention_forward(Attn(True, sliding_window=0), q, k, v, None), "sliding_window=0"),
+        (lambda q, k, v: local_attention_forward(Attn(True), q, k, v, None, sliding_window=-3), "sliding_window=-3"),
+        (lambda q, k, v: topk_attention_forward(Attn(True, attention_topk=0), q, k, v, None), "attention_topk=0"),
+        (lambda q, k, v: topk_attention_forward(Attn(True, attention_topk=-1), q, k, v, None), "attention_topk=-1"),
+        (lambda q, k, v: local_attention_forward(Attn(True, sliding_window=4), q, k[:, :1].expand(-1, 3, -1, -1),
+                                                 v[:, :1].expand(-1, 3, -1, -1), None), "num_key_value_heads=3"),
+        (lambda q, k, v: linear_attention_forward(Attn(True), q, k[:, :1].expand(-1, 3, -1, -1),
+                                                  v[:, :1].expand(-1, 3, -1, -1), None), "num_key_value_heads=3"),
+        (lambda q, k, v: topk_attention_forward(Attn(True, attention_topk=2), q, k[:, :1].expand(-1, 3, -1, -1),
+                                                v[:, :1].expand(-1, 3, -1, -1), None), "num_key_value_heads=3"),
+    ],
+)
+def test_bad_input_names_field_and_value(call, field):
+    q, k, v = qkv(tq=5, tk=5)
+    with pytest.raises(ValueError, match=field):
+        call(q, k, v)
