@@ -1,0 +1,257 @@
+"""Speed of the Triton kernels and of the blockwise CPU path, as tables of ratios measured in one run.
+
+    python benchmarks/kernels.py [--quick] [--out FILE] [--repeats N] [--cpu-only | --cuda-only]
+
+CUDA (bf16; targets from issue 4, H100-class GPU):
+  1. hf_flash dense causal, T=4096, D=64, forward+backward vs torch SDPA's flash backend      target >= 0.8x
+  2. hf_flash with adaptive spans averaging T/8 (soft log-mask table + max_distance) vs its own
+     dense causal run, forward+backward                                                        target >= 4x
+  3. chebyshev_project fused, N=1M, K=hidden=256, forward+backward vs the unfused PyTorch
+     reference (modeling_tan.chebyshev_project_reference), and peak memory                   target >= 3x
+CPU (fp32):
+  4. AdaptiveSpanGPT forward+backward through attn_implementation="hf_flash" (blockwise PyTorch path),
+     spans ~T/8 vs spans at the maximum (= dense causal), T=4096.
+
+Times are medians over `--repeats` runs after a warm-up (CUDA: events + synchronize). `--quick` shrinks the
+repeats and the CPU model's length (T=1024) for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# This file is named kernels.py: drop its folder from sys.path, or transformers' `import kernels` (the Hub
+# kernels package) would import this script. Put the checkout first so it runs without installing.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import torch  # noqa: E402
+
+import hf_attn  # noqa: E402  (registers hf_flash)
+from hf_attn.modeling.modeling_tan import chebyshev_project_reference  # noqa: E402
+
+
+def median_time(fn, repeats: int, warmup: int = 1, cuda: bool = False) -> float:
+    """Median seconds of fn() over `repeats` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def adaptive_span_table(num_heads: int, mean_span: float, softness: float, length: int, device) -> tuple:
+    """Adaptive-span log-mask table [H, L] with spans spread over [mean/2, 3 mean/2] (mean `mean_span`) and the
+    max_distance past which every head's mask is 0 (as AdaptiveSpanAttention.distance_bias builds it)."""
+    spans = torch.linspace(0.5 * mean_span, 1.5 * mean_span, num_heads, device=device)
+    max_distance = int(math.ceil((spans + softness).max().item()))
+    d = torch.arange(min(length, max_distance), device=device, dtype=torch.float32)
+    mask = ((softness + spans[:, None] - d[None, :]) / softness).clamp(0, 1)
+    table = torch.where(mask > 0, torch.log(mask.clamp_min(1e-30)), torch.full_like(mask, float("-inf")))
+    return table, max_distance
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]], lines: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    fmt = " | ".join(f"{{:<{w}}}" for w in widths)
+    block = [f"\n## {title}", fmt.format(*header), "-+-".join("-" * w for w in widths)]
+    block += [fmt.format(*map(str, r)) for r in rows]
+    for line in block:
+        print(line)
+    lines.extend(block)
+
+
+def bench_cuda(args, lines: list[str]) -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from hf_attn.kernels.chebyshev import chebyshev_project_triton
+    from hf_attn.kernels.flash_attention import flash_attention
+
+    dev = torch.device("cuda")
+    dtype = torch.bfloat16
+    repeats = 3 if args.quick else args.repeats
+    lines.append(f"\ndevice: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}, dtype {dtype}")
+    print(lines[-1])
+
+    # 1 + 2: attention, B=4, H=16, T=4096, D=64 (FA papers' standard setting for head dim 64).
+    b, h, t, d = 4, 16, 4096, 64
+    q, k, v = (torch.randn(b, h, t, d, device=dev, dtype=dtype, requires_grad=True) for _ in range(3))
+    grad = torch.randn(b, t, h, d, device=dev, dtype=dtype)
+    table, max_distance = adaptive_span_table(h, t / 8, 32.0, t, dev)
+
+    def step(fn):
+        def run():
+            out = fn()
+            torch.autograd.grad(out, (q, k, v), grad)
+        return run
+
+    def ours_dense():
+        return flash_attention(q, k, v, is_causal=True)
+
+    def ours_span():
+        return flash_attention(q, k, v, is_causal=True, distance_bias=table, max_distance=max_distance)
+
+    def sdpa_flash():
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
+
+    timings = {}
+    for name, fn in [("sdpa_flash", sdpa_flash), ("hf_flash_dense", ours_dense), ("hf_flash_span", ours_span)]:
+        timings[name] = median_time(step(fn), repeats, warmup=2, cuda=True)
+        timings[name + "_fwd"] = median_time(fn, repeats, warmup=2, cuda=True)
+    rows = [
+        ["dense causal fwd+bwd: hf_flash vs SDPA flash", f"{timings['hf_flash_dense'] * 1e3:.2f}",
+         f"{timings['sdpa_flash'] * 1e3:.2f}", f"{timings['sdpa_flash'] / timings['hf_flash_dense']:.2f}x", ">= 0.8x"],
+        ["dense causal fwd: hf_flash vs SDPA flash", f"{timings['hf_flash_dense_fwd'] * 1e3:.2f}",
+         f"{timings['sdpa_flash_fwd'] * 1e3:.2f}",
+         f"{timings['sdpa_flash_fwd'] / timings['hf_flash_dense_fwd']:.2f}x", "-"],
+        [f"spans ~T/8 (max_distance {max_distance}) fwd+bwd vs own dense", f"{timings['hf_flash_span'] * 1e3:.2f}",
+         f"{timings['hf_flash_dense'] * 1e3:.2f}", f"{timings['hf_flash_dense'] / timings['hf_flash_span']:.2f}x",
+         ">= 4x"],
+    ]
+    print_table(f"attention, bf16, B={b} H={h} T={t} D={d} (ms, median of {repeats})",
+                ["case", "ours ms", "baseline ms", "speed-up", "target"], rows, lines)
+    del q, k, v, grad
+
+    # 3: Chebyshev expansion + projection.
+    n, kdeg, hidden = 1 << 20, 256, 256
+    u = (torch.rand(n, device=dev) * 2 - 1).requires_grad_(True)
+    weight = (torch.randn(hidden, kdeg, device=dev) / 16).to(dtype).requires_grad_(True)
+    bias = torch.zeros(hidden, device=dev, dtype=dtype, requires_grad=True)
+    gy = torch.randn(n, hidden, device=dev, dtype=dtype)
+
+    def cheb_step(fn):
+        def run():
+            torch.autograd.grad(fn(u, weight, bias), (u, weight, bias), gy)
+        return run
+
+    res = {}
+    for name, fn in [("fused", chebyshev_project_triton), ("reference", chebyshev_project_reference)]:
+        res[name] = median_time(cheb_step(fn), repeats, warmup=2, cuda=True)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        cheb_step(fn)()
+        torch.cuda.synchronize()
+        res[name + "_mem"] = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+    rows = [["fwd+bwd time (ms)", f"{res['fused'] * 1e3:.2f}", f"{res['reference'] * 1e3:.2f}",
+             f"{res['reference'] / res['fused']:.2f}x", ">= 3x"],
+            ["peak extra memory (MiB)", f"{res['fused_mem']:.0f}", f"{res['reference_mem']:.0f}",
+             f"{res['reference_mem'] / max(res['fused_mem'], 1e-9):.2f}x", "O(N x hidden)"]]
+    print_table(f"chebyshev_project, bf16 weight, N={n} K={kdeg} hidden={hidden} (median of {repeats})",
+                ["metric", "fused", "unfused ref", "ratio", "target"], rows, lines)
+
+
+def bench_cpu(args, lines: list[str]) -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+
+    from hf_attn import AdaptiveSpanGPTConfig, AdaptiveSpanGPTForCausalLM
+    from hf_attn.attention.flash import flash_attention_forward
+
+    # transformers 5.x treats every attn_implementation whose name contains "flash" as a flash-attention kernel
+    # and tries to load it from the Hub at model init, so the model cannot be built with "hf_flash" itself; the
+    # same function registered under a name without "flash" runs exactly the hf_flash code path.
+    implementation = "hf_flash"
+    try:
+        AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, attn_implementation=implementation))
+    except ValueError:
+        implementation = "hf_exact_blockwise_bench"
+        AttentionInterface.register(implementation, flash_attention_forward)
+        AttentionMaskInterface.register(implementation, flash_attention_mask)
+        lines.append(f'\nnote: attn_implementation="hf_flash" is refused by transformers at model init (its name '
+                     f'contains "flash"); the hf_flash function was registered as "{implementation}" for this run.')
+        print(lines[-1])
+
+    t = 1024 if args.quick else args.cpu_seq_len
+    repeats = 1 if args.quick else max(1, min(args.repeats, 3))
+    torch.manual_seed(0)
+    model_kwargs = dict(
+        vocab_size=256, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=t,
+        position_embedding="rope", max_span=t, softness_span_mask=32.0, attn_implementation=implementation,
+    )
+    config = AdaptiveSpanGPTConfig(use_adaptive_attention=True, **model_kwargs)
+    model = AdaptiveSpanGPTForCausalLM(config)
+    model.train()
+    ids = torch.randint(0, 256, (1, t))
+    heads = config.num_attention_heads
+
+    def set_spans(ratio_of_max: torch.Tensor) -> None:
+        logit = torch.logit(ratio_of_max.clamp(1e-6, 1 - 1e-6))
+        with torch.no_grad():
+            for layer in model.modules():
+                if hasattr(layer, "span_logit"):
+                    layer.span_logit.copy_(logit)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        out = model(input_ids=ids, labels=ids, use_cache=False)
+        out.loss.backward()
+
+    rows = []
+    results = {}
+    # spans ~T/8 (spread over [T/16, 3T/16] across heads) vs spans at the maximum (z = max_span = T).
+    for name, ratio in [("spans ~T/8", torch.linspace(0.5, 1.5, heads) / 8), ("spans at max", torch.ones(heads))]:
+        set_spans(ratio)
+        results[name] = median_time(step, repeats, warmup=1)
+        attn = next(m for m in model.modules() if hasattr(m, "max_distance") and callable(m.max_distance))
+        rows.append([name, f"{attn.max_distance()}", f"{results[name]:.2f}"])
+    rows.append(["speed-up (max / ~T/8)", "", f"{results['spans at max'] / results['spans ~T/8']:.2f}x"])
+    # Context: the same model without adaptive spans (plain dense causal, no distance bias table).
+    torch.manual_seed(0)
+    model = AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTConfig(use_adaptive_attention=False, **model_kwargs))
+    model.train()
+    rows.append(["no adaptive span (dense causal, no table)", "-", f"{median_time(step, repeats, warmup=1):.2f}"])
+    print_table(
+        f"CPU: AdaptiveSpanGPT fwd+bwd, hf_flash -> blockwise PyTorch path, fp32, B=1 T={t}, 2 layers, "
+        f"hidden 128, 4 heads ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"median of {repeats})",
+        ["spans", "max_distance", "seconds"], rows, lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="few repeats, T=1024 on CPU")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--cpu-seq-len", type=int, default=4096)
+    parser.add_argument("--cpu-only", action="store_true")
+    parser.add_argument("--cuda-only", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the tables to this file")
+    args = parser.parse_args(argv)
+
+    lines = [f"# benchmarks/kernels.py {' '.join(argv if argv is not None else sys.argv[1:])}"]
+    if not args.cpu_only:
+        if torch.cuda.is_available():
+            bench_cuda(args, lines)
+        else:
+            lines.append("\n(no CUDA device: the Triton kernel tables are skipped)")
+            print(lines[-1])
+    if not args.cuda_only:
+        bench_cpu(args, lines)
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

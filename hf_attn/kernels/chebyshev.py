@@ -1,0 +1,267 @@
+"""Chebyshev expansion fused with the following projection, in Triton: the [N, K] basis never reaches memory.
+
+    chebyshev_project(u [N], weight [hidden, K], bias [hidden] | None) -> [N, hidden]
+        = chebyshev_expand(u, K) @ weight.T + bias,     T_0 = 1, T_1 = u, T_{k+1} = 2 u T_k - T_{k-1}
+
+differentiable with respect to u, weight and bias (dT_k/du = k U_{k-1}(u), U the polynomials of the second kind).
+The PyTorch reference (``chebyshev_expand`` / ``chebyshev_project_reference``) lives in
+``hf_attn.modeling.modeling_tan`` because the TAN model needs it as remote code; this module uses it off CUDA.
+
+How a kernel builds a basis tile [BLOCK_N, K_TILE] without a K-step loop over the whole tile: split k = c*SUB + j
+(chunk c, offset j < SUB) and use the addition formulas (u = cos t: T_k = cos kt, U_{k-1} = sin kt / sin t)
+
+    T_{a+j}     = T_a T_j + (u^2 - 1) U_{a-1} U_{j-1}
+    U_{a+j-1}   = U_{a-1} T_j + T_a U_{j-1}
+
+with a small [BLOCK_N, SUB] tile of (T_j, U_{j-1}) and a [BLOCK_N, K_TILE / SUB] tile of chunk starts (T_a, U_{a-1}),
+each filled by a short recurrence; a broadcast to [BLOCK_N, K_TILE/SUB, SUB] and a reshape give the whole tile.
+The formulas are polynomial identities (valid for every u); for |u| <= 1 all terms are bounded, so the result
+agrees with the reference recurrence to fp32 rounding.
+
+Kernels: forward (out = basis @ W^T + b, fp32 accumulation), du (du = sum_k (dY W)[:, k] k U_{k-1}(u)) and dW
+(dW = dY^T basis, split over N into deterministic fp32 partial sums). dbias = dY.sum(0) is one PyTorch reduction.
+Set ``HF_ATTN_FORCE_TRITON=1`` (with ``TRITON_INTERPRET=1`` before triton is imported) to run them on CPU tensors.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except ImportError:  # pragma: no cover
+    HAS_TRITON = False
+
+__all__ = ["HAS_TRITON", "chebyshev_project", "chebyshev_project_triton"]
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _chebyshev_tile(u, k_start, K, BLOCK_N: tl.constexpr, K_TILE: tl.constexpr, SUB: tl.constexpr):
+        """T_k(u) and dT_k/du = k U_{k-1}(u) for k in [k_start, k_start + K_TILE): two [BLOCK_N, K_TILE] fp32
+        tiles, zero for k >= K. u: [BLOCK_N] fp32."""
+        NCH: tl.constexpr = K_TILE // SUB
+        w2 = u * u - 1.0
+        # (T_j, U_{j-1}) for j in [0, SUB): recurrence, one column per step.
+        col = tl.arange(0, SUB)
+        t_j = tl.zeros([BLOCK_N, SUB], dtype=tl.float32)
+        u_j = tl.zeros([BLOCK_N, SUB], dtype=tl.float32)
+        t_prev = tl.full([BLOCK_N], 1.0, tl.float32)  # T_0
+        t_cur = u  # T_1
+        v_prev = tl.zeros([BLOCK_N], dtype=tl.float32)  # U_{-1}
+        v_cur = tl.full([BLOCK_N], 1.0, tl.float32)  # U_0
+        for j in tl.static_range(SUB):
+            t_j = tl.where(col[None, :] == j, t_prev[:, None], t_j)
+            u_j = tl.where(col[None, :] == j, v_prev[:, None], u_j)
+            t_prev, t_cur = t_cur, 2.0 * u * t_cur - t_prev
+            v_prev, v_cur = v_cur, 2.0 * u * v_cur - v_prev
+        t_sub, u_sub = t_prev, v_prev  # T_SUB, U_{SUB-1}
+        # (T_a, U_{a-1}) at the chunk starts a = k_start + c * SUB; (T_{k_start}, U_{k_start-1}) by recurrence.
+        t_a = tl.full([BLOCK_N], 1.0, tl.float32)
+        u_a = tl.zeros([BLOCK_N], dtype=tl.float32)
+        t_next = u
+        u_next = tl.full([BLOCK_N], 1.0, tl.float32)
+        for _ in range(k_start):
+            t_a, t_next = t_next, 2.0 * u * t_next - t_a
+            u_a, u_next = u_next, 2.0 * u * u_next - u_a
+        chunk = tl.arange(0, NCH)
+        t_c = tl.zeros([BLOCK_N, NCH], dtype=tl.float32)
+        u_c = tl.zeros([BLOCK_N, NCH], dtype=tl.float32)
+        for c in tl.static_range(NCH):
+            t_c = tl.where(chunk[None, :] == c, t_a[:, None], t_c)
+            u_c = tl.where(chunk[None, :] == c, u_a[:, None], u_c)
+            t_a, u_a = t_a * t_sub + w2 * u_a * u_sub, u_a * t_sub + t_a * u_sub
+        # Whole tile by the addition formulas: [BLOCK_N, NCH, SUB] -> [BLOCK_N, K_TILE], k = k_start + c*SUB + j.
+        basis = t_c[:, :, None] * t_j[:, None, :] + (w2[:, None] * u_c)[:, :, None] * u_j[:, None, :]
+        second = u_c[:, :, None] * t_j[:, None, :] + t_c[:, :, None] * u_j[:, None, :]  # U_{k-1}
+        basis = tl.reshape(basis, [BLOCK_N, K_TILE])
+        second = tl.reshape(second, [BLOCK_N, K_TILE])
+        k = k_start + tl.arange(0, K_TILE)
+        basis = tl.where(k[None, :] < K, basis, 0.0)
+        deriv = tl.where(k[None, :] < K, k[None, :].to(tl.float32) * second, 0.0)
+        return basis, deriv
+
+    @triton.jit
+    def _chebyshev_fwd_kernel(
+        U, W, Bias, Out, N, HID, K,
+        stride_wh, stride_wk, stride_on, stride_oh,
+        HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_TILE: tl.constexpr,
+        SUB: tl.constexpr, PRECISION: tl.constexpr,
+    ):
+        """Out[rows, hblock] = sum over k tiles of basis(u[rows]) @ W[hblock, ktile]^T (+ bias)."""
+        offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+        u = tl.load(U + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)
+        acc = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
+        for k_start in range(0, K, K_TILE):
+            basis, _ = _chebyshev_tile(u, k_start, K, BLOCK_N, K_TILE, SUB)
+            offs_k = k_start + tl.arange(0, K_TILE)
+            w = tl.load(W + offs_h[None, :] * stride_wh + offs_k[:, None] * stride_wk,
+                        mask=(offs_h[None, :] < HID) & (offs_k[:, None] < K), other=0.0)  # [K_TILE, BLOCK_H]
+            acc += tl.dot(basis.to(w.dtype), w, input_precision=PRECISION)
+        if HAS_BIAS:
+            acc += tl.load(Bias + offs_h, mask=offs_h < HID, other=0.0).to(tl.float32)[None, :]
+        tl.store(Out + offs_n[:, None] * stride_on + offs_h[None, :] * stride_oh, acc.to(Out.dtype.element_ty),
+                 mask=(offs_n[:, None] < N) & (offs_h[None, :] < HID))
+
+    @triton.jit
+    def _chebyshev_bwd_du_kernel(
+        U, W, DY, DU, N, HID, K,
+        stride_wh, stride_wk, stride_dyn, stride_dyh,
+        BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_TILE: tl.constexpr, SUB: tl.constexpr,
+        PRECISION: tl.constexpr,
+    ):
+        """du[rows] = sum_k (dY[rows] @ W)[:, k] * k U_{k-1}(u[rows])."""
+        offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        u = tl.load(U + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)
+        du = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for k_start in range(0, K, K_TILE):
+            _, deriv = _chebyshev_tile(u, k_start, K, BLOCK_N, K_TILE, SUB)
+            offs_k = k_start + tl.arange(0, K_TILE)
+            g = tl.zeros([BLOCK_N, K_TILE], dtype=tl.float32)  # (dY @ W)[rows, ktile]
+            for h_start in range(0, HID, BLOCK_H):
+                offs_h = h_start + tl.arange(0, BLOCK_H)
+                dy = tl.load(DY + offs_n[:, None] * stride_dyn + offs_h[None, :] * stride_dyh,
+                             mask=(offs_n[:, None] < N) & (offs_h[None, :] < HID), other=0.0)
+                w = tl.load(W + offs_h[:, None] * stride_wh + offs_k[None, :] * stride_wk,
+                            mask=(offs_h[:, None] < HID) & (offs_k[None, :] < K), other=0.0)
+                g += tl.dot(dy.to(w.dtype), w, input_precision=PRECISION)
+            du += tl.sum(g * deriv, 1)
+        tl.store(DU + offs_n, du, mask=offs_n < N)
+
+    @triton.jit
+    def _chebyshev_bwd_dw_kernel(
+        U, DY, DWP, N, HID, K, rows_per_split,
+        stride_dyn, stride_dyh,
+        BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K_TILE: tl.constexpr, SUB: tl.constexpr,
+        PRECISION: tl.constexpr,
+    ):
+        """Partial dW^T [K_TILE, BLOCK_H] over one split of the rows: DWP[split, k, h] = sum_n T_k(u_n) dY[n, h]."""
+        offs_h = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
+        k_start = tl.program_id(1) * K_TILE
+        split = tl.program_id(2)
+        offs_k = k_start + tl.arange(0, K_TILE)
+        acc = tl.zeros([K_TILE, BLOCK_H], dtype=tl.float32)
+        row_lo = split * rows_per_split
+        row_hi = tl.minimum(row_lo + rows_per_split, N)
+        for n_start in range(row_lo, row_hi, BLOCK_N):
+            offs_n = n_start + tl.arange(0, BLOCK_N)
+            rows = offs_n < row_hi
+            u = tl.load(U + offs_n, mask=rows, other=0.0).to(tl.float32)
+            basis, _ = _chebyshev_tile(u, k_start, K, BLOCK_N, K_TILE, SUB)
+            dy = tl.load(DY + offs_n[:, None] * stride_dyn + offs_h[None, :] * stride_dyh,
+                         mask=rows[:, None] & (offs_h[None, :] < HID), other=0.0)
+            basis = tl.where(rows[:, None], basis, 0.0)
+            acc += tl.dot(tl.trans(basis.to(dy.dtype)), dy, input_precision=PRECISION)
+        tl.store(DWP + split * K * HID + offs_k[:, None] * HID + offs_h[None, :], acc,
+                 mask=(offs_k[:, None] < K) & (offs_h[None, :] < HID))
+
+
+def _launch_config(n: int, hidden: int, k: int, device: torch.device) -> dict:
+    """Tile sizes: small under the CPU interpreter (more tiles to test), larger on a GPU."""
+    k_tile = min(triton.next_power_of_2(k), 128 if device.type == "cuda" else 16)
+    k_tile = max(k_tile, 16)
+    sub = 16 if k_tile >= 64 else 4
+    if device.type != "cuda":
+        return dict(BLOCK_N=16, BLOCK_H=16, K_TILE=k_tile, SUB=sub, num_warps=1, splits=2)
+    block_h = min(max(triton.next_power_of_2(hidden), 16), 128)
+    props = torch.cuda.get_device_properties(device)
+    return dict(BLOCK_N=64, BLOCK_H=block_h, K_TILE=k_tile, SUB=sub, num_warps=8,
+                splits=max(1, min(4 * props.multi_processor_count // max(1, triton.cdiv(hidden, block_h)), 256)))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"  # ignored for fp16 / bf16 dots
+
+
+class ChebyshevProjectFunction(torch.autograd.Function):
+    """autograd wrapper of the fused kernels: (u [N], weight [hidden, K], bias [hidden] | None) -> [N, hidden]."""
+
+    @staticmethod
+    def forward(ctx, u, weight, bias, tiles):
+        n = u.shape[0]
+        hidden, k = weight.shape
+        out = torch.empty((n, hidden), device=u.device, dtype=weight.dtype)
+        cfg = _launch_config(n, hidden, k, u.device) if tiles is None else tiles
+        grid = (triton.cdiv(n, cfg["BLOCK_N"]), triton.cdiv(hidden, cfg["BLOCK_H"]))
+        _chebyshev_fwd_kernel[grid](
+            u, weight, bias if bias is not None else weight, out, n, hidden, k,
+            weight.stride(0), weight.stride(1), out.stride(0), out.stride(1),
+            HAS_BIAS=bias is not None, BLOCK_N=cfg["BLOCK_N"], BLOCK_H=cfg["BLOCK_H"], K_TILE=cfg["K_TILE"],
+            SUB=cfg["SUB"], PRECISION=_precision(weight.dtype), num_warps=cfg["num_warps"],
+        )
+        ctx.save_for_backward(u, weight)
+        ctx.cfg = cfg
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        u, weight = ctx.saved_tensors
+        cfg = ctx.cfg
+        n = u.shape[0]
+        hidden, k = weight.shape
+        du = dweight = dbias = None
+        if ctx.needs_input_grad[0]:
+            du32 = torch.empty(n, device=u.device, dtype=torch.float32)
+            _chebyshev_bwd_du_kernel[(triton.cdiv(n, cfg["BLOCK_N"]),)](
+                u, weight, dout, du32, n, hidden, k,
+                weight.stride(0), weight.stride(1), dout.stride(0), dout.stride(1),
+                BLOCK_N=cfg["BLOCK_N"], BLOCK_H=cfg["BLOCK_H"], K_TILE=cfg["K_TILE"], SUB=cfg["SUB"],
+                PRECISION=_precision(weight.dtype), num_warps=cfg["num_warps"],
+            )
+            du = du32.to(u.dtype)
+        if ctx.needs_input_grad[1]:
+            splits = max(1, min(cfg["splits"], triton.cdiv(n, cfg["BLOCK_N"])))
+            rows_per_split = triton.cdiv(triton.cdiv(n, splits), cfg["BLOCK_N"]) * cfg["BLOCK_N"]
+            splits = triton.cdiv(n, rows_per_split)
+            partial = torch.empty((splits, k, hidden), device=u.device, dtype=torch.float32)
+            grid = (triton.cdiv(hidden, cfg["BLOCK_H"]), triton.cdiv(k, cfg["K_TILE"]), splits)
+            _chebyshev_bwd_dw_kernel[grid](
+                u, dout, partial, n, hidden, k, rows_per_split, dout.stride(0), dout.stride(1),
+                BLOCK_N=cfg["BLOCK_N"], BLOCK_H=cfg["BLOCK_H"], K_TILE=cfg["K_TILE"], SUB=cfg["SUB"],
+                PRECISION=_precision(weight.dtype), num_warps=cfg["num_warps"],
+            )
+            dweight = partial.sum(0).t().to(weight.dtype)  # deterministic reduction of the splits
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            dbias = dout.float().sum(0).to(weight.dtype)
+        return du, dweight, dbias, None
+
+
+def chebyshev_project_triton(
+    u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, tiles: dict | None = None
+) -> torch.Tensor:
+    """The fused Triton path of `chebyshev_project` (any device Triton runs on; CPU only under TRITON_INTERPRET).
+
+    u: [N] float (expected in [-1, 1]); weight: [hidden, K]; bias: [hidden] or None -> [N, hidden] in
+    weight's dtype. `tiles` overrides the launch configuration (tests use it to get several K tiles).
+    """
+    if not HAS_TRITON:
+        raise RuntimeError("chebyshev_project_triton needs triton")
+    if u.dim() != 1 or weight.dim() != 2 or (bias is not None and bias.shape != (weight.shape[0],)):
+        raise ValueError(
+            f"expected u [N], weight [hidden, K], bias [hidden]; got {tuple(u.shape)}, {tuple(weight.shape)}, "
+            f"{None if bias is None else tuple(bias.shape)}"
+        )
+    if u.shape[0] == 0:
+        return weight.new_zeros((0, weight.shape[0]))
+    u = u.contiguous()
+    bias = bias.contiguous().to(weight.dtype) if bias is not None else None
+    return ChebyshevProjectFunction.apply(u, weight, bias, tiles)
+
+
+def chebyshev_project(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """chebyshev_expand(u, K) @ weight.T + bias: u [N] float, weight [hidden, K], bias [hidden] | None ->
+    [N, hidden]. The fused Triton kernels on CUDA tensors (or when HF_ATTN_FORCE_TRITON=1); the PyTorch
+    reference from ``hf_attn.modeling.modeling_tan`` elsewhere."""
+    on_triton = u.is_cuda or os.environ.get("HF_ATTN_FORCE_TRITON", "0") == "1"
+    if HAS_TRITON and on_triton:
+        return chebyshev_project_triton(u, weight, bias)
+    from ..modeling.modeling_tan import chebyshev_project_reference  # lazy: modeling_tan imports this module
+
+    return chebyshev_project_reference(u, weight, bias)

@@ -1,0 +1,446 @@
+"""Flash attention in Triton: forward and backward with an online softmax, never a [Tq, Tk] matrix in memory.
+
+Computes exactly what ``hf_attn.modeling.layers.eager_attention_forward`` computes (the reference it is tested
+against), for query [B, H, Tq, D] and key/value [B, Hkv, Tk, D]:
+
+    out = softmax(q k^T * scaling + bias(d) + mask) v          -> [B, Tq, H, D]
+
+with, for every (query, key) pair, the distance d = q_pos - k_pos, queries being the last Tq key positions
+(query i sits at key position Tk - Tq + i; bottom-right causal alignment, as in KV-cache decoding):
+
+- ``is_causal``: pairs with d < 0 are excluded;
+- ``key_padding_mask`` [B, Tk] bool (True = real token): padded keys are excluded;
+- GQA: query head h reads key/value head h // (H // Hkv); K/V are never repeated in memory;
+- ``window``: sliding window, causal keeps 0 <= d < window, bidirectional |d| < window
+  (the convention of ``hf_attn.attention.blockwise``);
+- ``distance_bias`` [H, L] float table (ALiBi, adaptive-span soft log-mask, triangle-wave log-mask, ...): entry
+  [h, d] is added to the logit at distance d; -inf excludes; d < 0 and d >= L are excluded. Its gradient is
+  returned, so parameters the table was built from (span, period) get theirs from autograd;
+- ``max_distance``: pairs with d >= max_distance (or d < 0) are excluded.
+
+All the position-dependent exclusions reduce to one band of allowed distances ``-max_fwd <= d <= max_back``
+(plus padding and -inf table entries). Each program visits only the key blocks that intersect the band of its
+query block, so blocks past the causal edge, outside the window or beyond ``max_distance`` / the table length
+are skipped, not computed; the element-wise band mask is only evaluated on blocks that straddle its edges.
+
+A query that can see no key gets zeros (as the eager reference's ``nan_to_num``), and zero gradients.
+
+Precision: fp32, fp16 and bf16 inputs; logits, softmax statistics and all accumulators are fp32, the two
+matmuls per block run in the input dtype (fp32 inputs use exact IEEE fp32 dots, not TF32). bf16 on a GPU
+without bf16 tensor cores (compute capability < 8.0, e.g. a T4) is computed in fp32 and cast back.
+
+The Triton kernels are built when this module is imported; with ``TRITON_INTERPRET=1`` set before that they run
+(slowly) on CPU tensors, which is how the tests check them without a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except ImportError:  # pragma: no cover - triton is absent on macOS / Windows
+    HAS_TRITON = False
+
+__all__ = ["HAS_TRITON", "flash_attention"]
+
+LOG2E = 1.4426950408889634  # the kernels use exp2, so logits are carried in log2 units
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _masked_logits(
+        q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back, max_fwd,
+        Bias, stride_bh, L, Mask, stride_mb, stride_mn, qk_scale,
+        HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        PRECISION: tl.constexpr,
+    ):
+        """Logits of one [BLOCK_M, BLOCK_N] tile in log2 units, excluded pairs at -inf; also returns d."""
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        d = (offset + offs_m)[:, None] - offs_n[None, :]  # distance q_pos - k_pos
+        if HAS_BIAS:
+            # Clamped gather: out-of-table distances are excluded by the band mask below.
+            idx = tl.minimum(tl.maximum(d, 0), L - 1)
+            s += tl.load(Bias + h * stride_bh + idx) * 1.4426950408889634
+        # The band / bounds mask only where the tile straddles an edge (interior tiles skip the work).
+        d_hi = offset + start_m + BLOCK_M - 1 - start_n
+        d_lo = offset + start_m - (start_n + BLOCK_N - 1)
+        edge = (start_n + BLOCK_N > Tk) | (start_m + BLOCK_M > Tq) | (d_hi > max_back) | (d_lo < -max_fwd)
+        if edge:
+            ok = (offs_m[:, None] < Tq) & (offs_n[None, :] < Tk) & (d <= max_back) & (d >= -max_fwd)
+            s = tl.where(ok, s, float("-inf"))
+        if HAS_MASK:
+            keep = tl.load(Mask + b * stride_mb + offs_n * stride_mn, mask=offs_n < Tk, other=0)
+            s = tl.where(keep[None, :] != 0, s, float("-inf"))
+        return s, d
+
+    @triton.jit
+    def _flash_fwd_kernel(
+        Q, K, V, Out, Lse, Bias, Mask,
+        stride_qb, stride_qh, stride_qm, stride_qd,
+        stride_kb, stride_kh, stride_kn, stride_kd,
+        stride_vb, stride_vh, stride_vn, stride_vd,
+        stride_ob, stride_om, stride_oh, stride_od,
+        stride_bh, stride_mb, stride_mn,
+        H, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale,
+        HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+    ):
+        """One program = one block of BLOCK_M queries of one (batch, head). Out [B, Tq, H, D], Lse [B, H, Tq]."""
+        start_m = tl.program_id(0) * BLOCK_M
+        bh = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        hk = h // GROUP  # GQA: the shared key/value head
+        offset = Tk - Tq  # key position of query 0
+
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
+        q = tl.load(q_ptrs, mask=(offs_m[:, None] < Tq) & (offs_d[None, :] < D), other=0.0)
+
+        # Keys any query of this block may see: the band -max_fwd <= q_pos - k_pos <= max_back.
+        q_first = offset + start_m
+        q_last = offset + tl.minimum(start_m + BLOCK_M, Tq) - 1
+        lo = tl.maximum(q_first - max_back, 0)
+        lo = (lo // BLOCK_N) * BLOCK_N
+        hi = tl.minimum(q_last + max_fwd + 1, Tk)
+
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max (log2 units)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running normaliser
+        acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running weighted sum of values
+        k_base = K + b * stride_kb + hk * stride_kh
+        v_base = V + b * stride_vb + hk * stride_vh
+        for start_n in range(lo, hi, BLOCK_N):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            kv_mask = (offs_n[:, None] < Tk) & (offs_d[None, :] < D)
+            k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.0)
+            v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.0)
+            s, d = _masked_logits(
+                q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back, max_fwd,
+                Bias, stride_bh, L, Mask, stride_mb, stride_mn, qk_scale,
+                HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION,
+            )
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            # Rows that have seen only excluded keys shift by 0, so exp2(-inf - 0) = 0 rather than NaN.
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.math.exp2(s - m_safe[:, None])
+            alpha = tl.math.exp2(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+            m_i = m_new
+
+        seen = l_i > 0.0
+        out = acc / tl.where(seen, l_i, 1.0)[:, None]
+        # A row with no visible key stores lse = 0: its logits are all -inf, so the backward's p = 0.
+        lse = tl.where(seen, m_i + tl.math.log2(tl.where(seen, l_i, 1.0)), 0.0)
+        o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
+        tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(offs_m[:, None] < Tq) & (offs_d[None, :] < D))
+        tl.store(Lse + bh * Tq + offs_m, lse, mask=offs_m < Tq)
+
+    @triton.jit
+    def _flash_bwd_dkdv_kernel(
+        Q, K, V, DO, Lse, Delta, DK, DV, Bias, Mask,
+        stride_qb, stride_qh, stride_qm, stride_qd,
+        stride_kb, stride_kh, stride_kn, stride_kd,
+        stride_vb, stride_vh, stride_vn, stride_vd,
+        stride_dob, stride_dom, stride_doh, stride_dod,
+        stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+        stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+        stride_bh, stride_mb, stride_mn,
+        H, HKV, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale, sm_scale,
+        HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+    ):
+        """One program = one block of BLOCK_N keys of one (batch, kv head); it loops over the GROUP query heads
+        sharing that kv head and over the query blocks that can see the keys, so dK/dV need no atomics."""
+        start_n = tl.program_id(0) * BLOCK_N
+        bhk = tl.program_id(1)
+        b = bhk // HKV
+        hk = bhk % HKV
+        offset = Tk - Tq
+
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, BLOCK_D)
+        kv_mask = (offs_n[:, None] < Tk) & (offs_d[None, :] < D)
+        k = tl.load(K + b * stride_kb + hk * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                    mask=kv_mask, other=0.0)
+        v = tl.load(V + b * stride_vb + hk * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                    mask=kv_mask, other=0.0)
+        dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+
+        # Queries that may see any key of this block: q_pos in [k_first - max_fwd, k_last + max_back].
+        k_last = tl.minimum(start_n + BLOCK_N, Tk) - 1
+        lo = tl.maximum(start_n - max_fwd - offset, 0)
+        lo = (lo // BLOCK_M) * BLOCK_M
+        hi = tl.minimum(k_last + max_back - offset + 1, Tq)
+        for g in range(GROUP):
+            h = hk * GROUP + g
+            bh = b * H + h
+            for start_m in range(lo, hi, BLOCK_M):
+                offs_m = start_m + tl.arange(0, BLOCK_M)
+                row_ok = offs_m < Tq
+                io_mask = row_ok[:, None] & (offs_d[None, :] < D)
+                q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm
+                            + offs_d[None, :] * stride_qd, mask=io_mask, other=0.0)
+                do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dom
+                             + offs_d[None, :] * stride_dod, mask=io_mask, other=0.0)
+                lse = tl.load(Lse + bh * Tq + offs_m, mask=row_ok, other=0.0)
+                delta = tl.load(Delta + bh * Tq + offs_m, mask=row_ok, other=0.0)
+                s, d = _masked_logits(
+                    q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back, max_fwd,
+                    Bias, stride_bh, L, Mask, stride_mb, stride_mn, qk_scale,
+                    HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION,
+                )
+                p = tl.math.exp2(s - lse[:, None])  # the forward's softmax weights
+                dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
+                dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+                ds = p * (dp - delta[:, None])  # gradient w.r.t. the (natural-unit) logits
+                dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
+        dk = dk * sm_scale
+        tl.store(DK + b * stride_dkb + hk * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
+                 dk.to(DK.dtype.element_ty), mask=kv_mask)
+        tl.store(DV + b * stride_dvb + hk * stride_dvh + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
+                 dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+    @triton.jit
+    def _flash_bwd_dq_kernel(
+        Q, K, V, DO, Lse, Delta, DQ, Bias, DBias, Mask,
+        stride_qb, stride_qh, stride_qm, stride_qd,
+        stride_kb, stride_kh, stride_kn, stride_kd,
+        stride_vb, stride_vh, stride_vn, stride_vd,
+        stride_dob, stride_dom, stride_doh, stride_dod,
+        stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+        stride_bh, stride_mb, stride_mn,
+        H, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale, sm_scale,
+        HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, HAS_MASK: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+    ):
+        """One program = one block of BLOCK_M queries of one (batch, head): dQ, and (BIAS_GRAD) the table
+        gradient dBias[h, d] += dS for every visited pair at distance d (fp32 atomics)."""
+        start_m = tl.program_id(0) * BLOCK_M
+        bh = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        hk = h // GROUP
+        offset = Tk - Tq
+
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        row_ok = offs_m < Tq
+        io_mask = row_ok[:, None] & (offs_d[None, :] < D)
+        q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                    mask=io_mask, other=0.0)
+        do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dom
+                     + offs_d[None, :] * stride_dod, mask=io_mask, other=0.0)
+        lse = tl.load(Lse + bh * Tq + offs_m, mask=row_ok, other=0.0)
+        delta = tl.load(Delta + bh * Tq + offs_m, mask=row_ok, other=0.0)
+        dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+        q_first = offset + start_m
+        q_last = offset + tl.minimum(start_m + BLOCK_M, Tq) - 1
+        lo = tl.maximum(q_first - max_back, 0)
+        lo = (lo // BLOCK_N) * BLOCK_N
+        hi = tl.minimum(q_last + max_fwd + 1, Tk)
+        k_base = K + b * stride_kb + hk * stride_kh
+        v_base = V + b * stride_vb + hk * stride_vh
+        for start_n in range(lo, hi, BLOCK_N):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            kv_mask = (offs_n[:, None] < Tk) & (offs_d[None, :] < D)
+            k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.0)
+            v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.0)
+            s, d = _masked_logits(
+                q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back, max_fwd,
+                Bias, stride_bh, L, Mask, stride_mb, stride_mn, qk_scale,
+                HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION,
+            )
+            p = tl.math.exp2(s - lse[:, None])
+            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+            ds = p * (dp - delta[:, None])
+            dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+            if BIAS_GRAD:
+                in_table = row_ok[:, None] & (offs_n[None, :] < Tk) & (d >= 0) & (d <= max_back)
+                tl.atomic_add(DBias + h * L + tl.minimum(tl.maximum(d, 0), L - 1), ds, mask=in_table)
+        dq = dq * sm_scale
+        tl.store(DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
+                 dq.to(DQ.dtype.element_ty), mask=io_mask)
+
+
+def _block_sizes(head_dim: int, device: torch.device, backward: bool) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for the device; small blocks under the CPU interpreter."""
+    if device.type != "cuda":
+        return 16, 16, 1, 1
+    major, _ = torch.cuda.get_device_capability(device)
+    if backward or head_dim > 128 or major < 8:  # T4 (sm75): 64 KB shared memory
+        return 64, 64, 4, 2 if major < 8 else 3
+    return 128, 64, 8 if head_dim > 64 else 4, 3
+
+
+def _distance_band(
+    q_len: int, k_len: int, is_causal: bool, table_len: int | None, max_distance: int | None, window: int | None
+) -> tuple[int, int]:
+    """(max_back, max_fwd): allowed pairs have -max_fwd <= d <= max_back, d = q_pos - k_pos."""
+    unbounded = q_len + k_len + 1  # no pair is that far apart
+    max_back, max_fwd = unbounded, unbounded
+    if is_causal or table_len is not None or max_distance is not None:
+        max_fwd = 0
+    if table_len is not None:
+        max_back = min(max_back, table_len - 1)
+    if max_distance is not None:
+        max_back = min(max_back, max_distance - 1)
+    if window is not None:
+        max_back = min(max_back, window - 1)
+        max_fwd = min(max_fwd, window - 1)
+    return max_back, max_fwd
+
+
+class FlashAttentionFunction(torch.autograd.Function):
+    """autograd wrapper: (q, k, v, distance_bias) -> out; gradients for q, k, v and the bias table."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, distance_bias, key_padding_mask, scaling, max_back, max_fwd, block_m, block_n):
+        b, h, q_len, d_head = q.shape
+        hkv, k_len = k.shape[1], k.shape[2]
+        out = torch.empty((b, q_len, h, d_head), device=q.device, dtype=q.dtype)
+        lse = torch.empty((b, h, q_len), device=q.device, dtype=torch.float32)
+        bm, bn, warps, stages = _block_sizes(d_head, q.device, backward=False)
+        bm, bn = block_m or bm, block_n or bn
+        bias, mask, bias_len = _bias_and_mask(q, distance_bias, key_padding_mask)
+        block_d = max(16, triton.next_power_of_2(d_head))
+        grid = (triton.cdiv(q_len, bm), b * h)
+        _flash_fwd_kernel[grid](
+            q, k, v, out, lse, bias, mask,
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+            bias.stride(0), mask.stride(0), mask.stride(1),
+            h, h // hkv, q_len, k_len, d_head, bias_len, max_back, max_fwd, scaling * LOG2E,
+            HAS_BIAS=distance_bias is not None, HAS_MASK=key_padding_mask is not None,
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, PRECISION=_precision(q.dtype),
+            num_warps=warps, num_stages=stages,
+        )
+        ctx.save_for_backward(q, k, v, out, lse, distance_bias, key_padding_mask)
+        ctx.args = (scaling, max_back, max_fwd, block_m, block_n)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse, distance_bias, key_padding_mask = ctx.saved_tensors
+        scaling, max_back, max_fwd, block_m, block_n = ctx.args
+        b, h, q_len, d_head = q.shape
+        hkv, k_len = k.shape[1], k.shape[2]
+        # delta_i = sum_d dO_i . O_i = sum_j P_ij dP_ij (the softmax backward's row term); [B, H, Tq] fp32.
+        delta = (dout.float() * out.float()).sum(-1).transpose(1, 2).contiguous()
+        dq = torch.empty_like(q)
+        dk = torch.empty_like(k)
+        dv = torch.empty_like(v)
+        bias, mask, bias_len = _bias_and_mask(q, distance_bias, key_padding_mask)
+        bias_grad = distance_bias is not None and ctx.needs_input_grad[3]
+        dbias = torch.zeros_like(bias) if bias_grad else bias
+        bm, bn, warps, stages = _block_sizes(d_head, q.device, backward=True)
+        bm, bn = block_m or bm, block_n or bn
+        block_d = max(16, triton.next_power_of_2(d_head))
+        common = dict(
+            HAS_BIAS=distance_bias is not None, HAS_MASK=key_padding_mask is not None,
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, PRECISION=_precision(q.dtype),
+            num_warps=warps, num_stages=stages,
+        )
+        _flash_bwd_dkdv_kernel[(triton.cdiv(k_len, bn), b * hkv)](
+            q, k, v, dout, lse, delta, dk, dv, bias, mask,
+            *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dk.stride(), *dv.stride(),
+            bias.stride(0), mask.stride(0), mask.stride(1),
+            h, hkv, h // hkv, q_len, k_len, d_head, bias_len, max_back, max_fwd, scaling * LOG2E, scaling,
+            **common,
+        )
+        _flash_bwd_dq_kernel[(triton.cdiv(q_len, bm), b * h)](
+            q, k, v, dout, lse, delta, dq, bias, dbias, mask,
+            *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dq.stride(),
+            bias.stride(0), mask.stride(0), mask.stride(1),
+            h, h // hkv, q_len, k_len, d_head, bias_len, max_back, max_fwd, scaling * LOG2E, scaling,
+            BIAS_GRAD=bias_grad, **common,
+        )
+        d_table = dbias.to(distance_bias.dtype) if bias_grad else None
+        return dq, dk, dv, d_table, None, None, None, None, None, None
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"  # "tf32" is ignored for fp16/bf16 dots
+
+
+def _bias_and_mask(q, distance_bias, key_padding_mask):
+    """Kernel operands for the optional table / padding mask (dummies when absent, never read)."""
+    if distance_bias is not None:
+        bias, bias_len = distance_bias, distance_bias.shape[1]
+    else:
+        bias, bias_len = q.new_zeros((1, 1), dtype=torch.float32), 1
+    mask = key_padding_mask if key_padding_mask is not None else q.new_zeros((1, 1), dtype=torch.int8)
+    return bias, mask, bias_len
+
+
+def flash_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    scaling: float | None = None,
+    is_causal: bool,
+    key_padding_mask: torch.Tensor | None = None,
+    distance_bias: torch.Tensor | None = None,
+    max_distance: int | None = None,
+    window: int | None = None,
+    block_m: int | None = None,
+    block_n: int | None = None,
+) -> torch.Tensor:
+    """Exact softmax attention with the Triton kernels (see the module docstring for the masks).
+
+    Args:
+        query: [B, H, Tq, D]; key, value: [B, Hkv, Tk, D], H a multiple of Hkv; any strides.
+        scaling: logit scale, default D ** -0.5.
+        is_causal: exclude pairs with d < 0.
+        key_padding_mask: [B, >=Tk] bool (or 0/1 ints), True = real token; its last Tk columns are used.
+        distance_bias: [H, L] (or [1, L], broadcast over heads) additive table, differentiable.
+        max_distance: exclude pairs with d >= max_distance (and d < 0).
+        window: sliding window (causal 0 <= d < window, bidirectional |d| < window).
+        block_m, block_n: override the block sizes (tests use them to get many blocks on small inputs).
+
+    Returns:
+        out [B, Tq, H, D] in query's dtype.
+    """
+    if not HAS_TRITON:
+        raise RuntimeError("flash_attention needs triton; use hf_attn.attention.blockwise.blockwise_attention")
+    b, h, q_len, d_head = query.shape
+    hkv, k_len = key.shape[1], key.shape[2]
+    if h % hkv != 0:
+        raise ValueError(f"num_key_value_heads={hkv} must divide num_attention_heads={h}")
+    if d_head > 256:
+        raise ValueError(f"head_dim={d_head} > 256 is not supported by the Triton kernel")
+    if window is not None and window <= 0:
+        raise ValueError(f"window={window} must be positive")
+    scaling = d_head**-0.5 if scaling is None else float(scaling)
+    if q_len == 0 or k_len == 0:  # nothing to attend to: zeros, like a query that sees no key
+        return query.new_zeros((b, q_len, h, d_head))
+    out_dtype = query.dtype
+    if query.is_cuda and out_dtype == torch.bfloat16 and torch.cuda.get_device_capability(query.device)[0] < 8:
+        # No bf16 tensor cores (T4): fp32 keeps bf16's range; fp16 could overflow.
+        query, key, value = query.float(), key.float(), value.float()
+    key, value = key.to(query.dtype), value.to(query.dtype)
+
+    table = None
+    if distance_bias is not None:
+        if distance_bias.dim() != 2 or distance_bias.shape[0] not in (1, h):
+            raise ValueError(f"distance_bias must be [H={h}, L] or [1, L], got {tuple(distance_bias.shape)}")
+        table = distance_bias.float().expand(h, -1).contiguous()  # autograd sums a broadcast head back
+    mask = None
+    if key_padding_mask is not None:
+        mask = key_padding_mask[:, -k_len:].to(device=query.device, dtype=torch.int8).contiguous()
+    max_back, max_fwd = _distance_band(
+        q_len, k_len, is_causal, None if table is None else table.shape[1], max_distance, window
+    )
+    out = FlashAttentionFunction.apply(
+        query, key, value, table, mask, scaling, max_back, max_fwd, block_m, block_n
+    )
+    return out.to(out_dtype)
