@@ -180,3 +180,15 @@ def test_backends_registered_and_unknown_name_lists_valid_ones():
                                       num_key_value_heads=1, intermediate_size=32),
             attn_implementation="no_such_attention",
         )
+
+
+def test_eager_reference_gives_zeros_for_queries_that_see_no_key():
+    q, k, v = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)
+    allowed = torch.tensor([[[[True, True, False], [False, False, False], [True, False, True]]]])
+    out, w = eager_attention_forward(_Module(False), q, k, v, allowed)  # row 1 sees nothing (finfo.min mask)
+    assert out[0, 1].abs().sum() == 0 and w[0, :, 1].abs().sum() == 0
+    table = torch.zeros(2, 1)  # only d = 0 allowed, future excluded: the diagonal survives
+    table[1, 0] = float("-inf")  # head 1 sees nothing at all (-inf bias)
+    out, w = eager_attention_forward(_Module(True), q, k, v, None, distance_bias=table)
+    assert torch.isfinite(out).all() and out[0, :, 1].abs().sum() == 0
+    torch.testing.assert_close(out[0, :, 0], v[0, 0])

@@ -169,9 +169,10 @@ def eager_attention_forward(
         position_bias = dense_distance_bias(distance_bias, q_len, k_len)
     if position_bias is not None:
         scores = scores + position_bias.float()
-    weights = torch.softmax(scores, dim=-1)
-    # A query whose keys are all excluded (an all-padding row) gets zeros rather than NaN.
-    weights = torch.nan_to_num(weights, nan=0.0).to(query.dtype)
+    # A query whose keys are all excluded (a padding row) gets zero weights, as in the blockwise and Triton
+    # backends, rather than NaN (-inf rows) or a uniform average (rows of finfo.min).
+    no_key = scores.amax(dim=-1, keepdim=True) <= torch.finfo(torch.float32).min / 2
+    weights = torch.softmax(scores, dim=-1).masked_fill(no_key, 0.0).to(query.dtype)
     weights = F.dropout(weights, p=dropout, training=module.training if module is not None else False)
     out = torch.matmul(weights, value).transpose(1, 2).contiguous()  # [B, Tq, H, D]
     return out, weights
