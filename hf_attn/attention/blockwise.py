@@ -226,6 +226,9 @@ def blockwise_attention(
 
     visited = 0
     outputs = []
+    # A distance-bias tile depends only on the block diagonal (qs - ks) and the tile shape, so each is gathered
+    # once and reused: far fewer gathers forward, and one scatter into the table per tile backward.
+    bias_tiles: dict[tuple[int, int, int], torch.Tensor] = {}
     for qs in range(0, q_len, block_size):
         qe = min(qs + block_size, q_len)
         q_blk = q[:, :, :, qs:qe]  # [B, Hkv, G, bq, D]
@@ -254,7 +257,10 @@ def blockwise_attention(
             if allowed is not None:
                 s = s.masked_fill(~allowed, float("-inf"))
             if distance_bias is not None:
-                s = s + table[:, :, d.clamp(0, max_dist - 1)]  # [Hkv, G, bq, bk]; excluded d already -inf
+                tile_key = (qs - ks, qe - qs, ke - ks)
+                if tile_key not in bias_tiles:
+                    bias_tiles[tile_key] = table[:, :, d.clamp(0, max_dist - 1)]  # [Hkv, G, bq, bk]
+                s = s + bias_tiles[tile_key]  # excluded d are already -inf
             if key_padding_mask is not None:
                 s = s.masked_fill(~keep_keys[..., ks:ke], float("-inf"))
             if attn_mask is not None:
