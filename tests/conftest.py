@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -34,32 +31,4 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def run_without_hf_attn(code: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh Python where `import hf_attn` fails (only torch + transformers & co. importable).
-
-    Used to prove that saved folders load through remote code alone. Raises with the child's output on failure.
-    """
-    blocker = textwrap.dedent(
-        """
-        import importlib.abc, sys
-        class _BlockHfAttn(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "hf_attn" or name.startswith("hf_attn."):
-                    raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-                return None
-        sys.meta_path.insert(0, _BlockHfAttn())
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run(
-        [sys.executable, "-c", blocker + "\n" + textwrap.dedent(code)],
-        cwd=str(cwd) if cwd else None,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"child process failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from hf_attn.hub import run_without_hf_attn  # noqa: E402,F401  (one copy: exports verify themselves with it too)
