@@ -1,0 +1,342 @@
+"""The seed 002 experiment: the same small byte-level LM once per (attention variant x positional encoding).
+
+Every run shares the data, the seed, the model size and the step budget; only ``attn_implementation`` (and the
+knob that defines the variant) and ``position_embedding`` change. Outputs in OUTPUT_DIR:
+
+- ``results.csv`` / ``results.md``: per run, validation loss, perplexity, bits per byte, peak memory (one training
+  step), train time, tokens/s, attention entropy, parameters (``error`` when a combination is unsupported);
+- ``loss_curves.png``: training loss per step, one panel per positional encoding;
+- ``scaling.csv`` / ``scaling.png``: forward+backward time and peak memory vs sequence length per variant.
+
+Variants: eager (dot product), hf_linear (ELU+1 linear), hf_topk (top-k sparse), hf_local (sliding window),
+gqa (sdpa with num_key_value_heads = heads / 2), sdpa, hf_flash (blockwise flash).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .args import add_dataclass_arguments, apply_overrides, explicit_fields, parse_into
+from .embed import _f
+from .lm import set_attention_backend, ByteBatches, PeakMemory, attention_entropy, evaluate_lm, load_byte_splits, next_byte_loss
+
+VARIANTS = ("eager", "hf_linear", "hf_topk", "hf_local", "gqa", "sdpa", "hf_flash")
+POSITIONS = ("sinusoidal", "rope", "alibi", "learned")
+
+
+@dataclass
+class CompareArguments:
+    config: str | None = _f(None, "YAML file of option defaults")
+    quick: bool = _f(False, "the whole matrix in under 10 minutes on a 2-core CPU")
+    data: str | None = _f(None, "text / enwik8 / jsonl(.gz) file (default: --data-dir's tiny_shakespeare, then its "
+                                "Wikipedia extract)")
+    data_dir: str | None = _f(None, "folder laid out like ../shared/data")
+    max_bytes: int | None = _f(5_000_000, "bytes read from the source")
+    output_dir: str = _f("outputs/compare_attention", "results.csv, results.md, PNG plots")
+    variants: list[str] = _f(list(VARIANTS), "attention variants")
+    positions: list[str] = _f(list(POSITIONS), "positional encodings")
+    hidden_size: int = _f(256, "width")
+    num_hidden_layers: int = _f(4, "depth")
+    num_attention_heads: int = _f(8, "heads (gqa uses heads / 2 key/value heads)")
+    seq_len: int = _f(256, "training sequence length")
+    batch_size: int = _f(16, "sequences per step")
+    max_steps: int = _f(1000, "steps per run (the shared budget)")
+    learning_rate: float = _f(1e-3, "peak LR (cosine after warmup)")
+    warmup_steps: int = _f(50, "warmup")
+    topk: int | None = _f(None, "hf_topk keys per query (default seq_len / 4)")
+    window: int | None = _f(None, "hf_local window (default seq_len / 4)")
+    eval_batches: int = _f(10, "validation batches")
+    scaling_seq_lens: list[int] = _f([128, 256, 512, 1024], "sequence lengths of the time/memory plot")
+    scaling_position: str = _f("rope", "positional encoding used for the scaling measurement")
+    seed: int = _f(0, "seed (same for every run)")
+    cpu: bool = _f(False, "force CPU")
+    _config_applied: bool = False
+
+
+COMPARE_QUICK = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, seq_len=64, batch_size=8,
+                     max_steps=30, learning_rate=3e-3, warmup_steps=5, eval_batches=3,
+                     scaling_seq_lens=[64, 128, 256], max_bytes=1_000_000)
+
+
+def build_compare_arg_parser():
+    import argparse
+
+    p = argparse.ArgumentParser(prog="compare_attention.py", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return add_dataclass_arguments(p, CompareArguments)
+
+
+def variant_config(variant: str, args: CompareArguments, seq_len: int) -> tuple[str, dict]:
+    """variant -> (attn_implementation, extra config fields)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    if variant == "gqa":
+        return "sdpa", {"num_key_value_heads": max(1, args.num_attention_heads // 2)}
+    if variant == "hf_topk":
+        return variant, {"attention_topk": args.topk or max(1, seq_len // 4)}
+    if variant == "hf_local":
+        return variant, {"sliding_window": args.window or max(1, seq_len // 4)}
+    return variant, {}
+
+
+def build_variant_model(variant: str, position: str, args: CompareArguments, max_len: int):
+    from hf_attn import AdaptiveSpanGPTConfig, AdaptiveSpanGPTForCausalLM
+
+    impl, extra = variant_config(variant, args, args.seq_len)
+    cfg = AdaptiveSpanGPTConfig(vocab_size=256, hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
+                                num_attention_heads=args.num_attention_heads, max_position_embeddings=max_len,
+                                position_embedding=position, use_cache=False, **extra)
+    model = AdaptiveSpanGPTForCausalLM(cfg)
+    set_attention_backend(model, impl)
+    return model
+
+
+_SYNTHETIC_WORDS = ("the cat dog sat on a mat and ran far away while birds sang in tall green trees near the old "
+                    "river bank where children play every summer day").split()
+
+
+def _synthetic_text(n_bytes: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    words = rng.choice(_SYNTHETIC_WORDS, size=n_bytes // 4)
+    return (" ".join(words) + ".\n").encode()[:n_bytes]
+
+
+def resolve_data(args: CompareArguments, log=print) -> dict[str, np.ndarray]:
+    candidates = []
+    if args.data:
+        candidates.append(Path(args.data))
+    if args.data_dir:
+        candidates += [Path(args.data_dir) / "tiny_shakespeare/input.txt",
+                       Path(args.data_dir) / "wikipedia_en_extract/wiki_en_extract.jsonl.gz"]
+    if not args.data and not args.data_dir:
+        default = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tiny_shakespeare" / "input.txt"
+        candidates.append(default)
+    for c in candidates:
+        if c.exists():
+            log(f"data: {c}")
+            return load_byte_splits(c, max_bytes=args.max_bytes)
+    if args.data:
+        raise FileNotFoundError(args.data)
+    log("data: no text file found; using a synthetic word corpus (pass --data or --data-dir for real text)")
+    arr = np.frombuffer(_synthetic_text(args.max_bytes or 1_000_000, args.seed), dtype=np.uint8)
+    n = len(arr)
+    return {"train": arr[: int(0.9 * n)], "validation": arr[int(0.9 * n) : int(0.95 * n)], "test": arr[int(0.95 * n) :]}
+
+
+def train_one(variant: str, position: str, args: CompareArguments, splits, device, log=print) -> dict:
+    from .optim import build_optimizer, build_scheduler
+
+    torch.manual_seed(args.seed)
+    model = build_variant_model(variant, position, args, args.seq_len).to(device)
+    train = ByteBatches(splits["train"], args.seq_len, args.batch_size, args.seed)
+    valid = ByteBatches(splits["validation"], args.seq_len, args.batch_size, args.seed + 1)
+    opt = build_optimizer([model], "adamw", lr=args.learning_rate, weight_decay=0.1)
+    sched = build_scheduler(opt, args.warmup_steps, args.max_steps, "cosine")
+    model.train()
+    curve, train_time = [], 0.0
+    peak = PeakMemory(device)
+    for step in range(args.max_steps):
+        ids = train.batch(step).to(device)
+        t0 = time.perf_counter()
+        with peak if step == 1 else _nullctx():  # step 1: optimizer state exists, as in steady state
+            loss = next_byte_loss(model(input_ids=ids, use_cache=False).logits, ids)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at step {step}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        sched.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_time += time.perf_counter() - t0
+        curve.append(loss.item())
+    ev = evaluate_lm(model, valid, device, args.eval_batches)
+    ids = next(valid.sequential(1))[:2].to(device)
+    entropy = attention_entropy(model, ids)
+    tokens = args.max_steps * args.batch_size * args.seq_len
+    row = {"variant": variant, "position": position, "attn_implementation": model.config._attn_implementation,
+           "params": sum(p.numel() for p in model.parameters()), "final_train_loss": float(np.mean(curve[-5:])),
+           "val_loss": ev["loss"], "val_perplexity": ev["perplexity"], "val_bpc": ev["bpc"],
+           "peak_memory_mb": peak.peak_mb, "train_time_s": train_time, "tokens_per_s": tokens / train_time,
+           "attention_entropy": entropy, "error": "", "curve": curve}
+    log(f"{variant:>9} x {position:<10} val loss {ev['loss']:.4f} ppl {ev['perplexity']:.2f} | "
+        f"{row['tokens_per_s']:.0f} tok/s | peak {row['peak_memory_mb']:.1f} MB | entropy {entropy:.3f}")
+    return row
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def measure_scaling(variant: str, args: CompareArguments, device, reps: int = 2) -> list[dict]:
+    """Forward+backward time (s, median of ``reps``) and peak memory per sequence length."""
+    rows = []
+    max_len = max(args.scaling_seq_lens)
+    torch.manual_seed(args.seed)
+    model = build_variant_model(variant, args.scaling_position, args, max_len).to(device)
+    model.train()
+    for T in args.scaling_seq_lens:
+        impl, extra = variant_config(variant, args, T)
+        for k, v in extra.items():  # window / top-k follow the sequence length, as in training
+            if k != "num_key_value_heads":
+                setattr(model.config, k, v)
+        ids = torch.randint(0, 256, (max(1, args.batch_size // 4), T), generator=torch.Generator().manual_seed(T))
+        ids = ids.to(device)
+        times = []
+        peak = PeakMemory(device)
+        for r in range(reps + 2):  # 0: warm-up; 1..reps: timed; last: peak memory (the tracker slows it down)
+            measure = r == reps + 1
+            t0 = time.perf_counter()
+            with peak if measure else _nullctx():
+                loss = next_byte_loss(model(input_ids=ids, use_cache=False).logits, ids)
+                loss.backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if 1 <= r <= reps:
+                times.append(time.perf_counter() - t0)
+            model.zero_grad(set_to_none=True)
+        rows.append({"variant": variant, "seq_len": T, "time_s": float(np.median(times)) if times else float("nan"),
+                     "peak_memory_mb": peak.peak_mb})
+    return rows
+
+
+RESULT_COLUMNS = ("variant", "position", "attn_implementation", "params", "val_loss", "val_perplexity", "val_bpc",
+                  "final_train_loss", "peak_memory_mb", "train_time_s", "tokens_per_s", "attention_entropy", "error")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "n/a"
+        return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def write_outputs(rows: list[dict], scaling: list[dict], args: CompareArguments, out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "results.csv", "md": out / "results.md", "loss_png": out / "loss_curves.png",
+             "scaling_csv": out / "scaling.csv", "scaling_png": out / "scaling.png"}
+    with open(paths["csv"], "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    md_cols = ("variant", "position", "val_loss", "val_perplexity", "peak_memory_mb", "train_time_s", "tokens_per_s",
+               "attention_entropy", "error")
+    header = ("| variant | position | val loss | perplexity | peak memory (MB) | train time (s) | tokens/s | "
+              "attention entropy | error |")
+    lines = [f"Same byte-level LM ({args.num_hidden_layers} layers, hidden {args.hidden_size}, "
+             f"{args.num_attention_heads} heads, seq {args.seq_len}, batch {args.batch_size}, {args.max_steps} steps, "
+             f"seed {args.seed}) per attention variant x positional encoding.", "", header,
+             "|" + "---|" * len(md_cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in md_cols) + " |")
+    paths["md"].write_text("\n".join(lines) + "\n")
+    with open(paths["scaling_csv"], "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=("variant", "seq_len", "time_s", "peak_memory_mb"))
+        w.writeheader()
+        w.writerows(scaling)
+
+    positions = list(dict.fromkeys(r["position"] for r in rows))
+    fig, axes = plt.subplots(1, max(1, len(positions)), figsize=(4.5 * max(1, len(positions)), 3.6), squeeze=False)
+    for ax, pos in zip(axes[0], positions):
+        for r in rows:
+            if r["position"] == pos and r.get("curve"):
+                c = np.asarray(r["curve"])
+                k = max(1, len(c) // 20)
+                smooth = np.convolve(c, np.ones(k) / k, mode="valid")
+                ax.plot(np.arange(len(smooth)) + k, smooth, label=r["variant"])
+        ax.set_title(f"positions: {pos}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("train loss (nats/byte)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(paths["loss_png"], dpi=110)
+    plt.close(fig)
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for v in dict.fromkeys(s["variant"] for s in scaling):
+        pts = [s for s in scaling if s["variant"] == v]
+        ax_t.plot([p["seq_len"] for p in pts], [p["time_s"] * 1000 for p in pts], marker="o", label=v)
+        ax_m.plot([p["seq_len"] for p in pts], [p["peak_memory_mb"] for p in pts], marker="o", label=v)
+    for ax, label in ((ax_t, "forward+backward time (ms)"), (ax_m, "peak memory (MB)")):
+        ax.set_xlabel("sequence length")
+        ax.set_ylabel(label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    ax_t.legend(fontsize=7)
+    fig.suptitle(f"positions: {args.scaling_position}")
+    fig.tight_layout()
+    fig.savefig(paths["scaling_png"], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def run_comparison(args: CompareArguments, log=print) -> dict:
+    """Run the matrix; returns {"rows", "scaling", "paths", "total_time_s"}."""
+    args = dataclasses.replace(args)
+    if args.config and not args._config_applied:
+        from .args import load_yaml_config
+
+        apply_overrides(args, load_yaml_config(args.config), explicit_fields(args))
+    if args.quick:
+        apply_overrides(args, COMPARE_QUICK, explicit_fields(args))
+    for v in args.variants:
+        variant_config(v, args, args.seq_len)
+    bad = [p for p in args.positions if p not in POSITIONS]
+    if bad:
+        raise ValueError(f"unknown position encodings {bad}; expected {POSITIONS}")
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    t_start = time.perf_counter()
+    splits = resolve_data(args, log)
+    rows = []
+    for variant in args.variants:
+        for position in args.positions:
+            try:
+                rows.append(train_one(variant, position, args, splits, device, log))
+            except Exception as e:  # noqa: BLE001 - an unsupported combination is a result, not a crash
+                log(f"{variant:>9} x {position:<10} FAILED: {type(e).__name__}: {e}")
+                rows.append({"variant": variant, "position": position, "error": f"{type(e).__name__}: {e}"[:200],
+                             **{c: float("nan") for c in RESULT_COLUMNS if c not in ("variant", "position", "error",
+                                                                                      "attn_implementation")}})
+    scaling = []
+    for variant in args.variants:
+        try:
+            scaling += measure_scaling(variant, args, device)
+        except Exception as e:  # noqa: BLE001
+            log(f"scaling {variant} FAILED: {type(e).__name__}: {e}")
+    paths = write_outputs(rows, scaling, args, Path(args.output_dir))
+    total = time.perf_counter() - t_start
+    (Path(args.output_dir) / "summary.json").write_text(json.dumps(
+        {"total_time_s": total, "device": str(device), "args": dataclasses.asdict(args),
+         "rows": [{k: v for k, v in r.items() if k != "curve"} for r in rows], "scaling": scaling}, indent=1,
+        default=str))
+    log(paths["md"].read_text())
+    log(f"total time {total:.1f} s; outputs in {args.output_dir}")
+    return {"rows": rows, "scaling": scaling, "paths": paths, "total_time_s": total}
+
+
+def main(argv=None) -> int:
+    args = parse_into(CompareArguments, build_compare_arg_parser(), argv)
+    res = run_comparison(args)
+    return 0 if all(not r.get("error") for r in res["rows"]) else 1

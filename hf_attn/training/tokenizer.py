@@ -1,0 +1,96 @@
+"""Train a WordPiece or BPE tokenizer on the training text and save it as a ``PreTrainedTokenizerFast``.
+
+``get_or_train_tokenizer`` reuses a tokenizer already saved in ``cache_dir`` when it was trained with the same
+settings (``hf_attn_tokenizer.json`` records them), so a second run (or a resumed one) skips training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                  "mask_token": "[MASK]"}
+_META = "hf_attn_tokenizer.json"
+
+
+def train_tokenizer(texts: Iterable[str], kind: str = "wordpiece", vocab_size: int = 8000, min_frequency: int = 2,
+                    model_max_length: int = 512):
+    """Train a tokenizer on ``texts``; returns a ``transformers.PreTrainedTokenizerFast``.
+
+    wordpiece: BERT-style (lower-cased, accents stripped, ``##`` continuation). bpe: byte-level BPE (no unknowns).
+    Both wrap each text as ``[CLS] ... [SEP]``.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = list(SPECIAL_TOKENS.values())
+    if kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials)
+    elif kind == "bpe":
+        tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+        tok.normalizer = normalizers.NFKC()
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; expected 'wordpiece' or 'bpe'")
+    texts = [t for t in texts if t]
+    if not texts:
+        from .data import DataError
+
+        raise DataError("cannot train a tokenizer: no training text")
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **SPECIAL_TOKENS)
+
+
+def _fingerprint(settings: dict, texts: Sequence[str]) -> str:
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    h.update(str(len(texts)).encode())
+    for t in texts[:: max(1, len(texts) // 1000)]:  # a sample is enough to tell data sets apart
+        h.update(t.encode("utf-8", "replace"))
+    return h.hexdigest()[:16]
+
+
+def get_or_train_tokenizer(texts: Sequence[str], cache_dir: str | Path, kind: str = "wordpiece",
+                           vocab_size: int = 8000, model_max_length: int = 512, log=print):
+    """Load the tokenizer cached in ``cache_dir`` if it matches these settings and texts, else train and save it."""
+    from transformers import PreTrainedTokenizerFast
+
+    cache_dir = Path(cache_dir)
+    settings = {"kind": kind, "vocab_size": vocab_size, "model_max_length": model_max_length}
+    key = _fingerprint(settings, texts)
+    meta = cache_dir / _META
+    if meta.exists() and (cache_dir / "tokenizer.json").exists():
+        try:
+            if json.loads(meta.read_text()).get("fingerprint") == key:
+                log(f"tokenizer: reusing {cache_dir}")
+                return PreTrainedTokenizerFast.from_pretrained(str(cache_dir))
+        except (json.JSONDecodeError, OSError):
+            pass
+    log(f"tokenizer: training {kind} (vocab {vocab_size}) on {len(texts)} texts")
+    tokenizer = train_tokenizer(texts, kind=kind, vocab_size=vocab_size, model_max_length=model_max_length)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(cache_dir))
+    meta.write_text(json.dumps({**settings, "fingerprint": key}, indent=1))
+    return tokenizer
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name_or_path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok

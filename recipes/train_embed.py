@@ -1,0 +1,20 @@
+#!/usr/bin/env python
+"""Train a TAN or GQAEmbedder sentence encoder with InfoNCE (seeds 000 and 004).
+
+    accelerate launch recipes/train_embed.py --model gqa_embedder --data-dir ../shared/data
+    python recipes/train_embed.py --quick --data-dir ../shared/data --output-dir outputs/quick
+    python recipes/train_embed.py --config recipes/configs/train_embed_t4.yaml --data-dir ../shared/data
+    python recipes/train_embed.py --model tan --num_hidden_layers_list 2 4 --hidden_size_list 128 256 --quick ...
+
+All options: ``--help`` (they are the fields of ``hf_attn.training.embed.EmbedTrainingArguments``).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from hf_attn.training.embed import main  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(main())
