@@ -10,7 +10,7 @@ sdpa)`. Peak memory of one call: on CPU the rise of the resident high-water mark
 /proc/self/clear_refs, Linux) in a fresh child process, so no allocator cache hides it; on CUDA
 `torch.cuda.max_memory_allocated`.
 Backends: sdpa, eager (skipped where its T x T matrices would not fit), hf_local (window 512), hf_linear,
-hf_topk (k=64), hf_flash.
+hf_topk (k=64), hf_blockwise.
 
 Targets (issue 2): hf_local >= 3x faster than causal sdpa at T=4096; hf_linear >= 5x faster than sdpa at T=8192;
 memory growing linearly in T for both.
@@ -27,16 +27,12 @@ import subprocess
 import sys
 import time
 
-# Run as a script, this folder comes first on sys.path and this file's name would shadow other `attention` modules
-# that transformers imports; put the repository root there instead.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 import torch  # noqa: E402
 
 B, H, D = 1, 8, 64
 WINDOW, TOPK = 512, 64
-BACKENDS = ["sdpa", "eager", "hf_local", "hf_linear", "hf_topk", "hf_flash"]
+BACKENDS = ["sdpa", "eager", "hf_local", "hf_linear", "hf_topk", "hf_blockwise"]
 
 
 class _Module(torch.nn.Module):
@@ -140,7 +136,7 @@ def cpu_peak_in_child(name: str, t: int, backward: bool) -> int | None:
         "step = lambda: (lambda o: o.sum().backward() if o.requires_grad else None)(fn(m, q, k, v, None, scaling=0.125)[0]);"
         "print(ba.cpu_peak_bytes(step))"
     )
-    root = os.path.dirname(_HERE)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: `import benchmarks.attention`
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     try:
         return int(proc.stdout.strip().splitlines()[-1])

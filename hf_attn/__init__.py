@@ -1,7 +1,7 @@
 """hf_attn: compact, efficient attention models for the Hugging Face ecosystem.
 
 Importing the package registers, once:
-- the attention backends ``hf_local``, ``hf_linear``, ``hf_topk``, ``hf_flash`` with transformers'
+- the attention backends ``hf_local``, ``hf_linear``, ``hf_topk``, ``hf_blockwise`` with transformers'
   ``AttentionInterface`` (select them with ``attn_implementation=...``);
 - the configs and models ``tan``, ``adaptive_span_gpt``, ``gqa_embedder`` with the Auto classes.
 """

@@ -260,7 +260,7 @@ def test_sdpa_and_eager_agree_with_position_bias(causal):
     assert_same(sdpa, eager, (q, k, v))
 
 
-@pytest.mark.parametrize("name", ["hf_local", "hf_linear", "hf_topk", "hf_flash"])
+@pytest.mark.parametrize("name", ["hf_local", "hf_linear", "hf_topk", "hf_blockwise"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_forward(name, dtype):
     q, k, v = qkv(tq=33, tk=33, dtype=dtype)

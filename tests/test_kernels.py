@@ -262,13 +262,13 @@ def test_flash_bf16_forward():
 
 
 # -------------------------------------------------------------------------------------------------------------
-# hf_flash dispatch
+# hf_blockwise dispatch
 # -------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("force_triton", [False, True])
-def test_hf_flash_equals_eager(monkeypatch, force_triton):
-    """hf_flash (blockwise off CUDA, or the forced Triton kernel) equals eager, with a [B, Tk] padding mask and
+def test_hf_blockwise_equals_eager(monkeypatch, force_triton):
+    """hf_blockwise (blockwise off CUDA, or the forced Triton kernel) equals eager, with a [B, Tk] padding mask and
     a distance bias table reaching it through the `accepts_distance_bias` seam."""
     if force_triton:
         monkeypatch.setenv("HF_ATTN_FORCE_TRITON", "1")

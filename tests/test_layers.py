@@ -172,7 +172,7 @@ def test_masked_mean_pool_ignores_padding_and_empty_rows():
 
 
 def test_backends_registered_and_unknown_name_lists_valid_ones():
-    for name in ("hf_local", "hf_linear", "hf_topk", "hf_flash"):
+    for name in ("hf_local", "hf_linear", "hf_topk", "hf_blockwise"):
         assert name in AttentionInterface._global_mapping
     with pytest.raises(ValueError, match="no_such_attention.*not supported"):
         hf_attn.GQAEmbedderModel._from_config(

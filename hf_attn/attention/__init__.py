@@ -6,12 +6,16 @@ reference it is tested against. ``register_attention_backends`` (called once by 
 the 2D key-padding mask ([B, Tk] bool, or None) instead of a [B, 1, Tq, Tk] tensor, so that O(T)-memory backends
 stay O(T).
 
-| name        | function                         | exact? |
-|-------------|----------------------------------|--------|
-| hf_local    | sliding-window softmax, blockwise | window-limited softmax |
-| hf_linear   | ELU+1 kernelised linear attention | no (different function) |
-| hf_topk     | top-k sparse softmax              | no (different function) |
-| hf_flash    | flash attention (Triton on CUDA, blockwise PyTorch elsewhere) | yes: equals eager/sdpa |
+| name         | function                                                      | exact? |
+|--------------|---------------------------------------------------------------|--------|
+| hf_local     | sliding-window softmax, blockwise                             | window-limited softmax |
+| hf_linear    | ELU+1 kernelised linear attention                             | no (different function) |
+| hf_topk      | top-k sparse softmax                                          | no (different function) |
+| hf_blockwise | flash attention (Triton on CUDA, blockwise PyTorch elsewhere) | yes: equals eager/sdpa |
+
+Why "hf_blockwise" and not "hf_flash": transformers (5.x) treats every ``attn_implementation`` whose name
+contains "flash" as a request for a flash-attention kernel package and tries to fetch it from the Hub, so a
+backend so named cannot be selected with ``attn_implementation=`` / ``set_attn_implementation``.
 """
 
 from transformers import AttentionInterface
@@ -26,7 +30,7 @@ ATTENTION_BACKENDS = {
     "hf_local": local_attention_forward,
     "hf_linear": linear_attention_forward,
     "hf_topk": topk_attention_forward,
-    "hf_flash": flash_attention_forward,
+    "hf_blockwise": flash_attention_forward,
 }
 
 

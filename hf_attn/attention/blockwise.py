@@ -1,4 +1,4 @@
-"""Blockwise exact softmax attention: the shared core of `hf_local` and of `hf_flash` off CUDA.
+"""Blockwise exact softmax attention: the shared core of `hf_local` and of `hf_blockwise` off CUDA.
 
 Queries are cut into blocks of `block_size`; for each query block the keys it can see are visited in blocks too,
 and an *online softmax* (running max `m`, running normaliser `l`, running weighted sum `acc`) folds each key

@@ -1,4 +1,4 @@
-"""hf_flash: exact softmax attention that never builds the [Tq, Tk] matrix and skips fully-masked key blocks.
+"""hf_blockwise: exact softmax attention that never builds the [Tq, Tk] matrix and skips fully-masked key blocks.
 
 Same function as ``eager_attention_forward`` (and sdpa / flex_attention); only the computation differs:
 
@@ -55,7 +55,7 @@ def flash_attention_forward(
     max_distance: int | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """hf_flash attention: query [B, H, Tq, D], key/value [B, Hkv, Tk, D] -> (out [B, Tq, H, D], None).
+    """hf_blockwise attention: query [B, H, Tq, D], key/value [B, Hkv, Tk, D] -> (out [B, Tq, H, D], None).
 
     attention_mask: None or [B, Tk] bool key padding (True = real token); a 4D mask falls back to eager.
     distance_bias: [H, L] table added at distance d = q_pos - k_pos (see ``hf_attn.modeling.layers``);
@@ -66,7 +66,7 @@ def flash_attention_forward(
 
     if kwargs.get("position_bias") is not None or (attention_mask is not None and attention_mask.dim() == 4):
         logger.warning_once(
-            "hf_flash received a dense 4D attention_mask or position_bias; it cannot skip blocks with a dense "
+            "hf_blockwise received a dense 4D attention_mask or position_bias; it cannot skip blocks with a dense "
             "mask, so it falls back to the eager reference (pass a [B, Tk] key-padding mask and a distance bias "
             "table to keep the O(T) path)."
         )

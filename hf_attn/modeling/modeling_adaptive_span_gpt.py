@@ -8,8 +8,8 @@ into one *distance bias table* [H, L] (see ``layers.py``):
     table[h, d] = log(span_mask[h, d] * triangle_mask[h, d]) - alibi_slope[h] * d      (-inf where the mask is 0)
 
 softmax(a + log m) is attention renormalised over the mask, so every exact backend (eager, sdpa, flex_attention,
-hf_flash) computes the same function from the same table. L is the current maximum span + R: distances beyond it
-have a zero mask in every head, so backends that take the table (hf_flash, hf_local) skip those key blocks and
+hf_blockwise) computes the same function from the same table. L is the current maximum span + R: distances beyond it
+have a zero mask in every head, so backends that take the table (hf_blockwise, hf_local) skip those key blocks and
 flex_attention gets a BlockMask with the same hard limit.
 
 Differences from the seed's nanoGPT fork (whose code we do not have): the triangle-wave regulariser is our

@@ -10,7 +10,7 @@
 
 Differences from the seed: none in the architecture; the seed's training-only pieces (Muon optimiser, data
 pipeline) live in recipes, not here. The attention backend is chosen by `attn_implementation` (eager, sdpa,
-flex_attention, and hf_attn's hf_flash / hf_local / hf_linear / hf_topk when hf_attn is installed).
+flex_attention, and hf_attn's hf_blockwise / hf_local / hf_linear / hf_topk when hf_attn is installed).
 
 This file is remote code: it imports only torch, transformers and its `.` siblings.
 """

@@ -9,7 +9,7 @@ knob that defines the variant) and ``position_embedding`` change. Outputs in OUT
 - ``scaling.csv`` / ``scaling.png``: forward+backward time and peak memory vs sequence length per variant.
 
 Variants: eager (dot product), hf_linear (ELU+1 linear), hf_topk (top-k sparse), hf_local (sliding window),
-gqa (sdpa with num_key_value_heads = heads / 2), sdpa, hf_flash (blockwise flash).
+gqa (sdpa with num_key_value_heads = heads / 2), sdpa, hf_blockwise (blockwise flash).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import torch
 
 from .args import add_dataclass_arguments, apply_overrides, explicit_fields, parse_into
 from .embed import _f
-from .lm import set_attention_backend, ByteBatches, PeakMemory, attention_entropy, evaluate_lm, load_byte_splits, next_byte_loss
+from .lm import ByteBatches, PeakMemory, attention_entropy, evaluate_lm, load_byte_splits, next_byte_loss
 
-VARIANTS = ("eager", "hf_linear", "hf_topk", "hf_local", "gqa", "sdpa", "hf_flash")
+VARIANTS = ("eager", "hf_linear", "hf_topk", "hf_local", "gqa", "sdpa", "hf_blockwise")
 POSITIONS = ("sinusoidal", "rope", "alibi", "learned")
 
 
@@ -96,7 +96,7 @@ def build_variant_model(variant: str, position: str, args: CompareArguments, max
                                 num_attention_heads=args.num_attention_heads, max_position_embeddings=max_len,
                                 position_embedding=position, use_cache=False, **extra)
     model = AdaptiveSpanGPTForCausalLM(cfg)
-    set_attention_backend(model, impl)
+    model.set_attn_implementation(impl)
     return model
 
 

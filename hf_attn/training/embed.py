@@ -66,7 +66,7 @@ class EmbedTrainingArguments:
     intermediate_size: int | None = _f(None, "MLP width")
     embedding_size: int | None = _f(None, "sentence embedding width (projection output)")
     model_kwargs: str | None = _f(None, "extra config fields as JSON, e.g. '{\"chebyshev_degree\": 128}'")
-    attn_implementation: str | None = _f(None, "attention backend: eager, sdpa, hf_flash, hf_local, ...")
+    attn_implementation: str | None = _f(None, "attention backend: eager, sdpa, hf_blockwise, hf_local, ...")
     num_hidden_layers_list: list[int] | None = _f(None, "size sweep: depths (one model per combination)")
     hidden_size_list: list[int] | None = _f(None, "size sweep: widths")
     # data

@@ -324,7 +324,7 @@ class LMTrainingArguments:
     block_size: int = _f(512, "sequence length (max_position_embeddings)")
     position_embedding: str = _f("learned", "positions", choices=("learned", "sinusoidal", "rope", "alibi"))
     dropout: float = _f(0.0, "dropout")
-    attn_implementation: str | None = _f(None, "eager, sdpa, hf_flash, hf_local, hf_linear, hf_topk")
+    attn_implementation: str | None = _f(None, "eager, sdpa, hf_blockwise, hf_local, hf_linear, hf_topk")
     sliding_window: int | None = _f(None, "hf_local window")
     attention_topk: int | None = _f(None, "hf_topk k")
     use_adaptive_attention: bool = _f(False, "adaptive attention span (Sukhbaatar et al. 2019)")
@@ -386,24 +386,8 @@ def build_lm_model(args, vocab_size: int = 256):
     )
     model = AdaptiveSpanGPTForCausalLM(cfg)
     if args.attn_implementation:
-        set_attention_backend(model, args.attn_implementation)
+        model.set_attn_implementation(args.attn_implementation)
     return model
-
-
-def set_attention_backend(model, impl: str) -> None:
-    """``model.set_attn_implementation(impl)``; for registered names transformers refuses (it treats any name
-    containing "flash" as a Hub kernel, e.g. ``hf_flash``), set ``config._attn_implementation`` directly."""
-    try:
-        model.set_attn_implementation(impl)
-    except (ValueError, ImportError):
-        from transformers import AttentionInterface
-
-        if impl not in AttentionInterface._global_mapping:
-            raise
-        for m in model.modules():
-            cfg = getattr(m, "config", None)
-            if cfg is not None:
-                cfg._attn_implementation = impl
 
 
 def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:

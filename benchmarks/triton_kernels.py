@@ -1,15 +1,15 @@
 """Speed of the Triton kernels and of the blockwise CPU path, as tables of ratios measured in one run.
 
-    python benchmarks/kernels.py [--quick] [--out FILE] [--repeats N] [--cpu-only | --cuda-only]
+    python benchmarks/triton_kernels.py [--quick] [--out FILE] [--repeats N] [--cpu-only | --cuda-only]
 
 CUDA (bf16; targets from issue 4, H100-class GPU):
-  1. hf_flash dense causal, T=4096, D=64, forward+backward vs torch SDPA's flash backend      target >= 0.8x
-  2. hf_flash with adaptive spans averaging T/8 (soft log-mask table + max_distance) vs its own
+  1. hf_blockwise dense causal, T=4096, D=64, forward+backward vs torch SDPA's flash backend      target >= 0.8x
+  2. hf_blockwise with adaptive spans averaging T/8 (soft log-mask table + max_distance) vs its own
      dense causal run, forward+backward                                                        target >= 4x
   3. chebyshev_project fused, N=1M, K=hidden=256, forward+backward vs the unfused PyTorch
      reference (modeling_tan.chebyshev_project_reference), and peak memory                   target >= 3x
 CPU (fp32):
-  4. AdaptiveSpanGPT forward+backward through attn_implementation="hf_flash" (blockwise PyTorch path),
+  4. AdaptiveSpanGPT forward+backward through attn_implementation="hf_blockwise" (blockwise PyTorch path),
      spans ~T/8 vs spans at the maximum (= dense causal), T=4096.
 
 Times are medians over `--repeats` runs after a warm-up (CUDA: events + synchronize). `--quick` shrinks the
@@ -26,15 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-# This file is named kernels.py: drop its folder from sys.path, or transformers' `import kernels` (the Hub
-# kernels package) would import this script. Put the checkout first so it runs without installing.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
 
 import torch  # noqa: E402
 
-import hf_attn  # noqa: E402  (registers hf_flash)
+import hf_attn  # noqa: E402  (registers hf_blockwise)
 from hf_attn.modeling.modeling_tan import chebyshev_project_reference  # noqa: E402
 
 
@@ -115,17 +110,17 @@ def bench_cuda(args, lines: list[str]) -> None:
             return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
 
     timings = {}
-    for name, fn in [("sdpa_flash", sdpa_flash), ("hf_flash_dense", ours_dense), ("hf_flash_span", ours_span)]:
+    for name, fn in [("sdpa_flash", sdpa_flash), ("hf_blockwise_dense", ours_dense), ("hf_blockwise_span", ours_span)]:
         timings[name] = median_time(step(fn), repeats, warmup=2, cuda=True)
         timings[name + "_fwd"] = median_time(fn, repeats, warmup=2, cuda=True)
     rows = [
-        ["dense causal fwd+bwd: hf_flash vs SDPA flash", f"{timings['hf_flash_dense'] * 1e3:.2f}",
-         f"{timings['sdpa_flash'] * 1e3:.2f}", f"{timings['sdpa_flash'] / timings['hf_flash_dense']:.2f}x", ">= 0.8x"],
-        ["dense causal fwd: hf_flash vs SDPA flash", f"{timings['hf_flash_dense_fwd'] * 1e3:.2f}",
+        ["dense causal fwd+bwd: hf_blockwise vs SDPA flash", f"{timings['hf_blockwise_dense'] * 1e3:.2f}",
+         f"{timings['sdpa_flash'] * 1e3:.2f}", f"{timings['sdpa_flash'] / timings['hf_blockwise_dense']:.2f}x", ">= 0.8x"],
+        ["dense causal fwd: hf_blockwise vs SDPA flash", f"{timings['hf_blockwise_dense_fwd'] * 1e3:.2f}",
          f"{timings['sdpa_flash_fwd'] * 1e3:.2f}",
-         f"{timings['sdpa_flash_fwd'] / timings['hf_flash_dense_fwd']:.2f}x", "-"],
-        [f"spans ~T/8 (max_distance {max_distance}) fwd+bwd vs own dense", f"{timings['hf_flash_span'] * 1e3:.2f}",
-         f"{timings['hf_flash_dense'] * 1e3:.2f}", f"{timings['hf_flash_dense'] / timings['hf_flash_span']:.2f}x",
+         f"{timings['sdpa_flash_fwd'] / timings['hf_blockwise_dense_fwd']:.2f}x", "-"],
+        [f"spans ~T/8 (max_distance {max_distance}) fwd+bwd vs own dense", f"{timings['hf_blockwise_span'] * 1e3:.2f}",
+         f"{timings['hf_blockwise_dense'] * 1e3:.2f}", f"{timings['hf_blockwise_dense'] / timings['hf_blockwise_span']:.2f}x",
          ">= 4x"],
     ]
     print_table(f"attention, bf16, B={b} H={h} T={t} D={d} (ms, median of {repeats})",
@@ -162,26 +157,9 @@ def bench_cuda(args, lines: list[str]) -> None:
 
 
 def bench_cpu(args, lines: list[str]) -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
-
     from hf_attn import AdaptiveSpanGPTConfig, AdaptiveSpanGPTForCausalLM
-    from hf_attn.attention.flash import flash_attention_forward
 
-    # transformers 5.x treats every attn_implementation whose name contains "flash" as a flash-attention kernel
-    # and tries to load it from the Hub at model init, so the model cannot be built with "hf_flash" itself; the
-    # same function registered under a name without "flash" runs exactly the hf_flash code path.
-    implementation = "hf_flash"
-    try:
-        AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTConfig(
-            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, attn_implementation=implementation))
-    except ValueError:
-        implementation = "hf_exact_blockwise_bench"
-        AttentionInterface.register(implementation, flash_attention_forward)
-        AttentionMaskInterface.register(implementation, flash_attention_mask)
-        lines.append(f'\nnote: attn_implementation="hf_flash" is refused by transformers at model init (its name '
-                     f'contains "flash"); the hf_flash function was registered as "{implementation}" for this run.')
-        print(lines[-1])
+    implementation = "hf_blockwise"
 
     t = 1024 if args.quick else args.cpu_seq_len
     repeats = 1 if args.quick else max(1, min(args.repeats, 3))
@@ -223,7 +201,7 @@ def bench_cpu(args, lines: list[str]) -> None:
     model.train()
     rows.append(["no adaptive span (dense causal, no table)", "-", f"{median_time(step, repeats, warmup=1):.2f}"])
     print_table(
-        f"CPU: AdaptiveSpanGPT fwd+bwd, hf_flash -> blockwise PyTorch path, fp32, B=1 T={t}, 2 layers, "
+        f"CPU: AdaptiveSpanGPT fwd+bwd, hf_blockwise -> blockwise PyTorch path, fp32, B=1 T={t}, 2 layers, "
         f"hidden 128, 4 heads ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
         f"median of {repeats})",
         ["spans", "max_distance", "seconds"], rows, lines)
@@ -239,7 +217,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
 
-    lines = [f"# benchmarks/kernels.py {' '.join(argv if argv is not None else sys.argv[1:])}"]
+    lines = [f"# benchmarks/triton_kernels.py {' '.join(argv if argv is not None else sys.argv[1:])}"]
     if not args.cpu_only:
         if torch.cuda.is_available():
             bench_cuda(args, lines)
