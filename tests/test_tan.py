@@ -123,6 +123,22 @@ def test_chebyshev_expand_matches_closed_form_and_derivative():
         chebyshev_expand(u, 0)
 
 
+@pytest.mark.parametrize("degree", [2, 3, 5, 100, 256])
+def test_chebyshev_expand_high_degrees_stay_accurate_in_fp32(degree):
+    u = torch.linspace(-0.999, 0.999, 257, dtype=torch.float64)
+    closed_form = torch.cos(torch.arange(degree, dtype=torch.float64) * torch.arccos(u)[:, None])
+    torch.testing.assert_close(chebyshev_expand(u, degree), closed_form, rtol=1e-9, atol=1e-9)
+    # In fp32 the error (rounding of u, amplified by |dT_k/du| <= k^2) is that of the three-term recurrence:
+    # the doubling steps add no instability.
+    uf = u.float()
+    terms = [torch.ones_like(uf), uf]
+    for _ in range(2, degree):
+        terms.append(2 * uf * terms[-1] - terms[-2])
+    recurrence_error = (torch.stack(terms, -1)[:, :degree].double() - closed_form).abs().max()
+    doubling_error = (chebyshev_expand(uf, degree).double() - closed_form).abs().max()
+    assert doubling_error <= 2 * recurrence_error + 1e-7
+
+
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_chebyshev_project_contract(with_bias):
     g = torch.Generator().manual_seed(0)

@@ -45,17 +45,19 @@ except ImportError:
 def chebyshev_expand(u: torch.Tensor, degree: int) -> torch.Tensor:
     """Chebyshev polynomials of the first kind, u [...] -> [..., degree] holding T_0(u) .. T_{degree-1}(u).
 
-    Recurrence T_0 = 1, T_1 = u, T_{k+1} = 2 u T_k - T_{k-1} (stable for |u| <= 1, where |T_k| <= 1); autograd
+    T_0 = 1, T_1 = u, and the product formula T_{m+j} = 2 T_m T_j - T_{m-j}: knowing T_0..T_m gives T_{m+1}..T_{2m}
+    in one vectorised step, so a degree-K expansion takes log2(K) steps instead of the K of the three-term
+    recurrence T_{k+1} = 2 u T_k - T_{k-1} (same polynomials; stable for |u| <= 1, where |T_k| <= 1). Autograd
     through it gives dT_k/du = k U_{k-1}(u) without the singularities of the closed form cos(k arccos u).
     """
     if degree < 1:
         raise ValueError(f"`degree` must be >= 1, got {degree}")
-    terms = [torch.ones_like(u)]
-    if degree > 1:
-        terms.append(u)
-    for _ in range(2, degree):
-        terms.append(2 * u * terms[-1] - terms[-2])
-    return torch.stack(terms, dim=-1)
+    t = torch.stack([torch.ones_like(u), u], dim=-1)  # T_0, T_1
+    while t.shape[-1] < degree:
+        m = t.shape[-1] - 1
+        # j = 1..m: T_{m+j} = 2 T_m T_j - T_{m-j}, with T_{m-1}..T_0 read backwards
+        t = torch.cat([t, 2 * t[..., m : m + 1] * t[..., 1:] - t[..., :m].flip(-1)], dim=-1)
+    return t[..., :degree]
 
 
 def chebyshev_project_reference(

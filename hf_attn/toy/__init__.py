@@ -6,7 +6,7 @@
 
 Prints train / validation accuracy per epoch and saves one attention heatmap per head (PNG) for a validation
 example in ``--plot-dir``. The classes to read are `SelfAttention` and `MultiHeadAttention` in
-``hf_attn/toy/attention.py``; `docs/understanding_attention.md` explains them.
+``hf_attn/toy/attention.py``; the README section "Understanding attention" explains them.
 """
 
 from __future__ import annotations
