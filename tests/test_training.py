@@ -400,6 +400,28 @@ def test_distillation_from_a_sentence_transformers_teacher(data_dir, tmp_path):
     assert resolve_teacher(str(tmp_path)) == str(tmp_path)
 
 
+def test_teacher_is_capped_to_the_student_length_and_encodes_duplicates_once(data_dir, tmp_path):
+    from hf_attn.training.embed import _Teacher, train_embedder
+
+    teacher_dir = train_embedder(_tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0,
+                                                  save_steps=0))["best_model_dir"]
+    teacher = _Teacher(teacher_dir, "cpu", max_seq_length=8, batch_size=2)
+    assert teacher.model.max_seq_length == 8
+    texts = ["a dog runs in the park.", "the cat sleeps.", "a dog runs in the park.", "birds sing at dawn."]
+    emb = teacher(texts)
+    assert emb.shape[0] == 4 and torch.allclose(emb[0], emb[2])
+    torch.testing.assert_close(emb[1], teacher(["the cat sleeps."])[0], atol=1e-5, rtol=1e-5)
+
+
+def test_max_train_minutes_stops_like_a_finished_run(data_dir, tmp_path):
+    from hf_attn.training.embed import train_embedder
+
+    res = train_embedder(_tiny_embed_args(data_dir, tmp_path / "run", max_steps=50, eval_steps=0, save_steps=0,
+                                          max_train_minutes=0.0))
+    assert res["status"] == "completed" and res["stopped_at_time_limit"]
+    assert res["steps"] == 1 and res["best_step"] == 1 and res["best_model_dir"]
+
+
 def test_arg_parser_yaml_and_quick(tmp_path):
     from hf_attn.training.embed import build_arg_parser, finalize_args, parse_args
 

@@ -35,7 +35,6 @@ The Triton kernels are built when this module is imported; with ``TRITON_INTERPR
 
 from __future__ import annotations
 
-import math
 
 import torch
 

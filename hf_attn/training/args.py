@@ -94,6 +94,17 @@ def apply_overrides(obj, overrides: dict, keep: set[str]):
     return obj
 
 
+def resolve_config_and_quick(args, quick_overrides: dict):
+    """A copy of ``args`` with its ``--config`` YAML applied (when the dataclass was built directly rather than by
+    the parser) and then, with ``args.quick``, ``quick_overrides``; options the user set explicitly always win."""
+    args = dataclasses.replace(args)
+    if args.config and not args._config_applied:
+        apply_overrides(args, load_yaml_config(args.config), explicit_fields(args))
+    if args.quick:
+        apply_overrides(args, quick_overrides, explicit_fields(args))
+    return args
+
+
 def to_flat_dict(obj) -> dict:
     """Tracker-friendly config: scalars as is, lists/None as strings."""
     out = {}

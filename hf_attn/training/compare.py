@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .args import add_dataclass_arguments, apply_overrides, explicit_fields, parse_into
+from .args import add_dataclass_arguments, parse_into, resolve_config_and_quick
 from .embed import _f
 from .lm import ByteBatches, PeakMemory, attention_entropy, evaluate_lm, load_byte_splits, next_byte_loss
 
@@ -294,13 +294,7 @@ def write_outputs(rows: list[dict], scaling: list[dict], args: CompareArguments,
 
 def run_comparison(args: CompareArguments, log=print) -> dict:
     """Run the matrix; returns {"rows", "scaling", "paths", "total_time_s"}."""
-    args = dataclasses.replace(args)
-    if args.config and not args._config_applied:
-        from .args import load_yaml_config
-
-        apply_overrides(args, load_yaml_config(args.config), explicit_fields(args))
-    if args.quick:
-        apply_overrides(args, COMPARE_QUICK, explicit_fields(args))
+    args = resolve_config_and_quick(args, COMPARE_QUICK)
     for v in args.variants:
         variant_config(v, args, args.seq_len)
     bad = [p for p in args.positions if p not in POSITIONS]

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from .args import add_dataclass_arguments, apply_overrides, explicit_fields, parse_into, to_flat_dict
+from .args import add_dataclass_arguments, parse_into, resolve_config_and_quick, to_flat_dict
 
 MODELS = ("tan", "gqa_embedder")
 
@@ -109,6 +109,9 @@ class EmbedTrainingArguments:
     grad_accum_steps: int = _f(8, "micro-batches per optimizer step", aliases=("--gradient-accumulation-steps",))
     num_epochs: int = _f(10, "epochs over the training pairs")
     max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides --num-epochs)")
+    max_train_minutes: float | None = _f(None, "wall-clock limit: after the first step past it, stop as if finished "
+                                               "(final dev evaluation, best model, summary); the LR schedule still "
+                                               "follows --max-steps/--num-epochs")
     max_grad_norm: float = _f(1.0, "gradient clipping (0 = off)")
     mixed_precision: str = _f("no", "Accelerate mixed precision", choices=("no", "fp16", "bf16"))
     compile: bool = _f(False, "torch.compile the encoder")
@@ -169,18 +172,10 @@ def parse_args(argv=None) -> EmbedTrainingArguments:
 
 
 def finalize_args(args: EmbedTrainingArguments) -> EmbedTrainingArguments:
-    args = dataclasses.replace(args)
-    if args.config and not args._config_applied:
-        # A YAML config given through the dataclass (not the parser): file values for options left at default.
-        from .args import load_yaml_config
-
-        apply_overrides(args, load_yaml_config(args.config), explicit_fields(args))
-    if args.quick:
-        keep = explicit_fields(args)
-        quick = dict(QUICK)
-        if args.data_dir is None:
-            quick.pop("dataset")
-        apply_overrides(args, quick, keep)
+    quick = dict(QUICK)
+    if args.data_dir is None:
+        quick.pop("dataset")
+    args = resolve_config_and_quick(args, quick)
     if args.model not in MODELS:
         raise ValueError(f"--model must be one of {MODELS}, got {args.model!r}")
     return args
@@ -341,18 +336,32 @@ def resolve_teacher(name_or_path: str) -> str:
 
 
 class _Teacher:
-    def __init__(self, name_or_path: str, device):
+    """The distillation teacher. ``max_seq_length``: the student's truncation; the teacher is capped to it too (in
+    its own tokens), so both embed (about) the same prefix of a long text and one long text in a batch does not pad
+    every teacher row to the teacher's 256-512 tokens. Duplicate texts (the SimCSE pairs (s, s)) are encoded once;
+    ``encode`` sorts by length into sub-batches of ``batch_size`` to limit padding."""
+
+    def __init__(self, name_or_path: str, device, max_seq_length: int | None = None, batch_size: int = 32):
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(resolve_teacher(name_or_path), device=str(device), trust_remote_code=True)
         self.model.eval()
+        if max_seq_length is not None and (self.model.max_seq_length is None or max_seq_length < self.model.max_seq_length):
+            self.model.max_seq_length = max_seq_length
+        self.batch_size = batch_size
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = get_dim()
 
     @torch.no_grad()
     def __call__(self, texts):
-        return self.model.encode(list(texts), convert_to_tensor=True, batch_size=len(texts), show_progress_bar=False,
-                                 normalize_embeddings=True)
+        texts = list(texts)
+        unique = list(dict.fromkeys(texts))
+        emb = self.model.encode(unique, convert_to_tensor=True, batch_size=self.batch_size, show_progress_bar=False,
+                                normalize_embeddings=True)
+        if len(unique) == len(texts):
+            return emb
+        index = {t: i for i, t in enumerate(unique)}
+        return emb[torch.tensor([index[t] for t in texts], device=emb.device)]
 
 
 def train_embedder(args: EmbedTrainingArguments) -> dict:
@@ -388,7 +397,11 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
     set_seed(args.seed)
     encoder = build_model(args, tokenizer)
     params = sum(p.numel() for p in encoder.parameters())
-    teacher = _Teacher(args.teacher, accelerator.device) if args.teacher else None
+    if args.unsupervised == "dropout" and not any(getattr(encoder.config, k, 0) for k in ("attention_dropout",
+                                                                                        "hidden_dropout")):
+        log("warning: --unsupervised dropout, but the model has no dropout (attention_dropout/hidden_dropout 0): "
+            "both views of a Wikipedia sentence are identical; set e.g. --model-kwargs '{\"attention_dropout\": 0.1}'")
+    teacher = _Teacher(args.teacher, accelerator.device, args.max_seq_length) if args.teacher else None
     emb_dim = encoder.config.embedding_size if getattr(encoder.config, "embedding_size", None) else encoder.config.hidden_size
     loss_fn = EmbedderLoss(
         InfoNCELoss(args.temperature, args.learnable_temperature, args.min_temperature, args.max_temperature,
@@ -535,6 +548,11 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
             if step >= total_steps:
                 done = True
                 break
+            if args.max_train_minutes is not None and time.perf_counter() - t_start > 60 * args.max_train_minutes:
+                log(f"step {step} | wall-clock limit of {args.max_train_minutes} min reached: stopping")
+                state["stopped_at_time_limit"] = True
+                done = True
+                break
         if status != "completed":
             break
         if not done:
@@ -570,6 +588,7 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
         "best_dev_pearson": state["best_dev_pearson"],
         "best_step": state["best_step"],
         "steps": state["step"],
+        "stopped_at_time_limit": bool(state.get("stopped_at_time_limit")),
         "final_loss": state["history"][-1]["loss"] if state["history"] else None,
         "status": status,
         "message": stop_message,

@@ -14,7 +14,6 @@ per-head spans and periods, the span regulariser, attention FLOPs spent vs dense
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 import math
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .args import add_dataclass_arguments, apply_overrides, explicit_fields, parse_into, to_flat_dict
+from .args import add_dataclass_arguments, parse_into, resolve_config_and_quick, to_flat_dict
 from .data import DataError
 from .embed import _f, use_cpu
 
@@ -399,13 +398,7 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     from . import checkpoint as ckpt
     from .optim import build_optimizer, build_scheduler
 
-    args = dataclasses.replace(args)
-    if args.config and not args._config_applied:
-        from .args import load_yaml_config
-
-        apply_overrides(args, load_yaml_config(args.config), explicit_fields(args))
-    if args.quick:
-        apply_overrides(args, LM_QUICK, explicit_fields(args))
+    args = resolve_config_and_quick(args, LM_QUICK)
     out_dir = Path(args.output_dir)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum_steps,
                               log_with=None if args.report_to == "none" else args.report_to, project_dir=str(out_dir),
