@@ -543,3 +543,22 @@ def test_accelerate_launch_two_processes_agree(data_dir, tmp_path):
     w0 = load_file(str(out / "final_weights_rank0.safetensors"))
     w1 = load_file(str(out / "final_weights_rank1.safetensors"))
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
+def test_push_to_hub_failure_keeps_the_run_and_says_how_to_upload(data_dir, tmp_path, monkeypatch, capsys):
+    import hf_attn.hub as hub
+    from hf_attn.training.embed import train_embedder
+
+    def fake_export(best_dir, out_dir, **kwargs):
+        return best_dir
+
+    def offline_push(out_dir, repo_id, **kwargs):
+        raise hub.HubError("cannot reach huggingface.co: check your network, then retry.")
+
+    monkeypatch.setattr(hub, "export", fake_export)
+    monkeypatch.setattr(hub, "push", offline_push)
+    res = train_embedder(_tiny_embed_args(data_dir, tmp_path / "run", max_steps=1, eval_steps=0, save_steps=0,
+                                          push_to_hub="someone/tiny"))
+    assert res["status"] == "completed" and res["best_model_dir"]
+    assert res["hub"] == {"error": "cannot reach huggingface.co: check your network, then retry."}
+    assert "hf-attn push" in capsys.readouterr().out
