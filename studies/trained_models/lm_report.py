@@ -1,0 +1,41 @@
+"""Summarise the LM runs: val bpc, FLOP ratios, s/step, spans/periods."""
+import json, math, statistics
+from pathlib import Path
+O = Path("outputs/issue9")
+T, R, BLK = 512, 32, 128  # block_size, softness_span_mask, hf_blockwise block size
+
+def blockwise_ratio(spans):
+    if spans is None: return 1.0
+    tot = dense = 0
+    for layer in spans:
+        L = min(T, math.ceil(max(layer) + R))
+        for qb in range(0, T, BLK):
+            qe = min(T, qb + BLK)
+            lo = max(0, qb - L + 1)
+            tot += (qe - qb) * (qe - lo); dense += (qe - qb) * qe
+    return tot / dense
+
+rows = []
+for run in ("lm_dense_sdpa", "lm_span_blockwise", "lm_span_tw_blockwise", "lm_dense_blockwise"):
+    p = O / run / "summary.json"
+    if not p.exists(): continue
+    s = json.loads(p.read_text())
+    h = s["history"]; tps = 8 * 512
+    sps = [tps / r["tokens_per_s"] for r in h[10:]]
+    ev = s["evals"][-1]
+    spans, periods = s.get("spans"), s.get("periods")
+    r = dict(run=run, steps=s["steps"], train_time_s=round(s["train_time_s"], 1), val_bpc=round(s["val_bpc"], 4),
+             flops_ratio_mask=round(s["attention_flops_ratio"], 3), blockwise_visited_ratio=round(blockwise_ratio(spans), 3),
+             s_per_step_mean=round(statistics.mean(sps), 3), s_per_step_median=round(statistics.median(sps), 3),
+             params=s["params"], entropy=round(s["attention_entropy"], 3) if s.get("attention_entropy") else None)
+    if spans:
+        r["span_per_layer_min_mean_max"] = [(round(min(l)), round(sum(l) / len(l)), round(max(l))) for l in spans]
+    if periods:
+        r["period_per_layer_min_mean_max"] = [(round(min(l), 2), round(sum(l) / len(l), 2), round(max(l), 2)) for l in periods]
+    r["evals_bpc"] = [(e["step"], round(e["bpc"], 4), round(e["attention_flops_ratio"], 3)) for e in s["evals"]]
+    rows.append(r)
+for r in rows: print(json.dumps(r))
+if rows and rows[0]["run"] == "lm_dense_sdpa":
+    d = rows[0]
+    for r in rows[1:]:
+        print(f"{r['run']}: bpc {100*(r['val_bpc']/d['val_bpc']-1):+.2f}% vs dense; s/step {r['s_per_step_median']/d['s_per_step_median']:.3f}x dense-sdpa")

@@ -1,0 +1,50 @@
+"""Loss curves for issue 9 -> docs/img/*.png (small PNGs)."""
+import json, math, sys
+from pathlib import Path
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+O = Path("outputs/issue9"); IMG = Path("docs/img"); IMG.mkdir(parents=True, exist_ok=True)
+
+def smooth(y, k=10):
+    y = np.asarray(y, float)
+    if len(y) < k: return y
+    return np.convolve(y, np.ones(k) / k, mode="valid")
+
+def load(run):
+    p = O / run / "summary.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+emb = [("tan_distill", "TAN distilled"), ("tan_scratch_sup", "TAN scratch: pairs"),
+       ("tan_scratch_sup_wiki", "TAN scratch: pairs + Wikipedia SimCSE"), ("gqa_distill", "GQAEmbedder distilled")]
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+for run, label in emb:
+    s = load(run)
+    if not s: continue
+    h = s["history"]; x = [r["step"] for r in h]; y = [r["loss"] for r in h]
+    ys = smooth(y); a1.plot(x[len(x) - len(ys):], ys, label=label, lw=1.2)
+    ev = s["evals"]
+    a2.plot([e["step"] for e in ev], [e["spearman"] for e in ev], marker="o", ms=3, label=label, lw=1.2)
+a1.set_xlabel("optimizer step"); a1.set_ylabel("training loss (10-step mean)"); a1.set_yscale("log"); a1.set_title("training loss")
+a2.set_xlabel("optimizer step"); a2.set_ylabel("STS-B dev Spearman"); a2.set_title("STS-B dev (checkpoint selection)")
+a2.axhline(0.8203, color="gray", ls="--", lw=0.8); a2.text(0, 0.8203, " all-MiniLM-L6-v2 test 0.8203", fontsize=7, va="bottom", color="gray")
+a2.legend(fontsize=7, loc="lower right"); fig.tight_layout(); fig.savefig(IMG / "issue9_embedder_curves.png", dpi=80)
+
+lm = [("lm_dense_sdpa", "dense causal (sdpa)"), ("lm_span_blockwise", "adaptive span (hf_blockwise)"),
+      ("lm_span_tw_blockwise", "adaptive span + triangle wave (hf_blockwise)"), ("lm_dense_blockwise", "dense causal (hf_blockwise)")]
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+for run, label in lm:
+    s = load(run)
+    if not s: continue
+    h = s["history"]; x = [r["step"] for r in h]; y = [r["loss"] / math.log(2) for r in h]
+    ys = smooth(y); l, = a1.plot(x[len(x) - len(ys):], ys, label=label, lw=1.2)
+    ev = s["evals"]
+    a1.plot([e["step"] for e in ev], [e["bpc"] for e in ev], "o", ms=3, color=l.get_color())
+    a2.plot([e["step"] for e in ev], [e["attention_flops_ratio"] for e in ev], marker="o", ms=3, label=label, lw=1.2)
+a1.set_xlabel("step"); a1.set_ylabel("bits per byte"); a1.set_title("Wikipedia bytes: train (10-step mean), val (dots)", fontsize=9)
+a1.set_ylim(top=4); a1.legend(fontsize=7)
+a2.set_xlabel("step"); a2.set_ylabel("attention FLOPs / dense causal"); a2.set_title("attention FLOPs (mask > 0 entries)")
+a2.set_ylim(0, 1.05); fig.tight_layout(); fig.savefig(IMG / "issue9_adaptive_span_curves.png", dpi=80)
+for f in IMG.glob("issue9_*.png"): print(f, f.stat().st_size)
