@@ -174,7 +174,7 @@ def test_masked_mean_pool_ignores_padding_and_empty_rows():
 def test_backends_registered_and_unknown_name_lists_valid_ones():
     for name in ("hf_local", "hf_linear", "hf_topk", "hf_blockwise"):
         assert name in AttentionInterface._global_mapping
-    with pytest.raises(ValueError, match="no_such_attention.*not supported"):
+    with pytest.raises(ValueError, match="no_such_attention.*not supported.*Registered attention backends:.*hf_blockwise"):
         hf_attn.GQAEmbedderModel._from_config(
             hf_attn.GQAEmbedderConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                       num_key_value_heads=1, intermediate_size=32),

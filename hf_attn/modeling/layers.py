@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 # ---------------------------------------------------------------------------------------------------------------
 # Attention seam
@@ -134,6 +135,21 @@ def attention_bias_kwargs(
     b, _, q_len, _ = query.shape
     dense = dense_distance_bias(table, q_len, k_len).to(query.dtype)
     return {"position_bias": dense.expand(b, -1, -1, -1)}
+
+
+class ListsAttentionBackendsMixin:
+    """For a model's PreTrainedModel base: an unknown `attn_implementation` error also names every registered
+    backend (transformers' own message lists only eager / sdpa / flex_attention, not hf_local, hf_blockwise, ...)."""
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        try:
+            return super().get_correct_attn_implementation(requested_attention, is_init_check)
+        except ValueError as err:
+            known = ["eager", *sorted(ALL_ATTENTION_FUNCTIONS.valid_keys())]
+            if requested_attention in known:
+                raise  # a known backend that cannot run here: transformers' message says why
+            names = ", ".join(f'"{name}"' for name in known)
+            raise ValueError(f"{err} Registered attention backends: {names}.") from None
 
 
 def eager_attention_forward(

@@ -37,6 +37,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_adaptive_span_gpt import AdaptiveSpanGPTConfig
 from .layers import (
+    ListsAttentionBackendsMixin,
     RotaryEmbedding,
     alibi_distance_bias,
     alibi_slopes,
@@ -292,7 +293,7 @@ class AdaptiveSpanBlock(GradientCheckpointingLayer):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class AdaptiveSpanGPTPreTrainedModel(PreTrainedModel):
+class AdaptiveSpanGPTPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedModel):
     config_class = AdaptiveSpanGPTConfig
     config: AdaptiveSpanGPTConfig
     base_model_prefix = "model"

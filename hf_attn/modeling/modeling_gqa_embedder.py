@@ -30,7 +30,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_gqa_embedder import GQAEmbedderConfig
-from .layers import RotaryEmbedding, apply_rotary_pos_emb, eager_attention_forward, masked_mean_pool
+from .layers import ListsAttentionBackendsMixin, RotaryEmbedding, apply_rotary_pos_emb, eager_attention_forward, masked_mean_pool
 
 try:
     import hf_attn  # noqa: F401  registers hf_* backends when installed
@@ -138,7 +138,7 @@ class GQAEmbedderLayer(GradientCheckpointingLayer):
         return hidden_states, attn_weights
 
 
-class GQAEmbedderPreTrainedModel(PreTrainedModel):
+class GQAEmbedderPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedModel):
     config_class = GQAEmbedderConfig
     config: GQAEmbedderConfig
     base_model_prefix = "model"

@@ -24,7 +24,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 from .configuration_tan import TanConfig
-from .layers import DecomposedLinear, RotaryEmbedding, apply_rotary_pos_emb, eager_attention_forward, masked_mean_pool
+from .layers import ListsAttentionBackendsMixin, DecomposedLinear, RotaryEmbedding, apply_rotary_pos_emb, eager_attention_forward, masked_mean_pool
 
 try:  # registers the hf_* attention backends when hf_attn is installed (a partial import during its own init is fine)
     import hf_attn  # noqa: F401
@@ -216,7 +216,7 @@ class TanBlock(GradientCheckpointingLayer):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class TanPreTrainedModel(PreTrainedModel):
+class TanPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedModel):
     config_class = TanConfig
     config: TanConfig
     base_model_prefix = "model"
