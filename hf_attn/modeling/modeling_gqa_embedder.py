@@ -17,7 +17,8 @@ This file is remote code: it imports only torch, transformers and its `.` siblin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +28,9 @@ from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_gqa_embedder import GQAEmbedderConfig
-from .layers import ListsAttentionBackendsMixin, RotaryEmbedding, apply_rotary_pos_emb, eager_attention_forward, masked_mean_pool
+from .layers import BidirectionalRopeAttention, ListsAttentionBackendsMixin, RotaryEmbedding, masked_mean_pool
 
 try:
     import hf_attn  # noqa: F401  registers hf_* backends when installed
@@ -38,62 +38,11 @@ except ImportError:
     pass
 
 
-class GQAEmbedderAttention(nn.Module):
-    """Bidirectional grouped-query self-attention with RoPE.
-
-    K/V stay at `num_key_value_heads` heads; each backend handles the grouping (without materialising the repeats
-    where it can).
-    """
+class GQAEmbedderAttention(BidirectionalRopeAttention):
+    """Bidirectional grouped-query self-attention with RoPE and bias-free q/k/v/o projections."""
 
     def __init__(self, config: GQAEmbedderConfig, layer_idx: int):
-        super().__init__()
-        self.config = config
-        self.layer_idx = layer_idx
-        self.head_dim = config.head_dim
-        self.num_heads = config.num_attention_heads
-        self.num_key_value_heads = config.num_key_value_heads
-        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
-        self.scaling = self.head_dim**-0.5
-        self.attention_dropout = config.attention_dropout
-        self.is_causal = False
-        # hf_local / hf_topk read `sliding_window` / `attention_topk` from `self.config`.
-
-        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor],
-        attention_mask: torch.Tensor | None = None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        input_shape = hidden_states.shape[:-1]  # [B, T]
-        hidden_shape = (*input_shape, -1, self.head_dim)
-
-        q = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # [B, H, T, D]
-        k = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # [B, Hkv, T, D]
-        v = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # [B, Hkv, T, D]
-        cos, sin = position_embeddings
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        attn_output, attn_weights = attention_interface(
-            self,
-            q,
-            k,
-            v,
-            attention_mask,
-            dropout=0.0 if not self.training else self.attention_dropout,
-            scaling=self.scaling,
-            **kwargs,
-        )  # [B, T, H, D]
-        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
-        return self.o_proj(attn_output), attn_weights
+        super().__init__(config, layer_idx, linear=partial(nn.Linear, bias=False))
 
 
 class GQAEmbedderMLP(nn.Module):

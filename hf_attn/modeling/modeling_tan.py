@@ -12,7 +12,6 @@ Shapes: ``B`` batch, ``T`` tokens, ``C`` hidden size, ``H``/``Hkv`` query/key-va
 
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +20,16 @@ from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.modeling_utils import PreTrainedModel
 
 from .configuration_tan import TanConfig
-from .layers import ListsAttentionBackendsMixin, DecomposedLinear, RotaryEmbedding, apply_rotary_pos_emb, eager_attention_forward, masked_mean_pool
+from .layers import (
+    BidirectionalRopeAttention,
+    DecomposedLinear,
+    ListsAttentionBackendsMixin,
+    RotaryEmbedding,
+    masked_mean_pool,
+)
 
 try:  # registers the hf_* attention backends when hf_attn is installed (a partial import during its own init is fine)
     import hf_attn  # noqa: F401
@@ -118,60 +123,11 @@ class TanChebyshevEmbedding(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class TanAttention(nn.Module):
-    """Bidirectional multi-head (or grouped-query) attention with DecomposedLinear projections and RoPE."""
+class TanAttention(BidirectionalRopeAttention):
+    """Bidirectional multi-head (or grouped-query) attention with RoPE and DecomposedLinear q/k/v/o projections."""
 
     def __init__(self, config: TanConfig, layer_idx: int):
-        super().__init__()
-        self.config = config
-        self.layer_idx = layer_idx
-        self.head_dim = config.hidden_size // config.num_attention_heads
-        self.num_heads = config.num_attention_heads
-        self.num_key_value_heads = config.num_key_value_heads
-        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
-        self.scaling = self.head_dim**-0.5
-        self.attention_dropout = config.attention_dropout
-        self.is_causal = False
-        # Read by the approximate hf_* backends (hf_local, hf_topk); exact backends ignore them.
-        self.sliding_window = config.sliding_window
-        self.attention_topk = config.attention_topk
-
-        self.q_proj = DecomposedLinear(config.hidden_size, self.num_heads * self.head_dim)
-        self.k_proj = DecomposedLinear(config.hidden_size, self.num_key_value_heads * self.head_dim)
-        self.v_proj = DecomposedLinear(config.hidden_size, self.num_key_value_heads * self.head_dim)
-        self.o_proj = DecomposedLinear(self.num_heads * self.head_dim, config.hidden_size)
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor],
-        attention_mask: torch.Tensor | None = None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        input_shape = hidden_states.shape[:-1]  # [B, T]
-        hidden_shape = (*input_shape, -1, self.head_dim)
-
-        q = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # [B, H, T, D]
-        k = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # [B, Hkv, T, D]
-        v = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # [B, Hkv, T, D]
-        cos, sin = position_embeddings
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        out, weights = attention_interface(
-            self,
-            q,
-            k,
-            v,
-            attention_mask,
-            dropout=0.0 if not self.training else self.attention_dropout,
-            scaling=self.scaling,
-            **kwargs,
-        )  # out [B, T, H, D]
-        out = out.reshape(*input_shape, -1).contiguous()
-        return self.o_proj(out), weights
+        super().__init__(config, layer_idx, linear=DecomposedLinear)
 
 
 class TanMLP(nn.Module):
