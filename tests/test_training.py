@@ -400,6 +400,74 @@ def test_distillation_from_a_sentence_transformers_teacher(data_dir, tmp_path):
     assert resolve_teacher(str(tmp_path)) == str(tmp_path)
 
 
+def test_similarity_distillation_is_the_mse_of_cosine_matrices():
+    from hf_attn.training.losses import SimilarityDistillationLoss
+
+    torch.manual_seed(0)
+    s, t = torch.randn(5, 8, requires_grad=True), torch.randn(5, 12)
+    loss = SimilarityDistillationLoss()(s, t)
+    cos = lambda x: torch.nn.functional.cosine_similarity(x[:, None], x[None], dim=-1)
+    expected = sum((cos(s)[i, j] - cos(t)[i, j]) ** 2 for i in range(5) for j in range(5) if i != j) / 5
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+    # any width, any rotation and scale of the teacher's geometry is a perfect student
+    q, _ = torch.linalg.qr(torch.randn(12, 12))
+    assert SimilarityDistillationLoss()(3.0 * t @ q, t).item() == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="different numbers of texts"):
+        SimilarityDistillationLoss()(s[:4], t)
+
+
+def test_init_from_teacher_copies_the_teachers_token_geometry(data_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from hf_attn import GQAEmbedderConfig, GQAEmbedderModel, TanConfig, TanModel
+    from hf_attn.training.embed import init_embeddings_from_teacher, train_embedder
+    from hf_attn.training.tokenizer import load_tokenizer
+
+    teacher_dir = train_embedder(_tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0,
+                                                  save_steps=0, hidden_size=24, num_hidden_layers=1))["best_model_dir"]
+    teacher = SentenceTransformer(teacher_dir, device="cpu", trust_remote_code=True)
+    tok = load_tokenizer(teacher_dir)
+    source = teacher[0].auto_model.get_input_embeddings().weight.detach()
+    student = GQAEmbedderModel(GQAEmbedderConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                                 num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
+                                                 pad_token_id=tok.pad_token_id, initializer_range=0.05))
+    init_embeddings_from_teacher(student, tok, teacher, seed=3)
+    table = student.get_input_embeddings().weight.detach()
+    rows = [i for i in range(len(tok)) if i != tok.pad_token_id]
+    cos = lambda x: torch.nn.functional.normalize(x[rows], dim=-1) @ torch.nn.functional.normalize(x[rows], dim=-1).T
+    torch.testing.assert_close(cos(table), cos(source), atol=1e-4, rtol=0)  # 24 -> 32 wide keeps every cosine
+    assert table.std().item() == pytest.approx(0.05, rel=0.05)
+    assert table[tok.pad_token_id].abs().sum() == 0
+
+    other = GQAEmbedderModel(GQAEmbedderConfig(vocab_size=len(tok) + 1, hidden_size=32, num_hidden_layers=1,
+                                               num_attention_heads=2, num_key_value_heads=1, intermediate_size=64))
+    tok_other = load_tokenizer(teacher_dir)
+    tok_other.add_tokens(["zzzunseen"])
+    with pytest.raises(ValueError, match="tokenizer differs from the teacher"):
+        init_embeddings_from_teacher(other, tok_other, teacher)
+    with pytest.raises(ValueError, match="no token-embedding table"):
+        init_embeddings_from_teacher(TanModel(TanConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1,
+                                                        num_attention_heads=2, intermediate_size=32,
+                                                        chebyshev_degree=8)), tok, teacher)
+
+
+def test_similarity_distillation_run_with_teacher_initialised_embeddings(data_dir, tmp_path):
+    from hf_attn.training.embed import EmbedTrainingArguments, finalize_args, train_embedder
+
+    teacher_dir = train_embedder(_tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0,
+                                                  save_steps=0))["best_model_dir"]
+    res = train_embedder(_tiny_embed_args(data_dir, tmp_path / "student", teacher=teacher_dir, tokenizer=teacher_dir,
+                                          init_from_teacher=True, distill_target="similarity", unsupervised_source="text.txt",
+                                          unsupervised_samples=64, max_steps=2, eval_steps=0, save_steps=0))
+    assert res["status"] == "completed"
+    distill = [h["distill"] for h in res["history"] if "distill" in h]
+    assert distill and all(math.isfinite(d) and d >= 0 for d in distill)
+    with pytest.raises(ValueError, match="--init-from-teacher needs --teacher"):
+        finalize_args(EmbedTrainingArguments(init_from_teacher=True))
+
+
 def test_teacher_is_capped_to_the_student_length_and_encodes_duplicates_once(data_dir, tmp_path):
     from hf_attn.training.embed import _Teacher, train_embedder
 

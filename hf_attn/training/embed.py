@@ -5,7 +5,9 @@
 
 One step: a batch of (anchor, positive[, hard negative]) texts is tokenised into one padded batch, encoded in one
 forward pass (``pooler_output`` = sentence embedding) and scored with InfoNCE (``losses.EmbedderLoss``); with
-``--teacher`` a distillation term pulls a projection of the student embeddings onto the teacher's.
+``--teacher`` a distillation term pulls the student towards the teacher: a projection of its embeddings onto the
+teacher's (``--distill-target embedding``) or its in-batch cosine similarities onto the teacher's (``similarity``);
+``--init-from-teacher`` starts the student's token embeddings from the teacher's when both share a tokenizer.
 
 Everything distributed comes from Accelerate (DDP / FSDP / DeepSpeed through ``accelerate config``): the model and
 the loss (its learnable temperature) are one prepared module, the sampler is seeded (``use_seedable_sampler``) so
@@ -87,8 +89,13 @@ class EmbedTrainingArguments:
     vocab_size: int = _f(16384, "vocabulary of the trained tokenizer")
     tokenizer_cache: str | None = _f(None, "where the trained tokenizer is cached (default: OUTPUT_DIR/tokenizer)")
     # distillation (issue 9)
-    teacher: str | None = _f(None, "sentence-transformers teacher path or id: adds MSE(projection(student), teacher)")
+    teacher: str | None = _f(None, "sentence-transformers teacher path or id: adds a distillation term")
+    distill_target: str = _f("embedding", "what the student matches: 'embedding' = MSE(projection(student), "
+                             "teacher); 'similarity' = MSE of the in-batch cosine-similarity matrices",
+                             choices=("embedding", "similarity"))
     distill_weight: float = _f(1.0, "weight of the distillation term")
+    init_from_teacher: bool = _f(False, "start the student's token-embedding table from the teacher's (needs "
+                                 "--tokenizer set to the teacher's tokenizer, e.g. the teacher's id or path)")
     contrastive_weight: float = _f(1.0, "weight of the contrastive term")
     # loss
     temperature: float = _f(0.05, "initial InfoNCE temperature")
@@ -178,6 +185,8 @@ def finalize_args(args: EmbedTrainingArguments) -> EmbedTrainingArguments:
     args = resolve_config_and_quick(args, quick)
     if args.model not in MODELS:
         raise ValueError(f"--model must be one of {MODELS}, got {args.model!r}")
+    if args.init_from_teacher and not args.teacher:
+        raise ValueError("--init-from-teacher needs --teacher (the model whose token embeddings to start from)")
     return args
 
 
@@ -261,7 +270,7 @@ def get_tokenizer(args: EmbedTrainingArguments, dataset, accelerator, log=print)
     from .tokenizer import get_or_train_tokenizer, load_tokenizer
 
     if args.tokenizer:
-        return load_tokenizer(args.tokenizer)
+        return load_tokenizer(resolve_teacher(args.tokenizer))  # all-MiniLM-L6-v2 -> the bundled copy
     texts = []
     for e in dataset.examples:
         texts.append(e.anchor)
@@ -335,6 +344,39 @@ def resolve_teacher(name_or_path: str) -> str:
     return name_or_path
 
 
+def init_embeddings_from_teacher(student: nn.Module, student_tokenizer, teacher_model, seed: int = 0) -> None:
+    """Copy the teacher's input-token embeddings [V, Ct] into the student's table [V, Cs] (DistilBERT-style start).
+
+    The vocabularies must be identical (same token -> same id). Widths may differ: the rows go through a fixed random
+    map with orthonormal columns (Ct -> Cs, Cs >= Ct) or rows (Cs < Ct), which keeps the teacher's cosine geometry
+    when Cs >= Ct, and are rescaled to the student's ``initializer_range`` (its own init std) so the residual stream
+    starts at the scale the rest of the student was initialised for.
+    """
+    table = student.get_input_embeddings() if hasattr(student, "get_input_embeddings") else None
+    if not isinstance(table, nn.Embedding):
+        raise ValueError(f"--init-from-teacher: {type(student).__name__} has no token-embedding table to initialise "
+                         "(TAN maps token ids through a Chebyshev expansion); drop the flag for this model")
+    teacher_tok = teacher_model.tokenizer
+    if student_tokenizer.get_vocab() != teacher_tok.get_vocab():
+        raise ValueError("--init-from-teacher: the student's tokenizer differs from the teacher's "
+                         f"({len(student_tokenizer)} vs {len(teacher_tok)} tokens); pass --tokenizer set to the "
+                         "teacher's id or path so token ids mean the same in both")
+    source = teacher_model[0].auto_model.get_input_embeddings().weight.detach().float().cpu()  # [V, Ct]
+    n, cs = table.weight.shape
+    if source.shape[0] < n:
+        raise ValueError(f"--init-from-teacher: the teacher's table has {source.shape[0]} rows, the student needs {n}")
+    ct = source.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(max(cs, ct), min(cs, ct), generator=g))  # orthonormal columns
+    mapped = source[:n] @ (q.T if cs >= ct else q)  # [V, Cs]
+    std = getattr(student.config, "initializer_range", None) or float(table.weight.std())
+    mapped = mapped * (std / mapped.std().clamp_min(1e-12))
+    with torch.no_grad():
+        table.weight.copy_(mapped.to(table.weight.dtype))
+        if table.padding_idx is not None:
+            table.weight[table.padding_idx].zero_()
+
+
 class _Teacher:
     """The distillation teacher. ``max_seq_length``: the student's truncation; the teacher is capped to it too (in
     its own tokens), so both embed (about) the same prefix of a long text and one long text in a batch does not pad
@@ -375,7 +417,7 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
     from tqdm.auto import tqdm
 
     from .data import PairCollator
-    from .losses import EmbeddingDistillationLoss, EmbedderLoss, InfoNCELoss
+    from .losses import EmbeddingDistillationLoss, EmbedderLoss, InfoNCELoss, SimilarityDistillationLoss
     from .optim import build_optimizer, build_scheduler
 
     args = finalize_args(args)
@@ -402,11 +444,22 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
         log("warning: --unsupervised dropout, but the model has no dropout (attention_dropout/hidden_dropout 0): "
             "both views of a Wikipedia sentence are identical; set e.g. --model-kwargs '{\"attention_dropout\": 0.1}'")
     teacher = _Teacher(args.teacher, accelerator.device, args.max_seq_length) if args.teacher else None
-    emb_dim = encoder.config.embedding_size if getattr(encoder.config, "embedding_size", None) else encoder.config.hidden_size
+    if args.init_from_teacher:
+        init_embeddings_from_teacher(encoder, tokenizer, teacher.model, seed=args.seed)
+        log(f"init: token embeddings from the teacher's ({teacher.model[0].auto_model.get_input_embeddings().weight.shape[1]}"
+            f" -> {encoder.get_input_embeddings().weight.shape[1]} wide)")
+    if teacher is None:
+        distill = None
+    elif args.distill_target == "similarity":
+        distill = SimilarityDistillationLoss()
+    else:
+        distill = EmbeddingDistillationLoss(
+            encoder.config.embedding_size if getattr(encoder.config, "embedding_size", None) else encoder.config.hidden_size,
+            teacher.dim)
     loss_fn = EmbedderLoss(
         InfoNCELoss(args.temperature, args.learnable_temperature, args.min_temperature, args.max_temperature,
                     args.symmetric_loss),
-        EmbeddingDistillationLoss(emb_dim, teacher.dim) if teacher else None,
+        distill,
         distill_weight=args.distill_weight,
         contrastive_weight=args.contrastive_weight,
     )

@@ -9,8 +9,10 @@ in-batch negatives plus optional hard negatives:
     L = (L_a->p + L_p->a) / 2    when symmetric, else L_a->p
 
 ``InfoNCELoss`` holds the temperature as a learnable log-parameter, clamped to [min, max] (CLIP-style) so it
-cannot collapse or explode. ``EmbeddingDistillationLoss`` (issue 9's ``--teacher``) is MSE between a learned
-projection of the student embedding and the teacher's embedding.
+cannot collapse or explode. Two distillation terms for issue 9's ``--teacher`` (``--distill-target``):
+``EmbeddingDistillationLoss`` is MSE between a learned projection of the student embedding and the teacher's
+embedding; ``SimilarityDistillationLoss`` is MSE between the two models' in-batch cosine-similarity matrices, which
+asks the student for the teacher's similarities (what STS measures) rather than its coordinates.
 """
 
 from __future__ import annotations
@@ -83,6 +85,27 @@ class EmbeddingDistillationLoss(nn.Module):
         return F.mse_loss(s, t, reduction="sum") / s.shape[0]
 
 
+class SimilarityDistillationLoss(nn.Module):
+    """MSE between the student's and the teacher's in-batch cosine similarities.
+
+    For the N texts of a batch, S_ij = cos(s_i, s_j) and T_ij = cos(t_i, t_j) over every pair i != j (the diagonal
+    is 1 on both sides). The loss is sum_{i != j} (S_ij - T_ij)^2 / N: a per-text sum, like
+    ``EmbeddingDistillationLoss``. No parameters: the student keeps its own width and coordinates and only has to
+    reproduce the teacher's geometry, which a model much smaller than the teacher can do long before it could
+    reproduce the teacher's embedding.
+    """
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        if student.shape[0] != teacher.shape[0]:
+            raise ValueError(f"student and teacher embed different numbers of texts: {student.shape[0]} vs "
+                             f"{teacher.shape[0]}")
+        s = F.normalize(student.float(), dim=-1)
+        t = F.normalize(teacher.float(), dim=-1)
+        diff = s @ s.T - t @ t.T
+        diff = diff - torch.diag_embed(torch.diagonal(diff))  # the diagonal is 1 - 1 up to rounding
+        return diff.pow(2).sum() / s.shape[0]
+
+
 class EmbedderLoss(nn.Module):
     """What train_embed optimises: InfoNCE (+ distill_weight * distillation when a teacher is given).
 
@@ -90,7 +113,7 @@ class EmbedderLoss(nn.Module):
     Its parameters (log-temperature, projection) are trained and checkpointed with the model.
     """
 
-    def __init__(self, contrastive: InfoNCELoss, distill: EmbeddingDistillationLoss | None = None,
+    def __init__(self, contrastive: InfoNCELoss, distill: nn.Module | None = None,
                  distill_weight: float = 1.0, contrastive_weight: float = 1.0):
         super().__init__()
         self.contrastive = contrastive
