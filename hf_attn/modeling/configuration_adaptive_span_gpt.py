@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+from .config_checks import check_head_grouping, check_positive_ints
+
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rope", "alibi")
 
 
@@ -119,20 +121,10 @@ class AdaptiveSpanGPTConfig(PreTrainedConfig):
 
     def validate_adaptive_span_gpt(self) -> None:
         """Raise ValueError naming the field for impossible settings."""
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                     "intermediate_size", "max_position_embeddings", "max_span", "triangle_wave_fourier_terms"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
-                f"({self.num_attention_heads})."
-            )
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(
-                f"`num_attention_heads` ({self.num_attention_heads}) must be divisible by `num_key_value_heads` "
-                f"({self.num_key_value_heads})."
-            )
+        check_positive_ints(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                   "num_key_value_heads", "intermediate_size", "max_position_embeddings", "max_span",
+                                   "triangle_wave_fourier_terms"))
+        check_head_grouping(self)
         if self.position_embedding not in POSITION_EMBEDDINGS:
             raise ValueError(
                 f"`position_embedding` must be one of {POSITION_EMBEDDINGS}, got {self.position_embedding!r}."

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+from .config_checks import check_head_grouping, check_positive_ints
+
 
 class GQAEmbedderConfig(PreTrainedConfig):
     r"""Configuration of a [`GQAEmbedderModel`]: a pre-norm bidirectional encoder with grouped-query attention and
@@ -115,39 +117,16 @@ class GQAEmbedderConfig(PreTrainedConfig):
         return self.max_position_embeddings
 
     def _check_sizes(self) -> None:
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "num_key_value_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "embedding_size",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        for name in ("sliding_window", "attention_topk"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+        check_positive_ints(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                   "num_key_value_heads", "intermediate_size", "max_position_embeddings",
+                                   "embedding_size"), optional=("sliding_window", "attention_topk"))
         for name in ("attention_dropout", "hidden_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
         if self.rope_theta <= 0:
             raise ValueError(f"`rope_theta` must be positive, got {self.rope_theta!r}.")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
-                f"({self.num_attention_heads})."
-            )
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(
-                f"`num_attention_heads` ({self.num_attention_heads}) must be divisible by `num_key_value_heads` "
-                f"({self.num_key_value_heads})."
-            )
+        check_head_grouping(self)
         if self.head_dim % 2:
             raise ValueError(
                 f"RoPE needs an even head dimension: `hidden_size` / `num_attention_heads` = {self.head_dim}."

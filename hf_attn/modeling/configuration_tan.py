@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+from .config_checks import check_head_grouping, check_positive_ints
+
 
 class TanConfig(PreTrainedConfig):
     r"""Configuration of a [`TanModel`].
@@ -126,44 +128,21 @@ class TanConfig(PreTrainedConfig):
         return self.hidden_size // self.num_attention_heads
 
     def _validate_tan_fields(self) -> None:
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "num_key_value_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "embedding_size",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                   "num_key_value_heads", "intermediate_size", "max_position_embeddings",
+                                   "embedding_size"), optional=("sliding_window", "attention_topk"))
+        check_head_grouping(self)
         if self.vocab_size < 2:
             raise ValueError(
                 f"`vocab_size` must be at least 2 (ids are normalised by vocab_size - 1), got {self.vocab_size}"
             )
         if not isinstance(self.chebyshev_degree, int) or self.chebyshev_degree < 1:
             raise ValueError(f"`chebyshev_degree` must be an integer >= 1, got {self.chebyshev_degree!r}")
-        if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
-                f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
-                f"({self.num_attention_heads})"
-            )
         if (self.hidden_size // self.num_attention_heads) % 2 != 0:
             raise ValueError(
                 f"`hidden_size` / `num_attention_heads` = {self.hidden_size // self.num_attention_heads} must be even "
                 "(rotary embeddings rotate pairs of features)"
             )
-        if self.num_attention_heads % self.num_key_value_heads != 0:
-            raise ValueError(
-                f"`num_attention_heads` ({self.num_attention_heads}) must be divisible by `num_key_value_heads` "
-                f"({self.num_key_value_heads})"
-            )
-        for name in ("sliding_window", "attention_topk"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}")
         if not 0.0 <= self.attention_dropout < 1.0:
             raise ValueError(f"`attention_dropout` must be in [0, 1), got {self.attention_dropout}")
         if self.rms_norm_eps <= 0:
