@@ -538,6 +538,43 @@ def test_train_lm_quick_reports_everything(data_dir, tmp_path):
     assert len(res["spans"]) == 2 and len(res["periods"][0]) == 4
     lines = (tmp_path / "lm" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
+    # best_model/ is the evaluation with the lowest validation loss, saved as a loadable transformers folder
+    evals = [json.loads(line) for line in lines]
+    best = min(evals, key=lambda e: e["loss"])
+    assert res["best_step"] == best["step"] and res["best_val_bpc"] == pytest.approx(best["bpc"])
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(res["best_model_dir"]).eval()
+    assert model.config.use_triangle_wave_masking and model.config.max_position_embeddings == 32
+    ids = torch.randint(0, 256, (1, 16))
+    assert torch.isfinite(model(ids).logits).all()
+    if best["step"] == 4:  # the final weights are the best: the saved model is the one train_lm returns
+        assert not (tmp_path / "lm" / ".tmp-best_model").exists()
+
+
+def test_train_lm_push_failure_keeps_the_run_and_says_how_to_upload(data_dir, tmp_path, monkeypatch, capsys):
+    import hf_attn.hub as hub
+    from hf_attn.training.lm import LMTrainingArguments, train_lm
+
+    exported = {}
+
+    def fake_export(best_dir, out_dir, **kwargs):
+        exported.update(best_dir=str(best_dir), **kwargs)
+        return best_dir
+
+    def offline_push(out_dir, repo_id, **kwargs):
+        raise hub.HubError("cannot reach huggingface.co: check your network, then retry.")
+
+    monkeypatch.setattr(hub, "export", fake_export)
+    monkeypatch.setattr(hub, "push", offline_push)
+    res = train_lm(LMTrainingArguments(quick=True, data=str(data_dir / "text.txt"), output_dir=str(tmp_path / "lm"),
+                                       max_steps=2, eval_steps=2, save_steps=0, block_size=32, eval_batches=1,
+                                       push_to_hub="someone/tiny-lm"), log_fn=print)
+    assert res["status"] == "completed" and res["hub"] == {"error": "cannot reach huggingface.co: check your "
+                                                                    "network, then retry."}
+    assert exported["best_dir"] == res["best_model_dir"]
+    assert exported["eval_results"] == {"bpc": res["best_val_bpc"]}
+    assert "hf-attn push" in capsys.readouterr().out
 
 
 def test_compare_attention_micro_matrix(data_dir, tmp_path):

@@ -108,6 +108,24 @@ def atomic_write_dir(final: str | Path, write_fn) -> Path:
     return final
 
 
+def push_best_model(best_dir: str | Path, output_dir: str | Path, repo_id: str, private: bool = False, log=print,
+                    **export_kwargs) -> dict:
+    """After a finished run: ``hf_attn.hub.export`` the best model to OUTPUT_DIR/export and push it to ``repo_id``.
+
+    A failed upload (no network, no token, no permission) does not fail the run: the trained model is on disk, so
+    the error is logged with the command that finishes the upload, and returned as ``{"error": message}``.
+    """
+    from hf_attn import hub
+
+    export_dir = Path(output_dir) / "export"
+    try:
+        out = hub.export(best_dir, export_dir, **export_kwargs)
+        return hub.push(out, repo_id, private=private)
+    except hub.HubError as err:
+        log(f"push to the Hub failed: {err} Upload later with: hf-attn push {export_dir} --repo-id {repo_id}")
+        return {"error": str(err)}
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(str(path), os.O_RDONLY)

@@ -658,27 +658,13 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         log("summary: " + json.dumps({k: v for k, v in summary.items() if k not in ("history", "evals")}))
     if args.push_to_hub and status == "completed" and accelerator.is_main_process:
-        from hf_attn.hub import HubError
-
-        try:
-            summary["hub"] = push_best_model(best_dir, output_dir / "export", args.push_to_hub, args.hub_private)
-        except HubError as err:  # the trained model is safe on disk: say how to finish the upload, no traceback
-            log(f"push to the Hub failed: {err} Upload later with: hf-attn push {output_dir / 'export'} "
-                f"--repo-id {args.push_to_hub}")
-            summary["hub"] = {"error": str(err)}
+        summary["hub"] = ckpt.push_best_model(best_dir, output_dir, args.push_to_hub, args.hub_private, log=log)
     accelerator.end_training()
     return summary
 
 
 def _state_for_disk(state: dict) -> dict:
     return json.loads(json.dumps(state))
-
-
-def push_best_model(best_dir: Path, export_dir: Path, repo_id: str, private: bool = False):
-    from hf_attn.hub import export, push
-
-    out = export(best_dir, export_dir)
-    return push(out, repo_id, private=private)
 
 
 # ---------------------------------------------------------------------------------------------------------------

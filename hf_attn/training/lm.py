@@ -354,6 +354,8 @@ class LMTrainingArguments:
     resume_from_checkpoint: str | None = _f(None, "checkpoint folder or 'latest'")
     logging_steps: int = _f(10, "log every N steps")
     report_to: str = _f("none", "Accelerate tracker", choices=("none", "tensorboard", "trackio", "wandb"))
+    push_to_hub: str | None = _f(None, "repo id: export best_model (lowest validation loss) with hf_attn.hub and push it")
+    hub_private: bool = _f(False, "create the Hub repo private")
     _config_applied: bool = False
 
 
@@ -497,6 +499,10 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
             if accelerator.is_main_process:
                 with open(metrics_path, "a") as fh:
                     fh.write(json.dumps(ev) + "\n")
+            if state.get("best_val_loss") is None or ev["loss"] < state["best_val_loss"]:
+                state["best_val_loss"], state["best_val_bpc"], state["best_step"] = ev["loss"], ev["bpc"], step
+                if accelerator.is_main_process:  # atomic: a run killed mid-write keeps the previous best
+                    ckpt.atomic_write_dir(out_dir / "best_model", unwrapped.save_pretrained)
         if args.save_steps and step % args.save_steps == 0:
             ckpt.save_checkpoint(accelerator, out_dir / "checkpoints", step, json.loads(json.dumps(state)),
                                  keep=args.save_total_limit)
@@ -505,6 +511,8 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     flops = unwrapped.attention_flops(args.block_size)
     summary = {
         "output_dir": str(out_dir), "status": status, "message": message, "params": n_params,
+        "best_model_dir": str(out_dir / "best_model") if state.get("best_step") else None,
+        "best_step": state.get("best_step"), "best_val_bpc": state.get("best_val_bpc"),
         "steps": state["step"], "train_time_s": train_time,
         "tokens_per_s": tokens_per_step * len([h for h in state["history"]]) / max(train_time, 1e-9)
         if train_time else None,
@@ -516,6 +524,9 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     }
     if accelerator.is_main_process:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if args.push_to_hub and status == "completed" and summary["best_model_dir"] and accelerator.is_main_process:
+        summary["hub"] = ckpt.push_best_model(summary["best_model_dir"], out_dir, args.push_to_hub, args.hub_private,
+                                              log=log, eval_results={"bpc": summary["best_val_bpc"]})
     accelerator.end_training()
     return summary
 
