@@ -573,7 +573,7 @@ def test_train_lm_push_failure_keeps_the_run_and_says_how_to_upload(data_dir, tm
     assert res["status"] == "completed" and res["hub"] == {"error": "cannot reach huggingface.co: check your "
                                                                     "network, then retry."}
     assert exported["best_dir"] == res["best_model_dir"]
-    assert exported["eval_results"] == {"bpc": res["best_val_bpc"]}
+    assert exported["eval_results"] == {"bpc": res["best_val_bpc"], "dataset": "text", "split": "validation"}
     assert "hf-attn push" in capsys.readouterr().out
 
 

@@ -63,6 +63,14 @@ def _read_source_bytes(path: Path, max_bytes: int | None) -> bytes:
     return data[:max_bytes] if max_bytes is not None else data
 
 
+def lm_dataset_name(path: str | Path, enwik8: bool | None = None) -> str:
+    """The dataset name a model card reports: "enwik8" for the enwik8 split, else the file's stem."""
+    path = Path(path)
+    if enwik8 or (enwik8 is None and path.name.split(".")[0] == "enwik8"):
+        return "enwik8"
+    return path.name.split(".")[0]
+
+
 def load_byte_splits(path: str | Path, enwik8: bool | None = None, max_bytes: int | None = None,
                      fractions=(0.9, 0.05, 0.05)) -> dict[str, np.ndarray]:
     """{"train", "validation", "test"} -> uint8 arrays. See the module docstring for the split rules."""
@@ -526,7 +534,9 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     if args.push_to_hub and status == "completed" and summary["best_model_dir"] and accelerator.is_main_process:
         summary["hub"] = ckpt.push_best_model(summary["best_model_dir"], out_dir, args.push_to_hub, args.hub_private,
-                                              log=log, eval_results={"bpc": summary["best_val_bpc"]})
+                                              log=log, eval_results={"bpc": summary["best_val_bpc"],
+                                                                     "dataset": lm_dataset_name(source, args.enwik8),
+                                                                     "split": "validation"})
     accelerator.end_training()
     return summary
 
