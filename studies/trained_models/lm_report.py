@@ -1,8 +1,16 @@
-"""Summarise the LM runs: val bpc, FLOP ratios, s/step, spans/periods."""
-import json, math, statistics
+"""Summarise the LM runs: val bpc, FLOP ratios, s/step, spans/periods.
+
+    python studies/trained_models/lm_report.py                                  # round 1: T=512, batch 8
+    python studies/trained_models/lm_report.py outputs/issue9b 2048 2 lm2k_dense_sdpa lm2k_span lm2k_span_tw
+(the first run is the dense baseline the others are compared with)
+"""
+import json, math, statistics, sys
 from pathlib import Path
-O = Path("outputs/issue9")
-T, R, BLK = 512, 32, 128  # block_size, softness_span_mask, hf_blockwise block size
+O = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("outputs/issue9")
+T = int(sys.argv[2]) if len(sys.argv) > 2 else 512  # block_size
+B = int(sys.argv[3]) if len(sys.argv) > 3 else 8  # batch size
+RUNS = sys.argv[4:] or ["lm_dense_sdpa", "lm_span_blockwise", "lm_span_tw_blockwise", "lm_dense_blockwise"]
+R, BLK = 32, 128  # softness_span_mask, hf_blockwise block size
 
 def blockwise_ratio(spans):
     if spans is None: return 1.0
@@ -16,11 +24,11 @@ def blockwise_ratio(spans):
     return tot / dense
 
 rows = []
-for run in ("lm_dense_sdpa", "lm_span_blockwise", "lm_span_tw_blockwise", "lm_dense_blockwise"):
+for run in RUNS:
     p = O / run / "summary.json"
     if not p.exists(): continue
     s = json.loads(p.read_text())
-    h = s["history"]; tps = 8 * 512
+    h = s["history"]; tps = B * T
     sps = [tps / r["tokens_per_s"] for r in h[10:]]
     ev = s["evals"][-1]
     spans, periods = s.get("spans"), s.get("periods")
@@ -35,7 +43,7 @@ for run in ("lm_dense_sdpa", "lm_span_blockwise", "lm_span_tw_blockwise", "lm_de
     r["evals_bpc"] = [(e["step"], round(e["bpc"], 4), round(e["attention_flops_ratio"], 3)) for e in s["evals"]]
     rows.append(r)
 for r in rows: print(json.dumps(r))
-if rows and rows[0]["run"] == "lm_dense_sdpa":
+if rows and rows[0]["run"] == RUNS[0]:
     d = rows[0]
     for r in rows[1:]:
         print(f"{r['run']}: bpc {100*(r['val_bpc']/d['val_bpc']-1):+.2f}% vs dense; s/step {r['s_per_step_median']/d['s_per_step_median']:.3f}x dense-sdpa")

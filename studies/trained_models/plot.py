@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-O = Path("outputs/issue9"); IMG = Path("docs/img"); IMG.mkdir(parents=True, exist_ok=True)
+O = Path("outputs"); IMG = Path("docs/img"); IMG.mkdir(parents=True, exist_ok=True)
 
 def smooth(y, k=10):
     y = np.asarray(y, float)
@@ -17,8 +17,13 @@ def load(run):
     p = O / run / "summary.json"
     return json.loads(p.read_text()) if p.exists() else None
 
-emb = [("tan_distill", "TAN distilled"), ("tan_scratch_sup", "TAN scratch: pairs"),
-       ("tan_scratch_sup_wiki", "TAN scratch: pairs + Wikipedia SimCSE"), ("gqa_distill", "GQAEmbedder distilled")]
+# round 1 (issue9/, 13-29 min runs) and round 2 (issue9b/, the 57-minute budget runs)
+emb = [("issue9/tan_scratch_sup", "TAN scratch: pairs, 400 steps"),
+       ("issue9/tan_distill", "TAN distilled (embedding MSE), 270 steps"),
+       ("issue9b/tan_scratch_long", "TAN scratch: pairs, 57 min"),
+       ("issue9b/tan_distill_sim", "TAN distilled (similarity), 57 min"),
+       ("issue9b/gqa_scratch", "GQAEmbedder scratch, 57 min"),
+       ("issue9b/gqa_distill_sim_init", "GQAEmbedder distilled (similarity + teacher init), 57 min")]
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
 for run, label in emb:
     s = load(run)
@@ -32,17 +37,21 @@ a2.set_xlabel("optimizer step"); a2.set_ylabel("STS-B dev Spearman"); a2.set_tit
 a2.axhline(0.8203, color="gray", ls="--", lw=0.8); a2.text(0, 0.8203, " all-MiniLM-L6-v2 test 0.8203", fontsize=7, va="bottom", color="gray")
 a2.legend(fontsize=7, loc="lower right"); fig.tight_layout(); fig.savefig(IMG / "issue9_embedder_curves.png", dpi=80)
 
-lm = [("lm_dense_sdpa", "dense causal (sdpa)"), ("lm_span_blockwise", "adaptive span (hf_blockwise)"),
-      ("lm_span_tw_blockwise", "adaptive span + triangle wave (hf_blockwise)"), ("lm_dense_blockwise", "dense causal (hf_blockwise)")]
+lm = [("issue9/lm_dense_sdpa", "T=512 dense causal (sdpa)"), ("issue9/lm_span_blockwise", "T=512 adaptive span"),
+      ("issue9/lm_span_tw_blockwise", "T=512 adaptive span + triangle wave"),
+      ("issue9b/lm2k_dense_sdpa", "T=2048 dense causal (sdpa)"), ("issue9b/lm2k_span", "T=2048 adaptive span"),
+      ("issue9b/lm2k_span_tw", "T=2048 adaptive span + triangle wave")]
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
 for run, label in lm:
     s = load(run)
     if not s: continue
     h = s["history"]; x = [r["step"] for r in h]; y = [r["loss"] / math.log(2) for r in h]
-    ys = smooth(y); l, = a1.plot(x[len(x) - len(ys):], ys, label=label, lw=1.2)
+    ls = "-" if run.startswith("issue9b") else ":"
+    ys = smooth(y); l, = a1.plot(x[len(x) - len(ys):], ys, label=label, lw=1.2, ls=ls)
     ev = s["evals"]
     a1.plot([e["step"] for e in ev], [e["bpc"] for e in ev], "o", ms=3, color=l.get_color())
-    a2.plot([e["step"] for e in ev], [e["attention_flops_ratio"] for e in ev], marker="o", ms=3, label=label, lw=1.2)
+    a2.plot([e["step"] for e in ev], [e["attention_flops_ratio"] for e in ev], marker="o", ms=3, label=label, lw=1.2,
+             ls=ls, color=l.get_color())
 a1.set_xlabel("step"); a1.set_ylabel("bits per byte"); a1.set_title("Wikipedia bytes: train (10-step mean), val (dots)", fontsize=9)
 a1.set_ylim(top=4); a1.legend(fontsize=7)
 a2.set_xlabel("step"); a2.set_ylabel("attention FLOPs / dense causal"); a2.set_title("attention FLOPs (mask > 0 entries)")
