@@ -137,7 +137,7 @@ def load_checkpoint(checkpoint_dir: str | Path):
 
 
 def _training_summary(path: Path) -> dict:
-    """Training facts from a run's summary.json next to best_model/ (what train_embedder writes), if any."""
+    """Training facts from a run's summary.json next to best_model/ (what train_embed / train_lm write), if any."""
     summary_file = path.parent / "summary.json"
     if not summary_file.is_file():
         return {}
@@ -146,6 +146,7 @@ def _training_summary(path: Path) -> dict:
     except (OSError, json.JSONDecodeError):
         return {}
     keys = ("model", "params", "steps", "train_time_s", "samples_per_s", "best_dev_spearman", "best_dev_pearson",
+            "tokens_per_s", "best_step", "best_val_bpc", "mean_span", "mean_period", "attention_flops_ratio",
             "optimizer", "mixed_precision", "device", "num_processes")
     return {k: summary[k] for k in keys if summary.get(k) is not None}
 
