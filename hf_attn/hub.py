@@ -146,7 +146,9 @@ def _training_summary(path: Path) -> dict:
     except (OSError, json.JSONDecodeError):
         return {}
     keys = ("model", "params", "steps", "train_time_s", "samples_per_s", "best_dev_spearman", "best_dev_pearson",
-            "tokens_per_s", "best_step", "best_val_bpc", "mean_span", "mean_period", "attention_flops_ratio",
+            "batch_size", "learning_rate", "max_seq_length", "unsupervised", "teacher", "distill_target",
+            "init_from_teacher", "tokens_per_s", "best_step", "best_val_bpc", "mean_span", "mean_period",
+            "attention_flops_ratio",
             "optimizer", "mixed_precision", "device", "num_processes")
     return {k: summary[k] for k in keys if summary.get(k) is not None}
 

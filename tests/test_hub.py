@@ -148,6 +148,20 @@ def test_card_metadata_is_valid(arch):
     assert all(f'model_id = "{arch}-tiny"' in b for b in blocks)
 
 
+@pytest.mark.parametrize("arch", ["tan", "gqa_embedder"])
+def test_card_says_how_a_distilled_embedder_was_trained(arch):
+    model = make_model(arch)
+    plain = str(render_model_card(model, training_config={"steps": 10}))
+    assert "distillation" not in plain and "on sentence pairs." in plain
+    distilled = str(render_model_card(model, training_config={"steps": 10, "teacher": "all-MiniLM-L6-v2",
+                                                              "distill_target": "similarity",
+                                                              "init_from_teacher": True}))
+    assert "plus distillation from the sentence-transformers model `all-MiniLM-L6-v2`" in distilled
+    assert "in-batch cosine similarities" in distilled and "token embeddings started from the teacher's" in distilled
+    projected = str(render_model_card(model, training_config={"teacher": "t", "distill_target": "embedding"}))
+    assert "a learned projection of the student embedding" in projected and "started from" not in projected
+
+
 def test_card_throughput_yarn_and_mteb_folder(tmp_path):
     results_dir = tmp_path / "results" / "local__m" / "no_revision_available"
     results_dir.mkdir(parents=True)

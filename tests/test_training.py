@@ -464,6 +464,8 @@ def test_similarity_distillation_run_with_teacher_initialised_embeddings(data_di
     assert res["status"] == "completed"
     distill = [h["distill"] for h in res["history"] if "distill" in h]
     assert distill and all(math.isfinite(d) and d >= 0 for d in distill)
+    # the summary (and so the exported card) says how the model was trained
+    assert (res["teacher"], res["distill_target"], res["init_from_teacher"]) == (teacher_dir, "similarity", True)
     with pytest.raises(ValueError, match="--init-from-teacher needs --teacher"):
         finalize_args(EmbedTrainingArguments(init_from_teacher=True))
 

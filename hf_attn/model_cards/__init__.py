@@ -490,6 +490,7 @@ def render_model_card(
         config=config,
         architecture_table=_table(arch_rows, ("field", "value")),
         training_table=_table(train_rows, ("setting", "value")),
+        training=dict(training_config or {}),
         results_table=_results_table(results),
         throughput_table=_table(_throughput_rows(throughput), ("measurement", "value")),
         snippets=usage_snippets(config.model_type, model_id, has_tokenizer=has_tokenizer),
