@@ -144,6 +144,12 @@ def test_blockwise_window_cost_is_linear():
     n = 128 // 16
     assert full == n * (n + 1) // 2
     assert windowed == n  # one step per query block: its whole window
+    # score_entries counts the work of the same two paths: full blocks of the causal loop, one slab per window block
+    assert blockwise.score_entries(128, 128, is_causal=True, block_size=16) == full * 16 * 16
+    assert blockwise.score_entries(128, 128, is_causal=True, window=16, block_size=16) == n * 16 * (16 + 15)
+    # a bounded reach that still takes the banded path can compute more than the causal loop it replaces
+    banded = blockwise.score_entries(512, 512, is_causal=True, max_distance=258, block_size=128)
+    assert banded == 4 * 128 * (128 + 257) > blockwise.score_entries(512, 512, is_causal=True, block_size=128)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -73,6 +73,31 @@ def _reach(is_causal: bool, window: int | None, max_dist: int | None) -> tuple[i
     return left, right
 
 
+def _use_banded(left: int | None, right: int | None, block: int, k_len: int) -> bool:
+    """The banded path runs when the reach is bounded both ways and a query block's slab is shorter than the keys."""
+    return left is not None and right is not None and block + left + right < k_len
+
+
+def score_entries(q_len: int, k_len: int, *, is_causal: bool, window: int | None = None,
+                  max_distance: int | None = None, block_size: int = 128) -> int:
+    """Query-key score entries `blockwise_attention` computes for one head (no dense mask), padding included.
+
+    The same path choice as the function: the banded path computes `block + left + right` keys for every query
+    block; the loop computes each query block against its visible key range. This is the work actually done, which
+    can exceed the entries a mask keeps (a slab longer than the causal prefix it replaces).
+    """
+    left, right = _reach(is_causal, window, max_distance)
+    offset = k_len - q_len
+    if _use_banded(left, right, block_size, k_len):
+        return -(-q_len // block_size) * block_size * (block_size + left + right)
+    total = 0
+    for qs in range(0, q_len, block_size):
+        qe = min(qs + block_size, q_len)
+        lo, hi = _visible_key_range(offset + qs, offset + qe, k_len, is_causal, window, max_distance)
+        total += (qe - qs) * (hi - lo)
+    return total
+
+
 def _pair_allowed(d: torch.Tensor, is_causal: bool, window: int | None, max_dist: int | None) -> torch.Tensor:
     """Bool mask of the pairs at distance d that positions alone allow (causality, window, max distance)."""
     allowed = torch.ones_like(d, dtype=torch.bool)
@@ -217,8 +242,7 @@ def blockwise_attention(
     # Bounded reach (a window or a maximum distance): each query block sees a fixed-size band of keys, so all
     # blocks are done at once on overlapping key slabs (a few large ops instead of many small ones).
     left, right = _reach(is_causal, window, max_dist)
-    if left is not None and right is not None and block_size + left + right < k_len and attn_mask is None \
-            and position_bias is None:
+    if _use_banded(left, right, block_size, k_len) and attn_mask is None and position_bias is None:
         BLOCKS_VISITED = -(-q_len // block_size)
         out = _banded(q, k, v, key_padding_mask, table if distance_bias is not None else None, offset, block_size,
                       left, right, is_causal, window, max_dist, dropout if training else 0.0)

@@ -5,6 +5,7 @@
 (the first run is the dense baseline the others are compared with)
 """
 import json, math, statistics, sys
+from hf_attn.attention.blockwise import score_entries
 from pathlib import Path
 O = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("outputs/issue9")
 T = int(sys.argv[2]) if len(sys.argv) > 2 else 512  # block_size
@@ -13,15 +14,11 @@ RUNS = sys.argv[4:] or ["lm_dense_sdpa", "lm_span_blockwise", "lm_span_tw_blockw
 R, BLK = 32, 128  # softness_span_mask, hf_blockwise block size
 
 def blockwise_ratio(spans):
-    if spans is None: return 1.0
-    tot = dense = 0
-    for layer in spans:
-        L = min(T, math.ceil(max(layer) + R))
-        for qb in range(0, T, BLK):
-            qe = min(T, qb + BLK)
-            lo = max(0, qb - L + 1)
-            tot += (qe - qb) * (qe - lo); dense += (qe - qb) * qe
-    return tot / dense
+    """Score entries hf_blockwise computes (its own path choice) / the T(T+1)/2 pairs of dense causal attention."""
+    if spans is None: return None
+    dense = T * (T + 1) // 2
+    return sum(score_entries(T, T, is_causal=True, max_distance=math.ceil(max(l) + R), block_size=BLK)
+               for l in spans) / (len(spans) * dense)
 
 rows = []
 for run in RUNS:
@@ -33,7 +30,7 @@ for run in RUNS:
     ev = s["evals"][-1]
     spans, periods = s.get("spans"), s.get("periods")
     r = dict(run=run, steps=s["steps"], train_time_s=round(s["train_time_s"], 1), val_bpc=round(s["val_bpc"], 4),
-             flops_ratio_mask=round(s["attention_flops_ratio"], 3), blockwise_visited_ratio=round(blockwise_ratio(spans), 3),
+             flops_ratio_mask=round(s["attention_flops_ratio"], 3), blockwise_entries_ratio=blockwise_ratio(spans) and round(blockwise_ratio(spans), 3),
              s_per_step_mean=round(statistics.mean(sps), 3), s_per_step_median=round(statistics.median(sps), 3),
              params=s["params"], entropy=round(s["attention_entropy"], 3) if s.get("attention_entropy") else None)
     if spans:

@@ -18,25 +18,15 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import hf_attn  # noqa: F401  (registers the model and hf_blockwise)
-from hf_attn.attention.blockwise import _reach, _visible_key_range
+from hf_attn.attention.blockwise import score_entries
 
 BLOCK = 128  # hf_blockwise's default block size
 
 
 def entries_computed(model, seq_len: int) -> int:
     """Query-key score entries hf_blockwise computes over all layers (per sequence), from the learned spans."""
-    total = 0
-    for layer in model.model.layers:
-        max_dist = layer.attn.max_distance()
-        left, right = _reach(True, None, max_dist)
-        if max_dist is not None and BLOCK + left + right < seq_len:  # the banded path: one slab per query block
-            total += -(-seq_len // BLOCK) * BLOCK * (BLOCK + left + right)
-            continue
-        for qs in range(0, seq_len, BLOCK):  # the block loop: visible key blocks only
-            qe = min(qs + BLOCK, seq_len)
-            lo, hi = _visible_key_range(qs, qe, seq_len, True, None, max_dist)
-            total += (qe - qs) * (hi - lo)
-    return total
+    return sum(score_entries(seq_len, seq_len, is_causal=True, max_distance=layer.attn.max_distance(),
+                             block_size=BLOCK) for layer in model.model.layers)
 
 
 def main():
