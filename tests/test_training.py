@@ -433,7 +433,7 @@ def test_init_from_teacher_copies_the_teachers_token_geometry(data_dir, tmp_path
     student = GQAEmbedderModel(GQAEmbedderConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
                                                  num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
                                                  pad_token_id=tok.pad_token_id, initializer_range=0.05))
-    init_embeddings_from_teacher(student, tok, teacher, seed=3)
+    assert init_embeddings_from_teacher(student, tok, teacher, seed=3) == (24, 32)
     table = student.get_input_embeddings().weight.detach()
     rows = [i for i in range(len(tok)) if i != tok.pad_token_id]
     cos = lambda x: torch.nn.functional.normalize(x[rows], dim=-1) @ torch.nn.functional.normalize(x[rows], dim=-1).T

@@ -344,8 +344,9 @@ def resolve_teacher(name_or_path: str) -> str:
     return name_or_path
 
 
-def init_embeddings_from_teacher(student: nn.Module, student_tokenizer, teacher_model, seed: int = 0) -> None:
-    """Copy the teacher's input-token embeddings [V, Ct] into the student's table [V, Cs] (DistilBERT-style start).
+def init_embeddings_from_teacher(student: nn.Module, student_tokenizer, teacher_model, seed: int = 0) -> tuple[int, int]:
+    """Copy the teacher's input-token embeddings [V, Ct] into the student's table [V, Cs] (DistilBERT-style start);
+    returns (Ct, Cs).
 
     The vocabularies must be identical (same token -> same id). Widths may differ: the rows go through a fixed random
     map with orthonormal columns (Ct -> Cs, Cs >= Ct) or rows (Cs < Ct), which keeps the teacher's cosine geometry
@@ -375,6 +376,7 @@ def init_embeddings_from_teacher(student: nn.Module, student_tokenizer, teacher_
         table.weight.copy_(mapped.to(table.weight.dtype))
         if table.padding_idx is not None:
             table.weight[table.padding_idx].zero_()
+    return ct, cs
 
 
 class _Teacher:
@@ -445,9 +447,8 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
             "both views of a Wikipedia sentence are identical; set e.g. --model-kwargs '{\"attention_dropout\": 0.1}'")
     teacher = _Teacher(args.teacher, accelerator.device, args.max_seq_length) if args.teacher else None
     if args.init_from_teacher:
-        init_embeddings_from_teacher(encoder, tokenizer, teacher.model, seed=args.seed)
-        log(f"init: token embeddings from the teacher's ({teacher.model[0].auto_model.get_input_embeddings().weight.shape[1]}"
-            f" -> {encoder.get_input_embeddings().weight.shape[1]} wide)")
+        width_from, width_to = init_embeddings_from_teacher(encoder, tokenizer, teacher.model, seed=args.seed)
+        log(f"init: token embeddings from the teacher's ({width_from} -> {width_to} wide)")
     if teacher is None:
         distill = None
     elif args.distill_target == "similarity":
