@@ -3,12 +3,32 @@
 Every field of a recipe's arguments dataclass becomes a flag, spelled both ``--foo-bar`` and ``--foo_bar``
 (the seeds use both styles). ``--config file.yaml`` supplies defaults (keys are field names, either spelling);
 flags given on the command line win over the file. Help text comes from ``field(metadata={"help": ...})``.
+
+Precedence: dataclass defaults < ``--quick`` < ``--config`` < what the user set. "Set by the user" means passed on
+the command line (or, from Python, passed to the dataclass constructor: classes decorated with
+:func:`track_explicit` remember which fields their caller gave) -- never "differs from the default", so
+``--quick --batch-size 32`` trains with 32 even though 32 is also the default.
+
+Why not ``transformers.HfArgumentParser``: it would replace ``add_dataclass_arguments`` but not the rest, and it
+changes the interface. It puts every default into the namespace, so which flags were typed is lost (the thing
+``--quick`` / ``--config`` precedence needs); its booleans are ``--foo [true|false]`` with a ``--no-foo`` only when
+the default is True, while every boolean here has ``--foo`` / ``--no-foo`` (``argparse.BooleanOptionalAction``,
+e.g. ``--no-compile`` after a config file set it); and its YAML support
+(``parse_yaml_file``) reads a whole file into the dataclasses, with no merge under command-line flags, no line
+numbers and no type check. Here argparse runs with ``default=SUPPRESS``, so the namespace holds exactly the flags
+given, and the file is merged under them.
+
+Values are checked after merging (:func:`check_values`): a step count, batch size or learning rate that makes no
+sense stops the run before anything is built, naming the flag.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import functools
+import sys
 import types
 import typing
 from pathlib import Path
@@ -49,34 +69,150 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> argparse.Ar
     return parser
 
 
-def load_yaml_config(path: str | Path) -> dict:
+class UsageError(ValueError):
+    """A problem the user can fix (a bad option, data file, output folder or checkpoint): the recipes print its
+    message, which names the option / file / line and the fix, without a traceback and exit with code 2."""
+
+
+def cli_errors(prog: str):
+    """Decorator for a recipe's ``main``: a ``UsageError`` becomes one line on stderr and exit code 2."""
+
+    def decorate(main):
+        @functools.wraps(main)
+        def wrapper(*args, **kwargs):
+            try:
+                return main(*args, **kwargs)
+            except UsageError as e:
+                print(f"{prog}: error: {e}", file=sys.stderr)
+                return 2
+
+        return wrapper
+
+    return decorate
+
+
+class ConfigError(UsageError):
+    """A ``--config`` file that cannot be used (missing, not YAML, unknown option, wrong type); names file and line."""
+
+
+def load_yaml_config(path: str | Path, cls=None) -> dict:
+    """The option values in a ``--config`` YAML file (keys normalised to field names).
+
+    With ``cls`` (the arguments dataclass), unknown keys and values of the wrong type raise ``ConfigError`` naming the
+    file and the line. A YAML syntax error names the file, the line and the column.
+    """
     import yaml
 
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except (IsADirectoryError, UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"--config {path}: cannot read it as a text file ({e})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"--config {path}{where}: not valid YAML ({problem}); fix that line or pass the option as a "
+                          "flag instead") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of option names to values")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+        raise ConfigError(f"--config {path}: expected a mapping of option names to values (e.g. 'batch_size: 32'), got "
+                          f"a {type(data).__name__}")
+    lines = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, _ in node.value:
+            lines[str(key_node.value).replace("-", "_")] = key_node.start_mark.line + 1
+    out = {str(k).replace("-", "_"): v for k, v in data.items()}
+    if cls is not None:
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if not f.name.startswith("_")}
+        for key, value in out.items():
+            where = f"--config {path} line {lines[key]}" if key in lines else f"--config {path}"
+            if key not in fields:
+                close = difflib.get_close_matches(key, list(fields), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"{where}: unknown option {key!r}{hint}")
+            problem = _type_problem(value, hints[key], fields[key])
+            if problem:
+                raise ConfigError(f"{where}: {key}: {problem}")
+    return out
+
+
+def _type_problem(value, annotation, f) -> str | None:
+    """Why ``value`` (from YAML) does not fit a field annotated ``annotation``; None when it fits."""
+    if value is None:
+        optional = type(None) in typing.get_args(annotation)
+        return None if optional or f.default is None else "may not be empty (null)"
+    tp, is_list = _base_type(annotation)
+    values = value if is_list and isinstance(value, list) else [value]
+    if is_list and not isinstance(value, list):
+        return f"expected a list of {tp.__name__}, got {value!r}"
+    for v in values:
+        ok = (isinstance(v, bool) if tp is bool else
+              isinstance(v, int) and not isinstance(v, bool) if tp is int else
+              isinstance(v, (int, float)) and not isinstance(v, bool) if tp is float else
+              isinstance(v, str) if tp is str else True)
+        if not ok:
+            return f"expected {'a list of ' if is_list else ''}{_TYPE_WORDS.get(tp, tp.__name__)}, got {v!r}"
+        choices = f.metadata.get("choices")
+        if choices and v not in choices:
+            return f"{v!r} is not one of {list(choices)}"
+    return None
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def track_explicit(cls):
+    """Class decorator for an arguments dataclass: each instance remembers the fields its constructor was given
+    (``explicit_fields``), so ``--quick`` and ``--config`` never override a value the caller chose."""
+    init = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        object.__setattr__(self, "_explicit", frozenset(names[: len(args)]) | frozenset(kwargs))
+
+    cls.__init__ = __init__
+    return cls
 
 
 def parse_into(cls, parser: argparse.ArgumentParser, argv=None):
-    """Parse ``argv``; defaults < ``--config`` YAML < command line. Returns an instance of ``cls``."""
+    """Parse ``argv``; defaults < ``--config`` YAML < command line. Returns an instance of ``cls``.
+
+    The instance remembers which options the user gave (command line and config file), see ``explicit_fields``.
+    """
     ns = parser.parse_args(argv)
     values = {}
     config_path = getattr(ns, "config", None)
     if config_path:
-        values.update(load_yaml_config(config_path))
+        values.update(load_yaml_config(config_path, cls))
     values.update(vars(ns))
     if config_path and "_config_applied" in {f.name for f in dataclasses.fields(cls)}:
         values["_config_applied"] = True
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise SystemExit(f"unknown option(s) in {config_path}: {unknown}")
-    return cls(**values)
+        raise ConfigError(f"unknown option(s) in {config_path}: {unknown}")
+    obj = cls(**values)
+    object.__setattr__(obj, "_explicit", frozenset(k for k in values if not k.startswith("_")))
+    return obj
 
 
 def explicit_fields(obj) -> set[str]:
-    """Fields whose value differs from the dataclass default (what ``--quick`` must not override)."""
+    """Fields the user set (command line, config file, or constructor keywords): what ``--quick`` must not override.
+
+    For a dataclass that does not record it (not built by ``parse_into`` nor decorated with ``track_explicit``),
+    falls back to the fields whose value differs from the default.
+    """
+    recorded = getattr(obj, "_explicit", None)
+    if recorded is not None:
+        return set(recorded)
     out = set()
     for f in dataclasses.fields(obj):
         default = f.default if f.default is not dataclasses.MISSING else (
@@ -97,12 +233,79 @@ def apply_overrides(obj, overrides: dict, keep: set[str]):
 def resolve_config_and_quick(args, quick_overrides: dict):
     """A copy of ``args`` with its ``--config`` YAML applied (when the dataclass was built directly rather than by
     the parser) and then, with ``args.quick``, ``quick_overrides``; options the user set explicitly always win."""
+    keep = explicit_fields(args)
     args = dataclasses.replace(args)
     if args.config and not args._config_applied:
-        apply_overrides(args, load_yaml_config(args.config), explicit_fields(args))
+        file_values = load_yaml_config(args.config, type(args))
+        apply_overrides(args, file_values, keep)
+        keep |= set(file_values)
+        args._config_applied = True
     if args.quick:
-        apply_overrides(args, quick_overrides, explicit_fields(args))
+        apply_overrides(args, quick_overrides, keep)
+    object.__setattr__(args, "_explicit", frozenset(keep))
+    check_values(args)
     return args
+
+
+# field name -> (rule, what a sensible value is / what to do). Rules: "pos" > 0, "nonneg" >= 0, "frac" in [0, 1],
+# "frac_open" in [0, 1). None is accepted wherever the field allows it (it means "not set").
+_VALUE_RULES = {
+    "max_steps": ("pos", "a positive number of optimizer steps (leave it out to train for --num-epochs)"),
+    "num_epochs": ("pos", "a positive number of epochs"),
+    "batch_size": ("pos", "a positive number of examples per batch"),
+    "grad_accum_steps": ("pos", "a positive number of micro-batches per step (1 = no accumulation)"),
+    "learning_rate": ("pos", "a positive learning rate, e.g. 2e-4"),
+    "muon_lr": ("pos", "a positive learning rate, e.g. 0.02"),
+    "weight_decay": ("nonneg", "0 or more"),
+    "warmup_ratio": ("frac", "a fraction of the steps between 0 and 1"),
+    "warmup_steps": ("nonneg", "0 or more steps"),
+    "min_lr_ratio": ("frac", "a fraction between 0 and 1"),
+    "max_grad_norm": ("nonneg", "0 (no clipping) or a positive norm"),
+    "max_seq_length": ("pos", "a positive number of tokens"),
+    "vocab_size": ("pos", "a positive vocabulary size"),
+    "max_train_samples": ("pos", "a positive number of pairs (leave it out to use all)"),
+    "unsupervised_samples": ("nonneg", "0 or more"),
+    "max_train_minutes": ("nonneg", "0 or more minutes"),
+    "temperature": ("pos", "a positive temperature, e.g. 0.05"),
+    "min_temperature": ("pos", "a positive temperature"),
+    "max_temperature": ("pos", "a positive temperature"),
+    "distill_weight": ("nonneg", "0 or more"),
+    "contrastive_weight": ("nonneg", "0 or more"),
+    "eval_steps": ("nonneg", "0 (evaluate only at the end) or a positive interval"),
+    "eval_max_rows": ("pos", "a positive number of rows (leave it out to use all)"),
+    "eval_batches": ("pos", "a positive number of batches"),
+    "save_steps": ("nonneg", "0 (never) or a positive interval"),
+    "save_total_limit": ("nonneg", "0 (keep all) or a positive count"),
+    "logging_steps": ("pos", "a positive interval"),
+    "num_workers": ("nonneg", "0 or more worker processes"),
+    "max_bytes": ("pos", "a positive number of bytes (leave it out to read everything)"),
+    "block_size": ("pos", "a positive sequence length"),
+    "seq_len": ("pos", "a positive sequence length"),
+    "dropout": ("frac_open", "a probability in [0, 1)"),
+    "topk": ("pos", "a positive number of keys"),
+    "window": ("pos", "a positive window"),
+}
+
+
+def check_values(args) -> None:
+    """Raise ``UsageError`` naming the first option whose value makes no sense (see ``_VALUE_RULES``)."""
+    for f in dataclasses.fields(args):
+        rule = _VALUE_RULES.get(f.name)
+        value = getattr(args, f.name)
+        if rule is None or value is None:
+            continue
+        kind, sensible = rule
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+                bad = True
+            else:
+                bad = {"pos": v <= 0, "nonneg": v < 0, "frac": not 0 <= v <= 1, "frac_open": not 0 <= v < 1}[kind]
+            if bad:
+                raise UsageError(f"--{f.name.replace('_', '-')} {v}: expected {sensible}")
+    lo, hi = getattr(args, "min_temperature", None), getattr(args, "max_temperature", None)
+    if lo is not None and hi is not None and lo > hi:
+        raise UsageError(f"--min-temperature {lo} is above --max-temperature {hi}")
 
 
 def to_flat_dict(obj) -> dict:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .args import add_dataclass_arguments, parse_into, resolve_config_and_quick
+from .args import add_dataclass_arguments, cli_errors, parse_into, resolve_config_and_quick, track_explicit
 from .embed import _f
 from .lm import ByteBatches, PeakMemory, attention_entropy, evaluate_lm, load_byte_splits, next_byte_loss
 
@@ -33,6 +33,7 @@ VARIANTS = ("eager", "hf_linear", "hf_topk", "hf_local", "gqa", "sdpa", "hf_bloc
 POSITIONS = ("sinusoidal", "rope", "alibi", "learned")
 
 
+@track_explicit
 @dataclass
 class CompareArguments:
     config: str | None = _f(None, "YAML file of option defaults")
@@ -330,6 +331,7 @@ def run_comparison(args: CompareArguments, log=print) -> dict:
     return {"rows": rows, "scaling": scaling, "paths": paths, "total_time_s": total}
 
 
+@cli_errors("compare_attention.py")
 def main(argv=None) -> int:
     args = parse_into(CompareArguments, build_compare_arg_parser(), argv)
     res = run_comparison(args)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .args import UsageError
+
 # label value -> role. Anything not listed (neutral, not_entailment, None) is dropped.
 NLI_LABELS: dict[object, str] = {
     "entailment": "positive",
@@ -63,7 +65,7 @@ _LOCAL_SUFFIXES = {
 }
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """Input data that cannot be trained on (missing columns, empty file or dataset, unknown format)."""
 
 

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from .args import add_dataclass_arguments, parse_into, resolve_config_and_quick, to_flat_dict
+from .args import (add_dataclass_arguments, cli_errors, parse_into, resolve_config_and_quick, to_flat_dict,
+                   track_explicit)
 
 MODELS = ("tan", "gqa_embedder")
 
@@ -52,6 +53,7 @@ def _f(default, help: str, **meta):
     return field(default=default, metadata={"help": help, **meta})
 
 
+@track_explicit
 @dataclass
 class EmbedTrainingArguments:
     """Every option of ``recipes/train_embed.py``. Defaults are the seed 004 T4 recipe (batch 32, grad-accum 8,
@@ -728,6 +730,7 @@ def write_results_table(results: list[dict], stem: Path) -> None:
     Path(f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
+@cli_errors("train_embed.py")
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.num_hidden_layers_list or args.hidden_size_list:

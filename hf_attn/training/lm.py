@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .args import add_dataclass_arguments, parse_into, resolve_config_and_quick, to_flat_dict
+from .args import (add_dataclass_arguments, cli_errors, parse_into, resolve_config_and_quick, to_flat_dict,
+                   track_explicit)
 from .data import DataError
 from .embed import _f, use_cpu
 
@@ -312,6 +313,7 @@ def span_summary(model) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@track_explicit
 @dataclass
 class LMTrainingArguments:
     """Options of ``recipes/train_lm.py`` (seed 001's flags keep their names)."""
@@ -355,7 +357,7 @@ class LMTrainingArguments:
     compile: bool = _f(False, "torch.compile the model (seed 001 trains with it)")
     seed: int = _f(1337, "seed")
     cpu: bool = _f(False, "force CPU")
-    eval_steps: int = _f(250, "evaluate every N steps")
+    eval_steps: int = _f(250, "evaluate every N steps (0 = only at the end)")
     eval_batches: int = _f(20, "validation batches per evaluation")
     save_steps: int = _f(1000, "checkpoint every N steps (0 = never)")
     save_total_limit: int = _f(2, "checkpoints kept")
@@ -490,7 +492,7 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
             log(f"step {step} | loss {rec['loss']:.4f} | bpc {rec['loss'] / math.log(2):.3f} | "
                 f"{rec['tokens_per_s']:.0f} tok/s | peak mem {peak.peak_mb:.1f} MB")
             accelerator.log({f"train/{k}": v for k, v in rec.items() if k != "step"}, step=step)
-        if step % args.eval_steps == 0 or step == args.max_steps:
+        if (args.eval_steps and step % args.eval_steps == 0) or step == args.max_steps:
             ev = evaluate_lm(unwrapped, valid, device, args.eval_batches)
             ev["step"] = step
             ev.update(span_summary(unwrapped))
@@ -549,6 +551,7 @@ class _Null:
         return False
 
 
+@cli_errors("train_lm.py")
 def main(argv=None) -> int:
     args = parse_into(LMTrainingArguments, build_lm_arg_parser(), argv)
     summary = train_lm(args)
