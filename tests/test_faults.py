@@ -106,3 +106,26 @@ def test_bad_config_yaml_names_the_file_and_line(tmp_path, capsys):
     assert main(["--config", str(bad), "--output-dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "train_embed.py: error: --config" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compare_attention: real text or a clear error; the synthetic corpus only when asked for
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_compare_attention_missing_data_dir_fails_instead_of_training_on_synthetic_text(tmp_path, capsys):
+    from hf_attn.training.compare import CompareArguments, main, resolve_data, run_comparison
+
+    out = tmp_path / "cmp"
+    with pytest.raises(DataError, match=r"--data-dir .*nowhere: no such folder"):
+        run_comparison(CompareArguments(data_dir=str(tmp_path / "nowhere"), output_dir=str(out), max_steps=1),
+                       log=lambda *a: None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="--synthetic-data"):
+        resolve_data(CompareArguments(data_dir=str(tmp_path / "empty")), log=lambda *a: None)
+    with pytest.raises(DataError, match="--data missing.txt"):
+        resolve_data(CompareArguments(data="missing.txt"), log=lambda *a: None)
+    assert main(["--data-dir", str(tmp_path / "nowhere"), "--output-dir", str(out)]) == 2
+    assert "no such folder" in capsys.readouterr().err and not out.exists()
+    splits = resolve_data(CompareArguments(synthetic_data=True, max_bytes=10_000), log=lambda *a: None)
+    assert sum(len(v) for v in splits.values()) == 10_000

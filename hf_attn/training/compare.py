@@ -41,6 +41,8 @@ class CompareArguments:
     data: str | None = _f(None, "text / enwik8 / jsonl(.gz) file (default: --data-dir's tiny_shakespeare, then its "
                                 "Wikipedia extract)")
     data_dir: str | None = _f(None, "folder laid out like ../shared/data")
+    synthetic_data: bool = _f(False, "train on a synthetic word corpus instead of real text (smoke tests only; never "
+                                     "used unless asked for)")
     max_bytes: int | None = _f(5_000_000, "bytes read from the source")
     output_dir: str = _f("outputs/compare_attention", "results.csv, results.md, PNG plots")
     variants: list[str] = _f(list(VARIANTS), "attention variants")
@@ -112,25 +114,38 @@ def _synthetic_text(n_bytes: int, seed: int) -> bytes:
 
 
 def resolve_data(args: CompareArguments, log=print) -> dict[str, np.ndarray]:
+    """The byte splits: ``--data``, else ``--data-dir``'s tiny_shakespeare then its Wikipedia extract, else
+    ../shared/data beside the checkout. A missing file or folder raises ``DataError``; the synthetic corpus is used
+    only with ``--synthetic-data``."""
+    from .data import DataError
+
+    if args.synthetic_data:
+        log("data: synthetic word corpus (--synthetic-data)")
+        arr = np.frombuffer(_synthetic_text(args.max_bytes or 1_000_000, args.seed), dtype=np.uint8)
+        n = len(arr)
+        return {"train": arr[: int(0.9 * n)], "validation": arr[int(0.9 * n) : int(0.95 * n)],
+                "test": arr[int(0.95 * n) :]}
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        raise DataError(f"--data-dir {args.data_dir}: no such folder (pass a folder laid out like ../shared/data, or "
+                        "--data FILE)")
     candidates = []
     if args.data:
         candidates.append(Path(args.data))
-    if args.data_dir:
+        if args.data_dir:
+            candidates.append(Path(args.data_dir) / args.data)
+    elif args.data_dir:
         candidates += [Path(args.data_dir) / "tiny_shakespeare/input.txt",
                        Path(args.data_dir) / "wikipedia_en_extract/wiki_en_extract.jsonl.gz"]
-    if not args.data and not args.data_dir:
+    else:
         default = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tiny_shakespeare" / "input.txt"
         candidates.append(default)
     for c in candidates:
-        if c.exists():
+        if c.is_file():
             log(f"data: {c}")
             return load_byte_splits(c, max_bytes=args.max_bytes)
-    if args.data:
-        raise FileNotFoundError(args.data)
-    log("data: no text file found; using a synthetic word corpus (pass --data or --data-dir for real text)")
-    arr = np.frombuffer(_synthetic_text(args.max_bytes or 1_000_000, args.seed), dtype=np.uint8)
-    n = len(arr)
-    return {"train": arr[: int(0.9 * n)], "validation": arr[int(0.9 * n) : int(0.95 * n)], "test": arr[int(0.95 * n) :]}
+    what = "--data " + args.data if args.data else ("--data-dir " + args.data_dir if args.data_dir else "no --data")
+    raise DataError(f"{what}: none of {[str(c) for c in candidates]} exists; pass --data FILE (text, enwik8 or "
+                    "jsonl(.gz) with 'text') or --data-dir DIR, or --synthetic-data for a synthetic smoke-test corpus")
 
 
 def train_one(variant: str, position: str, args: CompareArguments, splits, device, log=print) -> dict:
