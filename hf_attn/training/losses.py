@@ -13,15 +13,25 @@ cannot collapse or explode. Two distillation terms for issue 9's ``--teacher`` (
 ``EmbeddingDistillationLoss`` is MSE between a learned projection of the student embedding and the teacher's
 embedding; ``SimilarityDistillationLoss`` is MSE between the two models' in-batch cosine-similarity matrices, which
 asks the student for the teacher's similarities (what STS measures) rather than its coordinates.
+
+``GradientCache`` makes the contrastive batch larger than what fits through the encoder with gradients (what
+``--grad-accum-steps`` does in train_embed). ``STInfoNCELoss`` and ``STSimilarityDistillationLoss`` are the same
+losses as sentence-transformers losses, for ``SentenceTransformerTrainer``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision inputs; float64 stays float64 (exact comparisons in tests)."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def info_nce(
@@ -32,9 +42,9 @@ def info_nce(
     symmetric: bool = True,
 ) -> torch.Tensor:
     """anchor/positive [B, C], negative [K, C] or None -> scalar loss (float32). See the module docstring."""
-    a = F.normalize(anchor.float(), dim=-1)
-    p = F.normalize(positive.float(), dim=-1)
-    candidates = p if negative is None or negative.numel() == 0 else torch.cat([p, F.normalize(negative.float(), dim=-1)])
+    a = F.normalize(_wide(anchor), dim=-1)
+    p = F.normalize(_wide(positive), dim=-1)
+    candidates = p if negative is None or negative.numel() == 0 else torch.cat([p, F.normalize(_wide(negative), dim=-1)])
     labels = torch.arange(a.shape[0], device=a.device)
     loss = F.cross_entropy(a @ candidates.T / temperature, labels)
     if symmetric:
@@ -80,8 +90,8 @@ class EmbeddingDistillationLoss(nn.Module):
         self.projection = nn.Linear(student_dim, teacher_dim, bias=False)
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        s = F.normalize(self.projection(student.float()), dim=-1)
-        t = F.normalize(teacher.float(), dim=-1)
+        s = F.normalize(self.projection(_wide(student).to(self.projection.weight.dtype)), dim=-1)
+        t = F.normalize(_wide(teacher), dim=-1).to(s.dtype)
         return F.mse_loss(s, t, reduction="sum") / s.shape[0]
 
 
@@ -99,8 +109,8 @@ class SimilarityDistillationLoss(nn.Module):
         if student.shape[0] != teacher.shape[0]:
             raise ValueError(f"student and teacher embed different numbers of texts: {student.shape[0]} vs "
                              f"{teacher.shape[0]}")
-        s = F.normalize(student.float(), dim=-1)
-        t = F.normalize(teacher.float(), dim=-1)
+        s = F.normalize(_wide(student), dim=-1)
+        t = F.normalize(_wide(teacher), dim=-1).to(s.dtype)
         diff = s @ s.T - t @ t.T
         diff = diff - torch.diag_embed(torch.diagonal(diff))  # the diagonal is 1 - 1 up to rounding
         return diff.pow(2).sum() / s.shape[0]
@@ -132,3 +142,188 @@ class EmbedderLoss(nn.Module):
             loss = loss + self.distill_weight * distill
             parts["distill"] = distill.detach()
         return loss, parts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gradient caching: a contrastive batch larger than what fits through the encoder with gradients at once
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _RngState:
+    """The RNG state before a mini-batch's first forward, so the second forward draws the same dropout masks."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.accel = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    @contextlib.contextmanager
+    def restored(self):
+        with torch.random.fork_rng(devices=[self.device] if self.accel is not None else [], device_type="cuda"):
+            torch.set_rng_state(self.cpu)
+            if self.accel is not None:
+                torch.cuda.set_rng_state(self.accel, self.device)
+            yield
+
+
+class GradientCache:
+    """Gradient caching (Gao et al. 2021; sentence-transformers' ``CachedMultipleNegativesRankingLoss``).
+
+    A contrastive loss over N texts needs all N embeddings at once, but only ``mini_batch_size`` texts need to go
+    through the encoder with gradients at a time:
+
+    1. ``loss(...)`` embeds the batch in mini-batches without gradients, then computes the loss on the full
+       batch of (detached, grad-requiring) embeddings;
+    2. ``backward(loss)`` backpropagates the loss to those embeddings (and to the loss's own parameters), then
+       re-runs each mini-batch with gradients, from the same RNG state (same dropout masks), and backpropagates
+       the cached embedding gradients through it.
+
+    The parameter gradients equal those of the full batch computed at once (up to float rounding); peak
+    activation memory is that of one mini-batch. ``encode(input_ids, attention_mask) -> [n, C]``; each
+    mini-batch is trimmed to its own longest row (right padding).
+
+        cache = GradientCache(lambda ids, mask: model(input_ids=ids, attention_mask=mask).pooler_output, 32)
+        loss, parts = cache.loss(embedder_loss, input_ids, attention_mask, num_pairs)
+        cache.backward(loss)                      # or cache.backward(loss, accelerator.backward)
+    """
+
+    def __init__(self, encode, mini_batch_size: int):
+        if mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}")
+        self.encode = encode
+        self.mini_batch_size = mini_batch_size
+        self._pending = None
+
+    def _chunks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        for start in range(0, input_ids.shape[0], self.mini_batch_size):
+            ids = input_ids[start : start + self.mini_batch_size]
+            mask = attention_mask[start : start + self.mini_batch_size]
+            width = int(mask.sum(dim=1).max())
+            if width > 0 and bool((mask[:, width:] == 0).all()):  # right padding only: trim it
+                ids, mask = ids[:, :width], mask[:, :width]
+            yield slice(start, start + ids.shape[0]), ids, mask
+
+    def loss(self, loss_fn, input_ids: torch.Tensor, attention_mask: torch.Tensor, *args, **kwargs):
+        """Embed without gradients, then ``loss_fn(embeddings, *args, **kwargs)`` on the whole batch."""
+        chunks, embeddings = [], []
+        with torch.no_grad():
+            for rows, ids, mask in self._chunks(input_ids, attention_mask):
+                state = _RngState(ids.device)
+                embeddings.append(self.encode(ids, mask))
+                chunks.append((rows, ids, mask, state))
+        cached = torch.cat(embeddings).detach().requires_grad_(True)
+        self._pending = (cached, chunks)
+        return loss_fn(cached, *args, **kwargs)
+
+    def backward(self, loss: torch.Tensor, backward=None) -> None:
+        """Backpropagate `loss` (from the last ``loss`` call) through the encoder, one mini-batch at a time.
+
+        ``backward``: how to backpropagate the loss itself (default ``loss.backward()``; pass
+        ``accelerator.backward`` for mixed-precision loss scaling). The mini-batch passes reuse its gradients as
+        they are, so a scaled loss gives consistently scaled parameter gradients.
+        """
+        if self._pending is None:
+            raise RuntimeError("GradientCache.backward: call loss(...) first")
+        cached, chunks = self._pending
+        self._pending = None
+        (backward or torch.Tensor.backward)(loss)
+        if cached.grad is None:
+            return  # the loss does not depend on the embeddings
+        grad = cached.grad
+        for rows, ids, mask, state in chunks:
+            with state.restored():
+                emb = self.encode(ids, mask)
+            torch.autograd.backward(emb, grad_tensors=grad[rows].to(emb.dtype))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The same losses as sentence-transformers losses (SentenceTransformerTrainer)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _embed_columns(model, sentence_features) -> list[torch.Tensor]:
+    """One embedding tensor per input column, as sentence-transformers' own losses compute them."""
+    try:  # sentence-transformers >= 6: one merged forward for columns that tokenise alike
+        from sentence_transformers.base.losses.merged_forward import embed_columns
+    except ImportError:
+        return [model(features)["sentence_embedding"] for features in sentence_features]
+    return embed_columns(model, list(sentence_features))
+
+
+class STInfoNCELoss(nn.Module):
+    """`InfoNCELoss` (learnable temperature, symmetric, hard negatives) as a sentence-transformers loss.
+
+    Columns: (anchor, positive) or (anchor, positive, negative_1, ..., negative_n); no labels. Every negative
+    column joins the candidates of every anchor, like ``MultipleNegativesRankingLoss``; unlike it, the
+    temperature is learned (it is a parameter of this loss, which ``SentenceTransformerTrainer`` optimises
+    together with the model) and the loss is symmetric by default.
+
+        loss = STInfoNCELoss(model, temperature=0.05)
+        SentenceTransformerTrainer(model=model, train_dataset=pairs, loss=loss).train()
+    """
+
+    def __init__(self, model, temperature: float = 0.05, learnable: bool = True, min_temperature: float = 0.01,
+                 max_temperature: float = 1.0, symmetric: bool = True):
+        super().__init__()
+        self.model = model
+        self.info_nce = InfoNCELoss(temperature, learnable, min_temperature, max_temperature, symmetric)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.info_nce.temperature
+
+    def forward(self, sentence_features, labels: torch.Tensor | None = None) -> torch.Tensor:
+        embeddings = _embed_columns(self.model, sentence_features)
+        if len(embeddings) < 2:
+            raise ValueError(f"STInfoNCELoss needs (anchor, positive[, negatives...]) columns, got {len(embeddings)}")
+        anchor, positive, *negatives = embeddings
+        return self.info_nce(anchor, positive, torch.cat(negatives) if negatives else None)
+
+    def get_config_dict(self) -> dict:
+        return {"temperature": float(self.temperature.detach()), "learnable": self.info_nce.log_temperature.requires_grad,
+                "symmetric": self.info_nce.symmetric}
+
+    @property
+    def citation(self) -> str:
+        return """
+@article{oord2018cpc,
+  title   = {Representation Learning with Contrastive Predictive Coding},
+  author  = {van den Oord, Aaron and Li, Yazhe and Vinyals, Oriol},
+  journal = {arXiv preprint arXiv:1807.03748},
+  year    = {2018},
+}
+"""
+
+
+class STSimilarityDistillationLoss(nn.Module):
+    """`SimilarityDistillationLoss` as a sentence-transformers loss: the student's in-batch cosine similarities
+    are pulled onto the teacher's.
+
+    Like sentence-transformers' ``MSELoss``, the teacher's embeddings are precomputed into the dataset's
+    ``label`` column (``dataset.map(lambda b: {"label": teacher.encode(b["text"])}, batched=True)``); the
+    teacher's width need not match the student's. Labels [B, Ct] with several text columns: every column is
+    compared with the same teacher embeddings (the similarity matrix covers all columns' texts); labels
+    [B, columns, Ct]: one teacher embedding per column.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.distill = SimilarityDistillationLoss()
+
+    def forward(self, sentence_features, labels: torch.Tensor) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("STSimilarityDistillationLoss needs the teacher's embeddings in a 'label' column")
+        embeddings = _embed_columns(self.model, sentence_features)
+        labels = labels.detach()
+        if labels.dim() == 2:
+            teacher = [labels] * len(embeddings)
+        elif labels.dim() == 3 and labels.shape[1] == len(embeddings):
+            teacher = [labels[:, i] for i in range(labels.shape[1])]
+        else:
+            raise ValueError(f"labels of shape {tuple(labels.shape)} do not fit {len(embeddings)} text column(s): "
+                             "expected [batch, teacher_dim] or [batch, columns, teacher_dim]")
+        return self.distill(torch.cat(embeddings), torch.cat(teacher))
+
+    def get_config_dict(self) -> dict:
+        return {}
