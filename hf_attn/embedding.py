@@ -147,8 +147,10 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.jso
 
 def _check_local_folder(folder: Path) -> None:
     """Raise FileNotFoundError naming the first missing file of a local sentence-transformers / transformers folder."""
+    if not folder.exists():
+        raise FileNotFoundError(f"model folder {folder} does not exist (no such path; check its spelling)")
     if not folder.is_dir():
-        raise FileNotFoundError(f"model folder {folder} does not exist")
+        raise FileNotFoundError(f"{folder} is a file, not a model folder (pass the folder that holds config.json)")
     modules_json = folder / "modules.json"
     roots = [folder]
     if modules_json.is_file():
@@ -170,6 +172,7 @@ def _check_local_folder(folder: Path) -> None:
             raise FileNotFoundError(f"missing file {root / 'model.safetensors'} (model weights; none of {_WEIGHT_FILES})")
         if not any((root / f).is_file() for f in _TOKENIZER_FILES):
             raise FileNotFoundError(f"missing file {root / 'tokenizer.json'} (tokenizer; none of {_TOKENIZER_FILES})")
+        _check_files_whole(root)
         config = json.loads((root / "config.json").read_text())
         for ref in (config.get("auto_map") or {}).values():
             ref = ref[0] if isinstance(ref, (list, tuple)) else ref
@@ -177,6 +180,28 @@ def _check_local_folder(folder: Path) -> None:
                 module_file = root / (ref.rsplit(".", 1)[0] + ".py")
                 if not module_file.is_file():
                     raise FileNotFoundError(f"missing file {module_file} (remote code named in config.json auto_map)")
+
+
+def _check_files_whole(root: Path) -> None:
+    """Raise ValueError naming the first truncated or corrupt file (config, weights, tokenizer) of a model folder."""
+    from hf_attn.integrity import check_file
+
+    names = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "sentence_bert_config.json",
+             "modules.json", "model.safetensors.index.json"]
+    for name in names:
+        f = root / name
+        if f.is_file():
+            problem = check_file(f)
+            if problem:
+                raise ValueError(f"{f}: {problem}. Re-save or re-download the model (a training run keeps its best "
+                                 "model in OUTPUT_DIR/best_model and its checkpoints in OUTPUT_DIR/checkpoints)")
+
+
+def _check_texts(texts) -> None:
+    if texts is None:
+        raise TypeError("encode expects a string or a list of strings, got None")
+    if isinstance(texts, (bytes, bytearray)):
+        raise TypeError("encode expects str, got bytes: decode it first, e.g. encode(data.decode('utf-8'))")
 
 
 class Embedder:
@@ -241,13 +266,19 @@ class Embedder:
         Empty and whitespace-only strings are fine; texts over the model's limit are truncated (one-time warning);
         an empty list gives an array of shape ``(0, dim)``. Extra kwargs go to ``SentenceTransformer.encode``.
         """
+        _check_texts(texts)
         single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
+        try:
+            items = [texts] if single else list(texts)
+        except TypeError:
+            raise TypeError(f"encode expects a string or a list of strings, got {type(texts).__name__}") from None
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        bad = [type(t).__name__ for t in items if not isinstance(t, str)]
+        bad = [(i, t) for i, t in enumerate(items) if not isinstance(t, str)]
         if bad:
-            raise TypeError(f"encode expects strings, got {bad[0]}")
+            i, t = bad[0]
+            hint = " (decode bytes first, e.g. b.decode('utf-8'))" if isinstance(t, (bytes, bytearray)) else ""
+            raise TypeError(f"encode expects strings, got {type(t).__name__} at position {i}{hint}")
         self._warn_if_truncated(items)
         emb = self.model.encode(
             items,
@@ -266,9 +297,23 @@ class Embedder:
         return float(self.model.similarity(emb[:1], emb[1:]).reshape(-1)[0])
 
     def find_similar(self, query: str, candidates: Sequence[str], top_k: int = 5) -> list[tuple[str, float]]:
-        """The ``top_k`` candidates most similar to ``query``, best first, as ``(text, score)`` pairs."""
+        """The ``top_k`` candidates most similar to ``query``, best first, as ``(text, score)`` pairs.
+
+        ``candidates`` is a list (or any iterable) of strings -- a single string is refused rather than read as a list
+        of characters; ``top_k`` is an integer >= 0 (0 gives an empty list).
+        """
+        if not isinstance(query, str):
+            raise TypeError(f"find_similar: query must be a string, got {type(query).__name__}")
+        if isinstance(candidates, (str, bytes, bytearray)) or candidates is None:
+            raise TypeError(f"find_similar: candidates must be a list of strings, got a {type(candidates).__name__}"
+                            + (f" ({candidates!r:.40}); wrap a single candidate as [text]" if candidates is not None
+                               else ""))
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+            raise TypeError(f"find_similar: top_k must be an integer, got {top_k!r}")
+        if top_k < 0:
+            raise ValueError(f"find_similar: top_k must be 0 or more, got {top_k}")
         candidates = list(candidates)
-        if not candidates or top_k <= 0:
+        if not candidates or top_k == 0:
             return []
         emb = self.encode([query] + candidates)
         scores = np.asarray(self.model.similarity(emb[:1], emb[1:]), dtype=np.float64).reshape(-1)
@@ -286,11 +331,21 @@ def load_model(path_or_repo_id: str | os.PathLike, device: str | None = None, tr
     p = Path(path_or_repo_id).expanduser()
     name = str(path_or_repo_id)
     # Hub ids are "name" or "org/name"; anything else (absolute/relative path, deeper nesting) is a local folder.
-    looks_local = p.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    # "outputs/best_modl" whose first part is a local folder is a mistyped path, not the Hub id of user "outputs".
+    looks_local = (p.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+                   or os.sep != "/" and os.sep in name or name.count("/") == 1 and p.parent.is_dir())
     if looks_local:
         _check_local_folder(p)
         path_or_repo_id = str(p)
-    model = SentenceTransformer(str(path_or_repo_id), device=device, trust_remote_code=trust_remote_code)
+        return Embedder(SentenceTransformer(str(path_or_repo_id), device=device, trust_remote_code=trust_remote_code))
+    try:
+        model = SentenceTransformer(str(path_or_repo_id), device=device, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:  # not found on the Hub, offline, not in the cache, invalid repo id
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FileNotFoundError(
+            f"{name!r}: no such local folder ({p.resolve()} does not exist), and it could not be loaded as a Hub model "
+            f"id either ({first}). Check the path's spelling, or the repo id and your network / HF_HUB_OFFLINE"
+        ) from e
     return Embedder(model)
 
 

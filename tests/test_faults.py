@@ -129,3 +129,89 @@ def test_compare_attention_missing_data_dir_fails_instead_of_training_on_synthet
     assert "no such folder" in capsys.readouterr().err and not out.exists()
     splits = resolve_data(CompareArguments(synthetic_data=True, max_bytes=10_000), log=lambda *a: None)
     assert sum(len(v) for v in splits.values()) == 10_000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the inference API: wrong argument types, and model folders that are mistyped, truncated or corrupt
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def st_folder(tmp_path_factory):
+    from test_embedding import make_model, make_tokenizer
+
+    from hf_attn import save_sentence_transformer
+
+    tok = make_tokenizer()
+    path = tmp_path_factory.mktemp("st") / "model"
+    save_sentence_transformer(make_model("gqa_embedder", len(tok)), tok, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def embedder(st_folder):
+    from hf_attn import load_model
+
+    return load_model(st_folder, device="cpu")
+
+
+def test_encode_and_find_similar_refuse_wrong_types(embedder):
+    with pytest.raises(TypeError, match="got None"):
+        embedder.encode(None)
+    with pytest.raises(TypeError, match="got bytes: decode it first"):
+        embedder.encode(b"a man plays")
+    with pytest.raises(TypeError, match="got bytes at position 1"):
+        embedder.encode(["ok", b"bytes"])
+    with pytest.raises(TypeError, match="got int"):
+        embedder.encode(3)
+    with pytest.raises(TypeError, match="candidates must be a list of strings, got a str"):
+        embedder.find_similar("a man", "abc")
+    for bad in (None, 1.5, "2", True):
+        with pytest.raises(TypeError, match="top_k must be an integer"):
+            embedder.find_similar("a man", ["a", "b"], top_k=bad)
+    with pytest.raises(ValueError, match="top_k must be 0 or more"):
+        embedder.find_similar("a man", ["a", "b"], top_k=-1)
+    assert embedder.find_similar("a man", ["a", "b"], top_k=0) == []
+    assert [t for t, _ in embedder.find_similar("a man", ("a man", "b"), top_k=1)] == ["a man"]
+
+
+def test_load_model_of_a_mistyped_path_says_it_does_not_exist(st_folder, monkeypatch):
+    from hf_attn import load_model
+
+    monkeypatch.chdir(st_folder.parent)
+    for typo in ("modle", "./modle", "model/../modle", str(st_folder) + "x"):
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            load_model(typo)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "tokenizer.json"])
+@pytest.mark.parametrize("damage", ["truncate", "garble"])
+def test_load_model_names_a_truncated_or_corrupt_file(st_folder, tmp_path, name, damage):
+    from hf_attn import load_model
+
+    broken = tmp_path / "broken"
+    shutil.copytree(st_folder, broken)
+    f = broken / name
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00garbage" + data[8:])
+    with pytest.raises(ValueError, match=f"{name}: .*(truncated|corrupt)"):
+        load_model(broken)
+
+
+@pytest.mark.slow  # importing mteb takes ~15 s
+def test_hf_attn_eval_of_a_missing_or_corrupt_model_is_one_line(st_folder, tmp_path, capsys):
+    from hf_attn.cli import main
+
+    (tmp_path / "stsb").mkdir()
+    rows = "\n".join(f"a man plays {i}.,a man plays {i + 1}.,{i % 5}.0" for i in range(8)) + "\n"
+    for split in ("dev", "test"):
+        (tmp_path / "stsb" / f"stsb-en-{split}.csv").write_text(rows)
+    assert main(["eval", str(tmp_path / "nope"), "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err and err.count("\n") == 1
+    broken = tmp_path / "broken"
+    shutil.copytree(st_folder, broken)
+    (broken / "config.json").write_text('{"model_type": "gqa_emb')
+    assert main(["eval", str(broken), "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "config.json: not valid JSON" in err and err.count("\n") == 1
