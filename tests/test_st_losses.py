@@ -180,3 +180,34 @@ def test_sentence_transformer_trainer_with_our_losses(tmp_path):
         assert moved > 0, name
         if name == "infonce":
             assert float(loss.temperature.detach()) != t0  # the learnable temperature is in the optimizer
+
+
+# ---- train_embed: --grad-accum-steps is one contrastive batch ----------------------------------------------------
+
+from test_training import _tiny_embed_args, data_dir  # noqa: E402,F401  (the tiny pair data and arguments)
+
+
+@pytest.mark.slow
+def test_train_embed_grad_accum_enlarges_the_contrastive_batch(data_dir, tmp_path, monkeypatch):  # noqa: F811
+    """batch 4 x grad-accum 3: InfoNCE scores 12 pairs at once (once per step), the encoder sees 8-9 texts at a time."""
+    from hf_attn.training import losses
+    from hf_attn.training.embed import train_embedder
+
+    seen, encoded = [], []
+    real_loss, real_encode = losses.InfoNCELoss.forward, losses.GradientCache.loss
+
+    def recording_loss(self, anchor, positive, negative=None):
+        seen.append(anchor.shape[0])
+        return real_loss(self, anchor, positive, negative)
+
+    def recording_cache(self, loss_fn, input_ids, attention_mask, *a, **k):
+        encoded.append((input_ids.shape[0], self.mini_batch_size))
+        return real_encode(self, loss_fn, input_ids, attention_mask, *a, **k)
+
+    monkeypatch.setattr(losses.InfoNCELoss, "forward", recording_loss)
+    monkeypatch.setattr(losses.GradientCache, "loss", recording_cache)
+    res = train_embedder(_tiny_embed_args(data_dir, tmp_path / "run", batch_size=4, grad_accum_steps=3, max_steps=2,
+                                          eval_steps=0, save_steps=0))
+    assert res["status"] == "completed" and res["steps"] == 2
+    assert seen == [12, 12]
+    assert all(rows >= 24 and size == -(-rows // 3) for rows, size in encoded) and len(encoded) == 2

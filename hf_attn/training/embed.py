@@ -19,6 +19,7 @@ the run before the bad step's update; the last checkpoint stays intact.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -115,7 +116,9 @@ class EmbedTrainingArguments:
     warmup_ratio: float = _f(0.1, "fraction of steps of linear warmup")
     warmup_steps: int | None = _f(None, "warmup steps (overrides --warmup-ratio)")
     batch_size: int = _f(32, "pairs per device per micro-batch")
-    grad_accum_steps: int = _f(8, "micro-batches per optimizer step", aliases=("--gradient-accumulation-steps",))
+    grad_accum_steps: int = _f(8, "micro-batches per optimizer step, all in one contrastive batch: InfoNCE sees "
+                               "batch_size x grad_accum_steps pairs (gradient caching), the encoder batch_size at a "
+                               "time", aliases=("--gradient-accumulation-steps",))
     num_epochs: int = _f(10, "epochs over the training pairs")
     max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides --num-epochs)")
     max_train_minutes: float | None = _f(None, "wall-clock limit: after the first step past it, stop as if finished "
@@ -228,8 +231,10 @@ class EmbedderTrainingModule(nn.Module):
         fwd = torch.compile(encoder, dynamic=True) if compile else encoder
         object.__setattr__(self, "_encode", fwd)  # not a submodule: state-dict keys stay "encoder.*"
 
-    def forward(self, input_ids, attention_mask, num_pairs: int, teacher_embeddings=None):
+    def forward(self, input_ids, attention_mask, num_pairs: int | None = None, teacher_embeddings=None):
         emb = self._encode(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        if num_pairs is None:  # embeddings only (gradient caching computes the loss on the whole batch itself)
+            return emb
         return self.loss_fn(emb, num_pairs, teacher_embeddings)
 
 
@@ -429,7 +434,7 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
     ckpt_dir = output_dir / "checkpoints"
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.grad_accum_steps,
+        gradient_accumulation_steps=1,  # --grad-accum-steps enlarges the contrastive batch (gradient caching)
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=str(output_dir),
         cpu=use_cpu(args.cpu),
@@ -471,20 +476,29 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
         f"{encoder.config.hidden_size}); optimizer {args.optimizer}; device {accelerator.device}; "
         f"processes {accelerator.num_processes}; mixed precision {args.mixed_precision}")
 
+    # --grad-accum-steps K: one contrastive batch of K x batch_size pairs per optimizer step, pushed through the
+    # encoder batch_size pairs at a time by gradient caching (losses.GradientCache): InfoNCE sees every pair.
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.num_workers,
+        dataset, batch_size=args.batch_size * args.grad_accum_steps, shuffle=True, drop_last=True,
+        num_workers=args.num_workers,
         collate_fn=PairCollator(tokenizer, args.max_seq_length, keep_texts=teacher is not None),
         generator=torch.Generator().manual_seed(args.seed),
     )
     if len(loader) == 0:
         from .data import DataError
 
-        raise DataError(f"{len(dataset)} training examples is fewer than one batch of {args.batch_size}")
+        raise DataError(f"{len(dataset)} training examples is fewer than one batch of "
+                        f"{args.batch_size * args.grad_accum_steps}")
     optimizer = build_optimizer([module], args.optimizer, lr=args.learning_rate, weight_decay=args.weight_decay,
                                 muon_lr=args.muon_lr)
     module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
     batches_per_epoch = len(loader)
-    steps_per_epoch = max(1, math.ceil(batches_per_epoch / args.grad_accum_steps))
+    steps_per_epoch = max(1, batches_per_epoch)
+    grad_cache = None
+    if args.grad_accum_steps > 1:
+        from .losses import GradientCache
+
+        grad_cache = GradientCache(lambda ids, mask: module(ids, mask), mini_batch_size=1)  # size set per batch
     total_steps = args.max_steps or steps_per_epoch * args.num_epochs
     num_epochs = math.ceil(total_steps / steps_per_epoch)
     warmup = args.warmup_steps if args.warmup_steps is not None else int(args.warmup_ratio * total_steps)
@@ -559,15 +573,28 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
         for batch in active:
             t0 = time.perf_counter()
             teacher_emb = teacher(batch["texts"]) if teacher is not None else None
-            with accelerator.accumulate(module):
-                loss, parts = module(batch["input_ids"], batch["attention_mask"], batch["num_pairs"], teacher_emb)
+            no_sync = accelerator.no_sync(module) if grad_cache is not None else contextlib.nullcontext()
+            with accelerator.accumulate(module), no_sync:
+                if grad_cache is not None:  # micro-batches of the texts of batch_size pairs
+                    grad_cache.mini_batch_size = math.ceil(batch["input_ids"].shape[0] / args.grad_accum_steps)
+                    loss, parts = grad_cache.loss(accelerator.unwrap_model(module).loss_fn, batch["input_ids"],
+                                                  batch["attention_mask"], batch["num_pairs"], teacher_emb)
+                else:
+                    loss, parts = module(batch["input_ids"], batch["attention_mask"], batch["num_pairs"], teacher_emb)
                 bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=accelerator.device)
                 if accelerator.reduce(bad, reduction="sum").item() > 0:
                     status = "non_finite_loss"
                     stop_message = (f"non-finite loss ({loss.item()}) at step {state['step'] + 1}: stopping before "
                                     f"the update; last good checkpoint: {last_ckpt or 'none saved yet'}")
                     break
-                accelerator.backward(loss)
+                if grad_cache is not None:
+                    grad_cache.backward(loss, accelerator.backward)
+                    if accelerator.num_processes > 1:  # no_sync above: average the gradients ourselves
+                        for p in module.parameters():
+                            if p.grad is not None:
+                                p.grad.copy_(accelerator.reduce(p.grad, reduction="mean"))
+                else:
+                    accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(module.parameters(), args.max_grad_norm)
                 optimizer.step()
