@@ -147,7 +147,8 @@ def _training_summary(path: Path) -> dict:
         return {}
     keys = ("model", "params", "steps", "train_time_s", "samples_per_s", "best_dev_spearman", "best_dev_pearson",
             "batch_size", "learning_rate", "max_seq_length", "unsupervised", "teacher", "distill_target",
-            "init_from_teacher", "tokens_per_s", "best_step", "best_val_bpc", "mean_span", "mean_period",
+            "init_from_teacher", "dataset", "datasets", "tokens_per_s", "best_step", "best_val_bpc", "mean_span",
+            "mean_period",
             "attention_flops_ratio",
             "optimizer", "mixed_precision", "device", "num_processes")
     return {k: summary[k] for k in keys if summary.get(k) is not None}
@@ -266,6 +267,7 @@ def export(
     model_id: str | None = None,
     datasets: list[str] | None = None,
     license: str = "mit",
+    base_model: str | None = None,
 ) -> Path:
     """Write a Hub-ready folder for the model in `checkpoint_dir` to `out_dir` and return its path.
 
@@ -275,8 +277,9 @@ def export(
     ``mteb_runner.evaluate``'s return) or the language model's ``{"bpc": ...}``; they become the card's
     ``model-index``. ``throughput``: measured rates for the card (left out when None). ``model_name``: the card's
     title (default: the folder name); ``model_id``: what the usage snippets load (default: the name; ``push`` sets
-    the repo id). With ``verify`` (default), the folder is loaded without hf_attn and compared with the source
-    model before returning (`ExportVerificationError` on mismatch).
+    the repo id). ``datasets`` / ``base_model`` / ``license``: the card's metadata (defaults: the data and the
+    teacher named in the training configuration; MIT). With ``verify`` (default), the folder is loaded without
+    hf_attn and compared with the source model before returning (`ExportVerificationError` on mismatch).
 
     An earlier export in `out_dir` is replaced; any other non-empty folder is refused.
     """
@@ -318,6 +321,7 @@ def export(
             datasets=datasets,
             has_tokenizer=tokenizer is not None,
             license=license,
+            base_model=base_model,
         )
         card.save(str(tmp / "README.md"))
         if out_dir.exists():
@@ -473,6 +477,11 @@ def export_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--throughput", type=float, default=None, help="measured encode throughput (sentences/s) for the card")
     parser.add_argument("--model-name", default=None, help="the card's title (default: OUT_DIR's name)")
     parser.add_argument("--repo-id", default=None, help="repo id the card's snippets load (default: the model name)")
+    parser.add_argument("--base-model", default=None,
+                        help="Hub id for the card's base_model (default: the run's --teacher, when it had one)")
+    parser.add_argument("--datasets", nargs="+", default=None, metavar="HUB_ID",
+                        help="Hub dataset ids for the card's datasets (default: the data the run trained on)")
+    parser.add_argument("--license", default="mit", help="the card's license (a Hub license id)")
     parser.add_argument("--no-verify", action="store_true", help="skip loading the folder without hf_attn")
 
 
@@ -497,6 +506,9 @@ def export_run(args: argparse.Namespace) -> int:
             verify=not args.no_verify,
             model_name=args.model_name,
             model_id=args.repo_id,
+            datasets=args.datasets,
+            license=args.license,
+            base_model=args.base_model,
         )
     except (FileNotFoundError, FileExistsError, ValueError, ExportVerificationError) as exc:
         print(f"hf-attn export: {exc}", file=sys.stderr)

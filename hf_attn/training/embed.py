@@ -679,6 +679,7 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
         "teacher": args.teacher,
         "distill_target": args.distill_target if args.teacher else None,
         "init_from_teacher": args.init_from_teacher,
+        "dataset": trained_on(args),
         "final_loss": state["history"][-1]["loss"] if state["history"] else None,
         "status": status,
         "message": stop_message,
@@ -698,6 +699,22 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
         summary["hub"] = ckpt.push_best_model(best_dir, output_dir, args.push_to_hub, args.hub_private, log=log)
     accelerator.end_training()
     return summary
+
+
+def trained_on(args: EmbedTrainingArguments) -> list[str]:
+    """The data sources a run trained on (pair sets, plus the Wikipedia text of --unsupervised/--teacher), for the
+    summary and the model card's ``datasets``."""
+    from . import data as D
+
+    if args.dataset:
+        sources = list(args.dataset)
+    elif args.data_dir:
+        sources = [s for s in D.DEFAULT_LOCAL_MIX if (Path(args.data_dir) / s).exists()]
+    else:
+        sources = [D.DEFAULT_HUB_DATASET]
+    if args.unsupervised != "none" or args.teacher:
+        sources.append(args.unsupervised_source or D.WIKIPEDIA_FILE)
+    return sources
 
 
 def _state_for_disk(state: dict) -> dict:

@@ -521,6 +521,7 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     flops = unwrapped.attention_flops(args.block_size)
     summary = {
         "output_dir": str(out_dir), "status": status, "message": message, "params": n_params,
+        "dataset": [lm_dataset_name(source, args.enwik8)],
         "best_model_dir": str(out_dir / "best_model") if state.get("best_step") else None,
         "best_step": state.get("best_step"), "best_val_bpc": state.get("best_val_bpc"),
         "steps": state["step"], "train_time_s": train_time,
