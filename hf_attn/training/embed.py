@@ -430,6 +430,9 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
     from .optim import build_optimizer, build_scheduler
 
     args = finalize_args(args)
+    from .trackers import require_tracker
+
+    require_tracker(args.report_to)  # Accelerate would skip a missing tracker silently
     output_dir = Path(args.output_dir)
     ckpt_dir = output_dir / "checkpoints"
     accelerator = Accelerator(

@@ -411,6 +411,9 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     from .optim import build_optimizer, build_scheduler
 
     args = resolve_config_and_quick(args, LM_QUICK)
+    from .trackers import require_tracker
+
+    require_tracker(args.report_to)  # Accelerate would skip a missing tracker silently
     out_dir = Path(args.output_dir)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum_steps,
                               log_with=None if args.report_to == "none" else args.report_to, project_dir=str(out_dir),
