@@ -25,9 +25,16 @@ Set ``HF_ATTN_FORCE_TRITON=1`` (with ``TRITON_INTERPRET=1`` before triton is imp
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
 import torch
+
+from .launch_configs import CHEBYSHEV_PASSES, chebyshev_config
+
+logger = logging.getLogger(__name__)
+_REPORTED: set = set()  # (capability, dtype, hidden, K) already reported as falling back
 
 try:
     import triton
@@ -37,7 +44,7 @@ try:
 except ImportError:  # pragma: no cover
     HAS_TRITON = False
 
-__all__ = ["HAS_TRITON", "chebyshev_project", "chebyshev_project_triton"]
+__all__ = ["HAS_TRITON", "chebyshev_project", "chebyshev_project_triton", "fused_fits"]
 
 if HAS_TRITON:
 
@@ -162,21 +169,52 @@ if HAS_TRITON:
                  mask=(offs_k[:, None] < K) & (offs_h[None, :] < HID))
 
 
-def _launch_config(n: int, hidden: int, k: int, device: torch.device) -> dict:
-    """Tile sizes: small under the CPU interpreter (more tiles to test), larger on a GPU."""
-    k_tile = min(triton.next_power_of_2(k), 128 if device.type == "cuda" else 16)
-    k_tile = max(k_tile, 16)
-    sub = 16 if k_tile >= 64 else 4
-    if device.type != "cuda":
-        return dict(BLOCK_N=16, BLOCK_H=16, K_TILE=k_tile, SUB=sub, num_warps=1, splits=2)
-    block_h = min(max(triton.next_power_of_2(hidden), 16), 128)
-    props = torch.cuda.get_device_properties(device)
-    return dict(BLOCK_N=64, BLOCK_H=block_h, K_TILE=k_tile, SUB=sub, num_warps=8,
-                splits=max(1, min(4 * props.multi_processor_count // max(1, triton.cdiv(hidden, block_h)), 256)))
+def _launch_config(pass_: str, hidden: int, k: int, weight: torch.Tensor) -> dict | None:
+    """Tiles of one kernel (pass_ in CHEBYSHEV_PASSES): ``launch_configs.chebyshev_config`` for weight's GPU (None
+    if none fits), small tiles under the CPU interpreter (more tiles to test)."""
+    if not weight.is_cuda:
+        k_tile = max(16, min(triton.next_power_of_2(k), 16))
+        return dict(BLOCK_N=16, BLOCK_H=16, K_TILE=k_tile, SUB=4, num_warps=1, num_stages=1, splits=2)
+    cc = torch.cuda.get_device_capability(weight.device)
+    cfg = chebyshev_config(cc, weight.dtype, hidden, k, pass_)
+    if cfg is None:
+        return None
+    sms = torch.cuda.get_device_properties(weight.device).multi_processor_count
+    return dict(BLOCK_N=cfg.block_n, BLOCK_H=cfg.block_h, K_TILE=cfg.k_tile, SUB=cfg.sub, num_warps=cfg.num_warps,
+                num_stages=cfg.num_stages, splits=max(1, min(4 * sms // max(1, triton.cdiv(hidden, cfg.block_h)), 256)))
+
+
+def _tiles(pass_: str, hidden: int, k: int, weight: torch.Tensor, override: dict | None) -> dict:
+    if override is not None:
+        return {"num_stages": 1, **override}
+    cfg = _launch_config(pass_, hidden, k, weight)
+    if cfg is None:
+        raise RuntimeError(f"no {pass_} launch configuration of the Chebyshev kernels fits this GPU at "
+                           f"{weight.dtype}, hidden={hidden}, K={k}; use chebyshev_project (it falls back)")
+    return cfg
+
+
+def fused_fits(weight: torch.Tensor, backward: bool) -> bool:
+    """Whether every kernel the call runs has a launch configuration on weight's GPU (always True off CUDA)."""
+    if not weight.is_cuda:
+        return True
+    cc = torch.cuda.get_device_capability(weight.device)
+    hidden, k = weight.shape
+    passes = CHEBYSHEV_PASSES if backward else ("fwd",)
+    return all(chebyshev_config(cc, weight.dtype, hidden, k, p) is not None for p in passes)
 
 
 def _precision(dtype: torch.dtype) -> str:
-    return "ieee" if dtype == torch.float32 else "tf32"  # ignored for fp16 / bf16 dots
+    """tl.dot input precision: fp32 follows torch.get_float32_matmul_precision() (IEEE at "highest", TF32 when
+    the user allowed it with "high" / "medium"); ignored for fp16 / bf16 dots."""
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
+        return "ieee"
+    return "tf32"
+
+
+def _device_guard(t: torch.Tensor):
+    """Launch on t's GPU, not the current one."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 class ChebyshevProjectFunction(torch.autograd.Function):
@@ -187,50 +225,62 @@ class ChebyshevProjectFunction(torch.autograd.Function):
         n = u.shape[0]
         hidden, k = weight.shape
         out = torch.empty((n, hidden), device=u.device, dtype=weight.dtype)
-        cfg = _launch_config(n, hidden, k, u.device) if tiles is None else tiles
+        cfg = _tiles("fwd", hidden, k, weight, tiles)
+        precision = _precision(weight.dtype)
         grid = (triton.cdiv(n, cfg["BLOCK_N"]), triton.cdiv(hidden, cfg["BLOCK_H"]))
-        _chebyshev_fwd_kernel[grid](
-            u, weight, bias if bias is not None else weight, out, n, hidden, k,
-            weight.stride(0), weight.stride(1), out.stride(0), out.stride(1),
-            HAS_BIAS=bias is not None, BLOCK_N=cfg["BLOCK_N"], BLOCK_H=cfg["BLOCK_H"], K_TILE=cfg["K_TILE"],
-            SUB=cfg["SUB"], PRECISION=_precision(weight.dtype), num_warps=cfg["num_warps"],
-        )
+        with _device_guard(u):
+            _chebyshev_fwd_kernel[grid](
+                u, weight, bias if bias is not None else weight, out, n, hidden, k,
+                weight.stride(0), weight.stride(1), out.stride(0), out.stride(1),
+                HAS_BIAS=bias is not None, BLOCK_N=cfg["BLOCK_N"], BLOCK_H=cfg["BLOCK_H"], K_TILE=cfg["K_TILE"],
+                SUB=cfg["SUB"], PRECISION=precision, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+            )
         ctx.save_for_backward(u, weight)
-        ctx.cfg = cfg
+        ctx.tiles = tiles
+        ctx.precision = precision
         ctx.has_bias = bias is not None
         return out
 
     @staticmethod
     def backward(ctx, dout):
         u, weight = ctx.saved_tensors
-        cfg = ctx.cfg
-        n = u.shape[0]
-        hidden, k = weight.shape
-        du = dweight = dbias = None
-        if ctx.needs_input_grad[0]:
-            du32 = torch.empty(n, device=u.device, dtype=torch.float32)
-            _chebyshev_bwd_du_kernel[(triton.cdiv(n, cfg["BLOCK_N"]),)](
-                u, weight, dout, du32, n, hidden, k,
-                weight.stride(0), weight.stride(1), dout.stride(0), dout.stride(1),
-                BLOCK_N=cfg["BLOCK_N"], BLOCK_H=cfg["BLOCK_H"], K_TILE=cfg["K_TILE"], SUB=cfg["SUB"],
-                PRECISION=_precision(weight.dtype), num_warps=cfg["num_warps"],
-            )
-            du = du32.to(u.dtype)
-        if ctx.needs_input_grad[1]:
-            splits = max(1, min(cfg["splits"], triton.cdiv(n, cfg["BLOCK_N"])))
-            rows_per_split = triton.cdiv(triton.cdiv(n, splits), cfg["BLOCK_N"]) * cfg["BLOCK_N"]
-            splits = triton.cdiv(n, rows_per_split)
-            partial = torch.empty((splits, k, hidden), device=u.device, dtype=torch.float32)
-            grid = (triton.cdiv(hidden, cfg["BLOCK_H"]), triton.cdiv(k, cfg["K_TILE"]), splits)
-            _chebyshev_bwd_dw_kernel[grid](
-                u, dout, partial, n, hidden, k, rows_per_split, dout.stride(0), dout.stride(1),
-                BLOCK_N=cfg["BLOCK_N"], BLOCK_H=cfg["BLOCK_H"], K_TILE=cfg["K_TILE"], SUB=cfg["SUB"],
-                PRECISION=_precision(weight.dtype), num_warps=cfg["num_warps"],
-            )
-            dweight = partial.sum(0).t().to(weight.dtype)  # deterministic reduction of the splits
+        with _device_guard(u):
+            du, dweight = _grad_u_weight(ctx, u, weight, dout)
+        dbias = None
         if ctx.has_bias and ctx.needs_input_grad[2]:
             dbias = dout.float().sum(0).to(weight.dtype)
         return du, dweight, dbias, None
+
+
+def _grad_u_weight(ctx, u, weight, dout):
+    """du (fp32 accumulation, cast to u's dtype) and dweight from the two backward kernels, as needed."""
+    n = u.shape[0]
+    hidden, k = weight.shape
+    du = dweight = None
+    if ctx.needs_input_grad[0]:
+        cfg = _tiles("bwd_du", hidden, k, weight, ctx.tiles)
+        du32 = torch.empty(n, device=u.device, dtype=torch.float32)
+        _chebyshev_bwd_du_kernel[(triton.cdiv(n, cfg["BLOCK_N"]),)](
+            u, weight, dout, du32, n, hidden, k,
+            weight.stride(0), weight.stride(1), dout.stride(0), dout.stride(1),
+            BLOCK_N=cfg["BLOCK_N"], BLOCK_H=cfg["BLOCK_H"], K_TILE=cfg["K_TILE"], SUB=cfg["SUB"],
+            PRECISION=ctx.precision, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )
+        du = du32.to(u.dtype)
+    if ctx.needs_input_grad[1]:
+        cfg = _tiles("bwd_dw", hidden, k, weight, ctx.tiles)
+        splits = max(1, min(cfg["splits"], triton.cdiv(n, cfg["BLOCK_N"])))
+        rows_per_split = triton.cdiv(triton.cdiv(n, splits), cfg["BLOCK_N"]) * cfg["BLOCK_N"]
+        splits = triton.cdiv(n, rows_per_split)
+        partial = torch.empty((splits, k, hidden), device=u.device, dtype=torch.float32)
+        grid = (triton.cdiv(hidden, cfg["BLOCK_H"]), triton.cdiv(k, cfg["K_TILE"]), splits)
+        _chebyshev_bwd_dw_kernel[grid](
+            u, dout, partial, n, hidden, k, rows_per_split, dout.stride(0), dout.stride(1),
+            BLOCK_N=cfg["BLOCK_N"], BLOCK_H=cfg["BLOCK_H"], K_TILE=cfg["K_TILE"], SUB=cfg["SUB"],
+            PRECISION=ctx.precision, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )
+        dweight = partial.sum(0).t().to(weight.dtype)  # deterministic reduction of the splits
+    return du, dweight
 
 
 def chebyshev_project_triton(
@@ -257,11 +307,29 @@ def chebyshev_project_triton(
 
 def chebyshev_project(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """chebyshev_expand(u, K) @ weight.T + bias: u [N] float, weight [hidden, K], bias [hidden] | None ->
-    [N, hidden]. The fused Triton kernels on CUDA tensors (or when HF_ATTN_FORCE_TRITON=1); the PyTorch
-    reference from ``hf_attn.modeling.modeling_tan`` elsewhere."""
+    [N, hidden]. The fused Triton kernels on CUDA tensors (or when HF_ATTN_FORCE_TRITON=1) where every kernel the
+    call runs has a launch configuration for the GPU (``launch_configs.chebyshev_config``; known beforehand, so
+    a kernel that could not launch is never launched); the PyTorch reference from ``hf_attn.modeling.modeling_tan``
+    elsewhere, saying once per GPU / dtype / shape when it is a fallback."""
     on_triton = u.is_cuda or os.environ.get("HF_ATTN_FORCE_TRITON", "0") == "1"
     if HAS_TRITON and on_triton:
-        return chebyshev_project_triton(u, weight, bias)
+        backward = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (u, weight, bias))
+        if fused_fits(weight, backward):
+            return chebyshev_project_triton(u, weight, bias)
+        _report_fallback(weight)
     from ..modeling.modeling_tan import chebyshev_project_reference  # lazy: modeling_tan imports this module
 
     return chebyshev_project_reference(u, weight, bias)
+
+
+def _report_fallback(weight: torch.Tensor) -> None:
+    cc = torch.cuda.get_device_capability(weight.device)
+    key = (cc, weight.dtype, tuple(weight.shape))
+    if key not in _REPORTED:
+        _REPORTED.add(key)
+        logger.warning(
+            "chebyshev_project: no launch configuration of the fused Triton kernels fits sm_%d%d at %s, "
+            "hidden=%d, K=%d; using the PyTorch reference (same result, more memory).",
+            cc[0], cc[1], str(weight.dtype).replace("torch.", ""), weight.shape[0], weight.shape[1],
+        )

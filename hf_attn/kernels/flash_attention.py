@@ -26,8 +26,14 @@ are skipped, not computed; the element-wise band mask is only evaluated on block
 A query that can see no key gets zeros (as the eager reference's ``nan_to_num``), and zero gradients.
 
 Precision: fp32, fp16 and bf16 inputs; logits, softmax statistics and all accumulators are fp32, the two
-matmuls per block run in the input dtype (fp32 inputs use exact IEEE fp32 dots, not TF32). bf16 on a GPU
-without bf16 tensor cores (compute capability < 8.0, e.g. a T4) is computed in fp32 and cast back.
+matmuls per block run in the input dtype; fp32 dots follow ``torch.get_float32_matmul_precision()`` (exact IEEE
+at "highest", the default; TF32 tensor cores at "high" / "medium"). bf16 on a GPU without bf16 tensor cores
+(compute capability < 8.0, e.g. a T4) is computed in fp32 and cast back.
+
+Launches: block sizes, warps and stages come from ``launch_configs.flash_config`` (per architecture, dtype, head
+dim, pass; checked ahead of time against each architecture's shared memory); grids put B*H on axis 0, batch/head
+offsets are int64, and kernels launch on the inputs' GPU. The distance-table gradient is reduced per query block
+into its own buffer row and summed on the host: deterministic, no atomics.
 
 The Triton kernels are built when this module is imported; with ``TRITON_INTERPRET=1`` set before that they run
 (slowly) on CPU tensors, which is how the tests check them without a GPU.
@@ -35,8 +41,11 @@ The Triton kernels are built when this module is imported; with ``TRITON_INTERPR
 
 from __future__ import annotations
 
+import contextlib
 
 import torch
+
+from .launch_configs import FLASH_PASSES, flash_config
 
 try:
     import triton
@@ -46,7 +55,7 @@ try:
 except ImportError:  # pragma: no cover - triton is absent on macOS / Windows
     HAS_TRITON = False
 
-__all__ = ["HAS_TRITON", "flash_attention"]
+__all__ = ["HAS_TRITON", "flash_attention", "kernel_fits"]
 
 LOG2E = 1.4426950408889634  # the kernels use exp2, so logits are carried in log2 units
 
@@ -90,9 +99,10 @@ if HAS_TRITON:
         HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
     ):
-        """One program = one block of BLOCK_M queries of one (batch, head). Out [B, Tq, H, D], Lse [B, H, Tq]."""
-        start_m = tl.program_id(0) * BLOCK_M
-        bh = tl.program_id(1)
+        """One program = one block of BLOCK_M queries of one (batch, head). Out [B, Tq, H, D], Lse [B, H, Tq].
+        Grid (B*H, query blocks): B*H on axis 0 (up to 2^31 - 1 programs); batch/head offsets in int64."""
+        start_m = tl.program_id(1) * BLOCK_M
+        bh = tl.program_id(0).to(tl.int64)
         b = bh // H
         h = bh % H
         hk = h // GROUP  # GQA: the shared key/value head
@@ -157,9 +167,10 @@ if HAS_TRITON:
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
     ):
         """One program = one block of BLOCK_N keys of one (batch, kv head); it loops over the GROUP query heads
-        sharing that kv head and over the query blocks that can see the keys, so dK/dV need no atomics."""
-        start_n = tl.program_id(0) * BLOCK_N
-        bhk = tl.program_id(1)
+        sharing that kv head and over the query blocks that can see the keys, so dK/dV need no atomics.
+        Grid (B*Hkv, key blocks)."""
+        start_n = tl.program_id(1) * BLOCK_N
+        bhk = tl.program_id(0).to(tl.int64)
         b = bhk // HKV
         hk = bhk % HKV
         offset = Tk - Tq
@@ -220,11 +231,19 @@ if HAS_TRITON:
         H, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale, sm_scale,
         HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, HAS_MASK: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+        BLOCK_R: tl.constexpr,
     ):
-        """One program = one block of BLOCK_M queries of one (batch, head): dQ, and (BIAS_GRAD) the table
-        gradient dBias[h, d] += dS for every visited pair at distance d (fp32 atomics)."""
-        start_m = tl.program_id(0) * BLOCK_M
-        bh = tl.program_id(1)
+        """One program = one block of BLOCK_M queries of one (batch, head), grid (B*H, query blocks): dQ, and
+        (BIAS_GRAD) this program's share of the table gradient, sum of dS over its pairs at each distance d, in
+        its own row DBias[bh * num_query_blocks + block, :L] of a zeroed fp32 buffer (no atomics: every entry
+        is written once, by one program; the host sums the rows, so the result is deterministic).
+
+        Per key tile the distances form diagonals: a gather skews dS [BLOCK_M, BLOCK_N] to [BLOCK_M, R]
+        (column c = diagonal c, distance base + c) and a column sum gives the tile's R diagonal sums. Tiles are
+        visited with decreasing distances (base drops by BLOCK_N per tile), so a window of R running sums is
+        carried: after a tile, entries c >= BLOCK_M no later tile reaches are stored, the rest shift up."""
+        start_m = tl.program_id(1) * BLOCK_M
+        bh = tl.program_id(0).to(tl.int64)
         b = bh // H
         h = bh % H
         hk = h // GROUP
@@ -249,6 +268,14 @@ if HAS_TRITON:
         hi = tl.minimum(q_last + max_fwd + 1, Tk)
         k_base = K + b * stride_kb + hk * stride_kh
         v_base = V + b * stride_vb + hk * stride_vh
+        R: tl.constexpr = BLOCK_R
+        diag = tl.arange(0, R)
+        skew = tl.arange(0, BLOCK_M)[:, None] - diag[None, :] + (BLOCK_N - 1)  # column of dS on diagonal c
+        on_diag = (skew >= 0) & (skew < BLOCK_N)
+        skew = tl.minimum(tl.maximum(skew, 0), BLOCK_N - 1)
+        db_row = DBias + (bh * tl.num_programs(1) + tl.program_id(1)) * L
+        db_acc = tl.zeros([R], dtype=tl.float32)  # running sums at distances base + c
+        base = offset + start_m - lo - (BLOCK_N - 1)  # distance of diagonal 0 of the current tile
         for start_n in range(lo, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             kv_mask = (offs_n[:, None] < Tk) & (offs_d[None, :] < D)
@@ -265,20 +292,53 @@ if HAS_TRITON:
             dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
             if BIAS_GRAD:
                 in_table = row_ok[:, None] & (offs_n[None, :] < Tk) & (d >= 0) & (d <= max_back)
-                tl.atomic_add(DBias + h * L + tl.minimum(tl.maximum(d, 0), L - 1), ds, mask=in_table)
+                skewed = tl.gather(tl.where(in_table, ds, 0.0), skew, axis=1)  # [BLOCK_M, R]
+                db_acc += tl.sum(tl.where(on_diag, skewed, 0.0), 0)
+                dist = base + diag
+                tl.store(db_row + dist, db_acc, mask=(diag >= BLOCK_M) & (dist >= 0) & (dist < L))
+                carried = (diag >= BLOCK_N) & (diag < BLOCK_N + BLOCK_M)
+                db_acc = tl.where(carried, tl.gather(db_acc, tl.maximum(diag - BLOCK_N, 0), axis=0), 0.0)
+                base -= BLOCK_N
+        if BIAS_GRAD:
+            dist = base + diag
+            tl.store(db_row + dist, db_acc, mask=(diag >= BLOCK_N) & (dist >= 0) & (dist < L))
         dq = dq * sm_scale
         tl.store(DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
                  dq.to(DQ.dtype.element_ty), mask=io_mask)
 
 
-def _block_sizes(head_dim: int, device: torch.device, backward: bool) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for the device; small blocks under the CPU interpreter."""
-    if device.type != "cuda":
+def _block_sizes(pass_: str, q: torch.Tensor, has_bias: bool) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of one kernel from ``launch_configs.flash_config`` for q's GPU;
+    16-wide blocks under the CPU interpreter. Raises if no configuration fits (``kernel_fits`` says so first)."""
+    if q.device.type != "cuda":
         return 16, 16, 1, 1
-    major, _ = torch.cuda.get_device_capability(device)
-    if backward or head_dim > 128 or major < 8:  # T4 (sm75): 64 KB shared memory
-        return 64, 64, 4, 2 if major < 8 else 3
-    return 128, 64, 8 if head_dim > 64 else 4, 3
+    cc = torch.cuda.get_device_capability(q.device)
+    cfg = flash_config(cc, q.dtype, q.shape[-1], has_bias, pass_)
+    if cfg is None:
+        raise RuntimeError(f"no {pass_} launch configuration of the flash kernel fits sm_{cc[0]}{cc[1]} at "
+                           f"{q.dtype}, head_dim={q.shape[-1]}; use the blockwise path")
+    return cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages
+
+
+def kernel_fits(query: torch.Tensor, has_bias: bool, backward: bool) -> bool:
+    """Whether the flash kernels have a launch configuration for query's GPU, dtype and head dim (every pass
+    the call will run), known from the launch-config tables without compiling. True off CUDA (interpreter)."""
+    if not query.is_cuda:
+        return True
+    cc = torch.cuda.get_device_capability(query.device)
+    dtype = torch.float32 if query.dtype == torch.bfloat16 and cc[0] < 8 else query.dtype  # run in fp32 there
+    passes = FLASH_PASSES if backward else ("fwd",)
+    return all(flash_config(cc, dtype, query.shape[-1], has_bias, p) is not None for p in passes)
+
+
+def _block_r(block_m: int, block_n: int) -> int:
+    """Width of the dq kernel's diagonal window (the bias gradient): a power of two >= BLOCK_M + BLOCK_N."""
+    return 1 << (block_m + block_n - 1).bit_length()
+
+
+def _device_guard(t: torch.Tensor):
+    """Launch on t's GPU, not the current one (models split over GPUs with device_map="auto")."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def _distance_band(
@@ -308,28 +368,30 @@ class FlashAttentionFunction(torch.autograd.Function):
         hkv, k_len = k.shape[1], k.shape[2]
         out = torch.empty((b, q_len, h, d_head), device=q.device, dtype=q.dtype)
         lse = torch.empty((b, h, q_len), device=q.device, dtype=torch.float32)
-        bm, bn, warps, stages = _block_sizes(d_head, q.device, backward=False)
+        bm, bn, warps, stages = _block_sizes("fwd", q, distance_bias is not None)
         bm, bn = block_m or bm, block_n or bn
         bias, mask, bias_len = _bias_and_mask(q, distance_bias, key_padding_mask)
         block_d = max(16, triton.next_power_of_2(d_head))
-        grid = (triton.cdiv(q_len, bm), b * h)
-        _flash_fwd_kernel[grid](
-            q, k, v, out, lse, bias, mask,
-            *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-            bias.stride(0), mask.stride(0), mask.stride(1),
-            h, h // hkv, q_len, k_len, d_head, bias_len, max_back, max_fwd, scaling * LOG2E,
-            HAS_BIAS=distance_bias is not None, HAS_MASK=key_padding_mask is not None,
-            BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, PRECISION=_precision(q.dtype),
-            num_warps=warps, num_stages=stages,
-        )
+        precision = _precision(q.dtype)
+        grid = (b * h, triton.cdiv(q_len, bm))  # B*H on axis 0: axes 1 and 2 stop at 65,535
+        with _device_guard(q):
+            _flash_fwd_kernel[grid](
+                q, k, v, out, lse, bias, mask,
+                *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+                bias.stride(0), mask.stride(0), mask.stride(1),
+                h, h // hkv, q_len, k_len, d_head, bias_len, max_back, max_fwd, scaling * LOG2E,
+                HAS_BIAS=distance_bias is not None, HAS_MASK=key_padding_mask is not None,
+                BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, PRECISION=precision,
+                num_warps=warps, num_stages=stages,
+            )
         ctx.save_for_backward(q, k, v, out, lse, distance_bias, key_padding_mask)
-        ctx.args = (scaling, max_back, max_fwd, block_m, block_n)
+        ctx.args = (scaling, max_back, max_fwd, block_m, block_n, precision)
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, lse, distance_bias, key_padding_mask = ctx.saved_tensors
-        scaling, max_back, max_fwd, block_m, block_n = ctx.args
+        scaling, max_back, max_fwd, block_m, block_n, precision = ctx.args
         b, h, q_len, d_head = q.shape
         hkv, k_len = k.shape[1], k.shape[2]
         # delta_i = sum_d dO_i . O_i = sum_j P_ij dP_ij (the softmax backward's row term); [B, H, Tq] fp32.
@@ -338,36 +400,45 @@ class FlashAttentionFunction(torch.autograd.Function):
         dk = torch.empty_like(k)
         dv = torch.empty_like(v)
         bias, mask, bias_len = _bias_and_mask(q, distance_bias, key_padding_mask)
-        bias_grad = distance_bias is not None and ctx.needs_input_grad[3]
-        dbias = torch.zeros_like(bias) if bias_grad else bias
-        bm, bn, warps, stages = _block_sizes(d_head, q.device, backward=True)
-        bm, bn = block_m or bm, block_n or bn
+        has_bias = distance_bias is not None
+        bias_grad = has_bias and ctx.needs_input_grad[3]
         block_d = max(16, triton.next_power_of_2(d_head))
-        common = dict(
-            HAS_BIAS=distance_bias is not None, HAS_MASK=key_padding_mask is not None,
-            BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, PRECISION=_precision(q.dtype),
-            num_warps=warps, num_stages=stages,
-        )
-        _flash_bwd_dkdv_kernel[(triton.cdiv(k_len, bn), b * hkv)](
-            q, k, v, dout, lse, delta, dk, dv, bias, mask,
-            *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dk.stride(), *dv.stride(),
-            bias.stride(0), mask.stride(0), mask.stride(1),
-            h, hkv, h // hkv, q_len, k_len, d_head, bias_len, max_back, max_fwd, scaling * LOG2E, scaling,
-            **common,
-        )
-        _flash_bwd_dq_kernel[(triton.cdiv(q_len, bm), b * h)](
-            q, k, v, dout, lse, delta, dq, bias, dbias, mask,
-            *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dq.stride(),
-            bias.stride(0), mask.stride(0), mask.stride(1),
-            h, h // hkv, q_len, k_len, d_head, bias_len, max_back, max_fwd, scaling * LOG2E, scaling,
-            BIAS_GRAD=bias_grad, **common,
-        )
-        d_table = dbias.to(distance_bias.dtype) if bias_grad else None
+        common = dict(HAS_BIAS=has_bias, HAS_MASK=key_padding_mask is not None, BLOCK_D=block_d,
+                      PRECISION=precision)
+        bm, bn, warps, stages = _block_sizes("bwd_dkdv", q, has_bias)
+        bm, bn = block_m or bm, block_n or bn
+        with _device_guard(q):
+            _flash_bwd_dkdv_kernel[(b * hkv, triton.cdiv(k_len, bn))](
+                q, k, v, dout, lse, delta, dk, dv, bias, mask,
+                *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dk.stride(), *dv.stride(),
+                bias.stride(0), mask.stride(0), mask.stride(1),
+                h, hkv, h // hkv, q_len, k_len, d_head, bias_len, max_back, max_fwd, scaling * LOG2E, scaling,
+                BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, **common,
+            )
+            bm, bn, warps, stages = _block_sizes("bwd_dq", q, has_bias)
+            bm, bn = block_m or bm, block_n or bn
+            n_blocks = triton.cdiv(q_len, bm)
+            # The table gradient: one row of partial sums per (batch, head, query block), summed below in a fixed
+            # order (deterministic, no atomics); B*H*blocks*L fp32, allocated only when the table needs a grad.
+            dbias = bias.new_zeros((b * h * n_blocks, bias_len), dtype=torch.float32) if bias_grad else bias
+            _flash_bwd_dq_kernel[(b * h, n_blocks)](
+                q, k, v, dout, lse, delta, dq, bias, dbias, mask,
+                *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dq.stride(),
+                bias.stride(0), mask.stride(0), mask.stride(1),
+                h, h // hkv, q_len, k_len, d_head, bias_len, max_back, max_fwd, scaling * LOG2E, scaling,
+                BIAS_GRAD=bias_grad, BLOCK_M=bm, BLOCK_N=bn, BLOCK_R=_block_r(bm, bn), num_warps=warps,
+                num_stages=stages, **common,
+            )
+        d_table = dbias.view(b, h, n_blocks, bias_len).sum((0, 2)).to(distance_bias.dtype) if bias_grad else None
         return dq, dk, dv, d_table, None, None, None, None, None, None
 
 
 def _precision(dtype: torch.dtype) -> str:
-    return "ieee" if dtype == torch.float32 else "tf32"  # "tf32" is ignored for fp16/bf16 dots
+    """tl.dot input precision: fp32 follows torch.get_float32_matmul_precision() ("highest" -> exact IEEE
+    fp32; "high" / "medium", i.e. the user allowed TF32 -> TF32 tensor cores); ignored for fp16/bf16 dots."""
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
+        return "ieee"
+    return "tf32"
 
 
 def _bias_and_mask(q, distance_bias, key_padding_mask):
