@@ -94,11 +94,21 @@ class EmbedTrainingArguments:
     # distillation (issue 9)
     teacher: str | None = _f(None, "sentence-transformers teacher path or id: adds a distillation term")
     distill_target: str = _f("embedding", "what the student matches: 'embedding' = MSE(projection(student), "
-                             "teacher); 'similarity' = MSE of the in-batch cosine-similarity matrices",
-                             choices=("embedding", "similarity"))
+                             "teacher); 'similarity' = MSE of the in-batch cosine-similarity matrices; 'both' = "
+                             "their sum", choices=("embedding", "similarity", "both"))
     distill_weight: float = _f(1.0, "weight of the distillation term")
-    init_from_teacher: bool = _f(False, "start the student's token-embedding table from the teacher's (needs "
-                                 "--tokenizer set to the teacher's tokenizer, e.g. the teacher's id or path)")
+    init_from_teacher: bool = _f(False, "start the student from the teacher's tokens (--teacher-init): its token "
+                                 "table, or TAN's token code")
+    teacher_init: str = _f("static", "with --init-from-teacher: 'static' = the teacher's output for each token "
+                           "alone (model2vec-style static vectors; any tokenizer, TAN too); 'input_embeddings' = the "
+                           "teacher's input table (needs --tokenizer set to the teacher's)",
+                           choices=("static", "input_embeddings"))
+    distill_pool: int = _f(0, "teacher-target distillation: train on this many unlabelled sentences (Wikipedia "
+                           "sentences + every NLI/paraphrase sentence of --data-dir, or --unsupervised-source) against "
+                           "teacher embeddings computed once and cached (--teacher-cache); a step costs only the "
+                           "student. 0 = off (the teacher runs inside each contrastive step)")
+    teacher_cache: str | None = _f(None, "folder for cached teacher targets and static token vectors (default: "
+                                         "$HF_ATTN_CACHE or ~/.cache/hf_attn)")
     contrastive_weight: float = _f(1.0, "weight of the contrastive term")
     # loss
     temperature: float = _f(0.05, "initial InfoNCE temperature")
@@ -192,7 +202,15 @@ def finalize_args(args: EmbedTrainingArguments) -> EmbedTrainingArguments:
         raise ValueError(f"--model must be one of {MODELS}, got {args.model!r}")
     if args.init_from_teacher and not args.teacher:
         raise ValueError("--init-from-teacher needs --teacher (the model whose token embeddings to start from)")
+    if args.distill_pool and not args.teacher:
+        raise ValueError("--distill-pool needs --teacher (the model whose embeddings are the training targets)")
     return args
+
+
+def teacher_cache_dir(args: EmbedTrainingArguments) -> Path:
+    if args.teacher_cache:
+        return Path(args.teacher_cache)
+    return Path(os.environ.get("HF_ATTN_CACHE", Path.home() / ".cache" / "hf_attn")) / "teacher"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -273,23 +291,44 @@ def load_training_pairs(args: EmbedTrainingArguments, log=print):
     return D.PairDataset(pairs)
 
 
-def get_tokenizer(args: EmbedTrainingArguments, dataset, accelerator, log=print):
+def get_tokenizer(args: EmbedTrainingArguments, dataset, accelerator, log=print, resume=None):
+    """The run's tokenizer. Resuming: the one saved in the checkpoint (an explicit --tokenizer must match it); a
+    checkpoint from before tokenizers were saved in checkpoints needs the cache it was trained with (no retraining)."""
     from .tokenizer import get_or_train_tokenizer, load_tokenizer
 
+    saved = ckpt.checkpoint_tokenizer(resume) if resume is not None else None
+    if saved is not None:
+        tokenizer = load_tokenizer(str(saved))
+        if args.tokenizer:
+            given = load_tokenizer(resolve_teacher(args.tokenizer))
+            if given.get_vocab() != tokenizer.get_vocab():
+                raise ckpt.CheckpointError(
+                    f"--tokenizer {args.tokenizer} differs from the tokenizer {resume} was trained with "
+                    f"({len(given)} vs {len(tokenizer)} tokens); drop --tokenizer to resume with the checkpoint's")
+        log(f"tokenizer: the one saved with {resume}")
+        return tokenizer
     if args.tokenizer:
         return load_tokenizer(resolve_teacher(args.tokenizer))  # all-MiniLM-L6-v2 -> the bundled copy
-    texts = []
-    for e in dataset.examples:
-        texts.append(e.anchor)
-        texts.append(e.positive)
-        if e.negative:
-            texts.append(e.negative)
+    if hasattr(dataset, "examples"):
+        texts = []
+        for e in dataset.examples:
+            texts.append(e.anchor)
+            texts.append(e.positive)
+            if e.negative:
+                texts.append(e.negative)
+    else:  # a distillation pool
+        texts = dataset.texts
     texts = list(dict.fromkeys(texts))
     cache = Path(args.tokenizer_cache or Path(args.output_dir) / "tokenizer")
+    refuse = None if resume is None else (
+        f"{resume} holds no tokenizer (it was saved before checkpoints carried one) and the tokenizer cache {cache} is "
+        "missing or was trained on other settings or data: training a new one would give token ids the weights were "
+        "not trained with. Restore that cache (or --tokenizer-cache) or start the run over")
     with accelerator.main_process_first():
         return get_or_train_tokenizer(texts, cache, kind=args.tokenizer_type, vocab_size=args.vocab_size,
                                       model_max_length=args.max_seq_length,
-                                      log=log if accelerator.is_main_process else (lambda *a: None))
+                                      log=log if accelerator.is_main_process else (lambda *a: None),
+                                      require_cached=refuse)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -415,6 +454,40 @@ class _Teacher:
         return emb[torch.tensor([index[t] for t in texts], device=emb.device)]
 
 
+class _PoolTexts:
+    """The distillation pool before its targets exist (what the tokenizer trains on)."""
+
+    def __init__(self, texts):
+        self.texts = texts
+
+
+def _init_from_teacher(args, encoder, tokenizer, teacher_model, log, cache: Path | None = None) -> None:
+    if args.teacher_init == "input_embeddings":
+        width_from, width_to = init_embeddings_from_teacher(encoder, tokenizer, teacher_model, seed=args.seed)
+        log(f"init: token embeddings from the teacher's input table ({width_from} -> {width_to} wide)")
+        return
+    from .distill import static_token_vectors, student_init_from_static
+
+    vectors = static_token_vectors(teacher_model, tokenizer, cache_dir=cache, log=log)
+    log("init: " + student_init_from_static(encoder, vectors))
+
+
+def _cached_target_dataset(args, texts, encoder, tokenizer, accelerator, log):
+    """Teacher targets for the pool (computed once, cached), the optional init from the teacher, then the teacher is
+    dropped: the training steps never run it."""
+    from .distill import TargetDataset, cached_teacher_embeddings, load_teacher
+
+    cache = teacher_cache_dir(args)
+    teacher = load_teacher(args.teacher, accelerator.device, max_seq_length=args.max_seq_length)
+    with accelerator.main_process_first():
+        targets = cached_teacher_embeddings(teacher, texts, cache, log=log,
+                                            progress=accelerator.is_local_main_process)
+        if args.init_from_teacher:
+            _init_from_teacher(args, encoder, tokenizer, teacher, log, cache=cache)
+    del teacher
+    return TargetDataset(texts, targets)
+
+
 def train_embedder(args: EmbedTrainingArguments) -> dict:
     """Train one embedder; returns the summary dict (also written to OUTPUT_DIR/summary.json).
 
@@ -427,6 +500,8 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
 
     from .data import PairCollator
     from .losses import EmbeddingDistillationLoss, EmbedderLoss, InfoNCELoss, SimilarityDistillationLoss
+    from .distill import TargetCollator
+    from .losses import CombinedDistillationLoss
     from .optim import build_optimizer, build_scheduler
 
     args = finalize_args(args)
@@ -445,28 +520,42 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
     )
     log = accelerator.print
     set_seed(args.seed)
+    ckpt.check_output_dir(output_dir)
+    resume = ckpt.resolve_resume(args.resume_from_checkpoint, ckpt_dir, log=log)
 
-    dataset = load_training_pairs(args, log=log)
-    tokenizer = get_tokenizer(args, dataset, accelerator, log=log)
+    if args.distill_pool:
+        from .distill import sentence_pool
+
+        pool = sentence_pool(args.data_dir, args.distill_pool, seed=args.seed, text_source=args.unsupervised_source)
+        dataset = _PoolTexts(pool)
+        log(f"data: {len(pool)} unlabelled sentences for teacher-target distillation")
+    else:
+        dataset = load_training_pairs(args, log=log)
+    tokenizer = get_tokenizer(args, dataset, accelerator, log=log, resume=resume)
     set_seed(args.seed)
     encoder = build_model(args, tokenizer)
     params = sum(p.numel() for p in encoder.parameters())
+    if args.distill_pool:
+        dataset = _cached_target_dataset(args, dataset.texts, encoder, tokenizer, accelerator, log)
     if args.unsupervised == "dropout" and not any(getattr(encoder.config, k, 0) for k in ("attention_dropout",
                                                                                         "hidden_dropout")):
         log("warning: --unsupervised dropout, but the model has no dropout (attention_dropout/hidden_dropout 0): "
             "both views of a Wikipedia sentence are identical; set e.g. --model-kwargs '{\"attention_dropout\": 0.1}'")
-    teacher = _Teacher(args.teacher, accelerator.device, args.max_seq_length) if args.teacher else None
-    if args.init_from_teacher:
-        width_from, width_to = init_embeddings_from_teacher(encoder, tokenizer, teacher.model, seed=args.seed)
-        log(f"init: token embeddings from the teacher's ({width_from} -> {width_to} wide)")
-    if teacher is None:
+    teacher = None
+    if args.teacher and not args.distill_pool:
+        teacher = _Teacher(args.teacher, accelerator.device, args.max_seq_length)
+        if args.init_from_teacher:
+            _init_from_teacher(args, encoder, tokenizer, teacher.model, log)
+    teacher_dim = dataset.targets.shape[1] if args.distill_pool else (teacher.dim if teacher else None)
+    student_dim = getattr(encoder.config, "embedding_size", None) or encoder.config.hidden_size
+    if teacher_dim is None:
         distill = None
     elif args.distill_target == "similarity":
         distill = SimilarityDistillationLoss()
+    elif args.distill_target == "both":
+        distill = CombinedDistillationLoss(student_dim, teacher_dim)
     else:
-        distill = EmbeddingDistillationLoss(
-            encoder.config.embedding_size if getattr(encoder.config, "embedding_size", None) else encoder.config.hidden_size,
-            teacher.dim)
+        distill = EmbeddingDistillationLoss(student_dim, teacher_dim)
     loss_fn = EmbedderLoss(
         InfoNCELoss(args.temperature, args.learnable_temperature, args.min_temperature, args.max_temperature,
                     args.symmetric_loss),
@@ -484,7 +573,8 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=args.batch_size * args.grad_accum_steps, shuffle=True, drop_last=True,
         num_workers=args.num_workers,
-        collate_fn=PairCollator(tokenizer, args.max_seq_length, keep_texts=teacher is not None),
+        collate_fn=(TargetCollator(tokenizer, args.max_seq_length) if args.distill_pool
+                    else PairCollator(tokenizer, args.max_seq_length, keep_texts=teacher is not None)),
         generator=torch.Generator().manual_seed(args.seed),
     )
     if len(loader) == 0:
@@ -510,7 +600,6 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
 
     state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "samples": 0, "best_dev_spearman": None,
              "best_dev_pearson": None, "best_step": None, "history": [], "evals": []}
-    resume = ckpt.resolve_resume(args.resume_from_checkpoint, ckpt_dir)
     if resume is not None:
         accelerator.load_state(str(resume))
         state.update(ckpt.read_state(resume))
@@ -575,7 +664,7 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
         state["epoch"] = epoch
         for batch in active:
             t0 = time.perf_counter()
-            teacher_emb = teacher(batch["texts"]) if teacher is not None else None
+            teacher_emb = teacher(batch["texts"]) if teacher is not None else batch.get("teacher_embeddings")
             no_sync = accelerator.no_sync(module) if grad_cache is not None else contextlib.nullcontext()
             with accelerator.accumulate(module), no_sync:
                 if grad_cache is not None:  # micro-batches of the texts of batch_size pairs
@@ -630,7 +719,7 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
                 evaluate(step)
             if args.save_steps and step % args.save_steps == 0:
                 last_ckpt = str(ckpt.save_checkpoint(accelerator, ckpt_dir, step, _state_for_disk(state),
-                                                     keep=args.save_total_limit))
+                                                     keep=args.save_total_limit, tokenizer=tokenizer))
             if step >= total_steps:
                 done = True
                 break
@@ -682,6 +771,8 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
         "teacher": args.teacher,
         "distill_target": args.distill_target if args.teacher else None,
         "init_from_teacher": args.init_from_teacher,
+        "teacher_init": args.teacher_init if args.init_from_teacher else None,
+        "distill_pool": args.distill_pool,
         "dataset": trained_on(args),
         "final_loss": state["history"][-1]["loss"] if state["history"] else None,
         "status": status,

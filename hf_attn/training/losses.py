@@ -116,6 +116,19 @@ class SimilarityDistillationLoss(nn.Module):
         return diff.pow(2).sum() / s.shape[0]
 
 
+class CombinedDistillationLoss(nn.Module):
+    """``EmbeddingDistillationLoss`` + ``SimilarityDistillationLoss``: the teacher's coordinates (through a learned
+    projection) and its in-batch similarities, summed with equal weight."""
+
+    def __init__(self, student_dim: int, teacher_dim: int):
+        super().__init__()
+        self.embedding = EmbeddingDistillationLoss(student_dim, teacher_dim)
+        self.similarity = SimilarityDistillationLoss()
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return self.embedding(student, teacher) + self.similarity(student, teacher)
+
+
 class EmbedderLoss(nn.Module):
     """What train_embed optimises: InfoNCE (+ distill_weight * distillation when a teacher is given).
 
@@ -133,10 +146,14 @@ class EmbedderLoss(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, num_pairs: int, teacher_embeddings: torch.Tensor | None = None):
         b = num_pairs
-        anchor, positive, negative = embeddings[:b], embeddings[b : 2 * b], embeddings[2 * b :]
-        contrastive = self.contrastive(anchor, positive, negative if negative.shape[0] else None)
-        loss = self.contrastive_weight * contrastive
-        parts = {"contrastive": contrastive.detach()}
+        if b > 0:
+            anchor, positive, negative = embeddings[:b], embeddings[b : 2 * b], embeddings[2 * b :]
+            contrastive = self.contrastive(anchor, positive, negative if negative.shape[0] else None)
+            loss = self.contrastive_weight * contrastive
+            parts = {"contrastive": contrastive.detach()}
+        else:  # a batch of single texts (teacher-target distillation): no pairs to contrast
+            loss = embeddings.new_zeros((), dtype=torch.float32)
+            parts = {}
         if self.distill is not None and teacher_embeddings is not None:
             distill = self.distill(embeddings, teacher_embeddings)
             loss = loss + self.distill_weight * distill

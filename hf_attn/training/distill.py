@@ -1,0 +1,337 @@
+"""Teacher-target distillation at scale: embed a large sentence pool with the teacher ONCE, cache the embeddings on
+disk, then train the student against the cached targets, so a training step costs only the student.
+
+This is the sentence-transformers model-distillation recipe (Reimers & Gurevych 2020, "Making Monolingual Sentence
+Embeddings Multilingual using Knowledge Distillation": MSE between student and teacher sentence embeddings on
+unlabelled text), with two additions that helped our small students: the in-batch similarity target
+(``losses.SimilarityDistillationLoss``) and a start from the teacher's *static* token vectors (what model2vec,
+Tulkens & van Dongen 2024, distils: the teacher's output for each vocabulary token on its own).
+
+Pieces, each usable alone:
+
+- ``sentence_pool(data_dir, ...)``: unlabelled sentences from local text (Wikipedia split into sentences, every
+  NLI and paraphrase sentence), or any Hub dataset with a text column for users with network.
+- ``cached_teacher_embeddings(teacher, texts, cache_dir)``: [N, D] float32 targets, computed in shards of
+  safetensors under a folder keyed by (teacher, max_seq_length, texts); a killed run resumes at the first missing
+  shard; progress bar.
+- ``static_token_vectors(teacher, tokenizer)``: [V, D] teacher output for each token of a tokenizer alone (cached
+  the same way).
+- ``student_init_from_static(student, vectors)``: the GQAEmbedder's token table (PCA/orthonormal map to its width)
+  or TAN's token code (top principal directions) from those vectors.
+- ``TargetDataset`` / ``TargetCollator``: (text, target) examples and their tokenised batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from . import data as D
+
+# Sentence sources of ../shared/data (folders relative to --data-dir): every data file in them. STS-B is evaluation
+# data and is never used.
+POOL_FOLDERS = ("snli_devtest_esnli", "nli_datasets_felsal", "msrp", "twitter_url_paraphrase")
+_TEXT_COLUMNS = ("premise", "hypothesis", "sentence1", "sentence2", "anchor", "positive", "negative", "text")
+
+
+def _pair_file_sentences(spec: str, data_dir) -> list[str]:
+    ds = D.load_rows(spec, data_dir)
+    out = []
+    for col in _TEXT_COLUMNS:
+        if col in ds.column_names and col != "text":
+            out.extend(t.strip() for t in ds[col] if isinstance(t, str) and t.strip())
+    return out
+
+
+def sentence_pool(
+    data_dir: str | Path | None = None,
+    max_sentences: int | None = None,
+    seed: int = 0,
+    text_source: str | None = None,
+    pair_folders: Sequence[str] | None = None,
+    min_words: int = 3,
+) -> list[str]:
+    """Unlabelled sentences for distillation: deduplicated, shuffled with ``seed``, the first ``max_sentences``.
+
+    With ``data_dir``: the sentences of ``text_source`` (default: the Wikipedia extract, split into sentences) plus
+    every sentence of the NLI and paraphrase files in ``pair_folders`` (default ``POOL_FOLDERS``), mixed in their
+    natural proportions. Without: ``text_source`` alone (a Hub id or local file with a ``text`` column). The order
+    does not depend on ``max_sentences``, so a smaller pool is a prefix of a larger one and reuses its cached
+    teacher targets.
+    """
+    if data_dir is None and text_source is None:
+        raise ValueError("sentence_pool needs --data-dir (local text) or a text source (a Hub dataset id or file)")
+    text_sents: list[str] = []
+    src = text_source or D.WIKIPEDIA_FILE
+    try:
+        texts = D.load_texts(src, data_dir)
+    except FileNotFoundError as e:
+        raise D.DataError(f"distillation text {src!r} not found: {e}") from e
+    for sents in D.iter_text_sentences(texts):
+        text_sents.extend(s for s in sents if len(s.split()) >= min_words)
+    pair_sents: list[str] = []
+    if data_dir is not None:
+        for folder in POOL_FOLDERS if pair_folders is None else pair_folders:
+            for f in sorted((Path(data_dir) / folder).glob("*")) if (Path(data_dir) / folder).is_dir() else []:
+                if D._is_data_file(f):
+                    pair_sents.extend(s for s in _pair_file_sentences(str(f), None) if len(s.split()) >= min_words)
+    pool = list(dict.fromkeys(text_sents + pair_sents))
+    random.Random(seed).shuffle(pool)
+    if max_sentences is not None:
+        pool = pool[:max_sentences]
+    if not pool:
+        raise D.DataError(f"no sentences found for the distillation pool (data_dir={data_dir}, text={src})")
+    return pool
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the teacher and its cached outputs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_teacher(name_or_path: str, device="cpu", max_seq_length: int | None = None):
+    """A sentence-transformers teacher (all-MiniLM-L6-v2 by name resolves to the pip-bundled copy)."""
+    from sentence_transformers import SentenceTransformer
+
+    from .embed import resolve_teacher
+
+    model = SentenceTransformer(resolve_teacher(name_or_path), device=str(device), trust_remote_code=True)
+    model.eval()
+    if max_seq_length is not None and (model.max_seq_length is None or max_seq_length < model.max_seq_length):
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def _fingerprint(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(str(p).encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def teacher_identity(teacher) -> str:
+    """What makes two teachers give the same embeddings: the folder/id, its weights' size and the max length."""
+    path = getattr(teacher, "model_card_data", None)
+    name = str(getattr(path, "base_model", None) or "")
+    first = teacher[0]
+    src = getattr(getattr(first, "auto_model", None), "name_or_path", "") or name
+    weights = [f for f in (Path(src) / "model.safetensors", Path(src) / "pytorch_model.bin") if f.exists()]
+    size = weights[0].stat().st_size if weights else "?"
+    return f"{src}|{size}|{teacher.max_seq_length}"
+
+
+def _atomic_save(tensors: dict, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+
+
+def cached_teacher_embeddings(
+    teacher,
+    texts: Sequence[str],
+    cache_dir: str | Path,
+    batch_size: int = 128,
+    shard_size: int = 8192,
+    log=print,
+    progress: bool = True,
+) -> torch.Tensor:
+    """The teacher's (L2-normalised) sentence embeddings of ``texts``: [N, D] float32, from the cache when present.
+
+    The cache lives in ``cache_dir/targets-<teacher key>/``: one safetensors file per shard of ``shard_size``
+    consecutive texts, named by the hash of those texts (written atomically). A run that stops midway keeps its
+    finished shards and the next call computes only the missing ones; a pool that starts with the same texts (a
+    smaller pool of the same seed) reuses them.
+    """
+    from safetensors.torch import load_file
+    from tqdm.auto import tqdm
+
+    texts = list(texts)
+    if not texts:
+        raise ValueError("cached_teacher_embeddings: no texts")
+    identity = teacher_identity(teacher)
+    folder = Path(cache_dir) / f"targets-{_fingerprint(identity)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path = folder / "teacher.json"
+    if not meta_path.exists():
+        meta_path.write_text(json.dumps({"teacher": identity}, indent=1))
+    n_shards = (len(texts) + shard_size - 1) // shard_size
+    shards = [folder / f"shard-{_fingerprint(*texts[i * shard_size : (i + 1) * shard_size])}.safetensors"
+              for i in range(n_shards)]
+    missing = [i for i, p in enumerate(shards) if not p.exists()]
+    if missing:
+        log(f"teacher targets: embedding {sum(min(shard_size, len(texts) - i * shard_size) for i in missing)} of "
+            f"{len(texts)} sentences into {folder}")
+    bar = tqdm(total=len(texts), initial=len(texts) - sum(min(shard_size, len(texts) - i * shard_size) for i in missing),
+               desc="teacher targets", unit="sent", disable=not progress or not missing, dynamic_ncols=True)
+    for i in missing:
+        chunk = texts[i * shard_size : (i + 1) * shard_size]
+        with torch.inference_mode():
+            emb = teacher.encode(chunk, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True,
+                                 show_progress_bar=False)
+        _atomic_save({"embeddings": emb.float().cpu().contiguous()}, shards[i])
+        bar.update(len(chunk))
+    bar.close()
+    parts = []
+    for p in shards:
+        try:
+            parts.append(load_file(str(p))["embeddings"])
+        except Exception as e:  # noqa: BLE001 - a damaged shard: say which, and how to recover
+            raise RuntimeError(f"teacher-target cache shard {p} is unreadable ({e}); delete it and run again to "
+                               "recompute that shard") from e
+    out = torch.cat(parts)
+    if out.shape[0] != len(texts):
+        raise RuntimeError(f"teacher-target cache {folder} holds {out.shape[0]} rows for {len(texts)} texts; delete "
+                           "the folder and run again")
+    return out
+
+
+@torch.inference_mode()
+def static_token_vectors(teacher, tokenizer, cache_dir: str | Path | None = None, batch_size: int = 512,
+                         log=print) -> torch.Tensor:
+    """[V, D] float32: the teacher's mean-pooled output for each token of ``tokenizer`` on its own.
+
+    When ``tokenizer`` is the teacher's (same vocabulary), token id i is fed as [CLS] i [SEP]; otherwise each token's
+    text (WordPiece ``##`` continuation marks removed) is tokenised by the teacher. Not normalised: the norm says how
+    much a token moves a mean-pooled sentence embedding. Cached like ``cached_teacher_embeddings``.
+    """
+    from tqdm.auto import tqdm
+
+    t_tok = teacher.tokenizer
+    vocab = tokenizer.get_vocab()
+    n = len(tokenizer)
+    key = _fingerprint("static", teacher_identity(teacher), _fingerprint(*sorted(vocab.items())))
+    path = Path(cache_dir) / f"static-{key}.safetensors" if cache_dir is not None else None
+    if path is not None and path.exists():
+        from safetensors.torch import load_file
+
+        return load_file(str(path))["vectors"]
+    transformer = teacher[0].auto_model
+    device = next(transformer.parameters()).device
+    same = vocab == t_tok.get_vocab()
+    ids = list(range(n))
+    vectors = torch.zeros(n, transformer.config.hidden_size)
+    for start in tqdm(range(0, n, batch_size), desc="static token vectors", dynamic_ncols=True,
+                      disable=n < 4 * batch_size):
+        chunk = ids[start : start + batch_size]
+        if same:
+            enc = {"input_ids": torch.tensor([[t_tok.cls_token_id, i, t_tok.sep_token_id] for i in chunk]),
+                   "attention_mask": torch.ones(len(chunk), 3, dtype=torch.long)}
+        else:
+            words = [tokenizer.convert_ids_to_tokens(i).removeprefix("##") or " " for i in chunk]
+            enc = t_tok(words, padding=True, truncation=True, max_length=16, return_tensors="pt",
+                        return_token_type_ids=False)
+        enc = {k: v.to(device) for k, v in enc.items()}
+        hidden = transformer(**enc).last_hidden_state.float()
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        vectors[start : start + len(chunk)] = ((hidden * mask).sum(1) / mask.sum(1)).cpu()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_save({"vectors": vectors.contiguous()}, path)
+    return vectors
+
+
+def principal_directions(vectors: torch.Tensor, k: int) -> torch.Tensor:
+    """[V, D] -> [V, k]: the centred vectors' coordinates on their top-k principal directions (float64 SVD)."""
+    x = vectors.double() - vectors.double().mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    return (x @ v[:k].T).float()
+
+
+@torch.no_grad()
+def student_init_from_static(student: nn.Module, vectors: torch.Tensor) -> str:
+    """Start a student from the teacher's static token vectors [V, D]; returns what was done, for the log.
+
+    TAN: its token code becomes the top-M principal coordinates of the vectors (``TanModel.set_token_coordinates``).
+    A model with an embedding table: the table becomes the vectors (their top principal directions when the student
+    is narrower, a fixed orthonormal map when wider), rescaled to the student's ``initializer_range``.
+    """
+    if hasattr(student, "set_token_coordinates"):
+        m = student.embeddings.token_coordinates.shape[1]
+        n = student.embeddings.token_coordinates.shape[0]
+        if vectors.shape[0] < n:
+            raise ValueError(f"static vectors cover {vectors.shape[0]} tokens, the student's vocabulary has {n}")
+        student.set_token_coordinates(principal_directions(vectors[:n], m))
+        return f"token code: top {m} principal directions of the teacher's static token vectors"
+    table = student.get_input_embeddings()
+    if not isinstance(table, nn.Embedding):
+        raise ValueError(f"{type(student).__name__} has neither a token code nor an embedding table to initialise")
+    n, cs = table.weight.shape
+    if vectors.shape[0] < n:
+        raise ValueError(f"static vectors cover {vectors.shape[0]} tokens, the student's table has {n} rows")
+    src = vectors[:n].double()
+    if cs < src.shape[1]:
+        mapped = principal_directions(src, cs).double()
+        how = f"top {cs} principal directions"
+    else:
+        q, _ = torch.linalg.qr(torch.randn(cs, src.shape[1], generator=torch.Generator().manual_seed(0),
+                                           dtype=torch.float64))
+        mapped = src @ q.T
+        how = f"orthonormal map {src.shape[1]} -> {cs}"
+    std = getattr(student.config, "initializer_range", None) or float(table.weight.std())
+    mapped = mapped * (std / mapped.std().clamp_min(1e-12))
+    table.weight.copy_(mapped.to(table.weight.dtype))
+    if table.padding_idx is not None:
+        table.weight[table.padding_idx].zero_()
+    return f"token table: the teacher's static token vectors ({how})"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class TargetDataset(torch.utils.data.Dataset):
+    """(text, teacher embedding) examples."""
+
+    def __init__(self, texts: Sequence[str], targets: torch.Tensor):
+        if len(texts) != targets.shape[0]:
+            raise ValueError(f"{len(texts)} texts but {targets.shape[0]} targets")
+        if len(texts) == 0:
+            raise D.DataError("the distillation pool is empty")
+        self.texts = list(texts)
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int):
+        return self.texts[i], self.targets[i]
+
+
+class TargetCollator:
+    """[(text, target)] -> ``input_ids``/``attention_mask`` [B, T], ``teacher_embeddings`` [B, D], ``num_pairs`` 0."""
+
+    def __init__(self, tokenizer, max_length: int = 128, pad_to_multiple_of: int | None = 8):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, examples: Iterable) -> dict:
+        texts, targets = zip(*examples)
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt",
+                             return_token_type_ids=False)
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                "teacher_embeddings": torch.stack(targets), "num_pairs": 0, "num_negatives": 0}
+
+
+__all__ = [
+    "TargetCollator",
+    "TargetDataset",
+    "cached_teacher_embeddings",
+    "load_teacher",
+    "principal_directions",
+    "sentence_pool",
+    "static_token_vectors",
+    "student_init_from_static",
+]

@@ -1,0 +1,161 @@
+"""Teacher-target distillation (hf_attn.training.distill): the sentence pool, the on-disk teacher-target cache, static
+token vectors, student initialisation from them, and a short cached-target training run. Tiny fixtures only."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_attn.training import distill
+
+_WORDS = ["a man", "a woman", "the dog", "two kids", "a cat", "the chef", "a player", "a girl", "the band", "a bird"]
+_ACTS = ["is riding a bike", "plays the guitar", "is eating pasta", "runs in the park", "reads a book",
+         "climbs a tree", "sings a song", "drives a red car"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("distill_data")
+    rng = random.Random(0)
+    (root / "nli").mkdir()
+    with gzip.open(root / "nli" / "train.jsonl.gz", "wt") as fh:
+        for s in _WORDS:
+            for a in _ACTS:
+                fh.write(json.dumps({"premise": f"{s} {a} outside today .", "hypothesis": f"{s} {a} .",
+                                     "label": "entailment"}) + "\n")
+    text = "\n".join(" ".join(f"{rng.choice(_WORDS).capitalize()} {rng.choice(_ACTS)} in the morning light."
+                              for _ in range(20)) for _ in range(40))
+    (root / "text.txt").write_text(text)
+    lines = []
+    for _ in range(40):
+        s, a, s2, a2 = rng.choice(_WORDS), rng.choice(_ACTS), rng.choice(_WORDS), rng.choice(_ACTS)
+        lines.append(f"{s} {a}.,{s2} {a2}.,{(5.0 if (s, a) == (s2, a2) else 2.5 * (s == s2) + rng.random()):.2f}")
+    (root / "stsb").mkdir()
+    (root / "stsb" / "stsb-en-dev.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(data_dir, tmp_path_factory) -> str:
+    """A tiny sentence-transformers folder trained here: the stand-in for all-MiniLM-L6-v2."""
+    from hf_attn.training.embed import EmbedTrainingArguments, train_embedder
+
+    out = tmp_path_factory.mktemp("teacher")
+    res = train_embedder(EmbedTrainingArguments(
+        model="gqa_embedder", data_dir=str(data_dir), dataset=["nli/train.jsonl.gz"], output_dir=str(out),
+        hidden_size=24, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=48,
+        embedding_size=24, vocab_size=200, max_seq_length=24, batch_size=16, grad_accum_steps=1, max_steps=1,
+        eval_steps=0, save_steps=0, logging_steps=1))
+    return res["best_model_dir"]
+
+
+def test_sentence_pool_is_deduplicated_capped_and_seeded(data_dir):
+    pool = distill.sentence_pool(data_dir, text_source="text.txt", pair_folders=("nli",))
+    assert len(pool) == len(set(pool))
+    assert any(s.endswith("outside today .") for s in pool)  # NLI premises
+    assert any(s.endswith("morning light.") for s in pool)  # text sentences
+    capped = distill.sentence_pool(data_dir, 30, seed=1, text_source="text.txt", pair_folders=("nli",))
+    assert len(capped) == 30
+    assert capped == distill.sentence_pool(data_dir, 30, seed=1, text_source="text.txt", pair_folders=("nli",))
+    assert capped != distill.sentence_pool(data_dir, 30, seed=2, text_source="text.txt", pair_folders=("nli",))
+    with pytest.raises(ValueError, match="needs --data-dir"):
+        distill.sentence_pool(None)
+
+
+def test_teacher_targets_are_cached_resumable_and_equal_to_the_teacher(teacher_dir, tmp_path):
+    teacher = distill.load_teacher(teacher_dir)
+    texts = [f"{w} {a}." for w in _WORDS for a in _ACTS][:37]
+    direct = teacher.encode(texts, convert_to_tensor=True, normalize_embeddings=True).float()
+    first = distill.cached_teacher_embeddings(teacher, texts, tmp_path, shard_size=10, progress=False)
+    torch.testing.assert_close(first, direct, atol=1e-5, rtol=0)
+    (folder,) = tmp_path.glob("targets-*")
+    shards = [folder / f"shard-{distill._fingerprint(*texts[i:i + 10])}.safetensors" for i in range(0, 37, 10)]
+    assert sorted(folder.glob("shard-*.safetensors")) == sorted(shards)
+
+    calls = []
+    real_encode = teacher.encode
+    teacher.encode = lambda chunk, **kw: calls.append(len(chunk)) or real_encode(chunk, **kw)
+    assert torch.equal(distill.cached_teacher_embeddings(teacher, texts, tmp_path, shard_size=10, progress=False),
+                       first)
+    assert calls == []  # everything came from disk
+    shards[2].unlink()  # a run killed before this shard was written
+    again = distill.cached_teacher_embeddings(teacher, texts, tmp_path, shard_size=10, progress=False)
+    assert calls == [10] and torch.equal(again, first)  # only the missing shard was recomputed
+    prefix = distill.cached_teacher_embeddings(teacher, texts[:20], tmp_path, shard_size=10, progress=False)
+    assert calls == [10] and torch.equal(prefix, first[:20])  # a prefix pool reuses the shards
+    other = distill.cached_teacher_embeddings(teacher, texts[:-1], tmp_path, shard_size=10, progress=False)
+    assert calls == [10, 6] and torch.equal(other, first[:-1])  # only the changed last shard is new
+
+    shards[0].write_bytes(b"not a safetensors file")
+    with pytest.raises(RuntimeError, match=r"shard-[0-9a-f]+.safetensors is unreadable .*delete it"):
+        distill.cached_teacher_embeddings(teacher, texts, tmp_path, shard_size=10, progress=False)
+
+
+def test_static_token_vectors_are_the_teachers_output_for_each_token(teacher_dir, tmp_path):
+    teacher = distill.load_teacher(teacher_dir)
+    tok = teacher.tokenizer
+    vectors = distill.static_token_vectors(teacher, tok, cache_dir=tmp_path)
+    assert vectors.shape == (len(tok), teacher[0].auto_model.config.hidden_size)
+    i = tok.convert_tokens_to_ids("dog") if "dog" in tok.get_vocab() else 7
+    enc = {"input_ids": torch.tensor([[tok.cls_token_id, i, tok.sep_token_id]]),
+           "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    with torch.no_grad():
+        expected = teacher[0].auto_model(**enc).last_hidden_state.mean(1)[0]
+    torch.testing.assert_close(vectors[i], expected, atol=1e-5, rtol=0)
+    assert torch.equal(distill.static_token_vectors(teacher, tok, cache_dir=tmp_path), vectors)  # from the cache
+
+
+def test_student_init_from_static_vectors(teacher_dir):
+    from hf_attn import GQAEmbedderConfig, GQAEmbedderModel, TanConfig, TanModel
+
+    torch.manual_seed(0)
+    vectors = torch.randn(50, 12) @ torch.randn(12, 12)
+    tan = TanModel(TanConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                             chebyshev_degree=4, num_token_coordinates=3))
+    assert "principal directions" in distill.student_init_from_static(tan, vectors)
+    coords = tan.embeddings.token_coordinates
+    assert tan.config.token_code == "teacher" and coords.abs().max() == pytest.approx(1.0)
+    pcs = distill.principal_directions(vectors, 3)
+    for j in range(3):  # each coordinate is a principal coordinate, rescaled
+        assert abs(torch.corrcoef(torch.stack([coords[:, j], pcs[:, j]]))[0, 1].item()) == pytest.approx(1.0, abs=1e-5)
+
+    gqa = GQAEmbedderModel(GQAEmbedderConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, num_key_value_heads=1, intermediate_size=32,
+                                             initializer_range=0.05))
+    assert "orthonormal map 12 -> 16" in distill.student_init_from_static(gqa, vectors)
+    table = gqa.get_input_embeddings().weight.detach()
+    rows = [i for i in range(50) if i != gqa.config.pad_token_id]
+    cos = lambda x: torch.nn.functional.normalize(x[rows], dim=-1) @ torch.nn.functional.normalize(x[rows], dim=-1).T
+    torch.testing.assert_close(cos(table), cos(vectors), atol=1e-4, rtol=0)  # a wider table keeps every cosine
+    assert table.std().item() == pytest.approx(0.05, rel=0.05)
+    narrow = GQAEmbedderModel(GQAEmbedderConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
+                                                num_attention_heads=2, num_key_value_heads=1, intermediate_size=16))
+    assert "top 8 principal directions" in distill.student_init_from_static(narrow, vectors)
+    with pytest.raises(ValueError, match="cover 10 tokens"):
+        distill.student_init_from_static(gqa, vectors[:10])
+
+
+def test_cached_target_training_run(data_dir, teacher_dir, tmp_path):
+    from hf_attn.training.embed import EmbedTrainingArguments, finalize_args, train_embedder
+
+    for model in ("tan", "gqa_embedder"):
+        res = train_embedder(EmbedTrainingArguments(
+            model=model, data_dir=str(data_dir), output_dir=str(tmp_path / model), teacher=teacher_dir,
+            tokenizer=teacher_dir, distill_pool=80, unsupervised_source="text.txt", teacher_cache=str(tmp_path / "c"),
+            init_from_teacher=True, distill_target="both", hidden_size=16, num_hidden_layers=1,
+            num_attention_heads=2, num_key_value_heads=1, intermediate_size=32, embedding_size=16,
+            max_seq_length=24, batch_size=16, grad_accum_steps=1, max_steps=3, eval_steps=0, save_steps=0,
+            logging_steps=1, model_kwargs='{"chebyshev_degree": 4, "num_token_coordinates": 4}' if model == "tan"
+            else None))
+        assert res["status"] == "completed" and res["steps"] == 3 and res["distill_pool"] == 80
+        assert all(math.isfinite(h["distill"]) for h in res["history"])
+    (folder,) = (tmp_path / "c").glob("targets-*")
+    assert len(list(folder.glob("shard-*"))) == 1  # the second model reused the first one's targets
+    with pytest.raises(ValueError, match="--distill-pool needs --teacher"):
+        finalize_args(EmbedTrainingArguments(distill_pool=10))
