@@ -23,6 +23,59 @@ from torch import nn
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+try:  # the keywords transformers itself passes to a model's forward (generate, Trainer, attention kernels)
+    from transformers.utils import TransformersKwargs as _TransformersKwargs
+except ImportError:  # pragma: no cover - older transformers
+    _TransformersKwargs = None
+try:
+    from transformers.modeling_flash_attention_utils import FlashAttentionKwargs as _FlashAttentionKwargs
+except ImportError:  # pragma: no cover
+    _FlashAttentionKwargs = None
+
+# ---------------------------------------------------------------------------------------------------------------
+# Forward keywords and input checks
+# ---------------------------------------------------------------------------------------------------------------
+#
+# transformers renamed the cache keyword of forward from `past_key_values` to `cache`; generate() passes whichever
+# name the installed version uses. Models accept both (`resolve_cache`) and refuse any keyword they do not know
+# (`check_forward_kwargs`), so a renamed argument can never again fall silently into **kwargs.
+
+FORWARD_KWARGS = frozenset(
+    {"output_attentions", "output_hidden_states", "return_dict", "cache_position", "num_items_in_batch",
+     "is_causal", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx",
+     "output_router_logits", "ignore_index", "shift_labels"}
+    | set(getattr(_TransformersKwargs, "__optional_keys__", ()))
+    | set(getattr(_FlashAttentionKwargs, "__optional_keys__", ()))
+)
+
+
+def check_forward_kwargs(kwargs: dict, owner: str, extra: tuple[str, ...] = ()) -> None:
+    """Raise TypeError naming any keyword of `kwargs` that is neither a transformers forward keyword nor in `extra`."""
+    unknown = sorted(k for k in kwargs if k not in FORWARD_KWARGS and k not in extra)
+    if unknown:
+        raise TypeError(
+            f"{owner}.forward() got unexpected keyword argument(s) {', '.join(repr(k) for k in unknown)}; "
+            "check the spelling (the KV cache is passed as `cache`, or `past_key_values` in older transformers)."
+        )
+
+
+def resolve_cache(cache, past_key_values):
+    """The cache passed under transformers' current name (`cache`) or its old one (`past_key_values`)."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("Pass the KV cache once: as `cache` (current transformers) or `past_key_values`, not both.")
+    return cache if cache is not None else past_key_values
+
+
+def is_tracing() -> bool:
+    """True under torch.compile, torch.export, torch.jit tracing or torch.fx: data-dependent checks are skipped."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    try:
+        from torch.fx._symbolic_trace import is_fx_tracing
+    except ImportError:  # pragma: no cover
+        return False
+    return is_fx_tracing()
+
 # ---------------------------------------------------------------------------------------------------------------
 # Attention seam
 # ---------------------------------------------------------------------------------------------------------------

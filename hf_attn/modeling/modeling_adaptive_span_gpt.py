@@ -20,6 +20,8 @@ fused kernels).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -43,7 +45,9 @@ from .layers import (
     alibi_slopes,
     apply_rotary_pos_emb,
     attention_bias_kwargs,
+    check_forward_kwargs,
     eager_attention_forward,
+    resolve_cache,
     sinusoidal_position_embedding,
 )
 
@@ -51,6 +55,14 @@ try:  # registers the hf_* attention backends when hf_attn is installed; the mod
     import hf_attn  # noqa: F401
 except ImportError:
     pass
+
+
+# transformers renamed the cache argument of its mask functions and output classes from `past_key_values` to `cache`;
+# use whichever name the installed version has, so remote code never calls a deprecated spelling.
+_MASK_CACHE_ARG = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+_OUTPUT_CACHE_FIELD = (
+    "cache" if "cache" in {f.name for f in dataclasses.fields(BaseModelOutputWithPast)} else "past_key_values"
+)
 
 
 def safe_log(mask: torch.Tensor) -> torch.Tensor:
@@ -207,7 +219,7 @@ class AdaptiveSpanAttention(nn.Module):
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, _ = hidden_states.shape
@@ -217,8 +229,8 @@ class AdaptiveSpanAttention(nn.Module):
         if position_embeddings is not None:  # RoPE
             cos, sin = position_embeddings
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
         k_len = k.shape[2]
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
@@ -273,14 +285,14 @@ class AdaptiveSpanBlock(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attn_out, weights = self.attn(
             self.ln_1(hidden_states),
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             **kwargs,
         )
         hidden_states = hidden_states + self.dropout(attn_out)
@@ -299,7 +311,7 @@ class AdaptiveSpanGPTPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedMode
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["AdaptiveSpanBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
@@ -434,14 +446,19 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast | tuple:
+        """The KV cache comes as `cache` (transformers' current name) or `past_key_values` (the old one)."""
+        check_forward_kwargs(kwargs, type(self).__name__)
+        kwargs.pop("cache_position", None)  # positions come from the cache length; older callers still send it
+        past_key_values = resolve_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Specify exactly one of input_ids or inputs_embeds.")
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
@@ -481,9 +498,9 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
             position_ids=position_ids,
             and_mask_function=and_mask_function,
+            **{_MASK_CACHE_ARG: past_key_values},
         )
 
         all_hidden_states = () if output_hidden_states else None
@@ -495,7 +512,7 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
                 hidden_states,
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
-                past_key_values=past_key_values,
+                cache=past_key_values,
                 **kwargs,
             )
             if output_attentions:
@@ -506,9 +523,9 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
 
         output = BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
+            **{_OUTPUT_CACHE_FIELD: past_key_values if use_cache else None},
         )
         return output if return_dict else output.to_tuple()
 
@@ -555,7 +572,7 @@ class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -563,15 +580,21 @@ class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> AdaptiveSpanCausalLMOutput | tuple:
-        """Logits [B, T, V]; with `labels`, loss = shifted cross-entropy (ignore -100) + span regulariser."""
+        """Logits [B, T, V]; with `labels`, loss = shifted cross-entropy (ignore -100) + span regulariser.
+
+        The KV cache comes as `cache` (transformers' current name, what generate() passes) or `past_key_values`
+        (the old name); an unknown keyword raises TypeError instead of being ignored.
+        """
+        check_forward_kwargs(kwargs, type(self).__name__)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=resolve_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_attentions=output_attentions,
@@ -592,10 +615,10 @@ class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin
         output = AdaptiveSpanCausalLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             span_loss=span_loss,
+            **{_OUTPUT_CACHE_FIELD: outputs.get(_OUTPUT_CACHE_FIELD)},
         )
         return output if return_dict else output.to_tuple()
 

@@ -1,0 +1,180 @@
+"""AdaptiveSpanGPT under transformers' generate(): the KV cache must be used, and change nothing.
+
+Every test compares the logits of cached decoding with the same model run without a cache (a full forward over the
+whole sequence, or generate(use_cache=False)), to 1e-5, over 16 new tokens: a cache that is dropped or rebuilt each
+step makes the step logits differ at once, while argmax tokens can still agree by luck.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hf_attn  # noqa: F401  (registers the Auto classes and the hf_* backends)
+from hf_attn import AdaptiveSpanGPTConfig, AdaptiveSpanGPTForCausalLM
+
+NEW = 16
+PROMPT = 8
+ATOL = 1e-5
+
+
+def tiny_lm(seed: int = 0, **overrides) -> AdaptiveSpanGPTForCausalLM:
+    fields = dict(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=64, use_adaptive_attention=True, use_triangle_wave_masking=True, max_span=16,
+        softness_span_mask=4.0, attn_implementation="eager",
+    )
+    fields.update(overrides)
+    torch.manual_seed(seed)
+    model = AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTConfig(**fields)).eval()
+    with torch.no_grad():  # heads with different spans and periods, short enough to matter within 24 tokens
+        for layer in model.model.layers:
+            if layer.attn.span_mask is not None:
+                layer.attn.span_mask.span_logit.uniform_(-2.0, 0.5)
+            if layer.attn.triangle_mask is not None:
+                layer.attn.triangle_mask.period_logit.uniform_(-1.0, 2.0)
+                layer.attn.triangle_mask.offset_logit.uniform_(-1.0, 1.0)
+    return model
+
+
+def prompt_ids(batch: int = 1, length: int = PROMPT, seed: int = 5) -> torch.Tensor:
+    return torch.randint(1, 64, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def generate(model, input_ids=None, **kwargs):
+    kwargs.setdefault("attention_mask", None if input_ids is None else torch.ones_like(input_ids))
+    return model.generate(
+        input_ids, max_new_tokens=NEW, min_new_tokens=NEW, pad_token_id=0, return_dict_in_generate=True,
+        output_logits=True, **kwargs,
+    )
+
+
+def full_forward_logits(model, sequences: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """Logits that predicted each generated token, from one forward over the whole sequence without a cache."""
+    with torch.no_grad():
+        logits = model(sequences, use_cache=False).logits
+    return logits[:, prompt_len - 1 : -1]
+
+
+@pytest.mark.parametrize("position_embedding", ["learned", "rope"])
+def test_greedy_cached_logits_equal_full_forward(position_embedding):
+    model = tiny_lm(position_embedding=position_embedding)
+    prompt = prompt_ids()
+    out = generate(model, prompt, do_sample=False)
+    assert out.sequences.shape == (1, PROMPT + NEW)
+    torch.testing.assert_close(
+        torch.stack(out.logits, dim=1), full_forward_logits(model, out.sequences, PROMPT), rtol=0, atol=ATOL
+    )
+    uncached = generate(model, prompt, do_sample=False, use_cache=False)
+    assert torch.equal(uncached.sequences, out.sequences)
+
+
+def test_greedy_left_padded_batch_cached_equals_uncached():
+    model = tiny_lm(position_embedding="learned")
+    prompt = prompt_ids(batch=2)
+    mask = torch.ones_like(prompt)
+    mask[1, :3] = 0  # left padding
+    cached = generate(model, prompt, attention_mask=mask, do_sample=False, use_cache=True)
+    uncached = generate(model, prompt, attention_mask=mask, do_sample=False, use_cache=False)
+    assert torch.equal(cached.sequences, uncached.sequences)
+    torch.testing.assert_close(torch.stack(cached.logits, 1), torch.stack(uncached.logits, 1), rtol=0, atol=ATOL)
+
+
+def test_sampling_with_fixed_seed_cached_equals_uncached():
+    model = tiny_lm()
+    prompt = prompt_ids(batch=2)
+    runs = []
+    for use_cache in (True, False):
+        torch.manual_seed(123)
+        runs.append(generate(model, prompt, do_sample=True, top_k=0, use_cache=use_cache))
+    assert torch.equal(runs[0].sequences, runs[1].sequences)
+    torch.testing.assert_close(torch.stack(runs[0].logits, 1), torch.stack(runs[1].logits, 1), rtol=0, atol=ATOL)
+    torch.testing.assert_close(
+        torch.stack(runs[0].logits, 1), full_forward_logits(model, runs[0].sequences, PROMPT), rtol=0, atol=ATOL
+    )
+
+
+def test_beam_search_cached_equals_uncached():
+    model = tiny_lm(position_embedding="rope")
+    prompt = prompt_ids(batch=2)
+    runs = [generate(model, prompt, num_beams=3, do_sample=False, use_cache=c) for c in (True, False)]
+    assert torch.equal(runs[0].sequences, runs[1].sequences)
+    torch.testing.assert_close(runs[0].sequences_scores, runs[1].sequences_scores, rtol=0, atol=ATOL)
+    torch.testing.assert_close(torch.stack(runs[0].logits, 1), torch.stack(runs[1].logits, 1), rtol=0, atol=ATOL)
+
+
+def test_assisted_decoding_logits_equal_full_forward():
+    model, assistant = tiny_lm(seed=0), tiny_lm(seed=1)
+    prompt = prompt_ids()
+    out = generate(model, prompt, do_sample=False, assistant_model=assistant)
+    plain = generate(model, prompt, do_sample=False, use_cache=False)
+    assert torch.equal(out.sequences, plain.sequences)  # greedy assisted decoding is exact
+    torch.testing.assert_close(
+        torch.stack(out.logits, dim=1), full_forward_logits(model, out.sequences, PROMPT), rtol=0, atol=ATOL
+    )
+
+
+def test_continue_from_cache():
+    model = tiny_lm(position_embedding="rope")
+    prompt = prompt_ids()
+    first = model.generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False, pad_token_id=0,
+        return_dict_in_generate=True,
+    )
+    assert first.cache is not None and first.cache.get_seq_length() == PROMPT + 6 - 1
+    start = first.sequences.shape[1]
+    out = generate(model, first.sequences, cache=first.cache, do_sample=False)
+    assert out.sequences.shape == (1, start + NEW)
+    torch.testing.assert_close(
+        torch.stack(out.logits, dim=1), full_forward_logits(model, out.sequences, start), rtol=0, atol=ATOL
+    )
+
+
+def test_continue_from_inputs_embeds():
+    model = tiny_lm(position_embedding="learned")
+    prompt = prompt_ids()
+    embeds = model.get_input_embeddings()(prompt).detach()
+    out = generate(model, inputs_embeds=embeds, attention_mask=torch.ones_like(prompt), do_sample=False)
+    assert out.sequences.shape == (1, NEW)  # only the new tokens when the prompt came as embeddings
+    full = torch.cat([prompt, out.sequences], dim=1)
+    torch.testing.assert_close(
+        torch.stack(out.logits, dim=1), full_forward_logits(model, full, PROMPT), rtol=0, atol=ATOL
+    )
+
+
+def test_forward_accepts_old_cache_name_and_refuses_unknown_keywords():
+    model = tiny_lm()
+    ids = prompt_ids(length=12)
+    with torch.no_grad():
+        full = model(ids, use_cache=False).logits
+        cache = model(ids[:, :8], use_cache=True).cache
+        new = model(ids[:, 8:], past_key_values=cache).logits  # the old keyword is still honoured
+    torch.testing.assert_close(new, full[:, 8:], rtol=0, atol=ATOL)
+    with pytest.raises(TypeError, match="past_key_value"):
+        model(ids, past_key_value=cache)  # a misspelt cache must not be dropped silently
+    with pytest.raises(TypeError, match="foo"):
+        model.model(ids, foo=1)
+    with pytest.raises(ValueError, match="not both"):
+        model(ids, cache=cache, past_key_values=model(ids[:, :2]).cache)
+    with torch.no_grad():  # transformers' own keywords still pass
+        model(ids, cache_position=torch.arange(12), output_attentions=False, num_items_in_batch=3)
+
+
+def test_output_attentions_during_decoding_see_every_cached_key():
+    model = tiny_lm()
+    prompt = prompt_ids()
+    steps = 4
+    out = model.generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=steps, do_sample=False, pad_token_id=0,
+        return_dict_in_generate=True, output_attentions=True,
+    )
+    assert len(out.attentions) == steps
+    for step, per_layer in enumerate(out.attentions):
+        length = PROMPT + step
+        for layer, weights in enumerate(per_layer):
+            q_len = PROMPT if step == 0 else 1
+            assert weights.shape == (1, 4, q_len, length)
+            with torch.no_grad():  # the same row as a full forward over the sequence so far
+                full = model(out.sequences[:, :length], use_cache=False, output_attentions=True).attentions[layer]
+            torch.testing.assert_close(weights[:, :, -1], full[:, :, -1], rtol=0, atol=ATOL)
+    assert (out.attentions[-1][0][0, :, 0, :-1].sum(-1) > 0).any()  # cached keys carry weight
