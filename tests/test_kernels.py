@@ -129,29 +129,66 @@ def make_inputs(b, h, hkv, q_len, k_len, d, *, dtype=torch.float32, padding=Fals
 
 
 def check_flash(b, h, hkv, q_len, k_len, d, *, is_causal, padding=False, table_len=None, neg_inf=False,
-                max_distance=None, window=None, scaling=0.37):
+                max_distance=None, window=None, scaling=0.37, block_m=16, block_n=16, tol=RTOL):
     q, k, v, mask, table = make_inputs(b, h, hkv, q_len, k_len, d, padding=padding, table_len=table_len,
                                        neg_inf=neg_inf)
     leaves = [q, k, v] + ([table] if table is not None else [])
     for t in leaves:
         t.requires_grad_(True)
     kw = dict(scaling=scaling, is_causal=is_causal, key_padding_mask=mask, max_distance=max_distance, window=window)
-    out = fa.flash_attention(q, k, v, distance_bias=table, block_m=16, block_n=16, **kw)
+    out = fa.flash_attention(q, k, v, distance_bias=table, block_m=block_m, block_n=block_n, **kw)
     ref = reference_attention(q, k, v, table=table, **kw)
-    case = f"{b=} {h=} {hkv=} {q_len=} {k_len=} {d=} {kw} table_len={table_len}"
+    case = f"{b=} {h=} {hkv=} {q_len=} {k_len=} {d=} {kw} table_len={table_len} blocks={block_m}x{block_n}"
     assert out.shape == ref.shape
-    assert rel_err(out, ref) < RTOL, f"forward: {rel_err(out, ref)} for {case}"
+    assert rel_err(out, ref) < tol, f"forward: {rel_err(out, ref)} for {case}"
 
     grad_out = torch.randn_like(ref)
     got = torch.autograd.grad(out, leaves, grad_out)
     want = torch.autograd.grad(ref, leaves, grad_out)
     for name, g, w in zip(["dq", "dk", "dv", "d_table"], got, want):
-        assert rel_err(g, w) < RTOL, f"{name}: {rel_err(g, w)} for {case}"
+        assert rel_err(g, w) < tol, f"{name}: {rel_err(g, w)} for {case}"
+    return got
 
 
 def test_flash_causal_padding_gqa_bias_max_distance():
     """The AdaptiveSpanGPT combination: causal, GQA, padding, a bias table with -inf entries, max_distance."""
     check_flash(2, 4, 2, 37, 37, 16, is_causal=True, padding=True, table_len=30, neg_inf=True, max_distance=21)
+
+
+@pytest.mark.parametrize("block_m,block_n", [(32, 16), (16, 32)])
+def test_flash_unequal_blocks_table_gradient(block_m, block_n):
+    """Query and key blocks of different sizes: the table gradient's diagonal window (a power of two above
+    BLOCK_M + BLOCK_N) is carried across key tiles without dropping or double-counting a distance."""
+    check_flash(1, 2, 1, 45, 45, 16, is_causal=True, padding=True, table_len=40, neg_inf=True, max_distance=37,
+                block_m=block_m, block_n=block_n)
+
+
+def test_flash_table_gradient_is_deterministic():
+    """The table gradient is summed from per-block buffer rows in a fixed order: bitwise equal across runs."""
+    q, k, v, _, table = make_inputs(1, 2, 2, 40, 40, 16, table_len=40)
+    table.requires_grad_(True)
+    grads = []
+    for _ in range(2):
+        out = fa.flash_attention(q, k, v, is_causal=True, distance_bias=table, block_m=16, block_n=16)
+        grads.append(torch.autograd.grad(out.square().sum(), [table])[0])
+    assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("setting,precision,tol", [("highest", "ieee", RTOL), ("high", "tf32", 2e-3)])
+def test_flash_fp32_follows_matmul_precision(setting, precision, tol):
+    """fp32 dots follow torch.get_float32_matmul_precision(): IEEE at "highest", TF32 when the user allows it
+    ("high" / "medium"); each checked at its own tolerance (the interpreter computes dots in fp32 either way;
+    the ahead-of-time test checks the TF32 tensor-core instructions on real targets)."""
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(setting)
+    try:
+        assert fa._precision(torch.float32) == precision
+        assert cheb._precision(torch.float32) == precision
+        assert fa._precision(torch.float16) == "tf32"  # ignored by fp16/bf16 dots
+        check_flash(1, 2, 1, 20, 20, 16, is_causal=True, table_len=20, tol=tol)
+        check_chebyshev(20, 16, 12, tol=tol)
+    finally:
+        torch.set_float32_matmul_precision(old)
 
 
 def test_flash_bidirectional_window_decoding():
@@ -287,6 +324,39 @@ def test_hf_blockwise_equals_eager(monkeypatch, force_triton):
     assert rel_err(out4d, ref4d) < RTOL
 
 
+def test_hf_blockwise_routes_by_architecture():
+    """Below sm_80 exact attention goes to SDPA (or blockwise when SDPA computes another function); from sm_80
+    the kernel, unless no launch configuration fits, then blockwise: decided before any launch."""
+    from hf_attn.attention.flash import choose_path
+
+    assert choose_path((7, 5), kernel_fits=True, sdpa_ok=True) == "sdpa"
+    assert choose_path((7, 5), kernel_fits=True, sdpa_ok=False) == "blockwise"
+    assert choose_path((8, 0), kernel_fits=True, sdpa_ok=True) == "triton"
+    assert choose_path((9, 0), kernel_fits=False, sdpa_ok=True) == "blockwise"
+    assert choose_path(None, kernel_fits=True, sdpa_ok=False) == "triton"  # forced onto the interpreter
+    assert fa.kernel_fits(torch.zeros(1, 1, 1, 512), has_bias=True, backward=True)  # off CUDA: interpreter
+
+
+@pytest.mark.parametrize("is_causal,hkv,left_pad", [(True, 2, True), (False, 1, False)])
+def test_sdpa_path_equals_eager(is_causal, hkv, left_pad):
+    """The SDPA route (GPUs below sm_80) computes what the kernel computes: padding, GQA, and zeros (with zero
+    gradients, no NaN) for a query that sees no key."""
+    from hf_attn.attention.flash import sdpa_attention
+
+    q, k, v, mask, _ = make_inputs(2, 4, hkv, 21, 21, 16, padding=True)
+    if left_pad:
+        mask[0, :4] = False
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    out = sdpa_attention(q, k, v, scaling=0.3, is_causal=is_causal, key_padding_mask=mask)
+    ref = reference_attention(q, k, v, scaling=0.3, is_causal=is_causal, key_padding_mask=mask, table=None,
+                              max_distance=None, window=None)
+    assert rel_err(out, ref) < RTOL
+    grad_out = torch.randn_like(ref)
+    for g, w in zip(torch.autograd.grad(out, [q, k, v], grad_out), torch.autograd.grad(ref, [q, k, v], grad_out)):
+        assert rel_err(g, w) < RTOL
+
+
 # -------------------------------------------------------------------------------------------------------------
 # Chebyshev projection
 # -------------------------------------------------------------------------------------------------------------
@@ -345,3 +415,18 @@ def test_chebyshev_dispatch_on_cpu_uses_reference(monkeypatch):
     u = torch.rand(10) * 2 - 1
     weight, bias = torch.randn(8, 5), torch.randn(8)
     assert torch.equal(cheb.chebyshev_project(u, weight, bias), chebyshev_reference(u, weight, bias))
+
+
+def test_chebyshev_dispatch_falls_back_when_no_config_fits(monkeypatch, caplog):
+    """Where no launch configuration fits, `chebyshev_project` takes the reference path (never launches) and
+    says so once."""
+    monkeypatch.setenv("HF_ATTN_FORCE_TRITON", "1")
+    monkeypatch.setattr(cheb, "fused_fits", lambda weight, backward: False)
+    monkeypatch.setattr(cheb, "_REPORTED", set())
+    monkeypatch.setattr(cheb, "chebyshev_project_triton", None)  # calling it would raise
+    u = torch.rand(10) * 2 - 1
+    weight, bias = torch.randn(8, 5), torch.randn(8)
+    with caplog.at_level("WARNING", logger=cheb.__name__):
+        for _ in range(3):
+            assert torch.equal(cheb.chebyshev_project(u, weight, bias), chebyshev_reference(u, weight, bias))
+    assert sum("PyTorch reference" in r.getMessage() for r in caplog.records) == 1

@@ -4,7 +4,10 @@ Same function as ``eager_attention_forward`` (and sdpa / flex_attention); only t
 
 | where                                   | path                                                            |
 |-----------------------------------------|-----------------------------------------------------------------|
-| CUDA tensors (or HF_ATTN_FORCE_TRITON=1) | Triton flash kernel, ``hf_attn.kernels.flash_attention``        |
+| CUDA sm_80+ (or HF_ATTN_FORCE_TRITON=1)  | Triton flash kernel, ``hf_attn.kernels.flash_attention``        |
+| CUDA below sm_80 (T4: no tensor-core tl.dot) | SDPA when it computes the same function (no table, window or |
+|                                         | max_distance; causal only with Tq == Tk), else blockwise         |
+| CUDA, no launch config fits (dtype/head dim) | blockwise, said once                                        |
 | elsewhere (CPU, MPS, no triton)         | blockwise online softmax, ``hf_attn.attention.blockwise``        |
 | training with attention dropout > 0     | blockwise (the Triton kernel has no dropout)                     |
 | a 4D ``attention_mask`` or ``position_bias`` | dense eager reference (a dense mask cannot skip blocks)     |
@@ -20,6 +23,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.utils import logging
 
@@ -41,6 +45,47 @@ def use_triton_kernels(tensor: torch.Tensor) -> bool:
     except ImportError:
         return False
     return True
+
+
+def choose_path(cc: tuple[int, int] | None, *, kernel_fits: bool, sdpa_ok: bool) -> str:
+    """Where exact attention runs: "triton", "sdpa" or "blockwise". `cc` is the CUDA capability (None: not CUDA,
+    the kernel was forced onto the interpreter); `kernel_fits`: every kernel pass the call needs has a launch
+    configuration (``launch_configs``); `sdpa_ok`: SDPA computes the same function for these arguments."""
+    from ..kernels.launch_configs import flash_route
+
+    if cc is not None and flash_route(cc) != "triton":
+        return "sdpa" if sdpa_ok else "blockwise"
+    return "triton" if kernel_fits else "blockwise"
+
+
+def sdpa_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    scaling: float,
+    is_causal: bool,
+    key_padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """torch SDPA with the kernel's conventions: out [B, Tq, H, D]; causal only for Tq == Tk (callers check);
+    a query that sees no key gets zeros (its mask row is opened for SDPA, then its output zeroed, so neither
+    the output nor the gradients see a NaN)."""
+    b, h, q_len, _ = query.shape
+    hkv, k_len = key.shape[1], key.shape[2]
+    mask = None
+    if key_padding_mask is not None:
+        keep = key_padding_mask[:, -k_len:].to(device=query.device, dtype=torch.bool)[:, None, None, :]
+        if is_causal:
+            keep = keep & torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril()
+        seen = keep.any(-1, keepdim=True)  # [B, 1, Tq, 1]
+        mask = keep | ~seen
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, is_causal=is_causal and mask is None, scale=scaling,
+        enable_gqa=h != hkv,
+    )
+    if mask is not None:
+        out = out * seen.to(out.dtype)
+    return out.transpose(1, 2)
 
 
 def flash_attention_forward(
@@ -85,13 +130,29 @@ def flash_attention_forward(
     key_padding_mask = attention_mask
 
     if use_triton_kernels(query) and not (dropout > 0.0 and training) and query.shape[-1] <= 256:
-        from ..kernels.flash_attention import flash_attention
+        from ..kernels.flash_attention import flash_attention, kernel_fits
 
-        out = flash_attention(
-            query, key, value, scaling=scaling, is_causal=is_causal, key_padding_mask=key_padding_mask,
-            distance_bias=distance_bias, max_distance=max_distance, window=window,
-        )
-        return out, None
+        cc = torch.cuda.get_device_capability(query.device) if query.is_cuda else None
+        backward = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (query, key, value, distance_bias))
+        sdpa_ok = (distance_bias is None and max_distance is None and window is None
+                   and (not is_causal or query.shape[2] == key.shape[2]))
+        path = choose_path(cc, kernel_fits=kernel_fits(query, distance_bias is not None, backward), sdpa_ok=sdpa_ok)
+        if path == "triton":
+            out = flash_attention(
+                query, key, value, scaling=scaling, is_causal=is_causal, key_padding_mask=key_padding_mask,
+                distance_bias=distance_bias, max_distance=max_distance, window=window,
+            )
+            return out, None
+        if path == "sdpa":
+            out = sdpa_attention(query, key, value, scaling=scaling, is_causal=is_causal,
+                                 key_padding_mask=key_padding_mask)
+            return out, None
+        if cc is not None and cc[0] >= 8:
+            logger.warning_once(
+                f"hf_blockwise: no launch configuration of the Triton flash kernel fits sm_{cc[0]}{cc[1]} at "
+                f"{query.dtype}, head_dim={query.shape[-1]}; using the blockwise PyTorch path (same result)."
+            )
 
     return blockwise_attention(
         query, key, value, scaling=scaling, is_causal=is_causal, key_padding_mask=key_padding_mask,

@@ -324,12 +324,12 @@ def chebyshev_project(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 
 
 def _report_fallback(weight: torch.Tensor) -> None:
-    cc = torch.cuda.get_device_capability(weight.device)
-    key = (cc, weight.dtype, tuple(weight.shape))
+    where = "sm_{}{}".format(*torch.cuda.get_device_capability(weight.device)) if weight.is_cuda else "this device"
+    key = (where, weight.dtype, tuple(weight.shape))
     if key not in _REPORTED:
         _REPORTED.add(key)
         logger.warning(
-            "chebyshev_project: no launch configuration of the fused Triton kernels fits sm_%d%d at %s, "
-            "hidden=%d, K=%d; using the PyTorch reference (same result, more memory).",
-            cc[0], cc[1], str(weight.dtype).replace("torch.", ""), weight.shape[0], weight.shape[1],
+            "chebyshev_project: no launch configuration of the fused Triton kernels fits %s at %s, hidden=%d, "
+            "K=%d; using the PyTorch reference (same result, more memory).",
+            where, str(weight.dtype).replace("torch.", ""), weight.shape[0], weight.shape[1],
         )

@@ -241,7 +241,8 @@ if HAS_TRITON:
         Per key tile the distances form diagonals: a gather skews dS [BLOCK_M, BLOCK_N] to [BLOCK_M, R]
         (column c = diagonal c, distance base + c) and a column sum gives the tile's R diagonal sums. Tiles are
         visited with decreasing distances (base drops by BLOCK_N per tile), so a window of R running sums is
-        carried: after a tile, entries c >= BLOCK_M no later tile reaches are stored, the rest shift up."""
+        carried: after a tile, entries BLOCK_M <= c < BLOCK_M + BLOCK_N (which no later tile reaches) are stored,
+        entries c < BLOCK_M shift up by BLOCK_N; so each distance is stored once."""
         start_m = tl.program_id(1) * BLOCK_M
         bh = tl.program_id(0).to(tl.int64)
         b = bh // H
@@ -295,13 +296,15 @@ if HAS_TRITON:
                 skewed = tl.gather(tl.where(in_table, ds, 0.0), skew, axis=1)  # [BLOCK_M, R]
                 db_acc += tl.sum(tl.where(on_diag, skewed, 0.0), 0)
                 dist = base + diag
-                tl.store(db_row + dist, db_acc, mask=(diag >= BLOCK_M) & (dist >= 0) & (dist < L))
+                final = (diag >= BLOCK_M) & (diag < BLOCK_M + BLOCK_N)  # no later tile reaches these
+                tl.store(db_row + dist, db_acc, mask=final & (dist >= 0) & (dist < L))
                 carried = (diag >= BLOCK_N) & (diag < BLOCK_N + BLOCK_M)
                 db_acc = tl.where(carried, tl.gather(db_acc, tl.maximum(diag - BLOCK_N, 0), axis=0), 0.0)
                 base -= BLOCK_N
         if BIAS_GRAD:
             dist = base + diag
-            tl.store(db_row + dist, db_acc, mask=(diag >= BLOCK_N) & (dist >= 0) & (dist < L))
+            final = (diag >= BLOCK_N) & (diag < BLOCK_N + BLOCK_M)  # the carried entries
+            tl.store(db_row + dist, db_acc, mask=final & (dist >= 0) & (dist < L))
         dq = dq * sm_scale
         tl.store(DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
                  dq.to(DQ.dtype.element_ty), mask=io_mask)
@@ -344,19 +347,11 @@ def _device_guard(t: torch.Tensor):
 def _distance_band(
     q_len: int, k_len: int, is_causal: bool, table_len: int | None, max_distance: int | None, window: int | None
 ) -> tuple[int, int]:
-    """(max_back, max_fwd): allowed pairs have -max_fwd <= d <= max_back, d = q_pos - k_pos."""
-    unbounded = q_len + k_len + 1  # no pair is that far apart
-    max_back, max_fwd = unbounded, unbounded
-    if is_causal or table_len is not None or max_distance is not None:
-        max_fwd = 0
-    if table_len is not None:
-        max_back = min(max_back, table_len - 1)
-    if max_distance is not None:
-        max_back = min(max_back, max_distance - 1)
-    if window is not None:
-        max_back = min(max_back, window - 1)
-        max_fwd = min(max_fwd, window - 1)
-    return max_back, max_fwd
+    """(max_back, max_fwd): allowed pairs have -max_fwd <= d <= max_back, d = q_pos - k_pos (the band rule of
+    ``hf_attn.attention.band``, an unbounded side as q_len + k_len + 1); ``_masked_logits`` applies it."""
+    from ..attention.band import band
+
+    return band(is_causal, window, max_distance, table_len).limits(q_len, k_len)
 
 
 class FlashAttentionFunction(torch.autograd.Function):
