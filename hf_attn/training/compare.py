@@ -319,6 +319,9 @@ def run_comparison(args: CompareArguments, log=print) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     t_start = time.perf_counter()
     splits = resolve_data(args, log)
+    from .checkpoint import check_output_dir
+
+    check_output_dir(args.output_dir)
     rows = []
     for variant in args.variants:
         for position in args.positions:

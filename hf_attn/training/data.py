@@ -88,15 +88,88 @@ def _builder_for(path: Path) -> str:
 def resolve_source(spec: str, data_dir: str | Path | None = None) -> str | Path:
     """A dataset spec -> an existing local path, or the spec itself (a Hub id).
 
-    ``spec`` may be a path, or a path relative to ``data_dir`` (``msrp/msrp_train.jsonl.gz`` or a folder).
+    ``spec`` may be a path, or a path relative to ``data_dir`` (``msrp/msrp_train.jsonl.gz`` or a folder). A
+    ``data_dir`` that does not exist, or a spec that names a data file (``.jsonl``, ``.csv``, ...) found nowhere,
+    raises ``DataError`` (rather than being looked up on the Hub).
     """
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DataError(f"--data-dir {data_dir}: no such folder (pass a folder laid out like ../shared/data)")
     candidates = [Path(spec)]
     if data_dir is not None:
         candidates.insert(0, Path(data_dir) / spec)
     for c in candidates:
         if c.exists():
             return c
+    if _is_data_file(Path(spec)) or str(spec).startswith((".", "/", "~")):
+        raise DataError(f"{spec}: no such file (looked for {', '.join(str(c) for c in candidates)})")
     return spec
+
+
+def diagnose_file(path: Path) -> str | None:
+    """Where a local data file is malformed: "<file> line N: <problem>", or None when no fault is found.
+
+    Reads it the way the loaders do (gzip included): a truncated .gz, a jsonl line that is not a JSON object, a
+    csv row with another number of fields than the first, text that is not UTF-8.
+    """
+    import csv
+    import gzip
+    import io
+    import json
+    import zlib
+
+    name = path.name.lower()
+    opener = gzip.open if name.endswith(".gz") else open
+    builder = _builder_for(path) if _is_data_file(path) else None
+    line_no = 0
+    try:
+        with opener(path, "rb") as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+            if builder == "csv":
+                delim = "\t" if ".tsv" in name else ","
+                width = None
+                reader = csv.reader(text, delimiter=delim)
+                for row in reader:
+                    line_no = reader.line_num
+                    if not row:
+                        continue
+                    width = width or len(row)
+                    if len(row) != width:
+                        return f"{path} line {line_no}: {len(row)} fields, the first row has {width}"
+            elif builder == "json" and not name.replace(".gz", "").endswith(".json"):
+                for line_no, line in enumerate(text, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        return f"{path} line {line_no}: not valid JSON ({e.msg} at column {e.colno})"
+                    if not isinstance(row, dict):
+                        return f"{path} line {line_no}: expected a JSON object per line, got {type(row).__name__}"
+            else:
+                for line_no, _ in enumerate(text, 1):
+                    pass
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        return (f"{path}: the gzip stream is truncated or corrupt after line {line_no} ({e}); re-download or "
+                "re-compress the file")
+    except UnicodeDecodeError as e:
+        return f"{path} line {line_no + 1}: not UTF-8 text ({e.reason} at byte {e.start})"
+    except csv.Error as e:
+        return f"{path} line {line_no + 1}: malformed csv ({e})"
+    return None
+
+
+def _load_local(builder: str, files: list[Path], **kwargs):
+    """``datasets.load_dataset`` on local files; a malformed file raises ``DataError`` naming the file and line."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **kwargs)
+    except Exception as e:  # noqa: BLE001 - datasets wraps parser errors in its own types; find the bad line
+        for f in files:
+            problem = diagnose_file(f)
+            if problem:
+                raise DataError(f"{problem}. Fix or remove that line (or the file) and run again") from e
+        raise
 
 
 def load_rows(
@@ -129,7 +202,7 @@ def load_rows(
                 kwargs["delimiter"] = "\t"
             if column_names:
                 kwargs["column_names"] = list(column_names)
-        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **kwargs)
+        ds = _load_local(builder, files, **kwargs)
     else:
         ds = datasets.load_dataset(source, subset, split=split)
     if len(ds) == 0:
@@ -304,6 +377,8 @@ def load_pair_sources(
     split: str = "train",
 ) -> list[PairExample]:
     """Load and convert every source; ``specs`` None -> the local mix under ``data_dir`` or the Hub default."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DataError(f"--data-dir {data_dir}: no such folder (pass a folder laid out like ../shared/data)")
     if not specs:
         if data_dir is not None:
             specs = [s for s in DEFAULT_LOCAL_MIX if (Path(data_dir) / s).exists()]

@@ -39,16 +39,31 @@ ENWIK8_SPLIT = (90_000_000, 5_000_000, 5_000_000)
 
 
 def _read_source_bytes(path: Path, max_bytes: int | None) -> bytes:
+    try:
+        return _read_source_bytes_unchecked(path, max_bytes)
+    except (EOFError, OSError, UnicodeDecodeError, ValueError) as e:
+        from .data import diagnose_file
+
+        if isinstance(e, DataError):
+            raise
+        problem = diagnose_file(path) if not isinstance(e, FileNotFoundError) else None
+        raise DataError(f"{problem or f'{path}: cannot be read ({e})'}. Fix or re-create the file") from e
+
+
+def _read_source_bytes_unchecked(path: Path, max_bytes: int | None) -> bytes:
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
         opener = gzip.open if name.endswith(".gz") else open
         parts, total = [], 0
         with opener(path, "rt", encoding="utf-8") as fh:
-            for line in fh:
+            for line_no, line in enumerate(fh, 1):
                 line = line.strip()
                 if not line:
                     continue
-                text = json.loads(line).get("text")
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise DataError(f"{path} line {line_no}: expected a JSON object with a 'text' field")
+                text = row.get("text")
                 if not text:
                     continue
                 b = text.encode("utf-8") + b"\n"
@@ -420,6 +435,7 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
                               cpu=use_cpu(args.cpu))
     log = log_fn or accelerator.print
     set_seed(args.seed)
+    ckpt.check_output_dir(out_dir)
     source = resolve_lm_data(args.data, args.data_dir)
     splits = load_byte_splits(source, args.enwik8, args.max_bytes)
     log(f"data: {source} -> train {len(splits['train']):,} / valid {len(splits['validation']):,} / "
@@ -437,7 +453,7 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     train_model, optimizer = accelerator.prepare(train_model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     state = {"step": 0, "history": [], "evals": []}
-    resume = ckpt.resolve_resume(args.resume_from_checkpoint, out_dir / "checkpoints")
+    resume = ckpt.resolve_resume(args.resume_from_checkpoint, out_dir / "checkpoints", log=log)
     if resume is not None:
         accelerator.load_state(str(resume))
         state.update(ckpt.read_state(resume))

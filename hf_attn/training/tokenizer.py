@@ -1,7 +1,9 @@
 """Train a WordPiece or BPE tokenizer on the training text and save it as a ``PreTrainedTokenizerFast``.
 
 ``get_or_train_tokenizer`` reuses a tokenizer already saved in ``cache_dir`` when it was trained with the same
-settings (``hf_attn_tokenizer.json`` records them), so a second run (or a resumed one) skips training.
+settings (``hf_attn_tokenizer.json`` records them), so a second run skips training. Training is deterministic: the
+same texts and settings give the same vocabulary, ids included (see ``_train_wordpiece_vocab``). A resumed run
+does not rely on the cache: its checkpoint carries the tokenizer (``checkpoint.checkpoint_tokenizer``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def train_tokenizer(texts: Iterable[str], kind: str = "wordpiece", vocab_size: i
         tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials)
+        trainer = None  # _train_wordpiece_vocab: tokenizers' WordPieceTrainer is not deterministic
     elif kind == "bpe":
         tok = Tokenizer(models.BPE(unk_token="[UNK]"))
         tok.normalizer = normalizers.NFKC()
@@ -47,12 +49,62 @@ def train_tokenizer(texts: Iterable[str], kind: str = "wordpiece", vocab_size: i
         from .data import DataError
 
         raise DataError("cannot train a tokenizer: no training text")
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    if trainer is None:
+        vocab = _train_wordpiece_vocab(tok, texts, vocab_size, min_frequency, specials)
+        tok.model = models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##")
+    else:
+        tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **SPECIAL_TOKENS)
+
+
+def _train_wordpiece_vocab(tok, texts, vocab_size: int, min_frequency: int, specials) -> dict[str, int]:
+    """The WordPiece vocabulary ``WordPieceTrainer`` learns, but the same on every run.
+
+    ``tokenizers.trainers.WordPieceTrainer`` (a BPE trainer with a ``##`` continuation prefix) gives the ``##x``
+    symbols their ids in hash-map iteration order, which Rust randomises per process; merges of equal count are then
+    broken by those ids, so two runs on the same text learn different vocabularies (single-threaded too: it is not
+    the parallelism). The plain BPE trainer is deterministic because it numbers its alphabet in sorted order. So:
+    normalise and pre-tokenise here, spell each word with one code point per (character, first-or-continuation)
+    -- numbered in sorted character order -- train plain BPE on those words (same counts, same merge rule), and
+    spell the learned tokens back (``##`` for a token that starts inside a word).
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    counts: Counter[str] = Counter()
+    for text in texts:
+        normal = tok.normalizer.normalize_str(text)
+        counts.update(word for word, _ in tok.pre_tokenizer.pre_tokenize_str(normal))
+    chars = sorted({c for word in counts for c in word})
+    if 2 * len(chars) > 0x10FFFD - 0xF0000:
+        raise ValueError(f"{len(chars)} distinct characters: too many to train a WordPiece vocabulary")
+    first = {c: chr(0xF0000 + 2 * i) for i, c in enumerate(chars)}  # supplementary private use planes
+    inner = {c: chr(0xF0000 + 2 * i + 1) for i, c in enumerate(chars)}
+    back = {v: (k, False) for k, v in first.items()} | {v: (k, True) for k, v in inner.items()}
+
+    def spell(word: str) -> str:
+        return first[word[0]] + "".join(inner[c] for c in word[1:])
+
+    # One line per distinct word, repeated as often as it occurs; sorted, so the input is the same on every run.
+    lines = [" ".join([spell(w)] * n) for w, n in sorted(counts.items())]
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
+                                  show_progress=False)
+    bpe.train_from_iterator(lines, trainer=trainer, length=len(lines))
+    vocab = {}
+    for token, idx in sorted(bpe.get_vocab().items(), key=lambda kv: kv[1]):
+        if token in specials:
+            vocab[token] = idx
+            continue
+        decoded = [back[c] for c in token]
+        vocab[("##" if decoded[0][1] else "") + "".join(c for c, _ in decoded)] = idx
+    return vocab
 
 
 def _fingerprint(settings: dict, texts: Sequence[str]) -> str:
@@ -64,8 +116,13 @@ def _fingerprint(settings: dict, texts: Sequence[str]) -> str:
 
 
 def get_or_train_tokenizer(texts: Sequence[str], cache_dir: str | Path, kind: str = "wordpiece",
-                           vocab_size: int = 8000, model_max_length: int = 512, log=print):
-    """Load the tokenizer cached in ``cache_dir`` if it matches these settings and texts, else train and save it."""
+                           vocab_size: int = 8000, model_max_length: int = 512, log=print,
+                           require_cached: str | None = None):
+    """Load the tokenizer cached in ``cache_dir`` if it matches these settings and texts, else train and save it.
+
+    ``require_cached``: a message; when set, a missing or non-matching cache raises ``UsageError`` with it instead
+    of training (a resumed run must not continue with a tokenizer its weights were not trained with).
+    """
     from transformers import PreTrainedTokenizerFast
 
     cache_dir = Path(cache_dir)
@@ -79,6 +136,10 @@ def get_or_train_tokenizer(texts: Sequence[str], cache_dir: str | Path, kind: st
                 return PreTrainedTokenizerFast.from_pretrained(str(cache_dir))
         except (json.JSONDecodeError, OSError):
             pass
+    if require_cached:
+        from .args import UsageError
+
+        raise UsageError(require_cached)
     log(f"tokenizer: training {kind} (vocab {vocab_size}) on {len(texts)} texts")
     tokenizer = train_tokenizer(texts, kind=kind, vocab_size=vocab_size, model_max_length=model_max_length)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -94,3 +155,40 @@ def load_tokenizer(name_or_path: str):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok
+
+
+BYTE_LEVEL_SPECIAL = "<|endoftext|>"
+
+
+def byte_level_tokenizer(model_max_length: int = 1024, special_tokens: Sequence[str] = (BYTE_LEVEL_SPECIAL,)):
+    """The tokenizer of the byte-level language models: token id = UTF-8 byte value (0..255), then the specials.
+
+    No merges, so ids are exactly the bytes train_lm trains on; ``<|endoftext|>`` (id 256) is the bos, eos and pad
+    token (GPT-2 style). A ``PreTrainedTokenizerFast``: saved with a model, it serves ``pipeline("text-generation")``
+    and ``TextStreamer`` through transformers alone.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    to_char = _gpt2_bytes_to_unicode()  # the printable stand-ins of the ByteLevel pre-tokenizer, one per byte
+    vocab = {to_char[b]: b for b in range(256)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(special_tokens))
+    first = special_tokens[0]
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, bos_token=first,
+                                   eos_token=first, pad_token=first, clean_up_tokenization_spaces=False)
+
+
+def _gpt2_bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character map (the one the tokenizers ByteLevel pre-tokenizer uses)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(printable, chars)}
