@@ -17,6 +17,7 @@ device.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.util
 import os
@@ -87,12 +88,22 @@ def _nvidia_bin(name: str) -> str | None:
     return str(path) if path.exists() else shutil.which(name)
 
 
+@contextlib.contextmanager
+def _compiler_mode():
+    """TRITON_INTERPRET unset for the duration (the tests set it for the interpreter runs)."""
+    saved = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["TRITON_INTERPRET"] = saved
+
+
 @functools.lru_cache(maxsize=None)
 def compilable_modules():
     """Fresh copies of the kernel modules built with TRITON_INTERPRET unset (triton.jit picks interpreter or
     compiler when the decorator runs, and the tests import the real modules under the interpreter)."""
-    saved = os.environ.pop("TRITON_INTERPRET", None)
-    try:
+    with _compiler_mode():
         mods = {}
         here = Path(__file__).parent
         for name in ("flash_attention", "chebyshev"):
@@ -101,9 +112,6 @@ def compilable_modules():
             spec.loader.exec_module(mod)
             mods[name] = mod
         return mods
-    finally:
-        if saved is not None:
-            os.environ["TRITON_INTERPRET"] = saved
 
 
 def _signature(kernel, dtype: str, constexprs: dict, pointers: dict[str, str], floats=("qk_scale", "sm_scale"),
@@ -193,7 +201,7 @@ def compile_one(kernel, sig_const_attrs, cc: int, num_warps: int, num_stages: in
     from triton.compiler import ASTSource
 
     sig, const, attrs = sig_const_attrs
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _compiler_mode():
         warnings.simplefilter("ignore")  # TRITON_DEFAULT_FP_FUSION notice
         return triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=const, attrs=attrs),
                               target=GPUTarget("cuda", cc, 32), options=dict(num_warps=num_warps,
