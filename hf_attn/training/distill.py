@@ -70,12 +70,13 @@ def sentence_pool(
         raise ValueError("sentence_pool needs --data-dir (local text) or a text source (a Hub dataset id or file)")
     text_sents: list[str] = []
     src = text_source or D.WIKIPEDIA_FILE
-    try:
-        texts = D.load_texts(src, data_dir)
-    except FileNotFoundError as e:
-        raise D.DataError(f"distillation text {src!r} not found: {e}") from e
-    for sents in D.iter_text_sentences(texts):
-        text_sents.extend(s for s in sents if len(s.split()) >= min_words)
+    if text_source is not None or (Path(data_dir) / src).exists():
+        try:
+            texts = D.load_texts(src, data_dir)
+        except FileNotFoundError as e:
+            raise D.DataError(f"distillation text {src!r} not found: {e}") from e
+        for sents in D.iter_text_sentences(texts):
+            text_sents.extend(s for s in sents if len(s.split()) >= min_words)
     pair_sents: list[str] = []
     if data_dir is not None:
         for folder in POOL_FOLDERS if pair_folders is None else pair_folders:
@@ -285,6 +286,27 @@ def student_init_from_static(student: nn.Module, vectors: torch.Tensor) -> str:
     return f"token table: the teacher's static token vectors ({how})"
 
 
+def static_embedding_model(vectors: torch.Tensor, tokenizer, pca_dims: int | None = 256,
+                           sif_coefficient: float | None = 1e-4):
+    """A static sentence encoder from static token vectors, by model2vec's recipe (Tulkens & van Dongen 2024):
+    PCA to ``pca_dims``, then each token vector scaled by the SIF weight a / (a + p(token)) with p the Zipf
+    probability of its rank in the vocabulary; a sentence is the mean of its token vectors. Returns a
+    ``SentenceTransformer`` around sentence-transformers' ``StaticEmbedding``: the baseline a distilled student must
+    beat, built from vectors the distillation computes anyway."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+    x = vectors.double()
+    if pca_dims is not None and pca_dims < x.shape[1]:
+        x = principal_directions(x, pca_dims).double()
+    if sif_coefficient is not None:
+        inv_rank = 1.0 / torch.arange(2, x.shape[0] + 2, dtype=torch.float64)
+        x = x * (sif_coefficient / (sif_coefficient + inv_rank / inv_rank.sum()))[:, None]
+    fast = tokenizer.backend_tokenizer if hasattr(tokenizer, "backend_tokenizer") else tokenizer
+    return SentenceTransformer(modules=[StaticEmbedding(fast, embedding_weights=np.asarray(x.float()))], device="cpu")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------------------------
@@ -308,6 +330,25 @@ class TargetDataset(torch.utils.data.Dataset):
         return self.texts[i], self.targets[i]
 
 
+def length_grouped_sampler(texts: Sequence[str], batch_size: int, seed: int):
+    """transformers' ``LengthGroupedSampler`` over the texts' character lengths (batches drawn from shuffled
+    mega-batches sorted by length: a fraction of the padding of random batches, the order still random), reseeded
+    from (seed, epoch) at each epoch so that a resumed run sees the same batches as an uninterrupted one."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            self.generator = torch.Generator().manual_seed(seed * 1_000_003 + self.epoch)
+            return super().__iter__()
+
+    return EpochSeededLengthGroupedSampler(batch_size, lengths=[len(t) for t in texts])
+
+
 class TargetCollator:
     """[(text, target)] -> ``input_ids``/``attention_mask`` [B, T], ``teacher_embeddings`` [B, D], ``num_pairs`` 0."""
 
@@ -329,9 +370,11 @@ __all__ = [
     "TargetCollator",
     "TargetDataset",
     "cached_teacher_embeddings",
+    "length_grouped_sampler",
     "load_teacher",
     "principal_directions",
     "sentence_pool",
+    "static_embedding_model",
     "static_token_vectors",
     "student_init_from_static",
 ]

@@ -570,8 +570,14 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
 
     # --grad-accum-steps K: one contrastive batch of K x batch_size pairs per optimizer step, pushed through the
     # encoder batch_size pairs at a time by gradient caching (losses.GradientCache): InfoNCE sees every pair.
+    sampler = None  # distillation pool: batches of similar lengths (little padding), in a seeded random order
+    if args.distill_pool:
+        from .distill import length_grouped_sampler
+
+        sampler = length_grouped_sampler(dataset.texts, args.batch_size * args.grad_accum_steps, args.seed)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size * args.grad_accum_steps, shuffle=True, drop_last=True,
+        dataset, batch_size=args.batch_size * args.grad_accum_steps, shuffle=sampler is None, sampler=sampler,
+        drop_last=True,
         num_workers=args.num_workers,
         collate_fn=(TargetCollator(tokenizer, args.max_seq_length) if args.distill_pool
                     else PairCollator(tokenizer, args.max_seq_length, keep_texts=teacher is not None)),
@@ -694,7 +700,7 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
             state["batches_in_epoch"] += 1
             step_losses.append(loss.item())
             step_data += int(batch["input_ids"].sum().item())
-            run_samples += batch["num_pairs"] * accelerator.num_processes
+            run_samples += (batch["num_pairs"] or batch["input_ids"].shape[0]) * accelerator.num_processes
             train_time += time.perf_counter() - t0
             if not accelerator.sync_gradients:
                 continue
@@ -800,6 +806,11 @@ def trained_on(args: EmbedTrainingArguments) -> list[str]:
     summary and the model card's ``datasets``."""
     from . import data as D
 
+    if args.distill_pool:  # unlabelled sentences: the text source plus every pair folder present
+        from .distill import POOL_FOLDERS
+
+        folders = [f for f in POOL_FOLDERS if args.data_dir and (Path(args.data_dir) / f).is_dir()]
+        return [args.unsupervised_source or D.WIKIPEDIA_FILE, *folders]
     if args.dataset:
         sources = list(args.dataset)
     elif args.data_dir:
