@@ -14,11 +14,18 @@ from transformers import AttentionInterface
 
 import hf_attn  # noqa: F401  (registers the hf_* backends)
 from hf_attn.attention import blockwise
+from hf_attn.attention.band import Band, band, distances, pair_mask
 from hf_attn.attention.blockwise import blockwise_attention
 from hf_attn.attention.linear import linear_attention_forward, linear_attention_reference
 from hf_attn.attention.local import local_attention_forward, local_attention_reference
 from hf_attn.attention.topk import topk_attention_forward, topk_attention_reference
-from hf_attn.modeling.layers import dense_distance_bias, eager_attention_forward
+from hf_attn.modeling.layers import (
+    alibi_distance_bias,
+    alibi_slopes,
+    dense_distance_bias,
+    eager_attention_forward,
+    repeat_kv,
+)
 
 
 class Attn(nn.Module):
@@ -57,7 +64,7 @@ def assert_same(fast, ref, inputs, rtol=1e-5, atol=1e-5):
     """Forward outputs equal, and gradients of a random projection of them equal for every input."""
     torch.testing.assert_close(fast, ref, rtol=rtol, atol=atol)
     probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(7))
-    grads_fast = torch.autograd.grad((fast * probe).sum(), inputs)
+    grads_fast = torch.autograd.grad((fast * probe).sum(), inputs, retain_graph=True)  # a shared table graph
     grads_ref = torch.autograd.grad((ref * probe).sum(), inputs)
     for gf, gr in zip(grads_fast, grads_ref):
         torch.testing.assert_close(gf, gr, rtol=rtol, atol=atol)
@@ -153,6 +160,228 @@ def test_blockwise_window_cost_is_linear():
 
 
 # ------------------------------------------------------------------------------------------------------------------
+# The band rule, and the banded (fused sdpa over key slabs) path against a dense reference built on it
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def brute_force_allowed(d: int, is_causal, window, max_distance, table_len) -> bool:
+    """The rule as the docs state it, one condition per setting."""
+    ok = True
+    if is_causal or max_distance is not None or table_len is not None:
+        ok &= d >= 0
+    if window is not None:
+        ok &= (0 <= d < window) if is_causal else (abs(d) < window)
+    if max_distance is not None:
+        ok &= d < max_distance
+    if table_len is not None:
+        ok &= d < table_len
+    return ok
+
+
+SETTINGS = [
+    (causal, window, max_distance, table_len)
+    for causal in (True, False)
+    for window in (None, 1, 5)
+    for max_distance in (None, 0, 3, 9)
+    for table_len in (None, 4, 12)
+]
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_band_rule_matches_its_definition(setting):
+    rule = band(*setting)
+    d = torch.arange(-15, 16)
+    assert rule.allows(d).tolist() == [brute_force_allowed(x, *setting) for x in d.tolist()]
+    back, fwd = rule.limits(7, 9)
+    assert [bool(-fwd <= x <= back) for x in d.tolist()] == rule.allows(d).tolist()
+    # key_range: exactly the keys some query of the run may see (decoding: 7 queries are the last of 20 keys)
+    for q_first, q_end in ((13, 16), (13, 20), (19, 20)):
+        seen = [kp for kp in range(20) if any(brute_force_allowed(qp - kp, *setting) for qp in range(q_first, q_end))]
+        lo, hi = rule.key_range(q_first, q_end, 20)
+        assert list(range(lo, hi)) == seen or (not seen and lo == hi)
+        assert rule.covers(q_first - 19, q_end - 1) == all(
+            brute_force_allowed(qp - kp, *setting) for qp in range(q_first, q_end) for kp in range(20))
+    mask = pair_mask(7, 20, rule, padding(2, 20))
+    assert mask.shape == (2, 1, 7, 20) and not mask[1, 0, :, -4:].any()
+    assert torch.equal(mask[0, 0], rule.allows(distances(7, 20)))
+
+
+def test_kernel_host_code_uses_the_band_rule():
+    pytest.importorskip("triton")
+    from hf_attn.kernels.flash_attention import _distance_band
+
+    for causal, window, max_distance, table_len in SETTINGS:
+        got = _distance_band(7, 9, causal, table_len, max_distance, window)
+        assert got == band(causal, window, max_distance, table_len).limits(7, 9)
+
+
+def dense_reference(q, k, v, *, scaling, rule: Band, key_padding_mask=None, table=None):
+    """softmax(q k^T * scaling + table(d), over the pairs `pair_mask` allows) v, a query with no visible key -> 0.
+    Dense [Tq, Tk], K/V repeated: the plain function every banded/chunked path must reproduce."""
+    h, q_len, k_len = q.shape[1], q.shape[2], k.shape[2]
+    k, v = repeat_kv(k, h // k.shape[1]), repeat_kv(v, h // v.shape[1])
+    s = (q @ k.transpose(-1, -2)) * scaling
+    if table is not None:
+        s = s + table[:, distances(q_len, k_len).clamp(0, table.shape[1] - 1)][None]
+    s = s.masked_fill(~pair_mask(q_len, k_len, rule, key_padding_mask), float("-inf"))
+    p = torch.softmax(s, dim=-1).nan_to_num(0.0)
+    return (p @ v).transpose(1, 2)
+
+
+def distance_table(kind: str, h: int, length: int):
+    """(table [H, L] built from parameters, the parameters): each table the models build."""
+    from hf_attn.modeling.modeling_adaptive_span_gpt import AdaptiveSpanMask, TriangleWaveMask, safe_log
+
+    dist = torch.arange(length, dtype=torch.float32)
+    if kind == "random":
+        table = bias_table(h, length)
+        return table, [table]
+    if kind == "alibi":
+        slopes = alibi_slopes(h).requires_grad_()
+        return alibi_distance_bias(slopes, length), [slopes]
+    if kind == "span":
+        span = AdaptiveSpanMask(h, max_span=length, softness=4.0, init_ratio=0.3)
+        with torch.no_grad():
+            span.span_logit.copy_(torch.linspace(-2.0, 1.0, h))
+        return safe_log(span(dist)), [span.span_logit]
+    if kind == "triangle":  # periodic mask (zeros inside: excluded keys between the plateaus) + ALiBi
+        tri = TriangleWaveMask(h, period_min=3.0, period_max=9.0, fourier_terms=4)
+        with torch.no_grad():
+            tri.period_logit.copy_(torch.linspace(-1.0, 1.5, h))
+            tri.offset_logit.copy_(torch.linspace(-1.0, 1.0, h))
+        slopes = alibi_slopes(h).requires_grad_()
+        table = safe_log(tri(dist)) + alibi_distance_bias(slopes, length)
+        return table, [tri.period_logit, tri.offset_logit, slopes]
+    raise ValueError(kind)
+
+
+BANDED_CASES = {
+    # name: (B, H, Hkv, Tq, Tk, causal, window, max_distance, table kind, table length, padding)
+    "window": (2, 4, 2, 45, 45, True, 9, None, None, None, None),
+    "window_bidirectional": (2, 4, 4, 45, 45, False, 9, None, None, None, None),
+    "window_mqa_decode": (2, 4, 1, 13, 50, True, 7, None, None, None, None),
+    "window_right_padding": (2, 4, 2, 37, 37, True, 9, None, None, None, "right"),
+    "window_left_padding": (2, 4, 2, 37, 37, True, 6, None, None, None, "left"),  # rows with no visible key
+    "bidirectional_padding": (2, 2, 1, 29, 29, False, 5, None, None, None, "right"),
+    "random_table": (2, 4, 2, 45, 45, True, None, None, "random", 12, None),
+    "random_table_padding": (2, 4, 2, 43, 43, True, None, None, "random", 12, "left"),
+    "alibi_max_distance": (2, 4, 2, 41, 41, True, None, 10, "alibi", 16, None),
+    "span_gqa": (1, 4, 2, 47, 47, True, None, None, "span", 14, None),
+    "span_decode": (2, 4, 2, 9, 40, True, None, None, "span", 14, "right"),
+    "triangle_window": (2, 4, 4, 39, 39, True, 11, None, "triangle", 16, None),
+    "triangle_bidirectional_table": (1, 4, 2, 33, 33, False, None, None, "triangle", 10, None),
+}
+
+
+@pytest.mark.parametrize("case", list(BANDED_CASES))
+def test_banded_path_matches_dense_reference(case):
+    """The banded path (sdpa over key slabs, the mask gradient recomputed per slab chunk) against the dense
+    reference: outputs and gradients of q, k, v and of every parameter the distance table was built from."""
+    b, h, hkv, tq, tk, causal, window, max_distance, kind, length, pad = BANDED_CASES[case]
+    q, k, v = qkv(b=b, h=h, hkv=hkv, tq=tq, tk=tk, d=8, seed=3)
+    mask = None
+    if pad == "right":
+        mask = padding(b, tk, n_pad=5)
+    elif pad == "left":
+        mask = torch.ones(b, tk, dtype=torch.bool)
+        mask[-1, :7] = False
+    table, params = distance_table(kind, h, length) if kind else (None, [])
+    rule = band(causal, window, max_distance, length)
+    assert blockwise._plan(rule, tq, tk, 8)[0] == "banded"
+
+    fast, _ = blockwise_attention(q, k, v, scaling=0.4, is_causal=causal, key_padding_mask=mask,
+                                  distance_bias=table, max_distance=max_distance, window=window, block_size=8)
+    assert blockwise.BLOCKS_VISITED == -(-tq // 8)  # one step per query block: the banded path ran
+    ref = dense_reference(q, k, v, scaling=0.4, rule=rule, key_padding_mask=mask, table=table)
+    if pad == "left" and causal:
+        assert (fast[-1, :7 - (tk - tq)] == 0).all()  # queries that see only padding get zeros
+    assert_same(fast, ref, (q, k, v, *params))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_banded_path_dtypes(dtype):
+    """fp64 stays fp64 (exact to 1e-10); bf16 runs in fp32 on CPU and returns bf16."""
+    q, k, v = qkv(tq=30, tk=30, dtype=dtype)
+    table, params = distance_table("span", 4, 12)
+    rule = band(True, None, None, 12)
+    out, _ = blockwise_attention(q, k, v, scaling=0.3, is_causal=True, distance_bias=table, block_size=8)
+    ref = dense_reference(q.double(), k.double(), v.double(), scaling=0.3, rule=rule, table=table.double())
+    assert out.dtype == dtype
+    tol = 1e-10 if dtype == torch.float64 else 3e-2
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
+
+
+def test_banded_path_without_table_gradient_and_without_grad():
+    """A table that needs no gradient goes into sdpa directly; no_grad runs give the same output."""
+    q, k, v = qkv(tq=40, tk=40)
+    table = bias_table(length=10).detach()
+    ref = dense_reference(q, k, v, scaling=0.3, rule=band(True, None, None, 10), table=table)
+    out, _ = blockwise_attention(q, k, v, scaling=0.3, is_causal=True, distance_bias=table, block_size=8)
+    assert_same(out, ref, (q, k, v))
+    with torch.no_grad():
+        out, _ = blockwise_attention(q, k, v, scaling=0.3, is_causal=True, distance_bias=table, block_size=8)
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_with_a_table_gradient_uses_the_loop():
+    """Training dropout and a table that needs a gradient: the loop (explicit dropout), still exact at p -> 0."""
+    q, k, v = qkv(tq=40, tk=40)
+    table = bias_table(length=10)
+    torch.manual_seed(0)
+    out, _ = blockwise_attention(q, k, v, scaling=0.3, is_causal=True, distance_bias=table, block_size=8,
+                                 dropout=0.3, training=True)
+    assert blockwise.BLOCKS_VISITED > -(-40 // 8)  # the loop visits several key blocks per query block
+    assert torch.isfinite(out).all()
+    (g,) = torch.autograd.grad(out.sum(), [table])
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for the backward of fn() (storage counted once)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("kind", ["window", "span_table"])
+def test_banded_memory_is_linear_in_length(kind):
+    """What the banded path keeps for backward grows linearly in T (a [T, T] matrix would quadruple)."""
+
+    def run(t):
+        q, k, v = qkv(b=1, h=2, hkv=1, tq=t, tk=t, d=16)
+        table = bias_table(h=2, length=48) if kind == "span_table" else None
+        window = 32 if kind == "window" else None
+        return saved_bytes(lambda: blockwise_attention(q, k, v, scaling=0.25, is_causal=True, window=window,
+                                                       distance_bias=table, block_size=16))
+
+    small, large = run(512), run(2048)
+    assert large < 4.6 * small  # 4x the length: linear (plus constants), not 16x
+
+
+def test_path_choice_and_score_entries_agree():
+    """score_entries reports the work of the path blockwise_attention takes, by the same cost rule."""
+    for t, kw in [(128, dict(window=16)), (512, dict(max_distance=258)), (40, dict(window=30)),
+                  (4096, dict(window=512)), (300, dict(max_distance=299))]:
+        rule = band(True, kw.get("window"), kw.get("max_distance"))
+        path, entries = blockwise._plan(rule, t, t, 16)
+        assert blockwise.score_entries(t, t, is_causal=True, block_size=16, **kw) == entries
+        loop = blockwise._loop_entries(rule, t, t, 16)
+        banded = -(-t // 16) * 16 * (16 + rule.back + rule.fwd)
+        assert path == ("banded" if banded <= blockwise.LOOP_ENTRY_COST * loop else "loop")
+        if t <= 512:
+            q, k, v = qkv(b=1, h=2, hkv=2, tq=t, tk=t, d=4)
+            with torch.no_grad():
+                blockwise_attention(q, k, v, scaling=0.5, is_causal=True, block_size=16, **kw)
+            assert (blockwise.BLOCKS_VISITED == -(-t // 16)) == (path == "banded")
+
+
+# ------------------------------------------------------------------------------------------------------------------
 # hf_local, hf_linear, hf_topk against their references
 # ------------------------------------------------------------------------------------------------------------------
 
@@ -213,30 +442,50 @@ def test_linear_reference_is_normalised_kernel_attention():
 
 
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("case", ["plain", "padding", "position_bias", "distance_bias", "k_exceeds_keys"])
-def test_topk_matches_reference(causal, case):
-    q, k, v = qkv(tq=23, tk=23)
+@pytest.mark.parametrize("case", ["plain", "padding", "position_bias", "distance_bias", "k_exceeds_keys", "gqa_decode",
+                                  "dense_mask"])
+@pytest.mark.parametrize("chunk_size", [None, 5])
+def test_topk_matches_reference(causal, case, chunk_size):
+    """The chunked fast path (several chunks with chunk_size=5, ragged last chunk) against the dense reference."""
+    tq = 9 if case == "gqa_decode" else 23
+    q, k, v = qkv(tq=tq, tk=23, hkv=1 if case == "gqa_decode" else 2)
     mask = padding(2, 23) if case == "padding" else None
+    if case == "dense_mask":
+        mask = (torch.rand(2, 1, 23, 23, generator=torch.Generator().manual_seed(4)) > 0.3) | torch.eye(23).bool()
     extra = {}
     if case == "position_bias":
-        extra["position_bias"] = torch.randn(1, 4, 23, 23, generator=torch.Generator().manual_seed(2))
+        extra["position_bias"] = torch.randn(1, 4, 23, 23, generator=torch.Generator().manual_seed(2)).requires_grad_()
     if case == "distance_bias":
         extra["distance_bias"] = bias_table(length=23)
-    inputs = (q, k, v, extra["distance_bias"]) if case == "distance_bias" else (q, k, v)
+        extra["max_distance"] = 17
+    inputs = (q, k, v, *[extra[n] for n in ("distance_bias", "position_bias") if n in extra])
     module = Attn(causal, attention_topk=100 if case == "k_exceeds_keys" else 5)
-    fast, weights = topk_attention_forward(module, q, k, v, mask, scaling=0.3, **extra)
+    fast, weights = topk_attention_forward(module, q, k, v, mask, scaling=0.3, chunk_size=chunk_size, **extra)
     ref, ref_weights = topk_attention_reference(module, q, k, v, mask, scaling=0.3, **extra)
-    torch.testing.assert_close(weights, ref_weights, rtol=1e-5, atol=1e-5)
-    assert weights.shape == (2, 4, 23, 23)
-    assert ((weights > 0).sum(-1) <= (23 if case == "k_exceeds_keys" else 5)).all()
-    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 23), rtol=1e-5, atol=1e-5)
+    assert weights is None  # the fast path never builds [Tq, Tk] weights
+    assert ref_weights.shape == (2, 4, tq, 23)
+    assert ((ref_weights > 0).sum(-1) <= (23 if case == "k_exceeds_keys" else 5)).all()
+    torch.testing.assert_close(ref_weights.sum(-1), torch.ones(2, 4, tq), rtol=1e-5, atol=1e-5)
     assert_same(fast, ref, inputs)
+
+
+def test_topk_memory_is_linear_in_length():
+    """Chunks are checkpointed: what autograd keeps grows linearly in T (no [T, T] score, mask or weights)."""
+
+    def run(t):
+        q, k, v = qkv(b=1, h=2, hkv=1, tq=t, tk=t, d=16)
+        return saved_bytes(lambda: topk_attention_forward(Attn(True, attention_topk=8), q, k, v, padding(1, t),
+                                                          chunk_size=64)[0].sum().backward())
+
+    small, large = run(256), run(1024)
+    assert large < 4.6 * small
 
 
 def test_topk_with_all_keys_is_eager():
     q, k, v = qkv(tq=9, tk=9)
-    out, weights = topk_attention_forward(Attn(True, attention_topk=9), q, k, v, padding(2, 9))
+    out, _ = topk_attention_forward(Attn(True, attention_topk=9), q, k, v, padding(2, 9))
     ref, ref_weights = eager_attention_forward(Attn(True), q, k, v, padding(2, 9))
+    _, weights = topk_attention_reference(Attn(True, attention_topk=9), q, k, v, padding(2, 9))
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(weights, ref_weights, rtol=1e-5, atol=1e-5)
 

@@ -1,12 +1,18 @@
 """Blockwise exact softmax attention: the shared core of `hf_local` and of `hf_blockwise` off CUDA.
 
-Queries are cut into blocks of `block_size`; for each query block the keys it can see are visited in blocks too,
-and an *online softmax* (running max `m`, running normaliser `l`, running weighted sum `acc`) folds each key
-block in. No [Tq, Tk] matrix is ever built: the largest score tensor is [B, H, block, block]. Key blocks that no
-query of the block can see (the future under causality, keys further than `window` or `max_distance`, distances
-past the end of a distance bias table) are never visited, so a sliding window costs ~ T x window, not T^2.
+Which (query, key) pairs count is the band rule of `hf_attn.attention.band` (causality, window, max_distance,
+the distance-bias table's length) plus key padding. Two paths compute the same function; `_plan` picks the one
+with fewer score entries (weighted by their per-entry cost) and `score_entries` reports that path's work:
 
-Everything is plain PyTorch, so gradients (into q, k, v and the distance bias table) come from autograd.
+- **banded** (bounded band): queries in blocks of `block_size`, each against its slab of `block + back + fwd`
+  keys, all blocks in one call of torch's fused `scaled_dot_product_attention`, forward and backward (its
+  backward skips exactly what the forward skips). The band / distance-bias tile depends only on q - k, so one
+  [block, slab] tile gathered from the [H, L] table serves every slab; when the table needs a gradient the tile
+  goes into sdpa detached and `_MaskGradient` recomputes dS per slab chunk for it. Memory is linear in T.
+- **loop**: for each query block the keys it can see are visited in blocks, an *online softmax* (running max
+  `m`, normaliser `l`, weighted sum `acc`) folding each in; key blocks no query of the block can see are never
+  visited. Plain PyTorch, differentiated by autograd; it also takes dense 4D masks / position biases, and
+  training dropout with a table that needs a gradient.
 
 Positions: queries are the LAST Tq of the Tk key positions (KV-cache decoding), query i sits at key position
 Tk - Tq + i, and the distance of a (query, key) pair is d = q_pos - k_pos (bottom-right causal alignment).
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .band import Band, band
 
 # Number of (query block, key block) pairs computed by the last `blockwise_attention` call; tests read it to
 # check that blocks outside the window really are skipped. A debugging aid only, not part of the API.
@@ -40,129 +48,168 @@ def config_value(module, kwargs: dict, name: str):
     return getattr(getattr(module, "config", None), name, None)
 
 
-def _visible_key_range(
-    q_start: int, q_end: int, k_len: int, is_causal: bool, window: int | None, max_dist: int | None
-) -> tuple[int, int]:
-    """Key positions [lo, hi) that at least one query at positions [q_start, q_end) may attend to.
+# Relative cost of one score entry on each path, for the path choice: the banded path runs torch's fused
+# scaled_dot_product_attention kernels (forward and backward) over key slabs; the loop runs an online softmax as a
+# chain of PyTorch ops, differentiated op by op by autograd. Indicative CPU measurement (fp32, one thread,
+# fwd+bwd, T=1024..4096, reach 128..512): a loop entry costs about 3x a banded entry.
+LOOP_ENTRY_COST = 3.0
 
-    `max_dist` is the exclusive upper bound on d >= 0 that comes from `max_distance` / the bias table length
-    (which also exclude d < 0). For a bidirectional window the bound is |d| < window.
+
+def _loop_entries(rule: Band, q_len: int, k_len: int, block: int) -> int:
+    """Score entries the online-softmax loop computes: each query block against its visible key range."""
+    offset = k_len - q_len
+    total = 0
+    for qs in range(0, q_len, block):
+        qe = min(qs + block, q_len)
+        lo, hi = rule.key_range(offset + qs, offset + qe, k_len)
+        total += (qe - qs) * (hi - lo)
+    return total
+
+
+def _plan(rule: Band, q_len: int, k_len: int, block: int) -> tuple[str, int]:
+    """("banded" | "loop", score entries of that path per head).
+
+    The banded path exists when the band is bounded both ways (and not empty); it computes `block + back + fwd`
+    keys for every query block, including the zero-padded slab ends before the first and after the last key. The
+    loop computes each query block against its visible key range only. The cheaper one runs, entries weighted by
+    `LOOP_ENTRY_COST`.
     """
-    lo, hi = 0, k_len
-    if is_causal or max_dist is not None:  # d >= 0: keys up to the last query's position
-        hi = min(hi, q_end)
-    if window is not None:  # d < window (and d > -window when bidirectional)
-        lo = max(lo, q_start - window + 1)
-        if not is_causal:
-            hi = min(hi, q_end - 1 + window)
-    if max_dist is not None:  # d < max_dist
-        lo = max(lo, q_start - max_dist + 1)
-    return lo, max(lo, hi)
-
-
-def _reach(is_causal: bool, window: int | None, max_dist: int | None) -> tuple[int | None, int | None]:
-    """How far left (d > 0) and right (d < 0) of its own position a query can see; None = unbounded."""
-    left = right = None
-    if is_causal or max_dist is not None:
-        right = 0
-    if window is not None:
-        left = window - 1
-        right = window - 1 if right is None else right
-    if max_dist is not None:
-        left = max_dist - 1 if left is None else min(left, max_dist - 1)
-    return left, right
-
-
-def _use_banded(left: int | None, right: int | None, block: int, k_len: int) -> bool:
-    """The banded path runs when the reach is bounded both ways and a query block's slab is shorter than the keys."""
-    return left is not None and right is not None and block + left + right < k_len
+    loop = _loop_entries(rule, q_len, k_len, block)
+    if not rule.bounded or rule.empty or q_len == 0 or k_len == 0:
+        return "loop", loop
+    banded = -(-q_len // block) * block * (block + rule.back + rule.fwd)
+    return ("banded", banded) if banded <= LOOP_ENTRY_COST * loop else ("loop", loop)
 
 
 def score_entries(q_len: int, k_len: int, *, is_causal: bool, window: int | None = None,
                   max_distance: int | None = None, block_size: int = 128) -> int:
     """Query-key score entries `blockwise_attention` computes for one head (no dense mask), padding included.
 
-    The same path choice as the function: the banded path computes `block + left + right` keys for every query
-    block; the loop computes each query block against its visible key range. This is the work actually done, which
-    can exceed the entries a mask keeps (a slab longer than the causal prefix it replaces).
+    The same path choice as the function (`_plan`): the banded path computes `block + back + fwd` keys for every
+    query block; the loop computes each query block against its visible key range. This is the work actually
+    done, which can exceed the entries a mask keeps (a slab's padded ends, the edges of the band).
     """
-    left, right = _reach(is_causal, window, max_distance)
-    offset = k_len - q_len
-    if _use_banded(left, right, block_size, k_len):
-        return -(-q_len // block_size) * block_size * (block_size + left + right)
-    total = 0
-    for qs in range(0, q_len, block_size):
-        qe = min(qs + block_size, q_len)
-        lo, hi = _visible_key_range(offset + qs, offset + qe, k_len, is_causal, window, max_distance)
-        total += (qe - qs) * (hi - lo)
-    return total
+    return _plan(band(is_causal, window, max_distance), q_len, k_len, block_size)[1]
 
 
-def _pair_allowed(d: torch.Tensor, is_causal: bool, window: int | None, max_dist: int | None) -> torch.Tensor:
-    """Bool mask of the pairs at distance d that positions alone allow (causality, window, max distance)."""
-    allowed = torch.ones_like(d, dtype=torch.bool)
-    if is_causal or max_dist is not None:
-        allowed &= d >= 0
-    if window is not None:
-        allowed &= (d < window) if is_causal else (d.abs() < window)
-    if max_dist is not None:
-        allowed &= d < max_dist
-    return allowed
+class _MaskGradient(torch.autograd.Function):
+    """Identity on the output of one `scaled_dot_product_attention` call whose backward also returns the
+    gradient of its additive float mask, so the mask can go into the fused kernel detached (sdpa falls back to
+    its unfused math path when the mask needs a gradient).
 
-
-def _banded(q, k, v, key_padding_mask, table, offset, block, left, right, is_causal, window, max_dist, dropout):
-    """All query blocks at once, each against its slab of `block + left + right` keys.
-
-    q [B, Hkv, G, Tq, D] (already scaled), k/v [B, Hkv, 1, Tk, D], table [Hkv, G, L] or None.
-    Query block i holds positions offset + i*block + a (a < block); its slab holds key positions
-    offset + i*block - left + c (c < block + left + right), so d = a + left - c is the same for every block.
-    Returns [B, Hkv, G, Tq, D].
+    The gradient of an additive mask is the gradient of the logits, dS = P * (dO V^T - rowsum(dO * O)),
+    recomputed here in slab chunks (P from the logits and their logsumexp) and summed over the slabs the mask is
+    broadcast across. q [N, H, M, D], k/v [N, Hkv, S, D], mask [N|1, H, M, S], out [N, H, M, D].
     """
-    b, hkv, groups, q_len, d_head = q.shape
-    k_len = k.shape[3]
+
+    @staticmethod
+    def forward(ctx, out, mask, q, k, v, scale):
+        ctx.save_for_backward(out, mask, q, k, v)
+        ctx.scale = scale
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, dout):
+        out, mask, q, k, v = ctx.saved_tensors
+        if not ctx.needs_input_grad[1]:
+            return dout, None, None, None, None, None
+        n, h, m, d_head = q.shape
+        hkv, span = k.shape[1], k.shape[2]
+        g = h // hkv
+        shared = mask.shape[0] == 1
+        dmask = torch.zeros(mask.shape, dtype=torch.float32 if shared else mask.dtype, device=mask.device)
+        per = max(1, (8 << 20) // (4 * h * m * span))  # slabs per chunk: ~8 MiB of logits
+        for i in range(0, n, per):
+            j = min(i + per, n)
+            # A kv head's G query heads stacked along the rows: [c, Hkv, G*M, .] views, no repeated K/V.
+            qi = q[i:j].reshape(j - i, hkv, g * m, d_head)
+            mi = (mask if shared else mask[i:j]).reshape(-1, hkv, g * m, span)
+            s = torch.matmul(qi, k[i:j].transpose(-1, -2)).mul_(ctx.scale).add_(mi)  # the logits
+            p = torch.softmax(s, dim=-1).nan_to_num_(0.0)  # a row with no visible key: 0
+            do = dout[i:j].reshape(j - i, hkv, g * m, d_head)
+            delta = (do * out[i:j].reshape(do.shape)).sum(-1, keepdim=True)
+            ds = torch.matmul(do, v[i:j].transpose(-1, -2)).sub_(delta).mul_(p).reshape(j - i, h, m, span)
+            if shared:
+                dmask += ds.sum(0, keepdim=True, dtype=torch.float32)
+            else:
+                dmask[i:j] = ds
+        return dout, dmask.to(mask.dtype), None, None, None, None
+
+
+def _slabs(x: torch.Tensor, first: int, count: int, span: int, step: int, fill=0.0) -> torch.Tensor:
+    """Overlapping windows of dim 2 of x [B, Hx, T, D]: window i holds positions first + i*step + c (c < span),
+    zero-filled outside [0, T). Returns [B * count, Hx, span, D] (a copy: span / step times x's size)."""
+    t = x.shape[2]
+    end = first + (count - 1) * step + span
+    lo = max(first, 0)
+    x = F.pad(x[:, :, lo:min(end, t)], (0, 0, max(0, -first), max(0, end - t)), value=fill)
+    x = x.unfold(2, span, step)  # [B, Hx, count, D, span], a view
+    return x.permute(0, 2, 1, 4, 3).reshape(x.shape[0] * count, x.shape[1], span, x.shape[3])
+
+
+def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: float, dropout: float):
+    """Every query block against its slab of `block + back + fwd` keys, through torch's fused sdpa.
+
+    q [B, H, Tq, D], k/v [B, Hkv, Tk, D] (one dtype), table [H, L] or None. Query block i holds key positions
+    offset + i*block + a (a < block); its slab holds offset + i*block - back + c (c < block + back + fwd), so the
+    distance d = a + back - c and the band / distance-bias tile [block, span] are the same for every slab: one
+    tile, gathered once from the table, serves all of them. Slabs that reach past either end of the keys get
+    masks of their own in a separate call (as do all slabs when there is key padding). K/V are not repeated for
+    GQA (sdpa's enable_gqa). Memory is linear in T: slabs are span / block times the size of K and V, and sdpa
+    keeps no score matrix for its backward. Returns [B, Tq, H, D].
+    """
+    b, h, q_len, d_head = q.shape
+    hkv, k_len = k.shape[1], k.shape[2]
+    left, right = rule.back, rule.fwd
     n = -(-q_len // block)
     span = block + left + right
-    # Key positions [offset - left, offset + n*block + right), zero-padded where they fall outside [0, Tk).
-    first = offset - left
-    pad_front, pad_back = max(0, -first), max(0, offset + n * block + right - k_len)
-    keep = torch.ones(b, k_len, dtype=torch.bool, device=q.device)
+    offset = k_len - q_len
+    first = offset - left  # key position of slab 0's first key; slab i starts at first + i * block
+
+    q = F.pad(q, (0, 0, 0, n * block - q_len))
+    keep = None
     if key_padding_mask is not None:
         keep = key_padding_mask[:, -k_len:].to(device=q.device, dtype=torch.bool)
-    lo = max(first, 0)
-    k_band = F.pad(k[:, :, 0, lo:], (0, 0, pad_front, pad_back))  # [B, Hkv, n*block + left + right, D]
-    v_band = F.pad(v[:, :, 0, lo:], (0, 0, pad_front, pad_back))
-    keep = F.pad(keep[:, lo:], (pad_front, pad_back), value=False)
-    k_slabs = k_band.unfold(2, span, block)  # [B, Hkv, n, D, span] (a view: slabs overlap)
-    v_slabs = v_band.unfold(2, span, block).transpose(-1, -2)  # [B, Hkv, n, span, D]
-    keep = keep.unfold(1, span, block)  # [B, n, span]
+    dist = torch.arange(block, device=q.device)[:, None] + left - torch.arange(span, device=q.device)[None, :]
+    allowed = rule.allows(dist)  # [block, span]
+    tile = None
+    if table is not None:  # [1, H, block, span], the excluded pairs at -inf
+        tile = table.to(q.dtype)[:, dist.clamp(0, table.shape[-1] - 1)].masked_fill(~allowed, float("-inf"))[None]
+    tap = tile is not None and tile.requires_grad
 
-    q_blocks = F.pad(q, (0, 0, 0, n * block - q_len)).reshape(b, hkv, groups, n, block, d_head)
-    d = torch.arange(block, device=q.device)[:, None] + left - torch.arange(span, device=q.device)[None, :]
-    # Additive 0 / -inf terms (one add each instead of building bool masks per group).
-    bias = torch.zeros(d.shape, dtype=q.dtype, device=q.device)
-    bias = bias.masked_fill(~_pair_allowed(d, is_causal, window, max_dist), float("-inf"))  # [block, span]
-    if table is not None:
-        bias = bias + table[:, :, d.clamp(0, table.shape[-1] - 1)][:, :, None]  # [Hkv, G, 1, block, span]
-    exclude = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(~keep, float("-inf"))
+    def attend(i0: int, i1: int) -> torch.Tensor:
+        """Query blocks [i0, i1) against their slabs: [(i1 - i0) * B, H, block, D] (slab-major)."""
+        count = i1 - i0
+        qi = q[:, :, i0 * block:i1 * block].reshape(b, h, count, block, d_head).transpose(1, 2)
+        qi = qi.reshape(b * count, h, block, d_head)
+        start = first + i0 * block
+        ki, vi = _slabs(k, start, count, span, block), _slabs(v, start, count, span, block)
+        inside = start >= 0 and start + (count - 1) * block + span <= k_len
+        if keep is None and inside:  # one tile for every slab
+            mask = allowed[None, None] if tile is None else tile
+        else:  # the tile and each slab's own exclusions (keys outside [0, Tk), padding)
+            ok = torch.ones(1, k_len, dtype=torch.bool, device=q.device) if keep is None else keep
+            ok = _slabs(ok[:, None, :, None], start, count, span, block, fill=False).reshape(-1, 1, 1, span)
+            ok = ok.reshape(-1, count, 1, 1, span).expand(b, -1, -1, -1, -1).reshape(b * count, 1, 1, span)
+            if tile is None:
+                mask = allowed[None, None] & ok
+            else:
+                mask = tile + torch.zeros((), dtype=tile.dtype, device=q.device).masked_fill(~ok, float("-inf"))
+        out = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask.detach() if tap else mask,
+                                             dropout_p=dropout, scale=scaling, enable_gqa=hkv != h)
+        if tap:
+            out = _MaskGradient.apply(out, mask, qi.detach(), ki.detach(), vi.detach(), scaling)
+        return out.reshape(b, count, h, block, d_head)
 
-    # Blocks go in groups whose score tensor stays ~8 MiB: cache-sized, and small enough that the allocator reuses
-    # its buffers instead of faulting in fresh pages for every op (which dominated at large T on CPU).
-    per = max(1, (8 << 20) // (4 * b * hkv * groups * block * span))
-    outs = []
-    for i in range(0, n, per):
-        j = min(i + per, n)
-        s = q_blocks[:, :, :, i:j] @ k_slabs[:, :, None, i:j]  # [B, Hkv, G, j-i, block, span]
-        s = s + exclude[:, None, None, i:j, None]  # padding keys and the slab's zero-padded ends: -inf
-        s = s + bias  # positions outside the band: -inf (plus the distance bias, when given)
-        # One softmax per row; a row with no visible key (all -inf) shifts by 0 and returns 0.
-        m = s.amax(dim=-1, keepdim=True).detach()
-        p = torch.exp(s - torch.where(torch.isinf(m), torch.zeros_like(m), m))
-        l = p.sum(dim=-1, keepdim=True)
-        if dropout > 0.0:
-            p = F.dropout(p, p=dropout)
-        outs.append((p @ v_slabs[:, :, None, i:j]) / torch.where(l == 0, torch.ones_like(l), l))
-    out = torch.cat(outs, dim=3)
-    return out.reshape(b, hkv, groups, n * block, d_head)[:, :, :, :q_len]
+    if keep is not None:
+        ranges = [(0, n)]
+    else:  # slabs that start before key 0, slabs inside [0, Tk), slabs that end after the last key
+        front = min(n, max(0, -(-(-first) // block)))
+        back_start = max(front, min(n, (k_len - span - first) // block + 1))
+        ranges = [r for r in ((0, front), (front, back_start), (back_start, n)) if r[1] > r[0]]
+    parts = [attend(i0, i1) for i0, i1 in ranges]
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, n, H, block, D]
+    return out.transpose(2, 3).reshape(b, n * block, h, d_head)[:, :q_len]
 
 
 def blockwise_attention(
@@ -212,6 +259,21 @@ def blockwise_attention(
         raise ValueError(f"block_size={block_size} must be positive")
     out_dtype = query.dtype
     offset = k_len - q_len  # position of query 0 among the keys
+    rule = band(is_causal, window, max_distance, None if distance_bias is None else distance_bias.shape[1])
+    if dropout <= 0.0 or not training:
+        dropout = 0.0
+
+    # Bounded band, no dense mask: every query block against its key slab in one fused sdpa call (forward and
+    # backward skip what the band excludes). fp32 on CPU (half-precision CPU kernels are slow); CUDA keeps its
+    # dtype. Training with dropout and a table that needs a gradient stays on the loop (its dropout is explicit).
+    path, _ = _plan(rule, q_len, k_len, block_size)
+    table_grad = distance_bias is not None and distance_bias.requires_grad and torch.is_grad_enabled()
+    if (path == "banded" and attn_mask is None and position_bias is None and not (dropout and table_grad)):
+        BLOCKS_VISITED = -(-q_len // block_size)
+        dtype = query.dtype if query.is_cuda else torch.promote_types(query.dtype, torch.float32)
+        out = _banded(query.to(dtype), key.to(dtype), value.to(dtype), key_padding_mask, distance_bias, rule,
+                      block_size, scaling, dropout)
+        return out.contiguous().to(out_dtype), None
 
     # Accumulate in fp32 whatever the input dtype; the group axis G lets one K/V head serve its query heads.
     acc_dtype = torch.promote_types(query.dtype, torch.float32)  # fp32 (fp64 stays fp64)
@@ -219,13 +281,9 @@ def blockwise_attention(
     k = key.to(acc_dtype)[:, :, None]  # [B, Hkv, 1, Tk, D]
     v = value.to(acc_dtype)[:, :, None]
 
-    # Exclusive bound on d from max_distance and the bias table (both also exclude d < 0).
-    max_dist = None
     if distance_bias is not None:
         max_dist = distance_bias.shape[1]
         table = distance_bias.to(acc_dtype).reshape(hkv, groups, max_dist)  # rows follow the query-head order
-    if max_distance is not None:
-        max_dist = max_distance if max_dist is None else min(max_dist, max_distance)
     if key_padding_mask is not None:
         keep_keys = key_padding_mask[:, -k_len:].to(device=query.device, dtype=torch.bool)[:, None, None, None, :]
     if attn_mask is not None:
@@ -239,15 +297,6 @@ def blockwise_attention(
         position_bias = position_bias.to(acc_dtype).reshape(position_bias.shape[0], hkv if hp == h else 1,
                                                       groups if hp == h else 1, *position_bias.shape[2:])
 
-    # Bounded reach (a window or a maximum distance): each query block sees a fixed-size band of keys, so all
-    # blocks are done at once on overlapping key slabs (a few large ops instead of many small ones).
-    left, right = _reach(is_causal, window, max_dist)
-    if _use_banded(left, right, block_size, k_len) and attn_mask is None and position_bias is None:
-        BLOCKS_VISITED = -(-q_len // block_size)
-        out = _banded(q, k, v, key_padding_mask, table if distance_bias is not None else None, offset, block_size,
-                      left, right, is_causal, window, max_dist, dropout if training else 0.0)
-        return out.reshape(b, h, q_len, d_head).transpose(1, 2).contiguous().to(out_dtype), None
-
     visited = 0
     outputs = []
     # A distance-bias tile depends only on the block diagonal (qs - ks) and the tile shape, so each is gathered
@@ -257,7 +306,7 @@ def blockwise_attention(
         qe = min(qs + block_size, q_len)
         q_blk = q[:, :, :, qs:qe]  # [B, Hkv, G, bq, D]
         q_pos = torch.arange(offset + qs, offset + qe, device=query.device)
-        lo, hi = _visible_key_range(offset + qs, offset + qe, k_len, is_causal, window, max_dist)
+        lo, hi = rule.key_range(offset + qs, offset + qe, k_len)
 
         m = q_blk.new_full((*q_blk.shape[:-1], 1), float("-inf"))  # running max of the logits
         l = q_blk.new_zeros((*q_blk.shape[:-1], 1))  # running softmax normaliser
@@ -267,19 +316,10 @@ def blockwise_attention(
             visited += 1
             s = q_blk @ k[:, :, :, ks:ke].transpose(-1, -2)  # [B, Hkv, G, bq, bk] fp32 logits
 
-            # Position-dependent exclusions, built only when this block straddles an edge.
+            # The band's element-wise mask, built only when this tile straddles one of its edges.
             d = q_pos[:, None] - torch.arange(ks, ke, device=query.device)[None, :]  # [bq, bk]
-            d_min, d_max = offset + qs - (ke - 1), offset + qe - 1 - ks
-            allowed = None
-            if (is_causal or max_dist is not None) and d_min < 0:
-                allowed = d >= 0
-            if window is not None and (d_max >= window or (not is_causal and d_min <= -window)):
-                in_window = (d < window) if is_causal else (d.abs() < window)
-                allowed = in_window if allowed is None else allowed & in_window
-            if max_dist is not None and d_max >= max_dist:
-                allowed = (d < max_dist) if allowed is None else allowed & (d < max_dist)
-            if allowed is not None:
-                s = s.masked_fill(~allowed, float("-inf"))
+            if not rule.covers(offset + qs - (ke - 1), offset + qe - 1 - ks):
+                s = s.masked_fill(~rule.allows(d), float("-inf"))
             if distance_bias is not None:
                 tile_key = (qs - ks, qe - qs, ke - ks)
                 if tile_key not in bias_tiles:
@@ -300,7 +340,7 @@ def blockwise_attention(
             p = torch.exp(s - shift)
             correction = torch.exp(m - shift)
             l = l * correction + p.sum(dim=-1, keepdim=True)
-            if dropout > 0.0 and training:
+            if dropout > 0.0:
                 p = F.dropout(p, p=dropout)  # drops normalised weights: l above keeps the undropped sum
             acc = acc * correction + p @ v[:, :, :, ks:ke]
             m = m_new

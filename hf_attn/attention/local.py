@@ -4,7 +4,8 @@ A query at position i sees keys j with 0 <= i - j < window (causal) or |i - j| <
 of whatever padding, distance bias or dense mask the caller passes. The window comes from the kwarg
 `sliding_window`, else `module.sliding_window`, else `module.config.sliding_window`.
 
-`local_attention_forward` is the fast path (the shared blockwise core skips key blocks outside the window);
+`local_attention_forward` is the fast path (the shared blockwise core: one fused sdpa call over key slabs, forward
+and backward, so both skip what the window excludes);
 `local_attention_reference` is the same function written densely on top of the eager reference.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..modeling.layers import dense_distance_bias, distance_index, eager_attention_forward, resolve_is_causal
+from .band import band
 from .blockwise import blockwise_attention, check_heads, config_value
 
 
@@ -80,7 +82,7 @@ def local_attention_reference(
     window = resolve_window(module, kwargs)
     q_len, k_len = query.shape[2], key.shape[2]
     d = distance_index(q_len, k_len, query.device)  # [Tq, Tk], d = q_pos - k_pos
-    in_window = (d < window) if resolve_is_causal(module, kwargs) else (d.abs() < window)
+    in_window = band(resolve_is_causal(module, kwargs), window).allows(d)
     bias = torch.zeros(d.shape, device=query.device).masked_fill(~in_window, float("-inf"))[None, None]
     if kwargs.get("distance_bias") is not None:
         table = kwargs["distance_bias"]
