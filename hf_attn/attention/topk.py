@@ -2,18 +2,21 @@
 
 Each query keeps only its k highest logits (after masks and biases) and takes the softmax over those; every other
 key gets weight 0. k comes from the kwarg `attention_topk`, else `module.attention_topk`, else
-`module.config.attention_topk`. The weights are returned densely ([B, H, Tq, Tk], zeros off the top k) because
-the attention-entropy metrics read them; the computation is therefore O(T^2) in memory, like eager.
+`module.config.attention_topk`.
 
-`topk_attention_forward` is the fast path (GQA through a group axis, no repeated K/V; selection by
-`torch.topk`); `topk_attention_reference` writes the same function as eager attention plus a -inf bias off the
-top k (found by sorting).
+`topk_attention_forward` is the fast path: queries in chunks of `chunk_size` rows (kwarg; default so that one
+chunk's [B, H, rows, Tk] logits take ~16 MiB), each chunk's logits, mask and bias built for its rows only, GQA
+through a group axis (no repeated K/V), selection by `torch.topk`; under autograd each chunk is checkpointed
+(recomputed in the backward), so peak memory is O(T x chunk), not O(T^2). It returns no weights (None, like
+hf_local and hf_blockwise); the attention-entropy metrics read them from `topk_attention_reference`, which writes
+the same function as eager attention plus a -inf bias off the top k (found by sorting), densely.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..modeling.layers import (
     additive_attention_mask,
@@ -22,7 +25,10 @@ from ..modeling.layers import (
     repeat_kv,
     resolve_is_causal,
 )
+from .band import band, distances
 from .blockwise import check_heads, config_value
+
+CHUNK_BYTES = 16 << 20  # fp32 logits of one query chunk, [B, H, rows, Tk]
 
 
 def resolve_topk(module, kwargs: dict) -> int:
@@ -51,6 +57,36 @@ def _logit_bias(module, attention_mask, kwargs, q_len, k_len, device) -> torch.T
     return bias
 
 
+def _chunk_bias(module, attention_mask, kwargs, qs: int, qe: int, q_len: int, k_len: int, device):
+    """What `_logit_bias` adds to the logits, for query rows [qs, qe) only: fp32 [B|1, H|1, rows, Tk] or None."""
+    neg = float("-inf")
+    bias = None
+    if attention_mask is not None and attention_mask.dim() == 4:  # trusted to carry causality (as eager does)
+        mask = attention_mask[..., qs:qe, :k_len]
+        bias = torch.zeros((), device=device).masked_fill(~mask, neg) if mask.dtype == torch.bool else mask.float()
+    else:
+        allowed = band(resolve_is_causal(module, kwargs)).allows(distances(q_len, k_len, device)[qs:qe])[None, None]
+        if attention_mask is not None:  # [B, Tk] key padding
+            allowed = allowed & attention_mask[:, None, None, -k_len:].to(device=device, dtype=torch.bool)
+        if not bool(allowed.all()):
+            bias = torch.zeros((), device=device).masked_fill(~allowed, neg)
+    position_bias = kwargs.get("position_bias")
+    if position_bias is not None:
+        position_bias = position_bias[..., qs:qe, :].float()
+    if kwargs.get("distance_bias") is not None:
+        table = kwargs["distance_bias"]
+        if kwargs.get("max_distance") is not None:
+            table = table[:, : kwargs["max_distance"]]
+        d = distances(q_len, k_len, device)[qs:qe]
+        position_bias = table.float()[:, d.clamp(0, table.shape[1] - 1)].masked_fill(
+            ~band(False, table_len=table.shape[1]).allows(d), neg)[None]
+    if position_bias is not None:
+        bias = position_bias if bias is None else bias + position_bias
+    if bias is not None:  # excluded pairs as -inf (not the dtype's min), so a row with no visible key is all -inf
+        bias = bias.masked_fill(bias <= torch.finfo(torch.float32).min / 2, neg)
+    return bias
+
+
 def topk_attention_forward(
     module,
     query: torch.Tensor,
@@ -60,38 +96,56 @@ def topk_attention_forward(
     scaling: float | None = None,
     dropout: float = 0.0,
     **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, None]:
     """Top-k attention with transformers' signature.
 
     query [B, H, Tq, D], key/value [B, Hkv, Tk, D]; `attention_mask` None, [B, Tk] bool key padding or 4D.
-    Optional `position_bias` [1, H, Tq, Tk] or `distance_bias` [H, L] (+ `max_distance`).
-    Returns (out [B, Tq, H, D], weights [B, H, Tq, Tk]).
+    Optional `position_bias` [1, H, Tq, Tk] or `distance_bias` [H, L] (+ `max_distance`); `chunk_size` query
+    rows per chunk. Returns (out [B, Tq, H, D], None).
     """
     top_k = resolve_topk(module, kwargs)
     b, h, q_len, d_head = query.shape
     hkv, k_len = key.shape[1], key.shape[2]
     groups = check_heads(h, hkv)
     scaling = d_head**-0.5 if scaling is None else scaling
+    chunk = kwargs.get("chunk_size") or max(1, CHUNK_BYTES // (4 * b * h * max(k_len, 1)))
+    training = bool(getattr(module, "training", False))
+    # Tensors that may carry gradients (q, k, v, a distance or position bias) are the chunk's arguments, so a
+    # checkpoint recomputes the chunk from them.
+    names = [name for name in ("distance_bias", "position_bias") if kwargs.get(name) is not None]
 
-    # [B, Hkv, G, Tq, Tk] logits in fp32; a query head's group shares its key head without repeating it.
-    # Inputs go to fp32 before the product so that low-precision runs select the same keys as fp32 ones would.
-    q = query.float().reshape(b, hkv, groups, q_len, d_head)
-    scores = (q @ key.float()[:, :, None].transpose(-1, -2)) * scaling
-    bias = _logit_bias(module, attention_mask, kwargs, q_len, k_len, query.device)
-    if bias is not None:  # [B|1, H|1, Tq|1, Tk] -> group layout [B|1, Hkv|1, G|1, Tq|1, Tk]
-        heads = (hkv, groups) if bias.shape[1] == h else (1, 1)
-        scores = scores + bias.reshape(bias.shape[0], *heads, *bias.shape[2:])
+    def rows(qs: int, q_chunk: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *tables) -> torch.Tensor:
+        """Output [B, rows, H, D] of query rows [qs, qs + rows)."""
+        qe = qs + q_chunk.shape[2]
+        # [B, Hkv, G, rows, Tk] logits in fp32 (inputs cast first, so that low-precision runs select the keys
+        # fp32 ones would); a query head's group shares its key head without repeating it.
+        q = q_chunk.float().reshape(b, hkv, groups, qe - qs, d_head)
+        scores = (q @ key.float()[:, :, None].transpose(-1, -2)) * scaling
+        bias = _chunk_bias(module, attention_mask, {**kwargs, **dict(zip(names, tables))}, qs, qe, q_len, k_len,
+                           query.device)
+        if bias is not None:  # [B|1, H|1, rows, Tk] -> group layout [B|1, Hkv|1, G|1, rows, Tk]
+            heads = (hkv, groups) if bias.shape[1] == h else (1, 1)
+            scores = scores + bias.reshape(bias.shape[0], *heads, *bias.shape[2:])
+        # Keep the k largest logits of each row; the rest become -inf.
+        kept = torch.zeros_like(scores, dtype=torch.bool)
+        kept.scatter_(-1, scores.topk(min(top_k, k_len), dim=-1).indices, True)
+        weights = torch.softmax(scores.masked_fill(~kept, float("-inf")), dim=-1)
+        weights = torch.nan_to_num(weights, nan=0.0)  # a row with no visible key -> zeros
+        weights = F.dropout(weights, p=dropout, training=training)
+        out = weights @ value.float()[:, :, None]  # [B, Hkv, G, rows, D]
+        return out.reshape(b, h, qe - qs, d_head).transpose(1, 2).to(query.dtype)
 
-    # Keep the k largest logits of each row; the rest become -inf.
-    kept = torch.zeros_like(scores, dtype=torch.bool)
-    kept.scatter_(-1, scores.topk(min(top_k, k_len), dim=-1).indices, True)
-    scores = scores.masked_fill(~kept, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    weights = torch.nan_to_num(weights, nan=0.0).to(query.dtype)  # a row with no visible key -> zeros
-    weights = F.dropout(weights, p=dropout, training=bool(getattr(module, "training", False)))
-    out = weights @ value[:, :, None]  # [B, Hkv, G, Tq, D]
-    out = out.reshape(b, h, q_len, -1).transpose(1, 2).contiguous()
-    return out, weights.reshape(b, h, q_len, k_len)
+    tables = [kwargs[name] for name in names]
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value, *tables))
+    outs = []
+    for qs in range(0, q_len, chunk):
+        args = (query[:, :, qs:qs + chunk], key, value, *tables)
+        if needs_grad:  # recomputed in the backward (same dropout draw): one chunk's [rows, Tk] tensors at a time
+            outs.append(checkpoint(rows, qs, *args, use_reentrant=False))
+        else:
+            outs.append(rows(qs, *args))
+    out = torch.cat(outs, dim=1) if outs else query.new_zeros(b, 0, h, d_head)
+    return out.contiguous(), None
 
 
 def topk_attention_reference(
