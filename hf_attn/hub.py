@@ -250,6 +250,34 @@ def verify_export(out_dir: str | Path, model=None, tokenizer=None, atol: float =
     return diffs
 
 
+def _byte_level_tokenizer_for(model):
+    """The byte-level tokenizer (id = byte) for a language model trained on raw bytes without a saved tokenizer."""
+    if model.config.model_type != "adaptive_span_gpt" or model.config.vocab_size < 256:
+        return None
+    try:  # the model's own (ids 0-255 bytes, then <|endoftext|> and <pad>)
+        from .modeling.tokenization_bytes import byte_level_tokenizer
+    except ImportError:
+        from .training.tokenizer import byte_level_tokenizer
+
+    return byte_level_tokenizer(model_max_length=int(model.config.max_position_embeddings))
+
+
+# What from_pretrained was called with, which save_pretrained may copy into tokenizer_config.json: on a user's
+# machine they would apply to every later load (local_files_only=True would even forbid the Hub).
+LOAD_TIME_OPTIONS = ("is_local", "local_files_only", "cache_dir", "force_download", "proxies", "token", "revision",
+                     "subfolder", "trust_remote_code", "_commit_hash", "name_or_path")
+
+
+def _drop_load_time_options(folder: Path) -> None:
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    kept = {k: v for k, v in config.items() if k not in LOAD_TIME_OPTIONS}
+    if kept != config:
+        path.write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def _prepare_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
         raise FileExistsError(f"{out_dir} exists and is not an earlier export; choose an empty or new folder")
@@ -268,6 +296,7 @@ def export(
     datasets: list[str] | None = None,
     license: str = "mit",
     base_model: str | None = None,
+    onnx: bool = False,
 ) -> Path:
     """Write a Hub-ready folder for the model in `checkpoint_dir` to `out_dir` and return its path.
 
@@ -281,6 +310,9 @@ def export(
     teacher named in the training configuration; MIT). With ``verify`` (default), the folder is loaded without
     hf_attn and compared with the source model before returning (`ExportVerificationError` on mismatch).
 
+    ``onnx`` (embedders): also write ``onnx/model.onnx`` (`hf_attn.onnx_export`; checked against PyTorch with
+    onnxruntime when ``verify``).
+
     An earlier export in `out_dir` is replaced; any other non-empty folder is refused.
     """
     source = resolve_checkpoint(checkpoint_dir)
@@ -292,6 +324,8 @@ def export(
     arch = architecture(model_type)
     if arch.kind == "embedder" and tokenizer is None:
         raise FileNotFoundError(f"{source} has no tokenizer files; an embedder export needs its tokenizer")
+    if onnx and arch.kind != "embedder":
+        raise ValueError(f"--onnx exports the embedders (TAN, GQAEmbedder), not {model_type}")
     if training_config is None:
         training_config = _training_summary(source)
 
@@ -308,8 +342,11 @@ def export(
             save_sentence_transformer(model, tokenizer, tmp)
         else:
             model.save_pretrained(str(tmp))
+            if tokenizer is None:
+                tokenizer = _byte_level_tokenizer_for(model)
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(tmp))
+        _drop_load_time_options(tmp)
         name = model_name or out_dir.name
         card = render_model_card(
             model,
@@ -324,6 +361,13 @@ def export(
             base_model=base_model,
         )
         card.save(str(tmp / "README.md"))
+        if onnx:
+            from .onnx_export import OnnxVerificationError, export_folder_onnx
+
+            try:
+                export_folder_onnx(tmp, model, verify=verify)
+            except OnnxVerificationError as exc:
+                raise ExportVerificationError(str(exc).replace(str(tmp), str(out_dir))) from exc
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -482,6 +526,9 @@ def export_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", nargs="+", default=None, metavar="HUB_ID",
                         help="Hub dataset ids for the card's datasets (default: the data the run trained on)")
     parser.add_argument("--license", default="mit", help="the card's license (a Hub license id)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="embedders: also write onnx/model.onnx (dynamic batch and length), checked against "
+                             "PyTorch with onnxruntime (pip install 'hf-attn[onnx]')")
     parser.add_argument("--no-verify", action="store_true", help="skip loading the folder without hf_attn")
 
 
@@ -509,8 +556,9 @@ def export_run(args: argparse.Namespace) -> int:
             datasets=args.datasets,
             license=args.license,
             base_model=args.base_model,
+            onnx=args.onnx,
         )
-    except (FileNotFoundError, FileExistsError, ValueError, ExportVerificationError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, ExportVerificationError, ImportError) as exc:
         print(f"hf-attn export: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, ExportVerificationError) else 2
     print(f"exported to {out}" + ("" if args.no_verify else " (verified: loads without hf_attn, outputs match)"))

@@ -298,6 +298,35 @@ def test_export_reloads_without_hf_attn(exported):
     assert "blocked" in proc.stdout
 
 
+def test_exported_tokenizer_config_has_no_load_time_options(exported):
+    _, _, out = exported
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    assert not {"is_local", "local_files_only", "cache_dir", "token", "_commit_hash"} & set(config), sorted(config)
+
+
+def test_exported_language_model_generates_text_without_hf_attn(exported):
+    """The byte-level tokenizer travels with the export: pipeline("text-generation") and TextStreamer work with
+    transformers alone."""
+    arch, _, out = exported
+    if ARCHITECTURES[arch].kind != "causal_lm":
+        pytest.skip("language model only")
+    proc = run_without_hf_attn(f"""
+        import torch
+        from transformers import AutoTokenizer, TextStreamer, pipeline
+        folder = {str(out)!r}
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+        prompt = "The meaning of life is"
+        assert tokenizer(prompt).input_ids == list(prompt.encode()), tokenizer(prompt).input_ids  # id = byte
+        generator = pipeline("text-generation", model=folder, trust_remote_code=True, device="cpu")
+        text = generator(prompt, max_new_tokens=8, do_sample=False)[0]["generated_text"]
+        assert text.startswith(prompt) and len(text) > len(prompt), text
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        generator.model.generate(ids, max_new_tokens=4, do_sample=False, streamer=TextStreamer(tokenizer))
+        print("GENERATED", repr(text))
+    """)
+    assert "GENERATED" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_card_snippets_run_against_the_export(exported, capsys):
     """Every usage snippet in the exported README runs: the plain ones without hf_attn, the hf_attn one here."""
     arch, _, out = exported
