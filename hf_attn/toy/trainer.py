@@ -217,12 +217,21 @@ class AttentionTrainer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no saved toy model at {path}")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        not_toy = f"{path} is not a model saved by `hf-attn toy --save_path`"
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - pickle, zip and torch errors alike: the file is not ours or damaged
+            raise ValueError(f"{not_toy} (or it is truncated/corrupt: {type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0] if str(e).strip() else 'unreadable'})") from None
         if not isinstance(ckpt, dict) or ckpt.get("format") != "hf_attn.toy/1":
-            raise ValueError(f"{path} is not a model saved by `hf-attn toy --save_path`")
-        trainer = cls(ToyConfig(**ckpt["config"]), device=device)
-        trainer.model.load_state_dict(ckpt["state_dict"])
-        trainer.history = [EpochResult(**r) for r in ckpt.get("history", [])]
+            raise ValueError(not_toy)
+        try:
+            trainer = cls(ToyConfig(**ckpt["config"]), device=device)
+            trainer.model.load_state_dict(ckpt["state_dict"])
+            trainer.history = [EpochResult(**r) for r in ckpt.get("history", [])]
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise ValueError(f"{path}: a toy checkpoint whose contents do not fit this version's model "
+                             f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
         return trainer
 
     # ---- attention maps ---------------------------------------------------------------------------------------
