@@ -5,6 +5,7 @@ Kept free of torch: configuration files import it (as a sibling, which transform
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 
@@ -20,6 +21,80 @@ def check_positive_ints(config, names: Iterable[str], optional: Iterable[str] = 
             raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _got(value) -> str:
+    return f"{value!r} (a string: write the number without quotes)" if isinstance(value, str) else repr(value)
+
+
+def check_numbers(
+    config,
+    positive: Iterable[str] = (),
+    non_negative: Iterable[str] = (),
+    probabilities: Iterable[str] = (),
+) -> None:
+    """Float fields: `positive` must be finite numbers > 0 (epsilons, RoPE theta, ...), `non_negative` >= 0
+    (regulariser weights, init std), `probabilities` in [0, 1) (dropouts)."""
+    for name in positive:
+        value = getattr(config, name)
+        if not _is_number(value) or value <= 0:
+            raise ValueError(f"`{name}` must be a positive number, got {_got(value)}; fix `{name}` in the config.")
+    for name in non_negative:
+        value = getattr(config, name)
+        if not _is_number(value) or value < 0:
+            raise ValueError(f"`{name}` must be a number >= 0, got {_got(value)}; fix `{name}` in the config.")
+    for name in probabilities:
+        value = getattr(config, name)
+        if not _is_number(value) or not 0.0 <= value < 1.0:
+            raise ValueError(
+                f"`{name}` is a dropout probability and must be in [0, 1), got {_got(value)}; fix `{name}`."
+            )
+
+
+SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn", "llama3")
+MAX_ROPE_FACTOR = 256.0  # a 256x longer context than trained is already far past what scaled RoPE recovers
+
+
+def check_rope_parameters(config) -> None:
+    """`rope_parameters` of a model that uses RoPE: a supported `rope_type`, a positive `rope_theta`, a sane
+    `factor`. Dynamic NTK is refused here: its frequencies depend on the running length, which the models'
+    RotaryEmbedding (one table, like transformers' default rope) does not recompute."""
+    params = config.rope_parameters
+    if not isinstance(params, dict):
+        raise ValueError(f"`rope_parameters` must be a dict such as {{'rope_type': 'default', 'rope_theta': 10000.0}}, "
+                         f"got {params!r}.")
+    rope_type = params.get("rope_type", "default")
+    if rope_type == "dynamic":
+        raise ValueError(
+            "`rope_parameters['rope_type']='dynamic'` (dynamic NTK) is not supported: its frequencies change with "
+            "the sequence length. Use 'yarn' or 'linear' with factor = target length / max_position_embeddings."
+        )
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise ValueError(
+            f"Unknown `rope_parameters['rope_type']` {rope_type!r}; supported: {', '.join(SUPPORTED_ROPE_TYPES)}."
+        )
+    theta = params.get("rope_theta")
+    if not _is_number(theta) or theta <= 0:
+        raise ValueError(
+            f"`rope_theta` (rope_parameters['rope_theta']) must be a positive number, got {_got(theta)}; "
+            "the usual value is 10000.0."
+        )
+    if rope_type != "default":
+        factor = params.get("factor")
+        if not _is_number(factor) or not 1.0 <= factor <= MAX_ROPE_FACTOR:
+            raise ValueError(
+                f"`rope_parameters['factor']` for {rope_type} RoPE must be a number in [1, {MAX_ROPE_FACTOR:g}] "
+                f"(target length / trained length), got {_got(factor)}."
+            )
+    original = params.get("original_max_position_embeddings")
+    if original is not None and (not isinstance(original, int) or isinstance(original, bool) or original < 1):
+        raise ValueError(
+            f"`rope_parameters['original_max_position_embeddings']` must be a positive integer, got {_got(original)}."
+        )
+
+
 def check_head_grouping(config) -> None:
     """``hidden_size`` must split into ``num_attention_heads`` heads, which must split into the K/V groups."""
     if config.hidden_size % config.num_attention_heads:
@@ -32,3 +107,44 @@ def check_head_grouping(config) -> None:
             f"`num_attention_heads` ({config.num_attention_heads}) must be divisible by `num_key_value_heads` "
             f"({config.num_key_value_heads})."
         )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sequence-length limit under the RoPE scaling in force
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def uses_rope(config) -> bool:
+    """Whether the configuration's model rotates queries and keys (the encoders always; the LM when asked)."""
+    return getattr(config, "position_embedding", "rope") == "rope"
+
+
+def max_sequence_length(config) -> int | None:
+    """Longest input (cached + new tokens) the model accepts; None when there is no limit (ALiBi).
+
+    Without RoPE scaling it is `max_position_embeddings`. Linear scaling stretches positions by `factor`, so the
+    limit is `max_position_embeddings * factor`; YaRN and llama3 scaling extend the pre-training length
+    `original_max_position_embeddings` (default `max_position_embeddings`) by `factor`.
+    """
+    if getattr(config, "position_embedding", "rope") == "alibi":
+        return None
+    params = (config.rope_parameters or {}) if uses_rope(config) else {}
+    rope_type = params.get("rope_type", "default")
+    if rope_type == "linear":
+        return int(config.max_position_embeddings * params["factor"])
+    if rope_type in ("yarn", "llama3"):
+        original = params.get("original_max_position_embeddings") or config.max_position_embeddings
+        return int(original * params["factor"])
+    return config.max_position_embeddings
+
+
+def describe_length_limit(config) -> str:
+    """Where `max_sequence_length` comes from, for error messages."""
+    params = (config.rope_parameters or {}) if uses_rope(config) else {}
+    rope_type = params.get("rope_type", "default")
+    if rope_type == "linear":
+        return f"max_position_embeddings={config.max_position_embeddings} x linear RoPE factor={params['factor']}"
+    if rope_type in ("yarn", "llama3"):
+        original = params.get("original_max_position_embeddings") or config.max_position_embeddings
+        return f"{rope_type} RoPE: original_max_position_embeddings={original} x factor={params['factor']}"
+    return f"max_position_embeddings={config.max_position_embeddings}"

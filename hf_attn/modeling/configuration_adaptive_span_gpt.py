@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import check_head_grouping, check_positive_ints
+from .config_checks import check_head_grouping, check_numbers, check_positive_ints, check_rope_parameters
+
+_DEFAULT_ROPE = {"rope_type": "default", "rope_theta": 10000.0}
 
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rope", "alibi")
 
@@ -111,8 +113,17 @@ class AdaptiveSpanGPTConfig(PreTrainedConfig):
             self.max_span = self.max_position_embeddings
         if self.layer_types is None:
             self.layer_types = ["full_attention"] * self.num_hidden_layers
-        if self.rope_parameters is None:
-            self.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
+        if self.position_embedding != "rope":
+            # No RoPE, no rope parameters. transformers fills in the default ones; a config saved before this rule
+            # carries them too. Anything else was asked for and would be ignored: refuse it.
+            if self.rope_parameters not in (None, {}, _DEFAULT_ROPE):
+                raise ValueError(
+                    f"`rope_parameters` {self.rope_parameters} are set but position_embedding="
+                    f"{self.position_embedding!r} uses no RoPE: drop them or set position_embedding='rope'."
+                )
+            self.rope_parameters = None
+        elif not self.rope_parameters:
+            self.rope_parameters = dict(_DEFAULT_ROPE)
         self.validate_adaptive_span_gpt()
 
     @property
@@ -125,12 +136,21 @@ class AdaptiveSpanGPTConfig(PreTrainedConfig):
                                    "num_key_value_heads", "intermediate_size", "max_position_embeddings", "max_span",
                                    "triangle_wave_fourier_terms"))
         check_head_grouping(self)
+        check_numbers(
+            self,
+            positive=("layer_norm_epsilon", "softness_span_mask", "period_min_triangle_wave_masking",
+                      "period_max_triangle_wave_masking", "span_init_ratio"),
+            non_negative=("span_reg", "triangle_wave_reg", "initializer_range"),
+            probabilities=("dropout", "attention_dropout"),
+        )
         if self.position_embedding not in POSITION_EMBEDDINGS:
             raise ValueError(
                 f"`position_embedding` must be one of {POSITION_EMBEDDINGS}, got {self.position_embedding!r}."
             )
-        if self.position_embedding == "rope" and self.head_dim % 2:
-            raise ValueError(f"`position_embedding='rope'` needs an even head dim, got {self.head_dim}.")
+        if self.position_embedding == "rope":
+            if self.head_dim % 2:
+                raise ValueError(f"`position_embedding='rope'` needs an even head dim, got {self.head_dim}.")
+            check_rope_parameters(self)
         if self.softness_span_mask <= 0:
             raise ValueError(f"`softness_span_mask` must be > 0, got {self.softness_span_mask}.")
         if not 0.0 < self.span_init_ratio < 1.0:

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import check_head_grouping, check_positive_ints
+from .config_checks import (
+    check_head_grouping,
+    check_numbers,
+    check_positive_ints,
+    check_rope_parameters,
+    max_sequence_length,
+)
 
 
 class GQAEmbedderConfig(PreTrainedConfig):
@@ -96,12 +102,16 @@ class GQAEmbedderConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
-        self._check_sizes()
         # Standardises `rope_parameters` (and a legacy `rope_scaling` keyword) into transformers' form.
         super().__post_init__(**kwargs)
         self.rope_theta = self.rope_parameters["rope_theta"]  # one value: `rope_parameters` wins, as in transformers
+        self.validate_gqa_embedder()
+
+    def validate_gqa_embedder(self) -> None:
+        """The one validation entry point: raise ValueError naming the field and the fix."""
+        self._check_sizes()
+        check_rope_parameters(self)
         self.validate_rope()
-        self._check_rope_length()
 
     @property
     def head_dim(self) -> int:
@@ -111,39 +121,19 @@ class GQAEmbedderConfig(PreTrainedConfig):
     def max_sequence_length(self) -> int:
         """Longest accepted input: `original_max_position_embeddings * factor` with YaRN, else
         `max_position_embeddings`."""
-        params = self.rope_parameters or {}
-        if params.get("rope_type") == "yarn":
-            return int(params["original_max_position_embeddings"] * params["factor"])
-        return self.max_position_embeddings
+        return max_sequence_length(self)
 
     def _check_sizes(self) -> None:
         check_positive_ints(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                                    "num_key_value_heads", "intermediate_size", "max_position_embeddings",
                                    "embedding_size"), optional=("sliding_window", "attention_topk"))
-        for name in ("attention_dropout", "hidden_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
-        if self.rope_theta <= 0:
-            raise ValueError(f"`rope_theta` must be positive, got {self.rope_theta!r}.")
+        check_numbers(self, positive=("rms_norm_eps",), non_negative=("initializer_range",),
+                      probabilities=("attention_dropout", "hidden_dropout"))
         check_head_grouping(self)
         if self.head_dim % 2:
             raise ValueError(
                 f"RoPE needs an even head dimension: `hidden_size` / `num_attention_heads` = {self.head_dim}."
             )
-
-    def _check_rope_length(self) -> None:
-        params = self.rope_parameters or {}
-        if params.get("rope_type") == "yarn":
-            factor = params.get("factor")
-            original = params.get("original_max_position_embeddings")
-            if not isinstance(factor, (int, float)) or factor < 1:
-                raise ValueError(f"`rope_parameters['factor']` must be a number >= 1 for YaRN, got {factor!r}.")
-            if not isinstance(original, int) or original <= 0:
-                raise ValueError(
-                    "`rope_parameters['original_max_position_embeddings']` must be a positive integer for YaRN, "
-                    f"got {original!r}."
-                )
 
 
 __all__ = ["GQAEmbedderConfig"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import check_head_grouping, check_positive_ints
+from .config_checks import check_head_grouping, check_numbers, check_positive_ints, check_rope_parameters
 
 
 class TanConfig(PreTrainedConfig):
@@ -104,7 +104,9 @@ class TanConfig(PreTrainedConfig):
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
         self.num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
-        self.intermediate_size = hidden_size // 2 if intermediate_size is None else intermediate_size
+        if intermediate_size is None:  # a non-int hidden_size is reported by the validation below
+            intermediate_size = hidden_size // 2 if isinstance(hidden_size, int) else hidden_size
+        self.intermediate_size = intermediate_size
         self.chebyshev_degree = chebyshev_degree
         self.max_position_embeddings = max_position_embeddings
         self.sliding_window = sliding_window
@@ -113,11 +115,14 @@ class TanConfig(PreTrainedConfig):
         self.rms_norm_eps = rms_norm_eps
         self.initializer_range = initializer_range
         self.embedding_size = hidden_size if embedding_size is None else embedding_size
-        self._validate_tan_fields()
+        # transformers' own architecture check (inside super().__init__) would fail on a non-int size with a raw
+        # TypeError: name the field first. Everything else is checked once, in `_validate_tan_fields`, below.
+        check_positive_ints(self, ("hidden_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers"))
         # PreTrainedConfig folds `rope_theta` and a legacy `rope_scaling` (still in kwargs) into `rope_parameters`.
         self.rope_parameters = dict(rope_parameters) if rope_parameters is not None else None
         kwargs.setdefault("rope_theta", rope_theta)
         super().__init__(**kwargs)
+        self._validate_tan_fields()  # after transformers standardised `rope_parameters`, so RoPE is checked too
 
     @property
     def rope_theta(self) -> float:
@@ -143,10 +148,9 @@ class TanConfig(PreTrainedConfig):
                 f"`hidden_size` / `num_attention_heads` = {self.hidden_size // self.num_attention_heads} must be even "
                 "(rotary embeddings rotate pairs of features)"
             )
-        if not 0.0 <= self.attention_dropout < 1.0:
-            raise ValueError(f"`attention_dropout` must be in [0, 1), got {self.attention_dropout}")
-        if self.rms_norm_eps <= 0:
-            raise ValueError(f"`rms_norm_eps` must be positive, got {self.rms_norm_eps}")
+        check_numbers(self, positive=("rms_norm_eps",), non_negative=("initializer_range",),
+                      probabilities=("attention_dropout",))
+        check_rope_parameters(self)
 
 
 __all__ = ["TanConfig"]

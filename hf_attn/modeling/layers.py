@@ -23,6 +23,8 @@ from torch import nn
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from .config_checks import describe_length_limit, max_sequence_length
+
 try:  # the keywords transformers itself passes to a model's forward (generate, Trainer, attention kernels)
     from transformers.utils import TransformersKwargs as _TransformersKwargs
 except ImportError:  # pragma: no cover - older transformers
@@ -71,10 +73,134 @@ def is_tracing() -> bool:
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return True
     try:
-        from torch.fx._symbolic_trace import is_fx_tracing
-    except ImportError:  # pragma: no cover
-        return False
+        from torch.fx._symbolic_trace import is_fx_symbolic_tracing as is_fx_tracing
+    except ImportError:  # older torch
+        try:
+            from torch.fx._symbolic_trace import is_fx_tracing
+        except ImportError:  # pragma: no cover
+            return False
     return is_fx_tracing()
+
+
+def check_model_inputs(
+    config,
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    past_length: int = 0,
+    position_ids: torch.Tensor | None = None,
+    model_name: str = "the model",
+) -> None:
+    """The input checks of all three models, each failure one ValueError / TypeError that names the fix.
+
+    Shapes, dtypes and the length limit (`max_sequence_length`: the RoPE scaling in force, None for ALiBi) are
+    checked always; they only read sizes, which torch.export / torch.compile turn into guards. Checks that read
+    tensor *values* (ids inside the vocabulary, mask values in {0, 1}, position ids inside a learned table) are
+    skipped while tracing or compiling (`is_tracing`), where they would need `.item()`.
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError(f"Pass exactly one of `input_ids` or `inputs_embeds` to {model_name}.")
+    if input_ids is not None:
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(
+                f"`input_ids` must be a torch.Tensor of token ids, got {type(input_ids).__name__}; "
+                "use tokenizer(..., return_tensors='pt')."
+            )
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise TypeError(
+                f"`input_ids` must hold integer token ids, got dtype {input_ids.dtype}; pass `input_ids.long()` "
+                "(or `inputs_embeds` for vectors)."
+            )
+        if input_ids.dim() != 2:
+            hint = " add a batch dimension: input_ids[None] (or unsqueeze(0))" if input_ids.dim() == 1 else ""
+            raise ValueError(
+                f"`input_ids` must be [batch, seq_len], got shape {tuple(input_ids.shape)};{hint or ' reshape it'}."
+            )
+        x = input_ids
+    else:
+        hidden = config.hidden_size
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != hidden:
+            raise ValueError(
+                f"`inputs_embeds` must be [batch, seq_len, hidden_size={hidden}], got shape {tuple(inputs_embeds.shape)}."
+            )
+        x = inputs_embeds
+    batch, seq_len = x.shape[0], x.shape[1]
+    if batch == 0:
+        raise ValueError(f"Empty batch: {model_name} got {tuple(x.shape)}; pass at least one sequence.")
+    if seq_len == 0:
+        raise ValueError(
+            f"Zero-length input: {model_name} got {tuple(x.shape)}; every sequence needs at least one token."
+        )
+    limit = max_sequence_length(config)
+    total = past_length + seq_len
+    if limit is not None and total > limit:
+        cached = f" (cached {past_length} + new {seq_len})" if past_length else ""
+        raise ValueError(
+            f"Sequence length {total}{cached} exceeds the model's limit of {limit} tokens "
+            f"({describe_length_limit(config)}); truncate the input, e.g. tokenizer(..., truncation=True, "
+            f"max_length={limit}), or generate fewer tokens."
+        )
+
+    if attention_mask is not None:
+        check_attention_mask(attention_mask, batch, seq_len, past_length)
+
+    if is_tracing():
+        return
+    if input_ids is not None:
+        vocab = config.vocab_size
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= vocab:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"Token id {bad} is outside the vocabulary [0, {vocab}) (vocab_size={vocab}); is the tokenizer the "
+                "one this model was trained with?"
+            )
+    if position_ids is not None and limit is not None and position_ids.numel():
+        low, high = int(position_ids.min()), int(position_ids.max())
+        if low < 0 or high >= limit:
+            raise ValueError(
+                f"position_ids must lie in [0, {limit}) ({describe_length_limit(config)}), got values in "
+                f"[{low}, {high}]."
+            )
+
+
+def check_attention_mask(attention_mask: torch.Tensor, batch: int, seq_len: int, past_length: int = 0) -> None:
+    """A [batch, cached + new] padding mask of 0/1 (or bool), or a prepared 4D mask [batch|1, heads|1, new, keys].
+
+    Values are checked outside tracing only (see `check_model_inputs`).
+    """
+    if not isinstance(attention_mask, torch.Tensor):
+        return  # a flex_attention BlockMask or another prepared object: transformers passes it through
+    keys = past_length + seq_len
+    if attention_mask.dim() == 2:
+        if attention_mask.shape[0] != batch or attention_mask.shape[1] != keys:
+            cached = f" (cached {past_length} + new {seq_len})" if past_length else ""
+            raise ValueError(
+                f"`attention_mask` has shape {tuple(attention_mask.shape)} but the input needs [batch, tokens] = "
+                f"[{batch}, {keys}]{cached}: one 1/0 (token/padding) per token, from the same tokenizer call."
+            )
+        if is_tracing():
+            return
+        if attention_mask.dtype != torch.bool and not ((attention_mask == 0) | (attention_mask == 1)).all():
+            raise ValueError(
+                "`attention_mask` must hold only 1 (token) and 0 (padding), got other values "
+                f"(range [{attention_mask.min().item()}, {attention_mask.max().item()}]); pass the tokenizer's mask "
+                "or `mask.bool()`."
+            )
+    elif attention_mask.dim() == 4:
+        if attention_mask.shape[0] not in (1, batch) or attention_mask.shape[-2] != seq_len or (
+            attention_mask.shape[-1] < keys
+        ):
+            raise ValueError(
+                f"A 4D `attention_mask` must be [batch (={batch}) or 1, heads or 1, new tokens (={seq_len}), "
+                f"keys (>= {keys})], got {tuple(attention_mask.shape)}."
+            )
+    else:
+        raise ValueError(
+            f"`attention_mask` must be [batch, tokens] (1 = token, 0 = padding) or a prepared 4D mask, got shape "
+            f"{tuple(attention_mask.shape)}."
+        )
 
 # ---------------------------------------------------------------------------------------------------------------
 # Attention seam
@@ -253,22 +379,32 @@ def eager_attention_forward(
 
 
 class RotaryEmbedding(nn.Module):
-    """Rotary position embedding; YaRN and the other scalings come from transformers' `ROPE_INIT_FUNCTIONS`.
+    """Rotary position embedding; YaRN, linear and llama3 scaling come from transformers' `ROPE_INIT_FUNCTIONS`.
 
-    Reads `config.rope_parameters` (transformers standardises a legacy `rope_scaling` into it) and `head_dim`.
+    Built from the config alone, like transformers' `LlamaRotaryEmbedding(config)`: reads `config.rope_parameters`
+    (transformers standardises a legacy `rope_scaling` into it) and the head dim (`config.head_dim`, else
+    hidden_size / num_attention_heads; `head_dim=` overrides). The frequencies are fixed: dynamic NTK, whose
+    frequencies follow the running length, is refused by the configurations (`check_rope_parameters`).
     forward(x, position_ids [B, T]) -> (cos, sin), each [B, T, head_dim].
     """
 
-    def __init__(self, config, head_dim: int):
+    def __init__(self, config, head_dim: int | None = None, device: torch.device | None = None):
         super().__init__()
+        if head_dim is None:
+            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         params = dict(getattr(config, "rope_parameters", None) or {})
         self.rope_type = params.get("rope_type", "default")
         theta = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
         if self.rope_type == "default":
-            inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+            inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=device) / head_dim))
             self.attention_scaling = 1.0
+        elif self.rope_type in ROPE_INIT_FUNCTIONS and self.rope_type != "dynamic":
+            inv_freq, self.attention_scaling = ROPE_INIT_FUNCTIONS[self.rope_type](config, device)
         else:
-            inv_freq, self.attention_scaling = ROPE_INIT_FUNCTIONS[self.rope_type](config, None)
+            raise ValueError(
+                f"RotaryEmbedding does not support rope_type={self.rope_type!r}; use 'default', 'linear', 'yarn' or "
+                "'llama3' in `rope_parameters`."
+            )
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     @torch.no_grad()

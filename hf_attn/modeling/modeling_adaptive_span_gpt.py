@@ -46,7 +46,9 @@ from .layers import (
     apply_rotary_pos_emb,
     attention_bias_kwargs,
     check_forward_kwargs,
+    check_model_inputs,
     eager_attention_forward,
+    is_tracing,
     resolve_cache,
     sinusoidal_position_embedding,
 )
@@ -95,7 +97,13 @@ class AdaptiveSpanMask(nn.Module):
         return torch.sigmoid(self.span_logit.float()) * self.max_span
 
     def max_distance(self) -> int:
-        """Smallest L such that m_h(d) = 0 for every head and every d >= L."""
+        """Smallest L such that m_h(d) = 0 for every head and every d >= L.
+
+        While tracing or compiling (no `.item()` there) it is the static bound ceil(max_span + R), which the span
+        can never exceed: the distance table is longer, its extra entries are -inf, the function is the same.
+        """
+        if is_tracing():
+            return math.ceil(self.max_span + self.softness)
         return int(torch.ceil((self.spans() + self.softness).max()).item())
 
     def forward(self, distance: torch.Tensor) -> torch.Tensor:
@@ -197,7 +205,8 @@ class AdaptiveSpanAttention(nn.Module):
     def distance_bias(self, k_len: int, device: torch.device) -> tuple[torch.Tensor | None, int | None]:
         """(table [H, L] fp32 or None, max_distance) for keys of length `k_len`."""
         max_distance = self.max_distance()
-        length = k_len if max_distance is None else max(1, min(k_len, max_distance))
+        # while tracing, the whole key length (no guard on a symbolic k_len; the entries past the span are -inf)
+        length = k_len if max_distance is None or is_tracing() else max(1, min(k_len, max_distance))
         mask = self.distance_mask(length, device)
         table = safe_log(mask) if mask is not None else None
         if self.config.position_embedding == "alibi":
@@ -426,21 +435,6 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
 
     # -- forward -------------------------------------------------------------------------------------------------
 
-    def _check_inputs(self, input_ids: torch.Tensor | None, past_len: int, seq_len: int) -> None:
-        if input_ids is not None and input_ids.numel():
-            low, high = int(input_ids.min()), int(input_ids.max())
-            if low < 0 or high >= self.config.vocab_size:
-                raise ValueError(
-                    f"input_ids must lie in [0, {self.config.vocab_size - 1}] (vocab_size={self.config.vocab_size}), "
-                    f"got values in [{low}, {high}]."
-                )
-        limit = self.config.max_position_embeddings
-        if self.config.position_embedding != "alibi" and past_len + seq_len > limit:
-            raise ValueError(
-                f"Sequence length {past_len + seq_len} (cached {past_len} + new {seq_len}) exceeds "
-                f"max_position_embeddings={limit} for position_embedding={self.config.position_embedding!r}."
-            )
-
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -459,8 +453,6 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
         check_forward_kwargs(kwargs, type(self).__name__)
         kwargs.pop("cache_position", None)  # positions come from the cache length; older callers still send it
         past_key_values = resolve_cache(cache, past_key_values)
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Specify exactly one of input_ids or inputs_embeds.")
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -472,8 +464,11 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        check_model_inputs(
+            self.config, input_ids, inputs_embeds, attention_mask, past_length=past_len, position_ids=position_ids,
+            model_name=type(self).__name__,
+        )
         seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        self._check_inputs(input_ids, past_len, seq_len)
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # [B, T, C]
@@ -545,6 +540,15 @@ class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin
         self.model = AdaptiveSpanGPTModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """As transformers', and a remote-code folder also maps `AutoModel` (the base model without the LM head)."""
+        if getattr(self, "_auto_class", None) is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            module = type(self.model).__module__.split(".")[-1]
+            auto_map.setdefault("AutoModel", f"{module}.{type(self.model).__name__}")
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens

@@ -30,7 +30,13 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_gqa_embedder import GQAEmbedderConfig
-from .layers import BidirectionalRopeAttention, ListsAttentionBackendsMixin, RotaryEmbedding, masked_mean_pool
+from .layers import (
+    BidirectionalRopeAttention,
+    ListsAttentionBackendsMixin,
+    RotaryEmbedding,
+    check_model_inputs,
+    masked_mean_pool,
+)
 
 try:
     import hf_attn  # noqa: F401  registers hf_* backends when installed
@@ -134,22 +140,6 @@ class GQAEmbedderModel(GQAEmbedderPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
-    def _check_inputs(self, input_ids: torch.Tensor | None, seq_len: int) -> None:
-        limit = self.config.max_sequence_length
-        if seq_len > limit:
-            is_yarn = (self.config.rope_parameters or {}).get("rope_type") == "yarn"
-            scaled = " (YaRN: original_max_position_embeddings * factor)" if is_yarn else ""
-            raise ValueError(
-                f"Input has {seq_len} tokens but GQAEmbedder supports at most {limit}{scaled}; truncate the input."
-            )
-        if input_ids is not None and input_ids.numel() > 0:
-            low, high = int(input_ids.min()), int(input_ids.max())
-            if low < 0 or high >= self.config.vocab_size:
-                bad = low if low < 0 else high
-                raise ValueError(
-                    f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}) (`vocab_size`)."
-                )
-
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -163,16 +153,14 @@ class GQAEmbedderModel(GQAEmbedderPreTrainedModel):
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
         """`token_type_ids` is accepted (tokenizers such as BERT's emit it) and ignored: the model has no segments."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
+        check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, model_name=type(self).__name__)
         seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        self._check_inputs(input_ids, seq_len)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # [B, T, C]
         if position_ids is None:

@@ -28,6 +28,7 @@ from .layers import (
     DecomposedLinear,
     ListsAttentionBackendsMixin,
     RotaryEmbedding,
+    check_model_inputs,
     masked_mean_pool,
 )
 
@@ -255,31 +256,6 @@ class TanModel(TanPreTrainedModel):
             "token's features. Train a tokenizer with config.vocab_size ids instead."
         )
 
-    def _check_inputs(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> None:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`")
-        x = input_ids if input_ids is not None else inputs_embeds
-        if x.dim() != (2 if input_ids is not None else 3):
-            raise ValueError(
-                "`input_ids` must be [batch, seq_len] and `inputs_embeds` [batch, seq_len, hidden], "
-                f"got {tuple(x.shape)}"
-            )
-        seq_len = x.shape[1]
-        if seq_len > self.config.max_position_embeddings:
-            raise ValueError(
-                f"Sequence length {seq_len} exceeds the model's limit max_position_embeddings="
-                f"{self.config.max_position_embeddings}; truncate the input (e.g. tokenizer(truncation=True, "
-                f"max_length={self.config.max_position_embeddings}))"
-            )
-        if input_ids is not None and input_ids.numel() > 0:
-            lo, hi = int(input_ids.min()), int(input_ids.max())
-            if lo < 0 or hi >= self.config.vocab_size:
-                bad = lo if lo < 0 else hi
-                raise ValueError(
-                    f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}) "
-                    f"(vocab_size={self.config.vocab_size}); is the tokenizer the one this model was trained with?"
-                )
-
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -297,7 +273,7 @@ class TanModel(TanPreTrainedModel):
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        self._check_inputs(input_ids, inputs_embeds)
+        check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, model_name=type(self).__name__)
 
         if inputs_embeds is None:
             inputs_embeds = self.embeddings(input_ids)  # [B, T, C]

@@ -1,0 +1,166 @@
+"""One clear error for every bad configuration field and every bad input, in all three models.
+
+The checks live once: `config_checks` (fields, RoPE, the length limit) and `layers.check_model_inputs` (ids, masks,
+shapes), shared by TAN, GQAEmbedder and AdaptiveSpanGPT.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+import hf_attn  # noqa: F401  (registers hf_blockwise)
+from hf_attn import (
+    AdaptiveSpanGPTConfig,
+    AdaptiveSpanGPTForCausalLM,
+    GQAEmbedderConfig,
+    GQAEmbedderModel,
+    TanConfig,
+    TanModel,
+)
+from hf_attn.modeling.layers import RotaryEmbedding
+
+COMMON = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+              max_position_embeddings=32)
+CONFIGS = {
+    "tan": (TanConfig, dict(vocab_size=50, intermediate_size=16, chebyshev_degree=8)),
+    "gqa_embedder": (GQAEmbedderConfig, dict(vocab_size=50, intermediate_size=64, embedding_size=16)),
+    "adaptive_span_gpt": (AdaptiveSpanGPTConfig, dict(vocab_size=50, position_embedding="rope")),
+}
+EPS = {"tan": "rms_norm_eps", "gqa_embedder": "rms_norm_eps", "adaptive_span_gpt": "layer_norm_epsilon"}
+
+
+def make_config(kind, **overrides):
+    cls, fields = CONFIGS[kind]
+    return cls(**{**COMMON, **fields, **overrides})
+
+
+def make_model(kind, attn="eager", **overrides):
+    torch.manual_seed(0)
+    config = make_config(kind, attn_implementation=attn, **overrides)
+    cls = {"tan": TanModel, "gqa_embedder": GQAEmbedderModel, "adaptive_span_gpt": AdaptiveSpanGPTForCausalLM}[kind]
+    return cls(config).eval()
+
+
+def rope(**params):
+    return {"rope_type": "default", "rope_theta": 10000.0, **params}
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(rope_parameters=rope(rope_theta=-1.0)), "rope_theta"),
+        (dict(rope_parameters=rope(rope_theta=0.0)), "rope_theta"),
+        (dict(rope_parameters=rope(rope_theta="10000")), "rope_theta.*string"),
+        (dict(rope_parameters=rope(rope_type="yarn", factor=1e9, original_max_position_embeddings=32)), "factor"),
+        (dict(rope_parameters=rope(rope_type="bogus")), "Unknown.*rope_type.*bogus"),
+        (dict(rope_parameters=rope(rope_type="dynamic", factor=2.0)), "dynamic NTK"),
+        (dict(attention_dropout=1.5), "attention_dropout"),
+        (dict(attention_dropout=-0.1), "attention_dropout"),
+        (dict(initializer_range=-0.02), "initializer_range"),
+        (dict(hidden_size="32"), "hidden_size"),
+        (dict(num_hidden_layers=0), "num_hidden_layers"),
+    ],
+)
+def test_bad_config_fields_raise_one_value_error_naming_the_field(kind, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        make_config(kind, **overrides)
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_bad_epsilon(kind):
+    for value in (0.0, -1e-5, "1e-5"):
+        with pytest.raises(ValueError, match=EPS[kind]):
+            make_config(kind, **{EPS[kind]: value})
+
+
+def test_bad_adaptive_span_fields():
+    for field, value in (("span_reg", -1.0), ("triangle_wave_reg", -1.0), ("dropout", 1.0), ("span_reg", "4e-6")):
+        with pytest.raises(ValueError, match=field):
+            make_config("adaptive_span_gpt", **{field: value})
+
+
+def test_configurations_without_rope_carry_no_rope_parameters():
+    for position in ("learned", "sinusoidal", "alibi"):
+        config = make_config("adaptive_span_gpt", position_embedding=position)
+        assert config.rope_parameters is None
+        assert "rope_theta" not in str(config.to_dict().get("rope_parameters"))
+    # a config saved before the rule (the default dict) still loads, without them
+    legacy = make_config("adaptive_span_gpt", position_embedding="learned", rope_parameters=rope())
+    assert legacy.rope_parameters is None
+    with pytest.raises(ValueError, match="uses no RoPE"):
+        make_config("adaptive_span_gpt", position_embedding="learned", rope_parameters=rope(rope_theta=500.0))
+    assert make_config("adaptive_span_gpt").rope_parameters["rope_type"] == "default"
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_rotary_embedding_builds_from_the_config_alone(kind):
+    yarn = make_config(kind, rope_parameters=rope(rope_type="yarn", factor=4.0, original_max_position_embeddings=32))
+    rotary = RotaryEmbedding(config=yarn)
+    expected, scaling = ROPE_INIT_FUNCTIONS["yarn"](yarn, None)
+    torch.testing.assert_close(rotary.inv_freq, expected)
+    assert rotary.attention_scaling == pytest.approx(scaling) and rotary.inv_freq.shape == (4,)  # head_dim 8
+    plain = RotaryEmbedding(config=make_config(kind))
+    torch.testing.assert_close(plain.inv_freq, 1.0 / 10000.0 ** (torch.arange(0, 8, 2).float() / 8))
+    cos, sin = plain(torch.zeros(1, 3, 8), torch.arange(3)[None])
+    assert cos.shape == sin.shape == (1, 3, 8)
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+@pytest.mark.parametrize("scaling, limit", [("linear", 64), ("yarn", 128)])
+def test_length_limit_follows_the_rope_scaling(kind, scaling, limit):
+    params = rope(rope_type="linear", factor=2.0) if scaling == "linear" else rope(
+        rope_type="yarn", factor=4.0, original_max_position_embeddings=32)
+    model = make_model(kind, rope_parameters=params)
+    with torch.no_grad():
+        out = model(torch.ones(1, limit, dtype=torch.long))
+    assert torch.isfinite(out[0]).all()
+    with pytest.raises(ValueError, match=f"limit of {limit} tokens.*{scaling}"):
+        model(torch.ones(1, limit + 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_bad_input_ids(kind):
+    model = make_model(kind)
+    with pytest.raises(TypeError, match="integer token ids.*long"):
+        model(torch.ones(1, 5))  # float ids
+    with pytest.raises(ValueError, match=r"add a batch dimension"):
+        model(torch.ones(5, dtype=torch.long))  # 1-D
+    with pytest.raises(ValueError, match="Empty batch"):
+        model(torch.ones(0, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="Zero-length input"):
+        model(torch.ones(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"vocab_size=50"):
+        model(torch.tensor([[1, 50]]))
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+@pytest.mark.parametrize("attn", ["eager", "sdpa", "hf_blockwise"])
+def test_wrong_masks_raise_on_every_backend(kind, attn):
+    model = make_model(kind, attn=attn)
+    ids = torch.ones(2, 6, dtype=torch.long)
+    for mask, match in (
+        (torch.ones(2, 5, dtype=torch.long), r"\[2, 6\]"),  # too short
+        (torch.ones(2, 7, dtype=torch.long), r"\[2, 6\]"),  # too long
+        (torch.ones(3, 6, dtype=torch.long), r"\[2, 6\]"),  # wrong batch
+        (-torch.ones(2, 6, dtype=torch.long), "only 1 .* and 0"),
+        (torch.full((2, 6), 2.0), "only 1 .* and 0"),
+        (torch.ones(2, 1, 6), "shape"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            model(ids, attention_mask=mask)
+    with torch.no_grad():  # bool and float 0/1 masks are fine
+        model(ids, attention_mask=torch.ones(2, 6, dtype=torch.bool))
+        model(ids, attention_mask=torch.ones(2, 6))
+
+
+def test_lm_mask_must_cover_the_cached_tokens():
+    model = make_model("adaptive_span_gpt")
+    ids = torch.ones(1, 6, dtype=torch.long)
+    with torch.no_grad():
+        cache = model(ids[:, :4], use_cache=True).cache
+        with pytest.raises(ValueError, match=r"cached 4 \+ new 2"):
+            model(ids[:, 4:], cache=cache, attention_mask=torch.ones(1, 2, dtype=torch.long))
+        model(ids[:, 4:], cache=cache, attention_mask=torch.ones(1, 6, dtype=torch.long))
