@@ -178,3 +178,78 @@ def test_output_attentions_during_decoding_see_every_cached_key():
                 full = model(out.sequences[:, :length], use_cache=False, output_attentions=True).attentions[layer]
             torch.testing.assert_close(weights[:, :, -1], full[:, :, -1], rtol=0, atol=ATOL)
     assert (out.attentions[-1][0][0, :, 0, :-1].sum(-1) > 0).any()  # cached keys carry weight
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# As a text generator: byte-level tokenizer, pipeline, streamer, limits, auto_map
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def byte_lm():
+    from hf_attn.modeling.tokenization_bytes import EOS_TOKEN_ID, PAD_TOKEN_ID, VOCAB_SIZE_WITH_SPECIALS
+
+    model = tiny_lm(vocab_size=VOCAB_SIZE_WITH_SPECIALS, bos_token_id=EOS_TOKEN_ID, eos_token_id=EOS_TOKEN_ID,
+                    pad_token_id=PAD_TOKEN_ID)
+    assert model.generation_config.eos_token_id == EOS_TOKEN_ID and model.generation_config.pad_token_id == PAD_TOKEN_ID
+    return model
+
+
+def test_byte_level_tokenizer_round_trips_any_text():
+    from hf_attn.modeling.tokenization_bytes import byte_level_tokenizer
+
+    tok = byte_level_tokenizer()
+    text = "héllo wörld\n€ \t<tag>"
+    ids = tok(text)["input_ids"]
+    assert ids == list(text.encode("utf-8"))  # ids are the UTF-8 bytes
+    assert tok.decode(ids) == text
+    assert (tok.eos_token_id, tok.pad_token_id, len(tok)) == (256, 257, 258)
+    assert tok.decode([104, 105, 256], skip_special_tokens=True) == "hi"
+
+
+def test_text_generation_pipeline_and_streamer(tmp_path):
+    from transformers import TextStreamer, pipeline
+
+    from hf_attn.modeling.tokenization_bytes import byte_level_tokenizer
+
+    model, tok = byte_lm(), byte_level_tokenizer()
+    generator = pipeline("text-generation", model=model, tokenizer=tok, device="cpu")
+    out = generator("Hello", max_new_tokens=5, do_sample=False)
+    text = out[0]["generated_text"]
+    assert isinstance(text, str) and text.startswith("Hello")
+    ids = tok("Hello", return_tensors="pt")["input_ids"]
+    expected = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False)
+    assert text == tok.decode(expected[0], skip_special_tokens=True)
+
+    streamed = []
+
+    class Capture(TextStreamer):
+        def on_finalized_text(self, text, stream_end=False):
+            streamed.append(text)
+
+    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
+                   streamer=Capture(tok, skip_prompt=True))
+    assert "".join(streamed) == tok.decode(expected[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_generating_past_the_learned_positions_raises_the_models_error():
+    model = tiny_lm(position_embedding="learned")  # 64 learned positions
+    prompt = prompt_ids(length=60)
+    with pytest.raises(ValueError, match="limit of 64 tokens"):
+        model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=10, do_sample=False,
+                       pad_token_id=0)
+
+
+def test_saved_lm_maps_automodel_too(tmp_path):
+    from transformers import AutoModel
+
+    model = tiny_lm()
+    model.save_pretrained(tmp_path)
+    import json
+
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == "modeling_adaptive_span_gpt.AdaptiveSpanGPTModel"
+    assert auto_map["AutoModelForCausalLM"] == "modeling_adaptive_span_gpt.AdaptiveSpanGPTForCausalLM"
+    base = AutoModel.from_pretrained(tmp_path).eval()
+    ids = prompt_ids()
+    with torch.no_grad():
+        torch.testing.assert_close(base(ids).last_hidden_state, model.model(ids).last_hidden_state)

@@ -1,0 +1,65 @@
+"""The byte-level tokenizer of AdaptiveSpanGPT: ids 0-255 are the bytes of the UTF-8 text, then two specials.
+
+Built with the `tokenizers` library and wrapped as a `PreTrainedTokenizerFast`, so `save_pretrained` writes a
+`tokenizer.json` that transformers (pipelines, TextStreamer, the Hub widget) loads without any of our code.
+
+    id 0..255   the byte itself (text -> UTF-8 bytes -> ids; decoding joins the bytes and decodes UTF-8)
+    id 256      "<|endoftext|>"  bos / eos
+    id 257      "<pad>"          padding
+
+A model trained on raw bytes (vocab_size 256) never sees the two specials; give it vocab_size >= 258 to use them.
+"""
+
+from __future__ import annotations
+
+BYTE_VOCAB_SIZE = 256
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<pad>"
+EOS_TOKEN_ID = 256
+PAD_TOKEN_ID = 257
+VOCAB_SIZE_WITH_SPECIALS = 258
+
+
+def byte_level_tokenizer(model_max_length: int | None = None):
+    """A `PreTrainedTokenizerFast` mapping text to its UTF-8 bytes (ids 0-255) plus `<|endoftext|>` (256, bos and
+    eos) and `<pad>` (257). Lossless: decode(encode(text)) == text for any string."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = ByteLevel.alphabet()  # the 256 printable stand-ins of the bytes, in transformers' GPT-2 mapping
+    byte_to_char = _bytes_to_unicode()
+    assert sorted(alphabet) == sorted(byte_to_char.values())
+    vocab = {byte_to_char[b]: b for b in range(BYTE_VOCAB_SIZE)}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))  # no merges: one token per byte
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([EOS_TOKEN, PAD_TOKEN])
+    kwargs = {"model_max_length": model_max_length} if model_max_length else {}
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=EOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        model_input_names=["input_ids", "attention_mask"],
+        clean_up_tokenization_spaces=False,
+        **kwargs,
+    )
+    assert fast.convert_tokens_to_ids(EOS_TOKEN) == EOS_TOKEN_ID and fast.pad_token_id == PAD_TOKEN_ID
+    return fast
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table (what tokenizers' ByteLevel uses)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+__all__ = ["byte_level_tokenizer", "EOS_TOKEN_ID", "PAD_TOKEN_ID", "VOCAB_SIZE_WITH_SPECIALS"]
