@@ -189,6 +189,8 @@ def _why(e: BaseException) -> str:
     code = getattr(e, "errno", None)
     if code == errno.ENOSPC or "No space left" in str(e):
         return "the disk is full"
+    if isinstance(e, RuntimeError):  # torch's zip writer: a short write, as on a full disk
+        return "the disk is full (a write came up short)"
     if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         return "read-only or no write permission"
     if code == errno.ENOTDIR:
@@ -198,7 +200,7 @@ def _why(e: BaseException) -> str:
 
 def _fix(e: BaseException) -> str:
     why = _why(e)
-    if why == "the disk is full":
+    if why.startswith("the disk is full"):
         return "free some space (or pass another --output-dir) and resume with --resume-from-checkpoint latest"
     return "pass a folder you can write to with --output-dir"
 
