@@ -94,7 +94,7 @@ def _case_id(case):
 
 FAST_CASES = [
     ("flash", (90, "fp16", 64, True, True, "fwd")),  # the production kernel on H100/H200
-    ("chebyshev", (75, "fp32", 256, 32, "fwd")),  # TAN's first layer on a T4
+    ("chebyshev", (75, "fp32", 256, 256, "fwd")),  # TAN's first layer on a T4 (hidden 256, degree 256)
 ]
 
 

@@ -142,10 +142,10 @@ _flash_table(86, True, _ALL, (64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2))
 _flash_table(86, True, (128,), (32, 32, 4, 2), (32, 32, 4, 1), (32, 32, 4, 1))
 _flash_table(86, True, (256,), (16, 32, 4, 1), (16, 16, 4, 1), (16, 16, 4, 1))
 # sm_75: 65,536 B (kernel routed to PyTorch by hf_blockwise; these serve direct calls)
-_flash_table(75, False, _ALL, (64, 64, 4, 1), (64, 64, 4, 1), (64, 64, 4, 1))
+_flash_table(75, False, _ALL, (32, 32, 4, 1), (32, 32, 4, 1), (32, 32, 4, 1))  # 64x64 spilled 1.7-3.7 KB
 _flash_table(75, False, (128,), (64, 64, 4, 1), (32, 32, 4, 1), (32, 32, 4, 1))
 _flash_table(75, False, (256,), (32, 32, 4, 1), (16, 16, 4, 1), (16, 16, 4, 1))
-_flash_table(75, True, _ALL, (64, 32, 4, 1), (32, 32, 4, 1), (32, 32, 4, 1))
+_flash_table(75, True, _ALL, (32, 32, 4, 1), (32, 32, 4, 1), (32, 32, 4, 1))
 _flash_table(75, True, (128,), (32, 32, 4, 1), (16, 16, 4, 1), (16, 16, 4, 1))
 _flash_table(75, True, (256,), (16, 16, 4, 1), None, None)
 
@@ -188,10 +188,11 @@ def chebyshev_config(cc, dtype, hidden: int, degree: int, pass_: str) -> Chebysh
 
 
 # (BLOCK_N, BLOCK_H, K_TILE, SUB, warps, stages) per family and operand width; K_TILE / BLOCK_H shrink to the
-# problem (``chebyshev_config``). sm_75: smaller row tiles (the FMA dot and the basis tile spill at 64 rows).
+# problem (``chebyshev_config``). sm_75: 64-wide hidden tiles (TAN's hidden 256 x degree 256 needed 98,304 B with
+# the former 128-wide tiles; these need 32,768 B).
 _C = ChebyshevConfig
 for _fam in (80, 86, 90):
     _CHEB[(_fam, False)] = {p: _C(64, 128, 64, 16, 8, 2) for p in CHEBYSHEV_PASSES}
     _CHEB[(_fam, True)] = {p: _C(64, 64, 64, 16, 8, 2) for p in CHEBYSHEV_PASSES}
-_CHEB[(75, False)] = {p: _C(32, 64, 64, 16, 4, 1) for p in CHEBYSHEV_PASSES}
-_CHEB[(75, True)] = {p: _C(32, 64, 64, 16, 4, 1) for p in CHEBYSHEV_PASSES}
+_CHEB[(75, False)] = {p: _C(64, 64, 64, 16, 4, 2) for p in CHEBYSHEV_PASSES}
+_CHEB[(75, True)] = {p: _C(64, 64, 64, 16, 4, 2) for p in CHEBYSHEV_PASSES}
