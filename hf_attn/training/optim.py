@@ -24,6 +24,14 @@ _NOT_HIDDEN = re.compile(r"(^|\.)(embed|embeddings|wte|wpe|lm_head|head|pooler|p
                          r"cheb|classifier|log_temperature|distill)", re.IGNORECASE)
 
 
+# AdaptiveSpanGPT's triangle-wave scalars: a period and an offset per head, each through a sigmoid.
+_DISTANCE_MASK = re.compile(r"(^|\.)(period_logit|offset_logit)$")
+# Their learning rate relative to the base rate. Adam moves a parameter by at most ~lr per step, so at a matrix
+# weight's lr (1e-4..2e-3) a logit whose useful range is O(1) can move only ~lr x steps in a run (700 steps at
+# 2e-3, cosine: < 0.7, a period of the triangle wave by < 1 token): the scalars were held near their init.
+MASK_LR_SCALE = 20.0
+
+
 def is_hidden_matrix(name: str, param: torch.Tensor, module: nn.Module | None = None) -> bool:
     """True for a 2-D weight of a hidden layer (Muon's domain)."""
     if param.ndim != 2 or isinstance(module, nn.Embedding):
@@ -122,13 +130,17 @@ def build_optimizer(
     muon_lr: float = 0.02,
     muon_momentum: float = 0.95,
     betas: tuple[float, float] = (0.9, 0.999),
+    mask_lr_scale: float = MASK_LR_SCALE,
 ) -> torch.optim.Optimizer:
-    """AdamW or MuonAdamW over the parameters of ``modules`` (the model and the loss)."""
+    """AdamW or MuonAdamW over the parameters of ``modules`` (the model and the loss); the triangle-wave
+    scalars (period / offset logits) get ``lr * mask_lr_scale`` and no weight decay."""
     container = nn.ModuleList(modules)
     groups = param_groups(container, weight_decay, muon=(name == "muon"))
     adamw_groups = [
         {"params": [p for _, p in groups["decay"]], "weight_decay": weight_decay},
-        {"params": [p for _, p in groups["no_decay"]], "weight_decay": 0.0},
+        {"params": [p for n, p in groups["no_decay"] if not _DISTANCE_MASK.search(n)], "weight_decay": 0.0},
+        {"params": [p for n, p in groups["no_decay"] if _DISTANCE_MASK.search(n)], "weight_decay": 0.0,
+         "lr": lr * mask_lr_scale},
     ]
     adamw_groups = [g for g in adamw_groups if g["params"]]
     if name == "adamw":
