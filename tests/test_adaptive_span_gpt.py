@@ -280,9 +280,9 @@ def test_cached_generation_matches_full_forward(backend, position_embedding, ext
     with torch.no_grad():  # and the cached step logits equal the full forward's
         full = model(ids, use_cache=False).logits
         out = model(ids[:, :-3], use_cache=True)
-        cache, step_logits = out.past_key_values, [out.logits]
+        cache, step_logits = out.cache, [out.logits]
         for t in range(ids.shape[1] - 3, ids.shape[1]):
-            out = model(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+            out = model(ids[:, t : t + 1], cache=cache, use_cache=True)
             step_logits.append(out.logits)
     assert rel_err(torch.cat(step_logits, dim=1), full) < 1e-4
 
