@@ -1,6 +1,6 @@
 """Attention backends: time and peak memory against `sdpa`, measured in the same run.
 
-    python benchmarks/attention.py              # T in {512, 2048, 4096, 8192}
+    python benchmarks/attention.py              # T in {512, 2048, 4096, 8192, 16384}
     python benchmarks/attention.py --quick      # T in {512, 2048}
     python benchmarks/attention.py --out FILE   # also write the Markdown tables to FILE
 
@@ -9,11 +9,14 @@ backward time (median of `--repeats` runs after one warm-up) and peak memory, ea
 sdpa)`. Peak memory of one call: on CPU the rise of the resident high-water mark (reset through
 /proc/self/clear_refs, Linux) in a fresh child process, so no allocator cache hides it; on CUDA
 `torch.cuda.max_memory_allocated`.
-Backends: sdpa, eager (skipped where its T x T matrices would not fit), hf_local (window 512), hf_linear,
-hf_topk (k=64), hf_blockwise.
+Backends: sdpa, eager (skipped where its T x T matrices would not fit), hf_local (window 512), the PyPI
+`local-attention` package as a peer (`LocalAttention(dim=64, window_size=512, causal=True, look_backward=1,
+use_rotary_pos_emb=False)`: each query sees its own 512-bucket and the previous one, 512..1024 keys; install with
+`pip install -e ".[bench]"`, skipped when absent), hf_linear, hf_topk (k=64), hf_blockwise.
 
-Targets (issue 2): hf_local >= 3x faster than causal sdpa at T=4096; hf_linear >= 5x faster than sdpa at T=8192;
-memory growing linearly in T for both.
+Targets: hf_local (window 512) forward and forward+backward >= 2.5x causal sdpa at T=4096, forward+backward
+>= 8x at T=16384 and >= 2.5x the local-attention peer; hf_linear >= 5x sdpa at T=8192; peak memory of forward +
+backward growing linearly in T for hf_local and hf_linear; hf_topk's peak at T=8192 <= 2x sdpa's.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import torch  # noqa: E402
 
 B, H, D = 1, 8, 64
 WINDOW, TOPK = 512, 64
-BACKENDS = ["sdpa", "eager", "hf_local", "hf_linear", "hf_topk", "hf_blockwise"]
+BACKENDS = ["sdpa", "eager", "hf_local", "local-attention", "hf_linear", "hf_topk", "hf_blockwise"]
+PEER = "local-attention"  # PyPI package `local-attention` (lucidrains), optional extra `bench`
 
 
 class _Module(torch.nn.Module):
@@ -46,21 +50,52 @@ class _Module(torch.nn.Module):
         self.num_key_value_groups = 1
 
 
+def peer_available() -> bool:
+    try:
+        import local_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def peer_attention_fn():
+    """local-attention's LocalAttention with the backends' signature (q, k, v [B, H, T, D] -> out [B, T, H, D])."""
+    from local_attention import LocalAttention
+
+    layers = {}
+
+    def fn(module, q, k, v, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        key = (q.shape[-1], q.device)
+        if key not in layers:
+            layers[key] = LocalAttention(dim=q.shape[-1], window_size=WINDOW, causal=True, look_backward=1,
+                                         look_forward=0, autopad=True, use_rotary_pos_emb=False).to(q.device)
+        return layers[key](q, k, v).transpose(1, 2), None
+
+    return fn
+
+
 def attention_fn(name: str):
     import hf_attn  # noqa: F401  (registers the hf_* backends)
     from transformers import AttentionInterface
 
     from hf_attn.modeling.layers import eager_attention_forward
 
+    if name == PEER:
+        return peer_attention_fn()
     return eager_attention_forward if name == "eager" else AttentionInterface()[name]
 
 
 def fits(name: str, t: int, device: str, backward: bool) -> bool:
-    """Skip the dense O(T^2) backends where their [H, T, T] fp32 tensors (several kept for backward) won't fit."""
-    if name not in ("eager", "hf_topk"):
+    """Skip the peer when it is not installed, and eager where its [H, T, T] fp32 tensors (several kept for
+    backward) won't fit (hf_topk works in query chunks: O(T x chunk) memory)."""
+    if name == PEER:
+        return peer_available()
+    if name not in ("eager", "hf_blockwise"):
         return True
     per_matrix = B * H * t * t * 4
     budget = (torch.cuda.mem_get_info()[0] if device == "cuda" else _available_ram()) * 0.5
+    if name == "hf_blockwise":  # off CUDA, dense causal runs the online-softmax loop: autograd keeps its tiles
+        return device == "cuda" or not backward or per_matrix < budget
     return per_matrix * (8 if backward else 3) < budget
 
 
@@ -175,6 +210,8 @@ def run_device(device: str, lengths: list[int], repeats: int) -> str:
             results[name] = cell
         ref = results["sdpa"]
         for name in BACKENDS:
+            if results[name]["fwd"] is None and results[name]["fwd_bwd"] is None and name == PEER:
+                continue
             fwd, fb = results[name]["fwd"], results[name]["fwd_bwd"]
             rows.append(
                 f"| {t} | {name} | {fmt_time(fwd and fwd['time'], ref['fwd']['time'])} "
@@ -199,11 +236,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median reported)")
     parser.add_argument("--out", help="also write the Markdown tables to this file")
     args = parser.parse_args()
-    lengths = args.lengths or ([512, 2048] if args.quick else [512, 2048, 4096, 8192])
+    lengths = args.lengths or ([512, 2048] if args.quick else [512, 2048, 4096, 8192, 16384])
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    tables = [f"<!-- torch {torch.__version__}; load average at start {load:.1f}; command: "
+    peer = "absent" if not peer_available() else __import__("importlib.metadata").metadata.version("local-attention")
+    tables = [f"<!-- torch {torch.__version__}; local-attention {peer}; load average at start {load:.1f}; command: "
               f"python benchmarks/attention.py {' '.join(sys.argv[1:])} -->\n"]
     for device in devices:
         tables.append(run_device(device, lengths, args.repeats))

@@ -2,15 +2,17 @@
 
     python benchmarks/triton_kernels.py [--quick] [--out FILE] [--repeats N] [--cpu-only | --cuda-only]
 
-CUDA (bf16; targets from issue 4, H100-class GPU):
-  1. hf_blockwise dense causal, T=4096, D=64, forward+backward vs torch SDPA's flash backend      target >= 0.8x
+CUDA (bf16; H100-class GPU; T in --cuda-lengths, default 4096 and 16384, H=16, B=16384 // T):
+  1. hf_blockwise dense causal, D=64, forward+backward vs torch SDPA's flash backend               target >= 0.8x
   2. hf_blockwise with adaptive spans averaging T/8 (soft log-mask table + max_distance) vs its own
      dense causal run, forward+backward                                                        target >= 4x
   3. chebyshev_project fused, N=1M, K=hidden=256, forward+backward vs the unfused PyTorch
      reference (modeling_tan.chebyshev_project_reference), and peak memory                   target >= 3x
 CPU (fp32):
-  4. AdaptiveSpanGPT forward+backward through attn_implementation="hf_blockwise" (blockwise PyTorch path),
-     spans ~T/8 vs spans at the maximum (= dense causal), T=4096.
+  4. AdaptiveSpanGPT training step (forward+backward) at T=4096, spans ~T/8: the span model on hf_blockwise
+     (banded path: fused sdpa over key slabs) against the dense model (no span table) on sdpa, measured
+     in the same run; also the span model with spans at the maximum, the same span model on sdpa (dense bias),
+     and the dense model on hf_blockwise.                              target: span on hf_blockwise >= 2.5x dense sdpa
 
 Times are medians over `--repeats` runs after a warm-up (CUDA: events + synchronize). `--quick` shrinks the
 repeats and the CPU model's length (T=1024) for a smoke run.
@@ -75,20 +77,13 @@ def print_table(title: str, header: list[str], rows: list[list[str]], lines: lis
     lines.extend(block)
 
 
-def bench_cuda(args, lines: list[str]) -> None:
+def _bench_cuda_attention(t: int, b: int, repeats: int, dev, dtype, lines: list[str]) -> None:
+    """hf_blockwise (Triton) dense causal vs SDPA's flash backend, and with spans ~T/8, at length t."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from hf_attn.kernels.chebyshev import chebyshev_project_triton
     from hf_attn.kernels.flash_attention import flash_attention
 
-    dev = torch.device("cuda")
-    dtype = torch.bfloat16
-    repeats = 3 if args.quick else args.repeats
-    lines.append(f"\ndevice: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}, dtype {dtype}")
-    print(lines[-1])
-
-    # 1 + 2: attention, B=4, H=16, T=4096, D=64 (FA papers' standard setting for head dim 64).
-    b, h, t, d = 4, 16, 4096, 64
+    h, d = 16, 64
     q, k, v = (torch.randn(b, h, t, d, device=dev, dtype=dtype, requires_grad=True) for _ in range(3))
     grad = torch.randn(b, t, h, d, device=dev, dtype=dtype)
     table, max_distance = adaptive_span_table(h, t / 8, 32.0, t, dev)
@@ -125,7 +120,20 @@ def bench_cuda(args, lines: list[str]) -> None:
     ]
     print_table(f"attention, bf16, B={b} H={h} T={t} D={d} (ms, median of {repeats})",
                 ["case", "ours ms", "baseline ms", "speed-up", "target"], rows, lines)
-    del q, k, v, grad
+
+
+def bench_cuda(args, lines: list[str]) -> None:
+    from hf_attn.kernels.chebyshev import chebyshev_project_triton
+
+    dev = torch.device("cuda")
+    dtype = torch.bfloat16
+    repeats = 3 if args.quick else args.repeats
+    lines.append(f"\ndevice: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}, dtype {dtype}")
+    print(lines[-1])
+
+    # 1 + 2: attention, H=16, D=64 (FA papers' standard setting for head dim 64), B*T = 16384 tokens per step.
+    for t in args.cuda_lengths:
+        _bench_cuda_attention(t, max(1, 16384 // t), repeats, dev, dtype, lines)
 
     # 3: Chebyshev expansion + projection.
     n, kdeg, hidden = 1 << 20, 256, 256
@@ -159,52 +167,70 @@ def bench_cuda(args, lines: list[str]) -> None:
 def bench_cpu(args, lines: list[str]) -> None:
     from hf_attn import AdaptiveSpanGPTConfig, AdaptiveSpanGPTForCausalLM
 
-    implementation = "hf_blockwise"
-
     t = 1024 if args.quick else args.cpu_seq_len
     repeats = 1 if args.quick else max(1, min(args.repeats, 3))
-    torch.manual_seed(0)
     model_kwargs = dict(
         vocab_size=256, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=t,
-        position_embedding="rope", max_span=t, softness_span_mask=32.0, attn_implementation=implementation,
+        position_embedding="rope", max_span=t, softness_span_mask=32.0,
     )
-    config = AdaptiveSpanGPTConfig(use_adaptive_attention=True, **model_kwargs)
-    model = AdaptiveSpanGPTForCausalLM(config)
-    model.train()
-    ids = torch.randint(0, 256, (1, t))
-    heads = config.num_attention_heads
+    ids = torch.randint(0, 256, (1, t), generator=torch.Generator().manual_seed(0))
 
-    def set_spans(ratio_of_max: torch.Tensor) -> None:
+    def build(adaptive: bool, implementation: str):
+        torch.manual_seed(0)
+        model = AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTConfig(
+            use_adaptive_attention=adaptive, attn_implementation=implementation, **model_kwargs))
+        model.train()
+        return model
+
+    def set_spans(model, ratio_of_max: torch.Tensor) -> int | None:
         logit = torch.logit(ratio_of_max.clamp(1e-6, 1 - 1e-6))
         with torch.no_grad():
             for layer in model.modules():
                 if hasattr(layer, "span_logit"):
                     layer.span_logit.copy_(logit)
+        attn = next((m for m in model.modules() if hasattr(m, "max_distance") and callable(m.max_distance)), None)
+        return attn.max_distance() if attn is not None else None
 
-    def step():
-        model.zero_grad(set_to_none=True)
-        out = model(input_ids=ids, labels=ids, use_cache=False)
-        out.loss.backward()
+    def step_of(model):
+        def step():
+            model.zero_grad(set_to_none=True)
+            out = model(input_ids=ids, labels=ids, use_cache=False)
+            out.loss.backward()
+        return step
 
+    heads = model_kwargs["num_attention_heads"]
+    near_t8 = torch.linspace(0.5, 1.5, heads) / 8  # spans ~T/8, spread over [T/16, 3T/16] across heads
+    cases = [  # (name, adaptive span, backend, span ratios)
+        ("dense model, sdpa (baseline)", False, "sdpa", None),
+        ("span model ~T/8, hf_blockwise", True, "hf_blockwise", near_t8),
+        ("span model ~T/8, sdpa (dense bias)", True, "sdpa", near_t8),
+        ("span model at max span, hf_blockwise", True, "hf_blockwise", torch.ones(heads)),
+        ("dense model, hf_blockwise", False, "hf_blockwise", None),
+    ]
+    steps, max_dist = {}, {}
+    for name, adaptive, implementation, ratio in cases:
+        model = build(adaptive, implementation)
+        max_dist[name] = set_spans(model, ratio) if ratio is not None else None
+        steps[name] = step_of(model)
+    # Interleaved rounds (one step of every case per round) so that load drifts hit all cases alike.
+    for step in steps.values():
+        step()  # warm-up
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times[cases[0][0]])
     rows = []
-    results = {}
-    # spans ~T/8 (spread over [T/16, 3T/16] across heads) vs spans at the maximum (z = max_span = T).
-    for name, ratio in [("spans ~T/8", torch.linspace(0.5, 1.5, heads) / 8), ("spans at max", torch.ones(heads))]:
-        set_spans(ratio)
-        results[name] = median_time(step, repeats, warmup=1)
-        attn = next(m for m in model.modules() if hasattr(m, "max_distance") and callable(m.max_distance))
-        rows.append([name, f"{attn.max_distance()}", f"{results[name]:.2f}"])
-    rows.append(["speed-up (max / ~T/8)", "", f"{results['spans at max'] / results['spans ~T/8']:.2f}x"])
-    # Context: the same model without adaptive spans (plain dense causal, no distance bias table).
-    torch.manual_seed(0)
-    model = AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTConfig(use_adaptive_attention=False, **model_kwargs))
-    model.train()
-    rows.append(["no adaptive span (dense causal, no table)", "-", f"{median_time(step, repeats, warmup=1):.2f}"])
+    for name, *_ in cases:
+        sec = statistics.median(times[name])
+        rows.append([name, "-" if max_dist[name] is None else str(max_dist[name]), f"{sec:.2f}", f"{base / sec:.2f}x"])
     print_table(
-        f"CPU: AdaptiveSpanGPT fwd+bwd, hf_blockwise -> blockwise PyTorch path, fp32, B=1 T={t}, 2 layers, "
-        f"hidden 128, 4 heads ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-        f"median of {repeats})",
-        ["spans", "max_distance", "seconds"], rows, lines)
+        f"CPU: AdaptiveSpanGPT training step (fwd+bwd), fp32, B=1 T={t}, 2 layers, hidden 128, 4 heads "
+        f"({torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, median of {repeats}, "
+        "interleaved); speed-up vs the dense model on sdpa (target: span ~T/8 on hf_blockwise >= 2.5x)",
+        ["model, backend", "max_distance", "seconds", "speed-up"], rows, lines)
 
 
 def main(argv=None) -> int:
@@ -212,6 +238,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="few repeats, T=1024 on CPU")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--cpu-seq-len", type=int, default=4096)
+    parser.add_argument("--cuda-lengths", type=int, nargs="+", default=[4096, 16384],
+                        help="sequence lengths of the CUDA attention table (B = 16384 // T)")
     parser.add_argument("--cpu-only", action="store_true")
     parser.add_argument("--cuda-only", action="store_true")
     parser.add_argument("--out", type=Path, help="also write the tables to this file")
