@@ -254,10 +254,7 @@ def _byte_level_tokenizer_for(model):
     """The byte-level tokenizer (id = byte) for a language model trained on raw bytes without a saved tokenizer."""
     if model.config.model_type != "adaptive_span_gpt" or model.config.vocab_size < 256:
         return None
-    try:  # the model's own (ids 0-255 bytes, then <|endoftext|> and <pad>)
-        from .modeling.tokenization_bytes import byte_level_tokenizer
-    except ImportError:
-        from .training.tokenizer import byte_level_tokenizer
+    from .modeling.tokenization_bytes import byte_level_tokenizer  # ids 0-255 bytes, then <|endoftext|>, <pad>
 
     return byte_level_tokenizer(model_max_length=int(model.config.max_position_embeddings))
 

@@ -32,9 +32,9 @@ DEFAULT_OUTPUT_DIR = "outputs/quickstart"
 TEACHER = "all-MiniLM-L6-v2"
 
 # The distillation recipe (see docs/RESULTS.md, "Embedders worth choosing"): a prefix of the local sentence pool
-# with cached teacher targets, TAN 4 x 256 with a 16-coordinate teacher token code, cosine schedule.
+# with cached teacher targets, TAN 4 x 256 (MLP 512) with a 64-coordinate teacher token code, cosine schedule.
 DISTILL = dict(
-    distill_pool=16384,
+    distill_pool=8192,
     distill_target="both",
     init_from_teacher=True,
     max_seq_length=128,
@@ -135,8 +135,9 @@ def training_arguments(model: str, data_dir: Path | None, output_dir: Path, tiny
             recipe.update(distill_pool=256, init_from_teacher=False, batch_size=32, max_seq_length=32)
             overrides.pop("max_train_samples", None)
             overrides.pop("vocab_size", None)
-        if model == "tan":
-            recipe["model_kwargs"] = json.dumps({"num_token_coordinates": 16, "chebyshev_degree": 32})
+        if model == "tan" and not tiny:
+            recipe.update(intermediate_size=512,
+                          model_kwargs=json.dumps({"num_token_coordinates": 64, "chebyshev_degree": 8}))
         return EmbedTrainingArguments(model=model, data_dir=str(data_dir), output_dir=str(output_dir / "train"),
                                       **{**recipe, **overrides})
     return EmbedTrainingArguments(

@@ -61,13 +61,7 @@ def batch(b: int, t: int):
     return ids, mask
 
 
-TAN_UNIQUE = pytest.mark.xfail(
-    reason="TanChebyshevEmbedding computes each distinct id once (torch.unique: a data-dependent count); "
-    "chebyshev_project_reference's reshape(u.shape[0], -1) cannot be traced on that count. Owned by the "
-    "token-featurisation redesign.",
-    strict=False,
-)
-KINDS = [pytest.param("tan", marks=TAN_UNIQUE), "gqa_embedder", "adaptive_span_gpt"]
+KINDS = ["tan", "gqa_embedder", "adaptive_span_gpt"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

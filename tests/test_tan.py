@@ -23,6 +23,7 @@ TINY = dict(
     num_key_value_heads=2,
     intermediate_size=16,
     chebyshev_degree=16,
+    num_token_coordinates=4,
     max_position_embeddings=24,
     embedding_size=24,
 )
@@ -231,7 +232,7 @@ def test_embedding_computes_each_distinct_id_once_with_the_same_values_and_gradi
     ids = torch.tensor([[5, 7, 5, 99], [0, 7, 7, 5]])
     out = emb(ids)
     # the per-token computation, written out
-    u = emb.normalized_ids(ids).reshape(-1)
+    u = emb.normalized_ids(ids).reshape(8, -1)  # [B * T, M]
     x = chebyshev_project_reference(u, emb.proj_weight, emb.proj_bias)
     expected = emb.norm(x + emb.mix(x)).reshape(2, 4, -1)
     torch.testing.assert_close(out, expected)
@@ -382,4 +383,47 @@ def test_default_parameter_count():
     assert 0.5e6 < total < 2e6
     # No embedding table: the token features cost K * hidden + O(hidden^2 / 4), independent of vocab_size.
     assert TanModel(TanConfig(vocab_size=100)).num_parameters() == model.num_parameters()
-    assert math.isclose(model.embeddings.input_scale.item(), 2.0)
+    assert torch.equal(model.embeddings.input_scale, torch.full((64,), 2.0))
+
+
+def test_token_codes():
+    # "id": the original design, one coordinate = the id rescaled to [-1, 1]
+    ids_code = modeling_tan.default_token_coordinates(11, "id", 1)
+    torch.testing.assert_close(ids_code[:, 0], torch.linspace(-1, 1, 11))
+    # "hashed": every token gets a distinct code; each coordinate is a permutation of the same 11 levels
+    hashed = modeling_tan.default_token_coordinates(11, "hashed", 3)
+    assert hashed.shape == (11, 3) and len({tuple(r.tolist()) for r in hashed}) == 11
+    for j in range(3):
+        torch.testing.assert_close(hashed[:, j].sort().values, torch.linspace(-1, 1, 11))
+    assert not torch.equal(hashed[:, 0], hashed[:, 1])
+    assert torch.equal(hashed, modeling_tan.default_token_coordinates(11, "hashed", 3))  # fixed, not random
+    with pytest.raises(ValueError, match="num_token_coordinates=1"):
+        TanConfig(token_code="id", num_token_coordinates=4)
+    with pytest.raises(ValueError, match="token_code"):
+        TanConfig(token_code="embedding")
+
+
+def test_several_coordinates_project_as_a_sum_of_per_coordinate_projections():
+    torch.manual_seed(0)
+    u = torch.rand(5, 3) * 2 - 1
+    w, b = torch.randn(4, 3 * 6), torch.randn(4)
+    expected = b + sum(chebyshev_project_reference(u[:, j], w[:, j * 6:(j + 1) * 6]) for j in range(3))
+    torch.testing.assert_close(chebyshev_project_reference(u, w, b), expected)
+
+
+def test_set_token_coordinates_rescales_validates_and_survives_save_load(tmp_path):
+    model = tiny_model("eager")
+    v, m = model.embeddings.token_coordinates.shape
+    coords = torch.randn(v, m) * 5
+    model.set_token_coordinates(coords)
+    assert model.config.token_code == "teacher"
+    torch.testing.assert_close(model.embeddings.token_coordinates.abs().amax(0), torch.ones(m))
+    torch.testing.assert_close(model.embeddings.token_coordinates, coords / coords.abs().amax(0))
+    with pytest.raises(ValueError, match=r"\[vocab_size, num_token_coordinates\]"):
+        model.set_token_coordinates(torch.randn(v, m + 1))
+    with pytest.raises(ValueError, match="NaN"):
+        model.set_token_coordinates(torch.full((v, m), float("nan")))
+    model.save_pretrained(tmp_path)
+    loaded = TanModel.from_pretrained(tmp_path)
+    assert loaded.config.token_code == "teacher"
+    assert torch.equal(loaded.embeddings.token_coordinates, model.embeddings.token_coordinates)

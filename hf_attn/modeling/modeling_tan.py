@@ -29,6 +29,7 @@ from .layers import (
     ListsAttentionBackendsMixin,
     RotaryEmbedding,
     check_model_inputs,
+    is_tracing,
     masked_mean_pool,
 )
 
@@ -69,51 +70,94 @@ def chebyshev_expand(u: torch.Tensor, degree: int) -> torch.Tensor:
 def chebyshev_project_reference(
     u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """u [N] -> chebyshev_expand(u, K) @ weight.T + bias: [N, C], with weight [C, K] and bias [C] or None."""
-    return F.linear(chebyshev_expand(u, weight.shape[1]).to(weight.dtype), weight, bias)
+    """u [N] or [N, M] -> chebyshev_expand(u, K) (flattened over M) @ weight.T + bias: [N, C].
+
+    weight [C, M * K] (columns j*K .. j*K + K - 1 belong to coordinate j), bias [C] or None.
+    """
+    m = 1 if u.dim() == 1 else u.shape[-1]
+    basis = chebyshev_expand(u, weight.shape[1] // m)  # [N, K] or [N, M, K]
+    return F.linear(basis.reshape(*u.shape[:1], weight.shape[1]).to(weight.dtype), weight, bias)
 
 
 def chebyshev_project(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """The one seam for the expansion + projection: the fused kernel when hf_attn provides it, else the reference.
+    """The one seam for the expansion + projection: the fused kernel on CUDA when hf_attn provides it, else the
+    reference (one matmul, the fastest form on a CPU).
 
-    Contract: u [N] float, weight [C, K], bias [C] | None -> [N, C] = chebyshev_expand(u, K) @ weight.T + bias,
-    differentiable with respect to u, weight and bias.
+    Contract: u [N] or [N, M] float, weight [C, M * K], bias [C] | None -> [N, C], differentiable with respect to u,
+    weight and bias. The fused kernel takes one coordinate at a time; several coordinates are summed.
     """
-    if _fused_chebyshev_project is not None:
+    if _fused_chebyshev_project is None or not u.is_cuda:
+        return chebyshev_project_reference(u, weight, bias)
+    if u.dim() == 1:
         return _fused_chebyshev_project(u, weight, bias)
-    return chebyshev_project_reference(u, weight, bias)
+    k = weight.shape[1] // u.shape[1]
+    out = _fused_chebyshev_project(u[:, 0].contiguous(), weight[:, :k].contiguous(), bias)
+    for j in range(1, u.shape[1]):
+        out = out + _fused_chebyshev_project(u[:, j].contiguous(), weight[:, j * k : (j + 1) * k].contiguous(), None)
+    return out
+
+
+def default_token_coordinates(vocab_size: int, token_code: str, num_coordinates: int) -> torch.Tensor:
+    """The fixed code of every token id, [vocab_size, M] in [-1, 1], for `token_code` "id" or "hashed".
+
+    "id": the id rescaled, 2 id / (V - 1) - 1. "hashed": coordinate j is the token's rank in the j-th fixed
+    pseudo-random permutation of the vocabulary (seeded by j only, so every model of this vocabulary size gets the
+    same code), rescaled the same way. "teacher" starts from "hashed" until `set_token_coordinates` replaces it.
+    """
+    ramp = torch.arange(vocab_size, dtype=torch.float64) * (2.0 / (vocab_size - 1)) - 1.0
+    if token_code == "id":
+        return ramp[:, None].float()
+    cols = []
+    for j in range(num_coordinates):
+        rank = torch.empty(vocab_size, dtype=torch.long)
+        rank[torch.randperm(vocab_size, generator=torch.Generator().manual_seed(1_000_003 * (j + 1)))] = torch.arange(
+            vocab_size
+        )
+        cols.append(ramp[rank])
+    return torch.stack(cols, dim=1).float()
 
 
 class TanChebyshevEmbedding(nn.Module):
-    """Token ids [B, T] -> features [B, T, C] without an embedding table.
+    """Token ids [B, T] -> features [B, T, C] without a learned embedding table.
 
-    u0 = 2 id / (V - 1) - 1 in [-1, 1]; u = tanh(input_scale * u0 + input_shift), a learnable monotone map with
-    two scalars per model (initialised to scale 2, shift 0, so u spans about [-0.96, 0.96]: nearly the whole
-    interval, while staying off +-1 where dT_k/du = k U_{k-1} grows like k^2); features
-    x = chebyshev_project(u, W [C, K], b [C]); then a DecomposedLinear residual mix and an RMSNorm:
+    Each id has a fixed code of M coordinates, u0 = token_coordinates[id] in [-1, 1]^M (see `TanConfig.token_code`).
+    Each coordinate goes through its own learnable monotone map u_j = tanh(input_scale_j * u0_j + input_shift_j)
+    (initialised to scale 2, shift 0: u spans about [-0.96, 0.96], nearly the whole interval, while staying off
+    +-1 where dT_k/du = k U_{k-1} grows like k^2), is expanded into T_0 .. T_{K-1}, and the M x K features are
+    projected: x = chebyshev_project(u, W [C, M K], b [C]); then a DecomposedLinear residual mix and an RMSNorm:
     out = RMSNorm(x + mix(x)).
     """
 
     def __init__(self, config: TanConfig):
         super().__init__()
         self.vocab_size = config.vocab_size
-        self.input_scale = nn.Parameter(torch.tensor(2.0))
-        self.input_shift = nn.Parameter(torch.tensor(0.0))
-        self.proj_weight = nn.Parameter(torch.empty(config.hidden_size, config.chebyshev_degree))
+        self.token_code = config.token_code
+        m = config.num_token_coordinates
+        self.register_buffer(
+            "token_coordinates", default_token_coordinates(config.vocab_size, config.token_code, m), persistent=True
+        )
+        self.input_scale = nn.Parameter(torch.full((m,), 2.0))
+        self.input_shift = nn.Parameter(torch.zeros(m))
+        self.proj_weight = nn.Parameter(torch.empty(config.hidden_size, m * config.chebyshev_degree))
         self.proj_bias = nn.Parameter(torch.zeros(config.hidden_size))
         self.mix = DecomposedLinear(config.hidden_size, config.hidden_size)
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
     def normalized_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """ids [...] long -> u [...] float32 after the learnable map."""
-        u0 = input_ids.to(torch.float32) * (2.0 / (self.vocab_size - 1)) - 1.0
+        """ids [...] long -> u [..., M] float32: each coordinate of the code after its learnable map."""
+        u0 = self.token_coordinates[input_ids].float()
         return torch.tanh(self.input_scale.float() * u0 + self.input_shift.float())
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         # Every step below depends on the token id alone, so each distinct id in the batch is computed once and
         # gathered back: same values and gradients, a fraction of the work (a batch repeats most of its ids).
+        # While tracing (torch.export, ONNX, compile) every position is computed: the number of distinct ids
+        # depends on the data, which a static graph cannot express.
+        if is_tracing():
+            x = chebyshev_project(self.normalized_ids(input_ids.reshape(-1)), self.proj_weight, self.proj_bias)
+            return self.norm(x + self.mix(x)).reshape(*input_ids.shape, -1)
         ids, inverse = torch.unique(input_ids, return_inverse=True)  # [U], [B, T]
-        u = self.normalized_ids(ids)  # [U]
+        u = self.normalized_ids(ids)  # [U, M]
         x = chebyshev_project(u, self.proj_weight, self.proj_bias)  # [U, C]
         x = self.norm(x + self.mix(x))
         return x[inverse]  # [B, T, C]
@@ -198,9 +242,13 @@ class TanPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedModel):
         elif isinstance(module, TanChebyshevEmbedding):
             init.constant_(module.input_scale, 2.0)
             init.zeros_(module.input_shift)
-            # |T_k(u)| <= 1 and sum_k T_k(u)^2 ~ K/2, so std sqrt(2/K) keeps each projected feature O(1).
+            # |T_k(u)| <= 1 and sum_k T_k(u)^2 ~ M K/2 over the M K features, so std sqrt(2/(M K)) keeps each
+            # projected feature O(1).
             init.normal_(module.proj_weight, mean=0.0, std=(2.0 / module.proj_weight.shape[1]) ** 0.5)
             init.zeros_(module.proj_bias)
+            # A buffer saved with the weights; recomputed only when a checkpoint did not provide it.
+            init.copy_(module.token_coordinates, default_token_coordinates(
+                self.config.vocab_size, self.config.token_code, self.config.num_token_coordinates))
         elif isinstance(module, RotaryEmbedding):
             # A non-persistent buffer: recompute it in case the model was materialised from the meta device.
             fresh = RotaryEmbedding(self.config, self.config.hidden_size // self.config.num_attention_heads)
@@ -255,6 +303,24 @@ class TanModel(TanPreTrainedModel):
             "TAN has no embedding table to resize: ids are normalised by vocab_size, so changing it would move every "
             "token's features. Train a tokenizer with config.vocab_size ids instead."
         )
+
+    @torch.no_grad()
+    def set_token_coordinates(self, coordinates: torch.Tensor) -> None:
+        """Give every token a new fixed code: coordinates [vocab_size, M] (e.g. the top-M principal directions of
+        a teacher's static token vectors), each column rescaled here to [-1, 1]; sets `config.token_code` to
+        "teacher". The buffer is saved with the weights, so a reloaded model (remote code included) keeps it."""
+        emb = self.embeddings
+        expected = tuple(emb.token_coordinates.shape)
+        if tuple(coordinates.shape) != expected:
+            raise ValueError(f"token coordinates must be [vocab_size, num_token_coordinates] = {list(expected)}, "
+                             f"got {list(coordinates.shape)}")
+        if not torch.isfinite(coordinates).all():
+            raise ValueError("token coordinates contain NaN or inf")
+        c = coordinates.double()
+        c = c / c.abs().amax(dim=0, keepdim=True).clamp_min(1e-12)
+        emb.token_coordinates.copy_(c.to(emb.token_coordinates.dtype))
+        self.config.token_code = "teacher"
+        emb.token_code = "teacher"
 
     def forward(
         self,

@@ -120,10 +120,7 @@ def _fingerprint(*parts) -> str:
 
 def teacher_identity(teacher) -> str:
     """What makes two teachers give the same embeddings: the folder/id, its weights' size and the max length."""
-    path = getattr(teacher, "model_card_data", None)
-    name = str(getattr(path, "base_model", None) or "")
-    first = teacher[0]
-    src = getattr(getattr(first, "auto_model", None), "name_or_path", "") or name
+    src = getattr(getattr(teacher[0], "auto_model", None), "name_or_path", "") or type(teacher[0]).__name__
     weights = [f for f in (Path(src) / "model.safetensors", Path(src) / "pytorch_model.bin") if f.exists()]
     size = weights[0].stat().st_size if weights else "?"
     return f"{src}|{size}|{teacher.max_seq_length}"
