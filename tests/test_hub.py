@@ -216,7 +216,7 @@ def test_set_model_id_rewrites_every_snippet():
     text = str(render_model_card(make_model("tan"), model_name="local-name"))
     new = set_model_id(text, "someone/tan-small")
     assert 'model_id = "local-name"' not in new
-    assert new.count('model_id = "someone/tan-small"') == 3
+    assert new.count('model_id = "someone/tan-small"') == 4
 
 
 # ---- export -----------------------------------------------------------------------------------------------------
@@ -525,4 +525,4 @@ def test_push_calls_create_repo_and_upload_folder(export_dir, monkeypatch):
     assert Path(upload["folder_path"]) == export_dir
     assert report["url"] == "https://huggingface.co/someone/tan-small"
     readme = (export_dir / "README.md").read_text()
-    assert readme.count('model_id = "someone/tan-small"') == 3  # the card now points at the Hub repo
+    assert readme.count('model_id = "someone/tan-small"') == 4  # the card now points at the Hub repo

@@ -51,6 +51,7 @@ def test_onnx_is_for_embedders_only(tmp_path, capsys):
 
     checkpoint = tmp_path / "lm"
     make_model("adaptive_span_gpt").save_pretrained(checkpoint)
+    capsys.readouterr()  # the save's progress bar
     assert main(["export", str(checkpoint), str(tmp_path / "out"), "--onnx", "--no-verify"]) == 2
     err = capsys.readouterr().err
     assert "--onnx exports the embedders" in err and err.count("\n") == 1

@@ -140,6 +140,7 @@ class TanConfig(PreTrainedConfig):
         # transformers' own architecture check (inside super().__init__) would fail on a non-int size with a raw
         # TypeError: name the field first. Everything else is checked once, in `_validate_tan_fields`, below.
         check_positive_ints(self, ("hidden_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers"))
+        check_head_grouping(self)  # before transformers' RoPE check, which would name head_dim, not our fields
         # PreTrainedConfig folds `rope_theta` and a legacy `rope_scaling` (still in kwargs) into `rope_parameters`.
         self.rope_parameters = dict(rope_parameters) if rope_parameters is not None else None
         kwargs.setdefault("rope_theta", rope_theta)
