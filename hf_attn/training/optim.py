@@ -28,8 +28,11 @@ _NOT_HIDDEN = re.compile(r"(^|\.)(embed|embeddings|wte|wpe|lm_head|head|pooler|p
 _DISTANCE_MASK = re.compile(r"(^|\.)(period_logit|offset_logit)$")
 # Their learning rate relative to the base rate. Adam moves a parameter by at most ~lr per step, so at a matrix
 # weight's lr (1e-4..2e-3) a logit whose useful range is O(1) can move only ~lr x steps in a run (700 steps at
-# 2e-3, cosine: < 0.7, a period of the triangle wave by < 1 token): the scalars were held near their init.
-MASK_LR_SCALE = 20.0
+# 2e-3, cosine: < 0.7, a period of the triangle wave by < 1 token): the scalars stay near their init. A larger
+# scale lets them move, but in studies/periodic_mask/period_lr.py (120 steps, docs/RESULTS.md) 20x moved the periods
+# up to 1 token without converging anywhere and raised the loss from one start (2.32 -> 3.04), so the default keeps
+# the base rate; pass mask_lr_scale to build_optimizer to try more.
+MASK_LR_SCALE = 1.0
 
 
 def is_hidden_matrix(name: str, param: torch.Tensor, module: nn.Module | None = None) -> bool:
