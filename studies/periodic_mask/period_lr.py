@@ -80,6 +80,7 @@ def plot(model, out: Path) -> None:
     axes[-1, 0].set_xlabel("distance d = q - k")
     fig.suptitle("learned span x triangle-wave mask per head")
     fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "learned_masks.png", dpi=100)
 
 
