@@ -17,7 +17,7 @@ SUBCOMMANDS = {
     "export": ("hf_attn.hub", "export_", "write a Hub-ready folder (weights, remote code, tokenizer, card)"),
     "push": ("hf_attn.hub", "push_", "upload an exported folder to the Hugging Face Hub"),
     "bench": ("hf_attn.bench", "", "run a benchmark script from benchmarks/"),
-    "toy": ("hf_attn.toy", "", "train the educational self-/multi-head attention models (seed 003)"),
+    "toy": ("hf_attn.toy", "", "train the educational self-/multi-head attention models"),
 }
 
 

@@ -53,8 +53,8 @@ class AdaptiveSpanGPTConfig(PreTrainedConfig):
             triangle_wave_reg * mean over heads of (z * kept fraction), where the kept fraction is the mean of the
             triangle mask over d in [0, max_span). It rewards masking more of each head's span (the seed only says
             the periodic mask has "its own regulariser", combined with the span term; this is our reading).
-        sliding_window (`int`, None): window passed to the `hf_local` backend (seed 002 comparison).
-        attention_topk (`int`, None): k passed to the `hf_topk` backend (seed 002 comparison).
+        sliding_window (`int`, None): window passed to the `hf_local` backend (the attention comparison recipe).
+        attention_topk (`int`, None): k passed to the `hf_topk` backend (the attention comparison recipe).
         layer_types (`list[str]`, None): every layer is "full_attention" (the default): `sliding_window` is only a
             setting of the hf_local backend here, so transformers must not turn it into a sliding KV cache.
     """

@@ -1,4 +1,4 @@
-"""GQAEmbedder configuration (seed 004: a compact sentence-embedding encoder with grouped-query attention).
+"""GQAEmbedder configuration: a compact sentence-embedding encoder with grouped-query attention.
 
 Imports only transformers, so the file travels with a saved model as remote code.
 """
