@@ -432,12 +432,9 @@ class _Teacher:
     ``encode`` sorts by length into sub-batches of ``batch_size`` to limit padding."""
 
     def __init__(self, name_or_path: str, device, max_seq_length: int | None = None, batch_size: int = 32):
-        from sentence_transformers import SentenceTransformer
+        from .distill import load_teacher
 
-        self.model = SentenceTransformer(resolve_teacher(name_or_path), device=str(device), trust_remote_code=True)
-        self.model.eval()
-        if max_seq_length is not None and (self.model.max_seq_length is None or max_seq_length < self.model.max_seq_length):
-            self.model.max_seq_length = max_seq_length
+        self.model = load_teacher(name_or_path, device, max_seq_length)
         self.batch_size = batch_size
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = get_dim()
