@@ -20,7 +20,7 @@ class GQAEmbedderConfig(PreTrainedConfig):
     r"""Configuration of a [`GQAEmbedderModel`]: a pre-norm bidirectional encoder with grouped-query attention and
     RoPE (optionally YaRN-scaled), masked mean pooling, a projection to `embedding_size` and L2 normalisation.
 
-    The defaults reproduce seed 004 (30k vocabulary, hidden 512, 6 layers, 8 query / 2 key-value heads,
+    The defaults reproduce the original GQA embedder recipe (30k vocabulary, hidden 512, 6 layers, 8 query / 2 key-value heads,
     512 -> 384 projection): about 39.2M parameters.
 
     Args:

@@ -7,7 +7,7 @@ torch and transformers. Everything that more than one model uses lives here, onc
   each backend;
 - positional encodings: RoPE (inverse frequencies from transformers' ``ROPE_INIT_FUNCTIONS``, so YaRN and the
   other scalings are transformers' own), sinusoidal, ALiBi;
-- layers: ``DecomposedLinear`` (seed 000), masked mean pooling.
+- layers: ``DecomposedLinear`` (TAN's low-rank maps), masked mean pooling.
 
 Shapes: ``B`` batch, ``H`` query heads, ``Hkv`` key/value heads, ``Tq``/``Tk`` query/key lengths, ``D`` head dim.
 """
@@ -463,7 +463,7 @@ def alibi_distance_bias(slopes: torch.Tensor, length: int) -> torch.Tensor:
 
 
 class DecomposedLinear(nn.Module):
-    """Low-rank factorised linear map (seed 000): in -> in/4 -> SiLU -> out.
+    """Low-rank factorised linear map (TAN): in -> in/4 -> SiLU -> out.
 
     Parameters: in*r + r*out (+ biases) with r = max(1, in // 4), against in*out for a dense linear.
     """
@@ -492,8 +492,8 @@ def masked_mean_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor |
 class BidirectionalRopeAttention(nn.Module):
     """Bidirectional multi-head / grouped-query self-attention with RoPE, shared by the encoders.
 
-    `linear(in_features, out_features)` builds the q/k/v/o projections: TAN uses DecomposedLinear (seed 000),
-    GQAEmbedder bias-free nn.Linear (seed 004). K/V stay at `num_key_value_heads` heads; each backend handles the
+    `linear(in_features, out_features)` builds the q/k/v/o projections: TAN uses DecomposedLinear,
+    GQAEmbedder bias-free nn.Linear. K/V stay at `num_key_value_heads` heads; each backend handles the
     grouping (without materialising repeats where it can). `sliding_window` / `attention_topk` are read by the
     approximate hf_* backends only.
     """
