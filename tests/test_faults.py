@@ -8,8 +8,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -39,9 +37,9 @@ def test_quick_keeps_explicit_flags_equal_to_the_default():
 
 
 def test_config_keeps_explicit_flags_equal_to_the_default(tmp_path):
+    from hf_attn.training.args import resolve_config_and_quick
     from hf_attn.training.embed import EmbedTrainingArguments, finalize_args, parse_args
     from hf_attn.training.lm import LM_QUICK, LMTrainingArguments
-    from hf_attn.training.args import resolve_config_and_quick
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("batch_size: 7\nlearning-rate: 0.01\n")

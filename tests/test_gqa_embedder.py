@@ -6,13 +6,12 @@ import json
 
 import pytest
 import torch
+from conftest import run_without_hf_attn
 from transformers import AutoConfig, AutoModel
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import hf_attn  # noqa: F401  registers the hf_* backends and the Auto classes
 from hf_attn import GQAEmbedderConfig, GQAEmbedderModel
-
-from conftest import run_without_hf_attn
 
 EXACT_BACKENDS = ["sdpa", "flex_attention", "hf_blockwise"]
 APPROXIMATE_BACKENDS = ["hf_local", "hf_linear", "hf_topk"]

@@ -41,7 +41,7 @@ def _kernel_modules():
     mods = []
     for name in ("hf_attn.kernels.flash_attention", "hf_attn.kernels.chebyshev"):
         mod = importlib.import_module(name)
-        kernel = getattr(mod, "_flash_fwd_kernel", None) or getattr(mod, "_chebyshev_fwd_kernel")
+        kernel = getattr(mod, "_flash_fwd_kernel", None) or mod._chebyshev_fwd_kernel
         if DEVICE == "cpu" and type(kernel).__name__ != "InterpretedFunction":
             mod = importlib.reload(mod)
         mods.append(mod)

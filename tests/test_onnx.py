@@ -6,12 +6,11 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from test_hub import make_model, make_tokenizer  # the tiny models and tokenizer the export tests use
 
 import hf_attn
 from hf_attn import onnx_export
 from hf_attn.hub import export
-
-from test_hub import make_model, make_tokenizer  # the tiny models and tokenizer the export tests use
 
 HAVE_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime"))
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx extra not installed (pip install 'hf-attn[onnx]')")

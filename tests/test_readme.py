@@ -3,7 +3,6 @@
 import re
 
 import torch
-
 from conftest import REPO_ROOT
 
 

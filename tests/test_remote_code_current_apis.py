@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import run_without_hf_attn
 
 import hf_attn  # noqa: F401
 from hf_attn import (
@@ -19,8 +20,6 @@ from hf_attn import (
     TanConfig,
     TanModel,
 )
-
-from conftest import run_without_hf_attn
 
 COMMON = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
               max_position_embeddings=32)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_hub import make_tokenizer  # the tiny WordPiece tokenizer the export tests use
 from torch import nn
 
 import hf_attn
@@ -20,8 +21,6 @@ from hf_attn.training.losses import (
     STInfoNCELoss,
     STSimilarityDistillationLoss,
 )
-
-from test_hub import make_tokenizer  # the tiny WordPiece tokenizer the export tests use
 
 TEXTS = ["A man is playing a guitar.", "Someone is playing an instrument.", "The stock market fell today.",
          "Attention lets every token look at every other token.", "A man plays music.", "Stocks went down.",

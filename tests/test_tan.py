@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from conftest import run_without_hf_attn
 from transformers import AutoConfig, AutoModel
 
 import hf_attn  # noqa: F401  (registers "tan" and the hf_* backends)
 from hf_attn import TanConfig, TanModel
 from hf_attn.modeling import modeling_tan
 from hf_attn.modeling.modeling_tan import chebyshev_expand, chebyshev_project, chebyshev_project_reference
-
-from conftest import run_without_hf_attn
 
 TINY = dict(
     vocab_size=100,

@@ -207,7 +207,7 @@ def _load_st(model_or_path, device=None):
 
     if isinstance(model_or_path, SentenceTransformer):
         return model_or_path, None
-    if hasattr(model_or_path, "model") and isinstance(getattr(model_or_path, "model"), SentenceTransformer):
+    if hasattr(model_or_path, "model") and isinstance(model_or_path.model, SentenceTransformer):
         return model_or_path.model, None  # hf_attn.embedding.Embedder
     from ..embedding import load_model
 

@@ -9,7 +9,6 @@ from transformers import PreTrainedConfig
 
 from .config_checks import check_head_grouping, check_numbers, check_positive_ints, check_rope_parameters
 
-
 TOKEN_CODES = ("id", "hashed", "teacher")
 
 

@@ -17,7 +17,6 @@ This file is remote code: it imports only torch, transformers and its `.` siblin
 
 from __future__ import annotations
 
-
 from functools import partial
 
 import torch

@@ -12,7 +12,6 @@ Shapes: ``B`` batch, ``T`` tokens, ``C`` hidden size, ``H``/``Hkv`` query/key-va
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -37,7 +37,7 @@ NLI_LABELS: dict[object, str] = {
     0: "positive",
     2: "negative",
 }
-PARAPHRASE_POSITIVE_LABELS = {1, "1", True}
+PARAPHRASE_POSITIVE_LABELS = {1, "1"}
 
 # What ``--data-dir`` trains on when no ``--dataset`` is given: every pair source of ../shared/data.
 DEFAULT_LOCAL_MIX = (

@@ -33,8 +33,14 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from .args import (add_dataclass_arguments, cli_errors, parse_into, resolve_config_and_quick, to_flat_dict,
-                   track_explicit)
+from .args import (
+    add_dataclass_arguments,
+    cli_errors,
+    parse_into,
+    resolve_config_and_quick,
+    to_flat_dict,
+    track_explicit,
+)
 
 MODELS = ("tan", "gqa_embedder")
 
@@ -496,9 +502,14 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
     from tqdm.auto import tqdm
 
     from .data import PairCollator
-    from .losses import EmbeddingDistillationLoss, EmbedderLoss, InfoNCELoss, SimilarityDistillationLoss
     from .distill import TargetCollator
-    from .losses import CombinedDistillationLoss
+    from .losses import (
+        CombinedDistillationLoss,
+        EmbedderLoss,
+        EmbeddingDistillationLoss,
+        InfoNCELoss,
+        SimilarityDistillationLoss,
+    )
     from .optim import build_optimizer, build_scheduler
 
     args = finalize_args(args)

@@ -25,8 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .args import (add_dataclass_arguments, cli_errors, parse_into, resolve_config_and_quick, to_flat_dict,
-                   track_explicit)
+from .args import (
+    add_dataclass_arguments,
+    cli_errors,
+    parse_into,
+    resolve_config_and_quick,
+    to_flat_dict,
+    track_explicit,
+)
 from .data import DataError
 from .embed import _f, use_cpu
 

@@ -1,7 +1,11 @@
 # attention sanity check: random 32-byte string repeated twice; the 2nd copy is predictable only through attention
-import torch, time, sys
-from types import SimpleNamespace
-from hf_attn.training.lm import build_lm_model, LMTrainingArguments
+import sys
+import time
+
+import torch
+
+from hf_attn.training.lm import LMTrainingArguments, build_lm_model
+
 torch.manual_seed(0)
 a = LMTrainingArguments(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, block_size=64,
                         attn_implementation=sys.argv[1] if len(sys.argv) > 1 else "sdpa")

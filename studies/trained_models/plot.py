@@ -1,7 +1,10 @@
 """Loss curves for issue 9 -> docs/img/*.png (small PNGs)."""
-import json, math, sys
+import json
+import math
 from pathlib import Path
+
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
