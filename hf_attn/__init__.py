@@ -3,22 +3,15 @@
 Importing the package registers, once:
 - the attention backends ``hf_local``, ``hf_linear``, ``hf_topk``, ``hf_blockwise`` with transformers'
   ``AttentionInterface`` (select them with ``attn_implementation=...``);
-- the configs and models ``tan``, ``adaptive_span_gpt``, ``gqa_embedder`` with the Auto classes.
+- the configs and models of ``hf_attn.registry`` with the Auto classes.
 """
 
 __version__ = "0.1.0"
 
 from .attention import register_attention_backends
-from .modeling import (
-    AdaptiveSpanGPTConfig,
-    AdaptiveSpanGPTForCausalLM,
-    AdaptiveSpanGPTModel,
-    GQAEmbedderConfig,
-    GQAEmbedderModel,
-    TanConfig,
-    TanModel,
-    register_auto_classes,
-)
+from .modeling import *  # noqa: F403  (the configuration and model classes, listed in modeling.__all__)
+from .modeling import __all__ as _MODEL_CLASSES
+from .registry import register_auto_classes
 
 register_attention_backends()
 register_auto_classes()
@@ -33,15 +26,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'hf_attn' has no attribute {name!r}")
 
 
-__all__ = [
-    "AdaptiveSpanGPTConfig",
-    "AdaptiveSpanGPTForCausalLM",
-    "AdaptiveSpanGPTModel",
-    "GQAEmbedderConfig",
-    "GQAEmbedderModel",
-    "TanConfig",
-    "TanModel",
-    "load_model",
-    "save_sentence_transformer",
-    "__version__",
-]
+__all__ = [*_MODEL_CLASSES, "load_model", "save_sentence_transformer", "__version__"]

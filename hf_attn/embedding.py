@@ -43,9 +43,6 @@ logger = logging.getLogger(__name__)
 ST_TRANSFORMER = "sentence_transformers.sentence_transformer.modules.Transformer"
 ST_NORMALIZE = "sentence_transformers.sentence_transformer.modules.Normalize"
 
-# model_type -> whether pooler_output is L2-normalised by the architecture
-_NORMALISED_MODEL_TYPES = {"gqa_embedder": True, "tan": False}
-
 
 def _embedding_dim(model) -> int:
     config = model.config
@@ -61,7 +58,10 @@ def _is_normalised(model) -> bool:
     for attr in ("normalize_embeddings", "normalize", "l2_normalize"):
         if isinstance(getattr(config, attr, None), bool):
             return getattr(config, attr)
-    return _NORMALISED_MODEL_TYPES.get(getattr(config, "model_type", ""), False)
+    from .registry import MODELS
+
+    entry = MODELS.get(getattr(config, "model_type", ""))
+    return entry.normalized_output if entry else False
 
 
 def save_sentence_transformer(

@@ -98,15 +98,9 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voc
 
 
 def _model_class(model_type: str):
-    import hf_attn
+    from .registry import get
 
-    classes = {
-        "tan": hf_attn.TanModel,
-        "gqa_embedder": hf_attn.GQAEmbedderModel,
-        "adaptive_span_gpt": hf_attn.AdaptiveSpanGPTForCausalLM,
-    }
-    architecture(model_type)  # a clear error for unknown types
-    return classes[model_type]
+    return get(model_type).export_class
 
 
 def resolve_checkpoint(checkpoint_dir: str | Path) -> Path:
@@ -252,7 +246,7 @@ def verify_export(out_dir: str | Path, model=None, tokenizer=None, atol: float =
 
 def _byte_level_tokenizer_for(model):
     """The byte-level tokenizer (id = byte) for a language model trained on raw bytes without a saved tokenizer."""
-    if model.config.model_type != "adaptive_span_gpt" or model.config.vocab_size < 256:
+    if architecture(model.config.model_type).kind != "causal_lm" or model.config.vocab_size < 256:
         return None
     from .modeling.tokenization_bytes import byte_level_tokenizer  # ids 0-255 bytes, then <|endoftext|>, <pad>
 

@@ -19,7 +19,6 @@ tokenizer trained by the first (``OUTPUT_DIR/tokenizer``) and the datasets cache
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
@@ -27,7 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODELS = ("tan", "gqa_embedder")
+from . import registry
+
+MODELS = registry.model_types("embedder")
 DEFAULT_OUTPUT_DIR = "outputs/quickstart"
 TEACHER = "all-MiniLM-L6-v2"
 
@@ -135,9 +136,8 @@ def training_arguments(model: str, data_dir: Path | None, output_dir: Path, tiny
             recipe.update(distill_pool=256, init_from_teacher=False, batch_size=32, max_seq_length=32)
             overrides.pop("max_train_samples", None)
             overrides.pop("vocab_size", None)
-        if model == "tan" and not tiny:
-            recipe.update(intermediate_size=512,
-                          model_kwargs=json.dumps({"num_token_coordinates": 64, "chebyshev_degree": 8}))
+        if not tiny:
+            recipe.update(registry.get(model).distill_options)
         return EmbedTrainingArguments(model=model, data_dir=str(data_dir), output_dir=str(output_dir / "train"),
                                       **{**recipe, **overrides})
     return EmbedTrainingArguments(

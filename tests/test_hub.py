@@ -13,9 +13,9 @@ import yaml
 from transformers import AutoTokenizer
 
 import hf_attn
-from hf_attn import hub
+from hf_attn import hub, registry
 from hf_attn.hub import HubError, export, push, run_without_hf_attn
-from hf_attn.model_cards import ARCHITECTURES, CITATIONS, render_model_card, set_model_id, template_path
+from hf_attn.model_cards import CITATIONS, render_model_card, set_model_id, template_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,7 @@ def python_blocks(text: str) -> list[str]:
 def test_templates_ship_inside_the_package():
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
     assert '"model_cards/*.md"' in pyproject
-    for arch in ARCHITECTURES:
+    for arch in registry.MODELS:
         path = template_path(arch)
         assert path.parent == Path(hf_attn.__file__).parent / "model_cards" and path.is_file()
 
@@ -100,7 +100,7 @@ def test_card_metadata_is_valid(arch):
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
     model = make_model(arch)
-    kind = ARCHITECTURES[arch].kind
+    kind = registry.MODELS[arch].kind
     card = render_model_card(
         model, model_name=f"{arch}-tiny", eval_results=MTEB_STSB if kind == "embedder" else LM_RESULTS,
         training_config={"dataset": ["snli_devtest_esnli/snli_dev.jsonl.gz", "sentence-transformers/all-nli"],
@@ -233,7 +233,7 @@ def exported(request, tmp_path_factory):
     base = tmp_path_factory.mktemp(arch)
     model = make_model(arch)
     checkpoint = base / "checkpoint"
-    if ARCHITECTURES[arch].kind == "embedder":
+    if registry.MODELS[arch].kind == "embedder":
         hf_attn.save_sentence_transformer(model, make_tokenizer(), checkpoint)
         results = MTEB_STSB
     else:
@@ -272,9 +272,9 @@ def test_export_folder_layout(exported):
     assert {"model.safetensors", "config.json", "README.md", "layers.py"} <= files
     assert f"modeling_{arch}.py" in files and f"configuration_{arch}.py" in files
     config = json.loads((out / "config.json").read_text())
-    auto_class = ARCHITECTURES[arch].auto_class
+    auto_class = registry.MODELS[arch].auto_class
     assert config["auto_map"][auto_class].startswith(f"modeling_{arch}.")
-    if ARCHITECTURES[arch].kind == "embedder":
+    if registry.MODELS[arch].kind == "embedder":
         assert {"tokenizer.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"} <= files
     assert not any(p.name.startswith(".") for p in out.parent.iterdir()), "temporary folder left behind"
     assert front_matter((out / "README.md").read_text())["license"] == "mit"
@@ -284,7 +284,7 @@ def test_export_reloads_without_hf_attn(exported):
     """AutoModel (+ SentenceTransformer) in a process without hf_attn reproduce the source model within 1e-5."""
     arch, model, out = exported
     tokenizer = None
-    if ARCHITECTURES[arch].kind == "embedder":
+    if registry.MODELS[arch].kind == "embedder":
         tokenizer = AutoTokenizer.from_pretrained(out)
     diffs = hub.verify_export(out, model, tokenizer)
     assert all(d <= 1e-5 for d in diffs.values())
@@ -308,7 +308,7 @@ def test_exported_language_model_generates_text_without_hf_attn(exported):
     """The byte-level tokenizer travels with the export: pipeline("text-generation") and TextStreamer work with
     transformers alone."""
     arch, _, out = exported
-    if ARCHITECTURES[arch].kind != "causal_lm":
+    if registry.MODELS[arch].kind != "causal_lm":
         pytest.skip("language model only")
     proc = run_without_hf_attn(f"""
         import torch

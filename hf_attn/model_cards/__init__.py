@@ -20,42 +20,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
 
-
-@dataclass(frozen=True)
-class Architecture:
-    """What a card needs to know about one architecture."""
-
-    template: str
-    pipeline_tag: str
-    library_name: str
-    tags: tuple[str, ...]
-    auto_class: str  # the transformers Auto class that loads it through remote code
-    kind: str  # "embedder" | "causal_lm"
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    "tan": Architecture(
-        "tan.md", "sentence-similarity", "sentence-transformers",
-        ("hf_attn", "tan", "sentence-transformers", "feature-extraction", "sentence-similarity", "custom_code"),
-        "AutoModel", "embedder",
-    ),
-    "gqa_embedder": Architecture(
-        "gqa_embedder.md", "sentence-similarity", "sentence-transformers",
-        ("hf_attn", "gqa_embedder", "sentence-transformers", "feature-extraction", "sentence-similarity", "custom_code"),
-        "AutoModel", "embedder",
-    ),
-    "adaptive_span_gpt": Architecture(
-        "adaptive_span_gpt.md", "text-generation", "transformers",
-        ("hf_attn", "adaptive_span_gpt", "text-generation", "causal-lm", "custom_code"),
-        "AutoModelForCausalLM", "causal_lm",
-    ),
-}
 
 # BibTeX of every paper a card may cite; `citations_for` picks the ones that apply to a configuration.
 CITATIONS: dict[str, str] = {
@@ -167,16 +136,16 @@ ARCHITECTURE_FIELDS = (
 EXAMPLE_SENTENCES = ("A man is playing a guitar.", "Someone is playing an instrument.", "The stock market fell today.")
 
 
-def architecture(model_type: str) -> Architecture:
-    try:
-        return ARCHITECTURES[model_type]
-    except KeyError:
-        raise ValueError(f"no model card template for model_type {model_type!r}; known: {', '.join(ARCHITECTURES)}") from None
+def architecture(model_type: str):
+    """The registry entry of ``model_type`` (``hf_attn.registry``): kind, Auto class, card template and tags."""
+    from ..registry import get
+
+    return get(model_type)
 
 
 def template_path(model_type: str) -> Path:
     """The card template of an architecture (a file inside the installed package)."""
-    return TEMPLATE_DIR / architecture(model_type).template
+    return TEMPLATE_DIR / architecture(model_type).card_template
 
 
 # --------------------------------------------------------------------------------------------------- citations
@@ -184,20 +153,15 @@ def template_path(model_type: str) -> Path:
 
 def citations_for(config) -> list[str]:
     """Keys of `CITATIONS` that apply to this configuration (architecture + position scheme + backend)."""
-    model_type = getattr(config, "model_type", "")
-    keys = ["transformer"]
-    if model_type == "tan":
-        keys += ["rope", "rmsnorm", "infonce", "sentence_bert", "mteb"]
-    elif model_type == "gqa_embedder":
-        keys += ["gqa", "rope", "rmsnorm", "infonce", "sentence_bert", "mteb"]
-    elif model_type == "adaptive_span_gpt":
-        if getattr(config, "use_adaptive_attention", False):
-            keys.append("adaptive_span")
-        position = getattr(config, "position_embedding", None)
-        if position == "rope":
-            keys.append("rope")
-        elif position == "alibi":
-            keys.append("alibi")
+    from ..registry import MODELS
+
+    entry = MODELS.get(getattr(config, "model_type", ""))
+    keys = ["transformer", *(entry.citations if entry else ())]
+    if getattr(config, "use_adaptive_attention", False):
+        keys.append("adaptive_span")
+    position = getattr(config, "position_embedding", None)
+    if position in ("rope", "alibi") and position not in keys:
+        keys.append(position)
     rope = getattr(config, "rope_parameters", None) or {}
     if isinstance(rope, Mapping) and rope.get("rope_type") == "yarn":
         keys.append("yarn")
@@ -547,9 +511,7 @@ def render_model_card(
 
 
 __all__ = [
-    "ARCHITECTURES",
     "CITATIONS",
-    "Architecture",
     "architecture",
     "citations_for",
     "load_eval_results",

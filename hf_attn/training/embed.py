@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import registry
 from . import checkpoint as ckpt
 from .args import (
     add_dataclass_arguments,
@@ -42,7 +43,7 @@ from .args import (
     track_explicit,
 )
 
-MODELS = ("tan", "gqa_embedder")
+MODELS = registry.model_types("embedder")
 
 
 def use_cpu(flag: bool) -> bool:
@@ -225,12 +226,8 @@ def teacher_cache_dir(args: EmbedTrainingArguments) -> Path:
 
 
 def build_model(args: EmbedTrainingArguments, tokenizer) -> nn.Module:
-    import hf_attn
-
-    config_cls, model_cls = {
-        "tan": (hf_attn.TanConfig, hf_attn.TanModel),
-        "gqa_embedder": (hf_attn.GQAEmbedderConfig, hf_attn.GQAEmbedderModel),
-    }[args.model]
+    entry = registry.get(args.model)
+    config_cls, model_cls = entry.config_class, entry.model_class
     kwargs = {k: getattr(args, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                             "num_key_value_heads", "intermediate_size", "embedding_size")
               if getattr(args, k) is not None}
