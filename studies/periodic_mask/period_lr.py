@@ -25,7 +25,8 @@ from hf_attn.training.optim import build_optimizer
 
 def load_bytes() -> torch.Tensor:
     root = Path(__file__).resolve().parents[2]
-    for path in (root.parent / "shared/data/tiny_shakespeare/input.txt", root.parent / "shared/data/tiny_shakespeare/train.txt"):
+    shakespeare = root.parent / "shared/data/tiny_shakespeare"
+    for path in (shakespeare / "input.txt", shakespeare / "train.txt"):
         if path.exists():
             return torch.tensor(list(path.read_bytes()[:400_000]), dtype=torch.long)
     text = b"".join(p.read_bytes() for p in sorted((root / "docs").glob("*.md")))
@@ -70,7 +71,7 @@ def plot(model, out: Path) -> None:
     layers = [m for m in model.modules() if hasattr(m, "triangle_mask") and m.triangle_mask is not None]
     fig, axes = plt.subplots(len(layers), 1, figsize=(8, 2.2 * len(layers)), squeeze=False)
     d = torch.arange(128, dtype=torch.float32)
-    for ax, layer in zip(axes[:, 0], layers):
+    for ax, layer in zip(axes[:, 0], layers, strict=True):
         with torch.no_grad():
             mask = layer.span_mask(d) * layer.triangle_mask(d)
         for h, row in enumerate(mask):

@@ -77,7 +77,8 @@ def main():
                      "entries_computed_vs_dense_causal": round(
                          entries_computed(m, a.seq_len) / dense_entries, 3)
                      if m.config._attn_implementation == "hf_blockwise" else None})
-    print(f"B={a.batch_size} T={a.seq_len}, {torch.get_num_threads()} thread(s), median of {a.repeats} interleaved passes")
+    print(f"B={a.batch_size} T={a.seq_len}, {torch.get_num_threads()} thread(s), "
+          f"median of {a.repeats} interleaved passes")
     for r in rows:
         print(json.dumps(r))
 
