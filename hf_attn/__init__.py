@@ -26,4 +26,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'hf_attn' has no attribute {name!r}")
 
 
-__all__ = [*_MODEL_CLASSES, "load_model", "save_sentence_transformer", "__version__"]
+# load_model and save_sentence_transformer resolve through __getattr__ above.
+__all__ = [*_MODEL_CLASSES, "load_model", "save_sentence_transformer", "__version__"]  # noqa: F405

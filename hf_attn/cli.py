@@ -15,7 +15,7 @@ SUBCOMMANDS = {
     "quickstart": ("hf_attn.quickstart", "", "train, evaluate and export a small embedder end to end"),
     "eval": ("hf_attn.evaluation.mteb_runner", "", "evaluate a sentence-transformers model with MTEB (STS-B)"),
     "export": ("hf_attn.hub", "export_", "write a Hub-ready folder (weights, remote code, tokenizer, card)"),
-    "push": ("hf_attn.hub", "push_", "upload an exported folder to the Hugging Face Hub"),
+    "push": ("hf_attn.push", "", "upload an exported folder to the Hugging Face Hub"),
     "bench": ("hf_attn.bench", "", "run a benchmark script from benchmarks/"),
     "toy": ("hf_attn.toy", "", "train the educational self-/multi-head attention models"),
 }

@@ -112,7 +112,9 @@ def save_sentence_transformer(
         norm_dir = path / "1_Normalize"
         norm_dir.mkdir(exist_ok=True)
         (norm_dir / "config.json").write_text(
-            json.dumps({"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"}, indent=4)
+            json.dumps(
+                {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"}, indent=4
+            )
         )
         modules.append({"idx": 1, "name": "1", "path": "1_Normalize", "type": ST_NORMALIZE})
     (path / "modules.json").write_text(json.dumps(modules, indent=2))
@@ -141,8 +143,20 @@ def save_sentence_transformer(
 
 
 # ------------------------------------------------------------------------------------------------ loading
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer.model",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 
 
 def _check_local_folder(folder: Path) -> None:
@@ -164,12 +178,16 @@ def _check_local_folder(folder: Path) -> None:
             if m.get("type", "").endswith("Transformer"):
                 roots.append(sub)
             elif m.get("type", "").endswith(("Pooling", "Dense")) and not (sub / "config.json").is_file():
-                raise FileNotFoundError(f"missing file {sub / 'config.json'} (module {m.get('type')} in {modules_json})")
+                raise FileNotFoundError(
+                    f"missing file {sub / 'config.json'} (module {m.get('type')} in {modules_json})"
+                )
     for root in roots:
         if not (root / "config.json").is_file():
             raise FileNotFoundError(f"missing file {root / 'config.json'} (the transformers model config)")
         if not any((root / f).is_file() for f in _WEIGHT_FILES):
-            raise FileNotFoundError(f"missing file {root / 'model.safetensors'} (model weights; none of {_WEIGHT_FILES})")
+            raise FileNotFoundError(
+                f"missing file {root / 'model.safetensors'} (model weights; none of {_WEIGHT_FILES})"
+            )
         if not any((root / f).is_file() for f in _TOKENIZER_FILES):
             raise FileNotFoundError(f"missing file {root / 'tokenizer.json'} (tokenizer; none of {_TOKENIZER_FILES})")
         _check_files_whole(root)
@@ -186,15 +204,24 @@ def _check_files_whole(root: Path) -> None:
     """Raise ValueError naming the first truncated or corrupt file (config, weights, tokenizer) of a model folder."""
     from hf_attn.integrity import check_file
 
-    names = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "sentence_bert_config.json",
-             "modules.json", "model.safetensors.index.json"]
+    names = [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "sentence_bert_config.json",
+        "modules.json",
+        "model.safetensors.index.json",
+    ]
     for name in names:
         f = root / name
         if f.is_file():
             problem = check_file(f)
             if problem:
-                raise ValueError(f"{f}: {problem}. Re-save or re-download the model (a training run keeps its best "
-                                 "model in OUTPUT_DIR/best_model and its checkpoints in OUTPUT_DIR/checkpoints)")
+                raise ValueError(
+                    f"{f}: {problem}. Re-save or re-download the model (a training run keeps its best "
+                    "model in OUTPUT_DIR/best_model and its checkpoints in OUTPUT_DIR/checkpoints)"
+                )
 
 
 def _check_texts(texts) -> None:
@@ -305,9 +332,10 @@ class Embedder:
         if not isinstance(query, str):
             raise TypeError(f"find_similar: query must be a string, got {type(query).__name__}")
         if isinstance(candidates, (str, bytes, bytearray)) or candidates is None:
-            raise TypeError(f"find_similar: candidates must be a list of strings, got a {type(candidates).__name__}"
-                            + (f" ({candidates!r:.40}); wrap a single candidate as [text]" if candidates is not None
-                               else ""))
+            raise TypeError(
+                f"find_similar: candidates must be a list of strings, got a {type(candidates).__name__}"
+                + (f" ({candidates!r:.40}); wrap a single candidate as [text]" if candidates is not None else "")
+            )
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
             raise TypeError(f"find_similar: top_k must be an integer, got {top_k!r}")
         if top_k < 0:
@@ -321,7 +349,9 @@ class Embedder:
         return [(candidates[i], float(scores[i])) for i in order]
 
 
-def load_model(path_or_repo_id: str | os.PathLike, device: str | None = None, trust_remote_code: bool = True) -> Embedder:
+def load_model(
+    path_or_repo_id: str | os.PathLike, device: str | None = None, trust_remote_code: bool = True
+) -> Embedder:
     """Load any sentence-transformers model (ours through remote code, or e.g. all-MiniLM-L6-v2) as an Embedder.
 
     A local folder is checked first: a missing file raises FileNotFoundError naming it.
@@ -332,8 +362,15 @@ def load_model(path_or_repo_id: str | os.PathLike, device: str | None = None, tr
     name = str(path_or_repo_id)
     # Hub ids are "name" or "org/name"; anything else (absolute/relative path, deeper nesting) is a local folder.
     # "outputs/best_modl" whose first part is a local folder is a mistyped path, not the Hub id of user "outputs".
-    looks_local = (p.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
-                   or os.sep != "/" and os.sep in name or name.count("/") == 1 and p.parent.is_dir())
+    looks_local = (
+        p.exists()
+        or name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or os.sep != "/"
+        and os.sep in name
+        or name.count("/") == 1
+        and p.parent.is_dir()
+    )
     if looks_local:
         _check_local_folder(p)
         path_or_repo_id = str(p)

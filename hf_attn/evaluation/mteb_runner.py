@@ -338,7 +338,9 @@ def format_report(out: dict) -> str:
 # ------------------------------------------------------------------------------------------------------ CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="sentence-transformers model: local folder or Hub id")
-    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="MTEB task names (default: STSBenchmark)")
+    parser.add_argument(
+        "--tasks", nargs="+", default=list(DEFAULT_TASKS), help="MTEB task names (default: STSBenchmark)"
+    )
     parser.add_argument(
         "--data-dir",
         default=None,
@@ -374,7 +376,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"hf-attn eval: error: {e}", file=sys.stderr)
         return 2
     if args.json:
-        slim = {**out, "tasks": {t: {s: {k: v for k, v in d.items() if k != "scores"} for s, d in ps.items()}
-                                 for t, ps in out["tasks"].items()}}
+        slim = {
+            **out,
+            "tasks": {
+                t: {s: {k: v for k, v in d.items() if k != "scores"} for s, d in ps.items()}
+                for t, ps in out["tasks"].items()
+            },
+        }
         print(json.dumps(slim, indent=2))
     return 0

@@ -64,7 +64,11 @@ def load_stsb(split: str, data_dir: str | Path | None = None):
 
     local, hub_split = _normalise_split(split)
     features = datasets.Features(
-        {"sentence1": datasets.Value("string"), "sentence2": datasets.Value("string"), "score": datasets.Value("float64")}
+        {
+            "sentence1": datasets.Value("string"),
+            "sentence2": datasets.Value("string"),
+            "score": datasets.Value("float64"),
+        }
     )
     if data_dir is not None:
         import csv

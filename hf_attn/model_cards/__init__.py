@@ -23,89 +23,10 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .citations import CITATIONS
+
 TEMPLATE_DIR = Path(__file__).resolve().parent
 
-
-# BibTeX of every paper a card may cite; `citations_for` picks the ones that apply to a configuration.
-CITATIONS: dict[str, str] = {
-    "transformer": """@inproceedings{vaswani2017attention,
-  title     = {Attention Is All You Need},
-  author    = {Vaswani, Ashish and Shazeer, Noam and Parmar, Niki and Uszkoreit, Jakob and Jones, Llion and Gomez, Aidan N. and Kaiser, {\\L}ukasz and Polosukhin, Illia},
-  booktitle = {Advances in Neural Information Processing Systems},
-  year      = {2017},
-  url       = {https://arxiv.org/abs/1706.03762}
-}""",
-    "adaptive_span": """@inproceedings{sukhbaatar2019adaptive,
-  title     = {Adaptive Attention Span in Transformers},
-  author    = {Sukhbaatar, Sainbayar and Grave, Edouard and Bojanowski, Piotr and Joulin, Armand},
-  booktitle = {Proceedings of the 57th Annual Meeting of the Association for Computational Linguistics},
-  year      = {2019},
-  url       = {https://arxiv.org/abs/1905.07799}
-}""",
-    "rope": """@article{su2021roformer,
-  title   = {RoFormer: Enhanced Transformer with Rotary Position Embedding},
-  author  = {Su, Jianlin and Lu, Yu and Pan, Shengfeng and Murtadha, Ahmed and Wen, Bo and Liu, Yunfeng},
-  journal = {arXiv preprint arXiv:2104.09864},
-  year    = {2021},
-  url     = {https://arxiv.org/abs/2104.09864}
-}""",
-    "yarn": """@article{peng2023yarn,
-  title   = {YaRN: Efficient Context Window Extension of Large Language Models},
-  author  = {Peng, Bowen and Quesnelle, Jeffrey and Fan, Honglu and Shippole, Enrico},
-  journal = {arXiv preprint arXiv:2309.00071},
-  year    = {2023},
-  url     = {https://arxiv.org/abs/2309.00071}
-}""",
-    "gqa": """@inproceedings{ainslie2023gqa,
-  title     = {GQA: Training Generalized Multi-Query Transformer Models from Multi-Head Checkpoints},
-  author    = {Ainslie, Joshua and Lee-Thorp, James and de Jong, Michiel and Zemlyanskiy, Yury and Lebr{\\'o}n, Federico and Sanghai, Sumit},
-  booktitle = {Proceedings of the 2023 Conference on Empirical Methods in Natural Language Processing},
-  year      = {2023},
-  url       = {https://arxiv.org/abs/2305.13245}
-}""",
-    "rmsnorm": """@inproceedings{zhang2019rmsnorm,
-  title     = {Root Mean Square Layer Normalization},
-  author    = {Zhang, Biao and Sennrich, Rico},
-  booktitle = {Advances in Neural Information Processing Systems},
-  year      = {2019},
-  url       = {https://arxiv.org/abs/1910.07467}
-}""",
-    "infonce": """@article{oord2018cpc,
-  title   = {Representation Learning with Contrastive Predictive Coding},
-  author  = {van den Oord, Aaron and Li, Yazhe and Vinyals, Oriol},
-  journal = {arXiv preprint arXiv:1807.03748},
-  year    = {2018},
-  url     = {https://arxiv.org/abs/1807.03748}
-}""",
-    "alibi": """@inproceedings{press2022alibi,
-  title     = {Train Short, Test Long: Attention with Linear Biases Enables Input Length Extrapolation},
-  author    = {Press, Ofir and Smith, Noah A. and Lewis, Mike},
-  booktitle = {International Conference on Learning Representations},
-  year      = {2022},
-  url       = {https://arxiv.org/abs/2108.12409}
-}""",
-    "linear_attention": """@inproceedings{katharopoulos2020transformers,
-  title     = {Transformers are {RNN}s: Fast Autoregressive Transformers with Linear Attention},
-  author    = {Katharopoulos, Angelos and Vyas, Apoorv and Pappas, Nikolaos and Fleuret, Fran{\\c{c}}ois},
-  booktitle = {Proceedings of the 37th International Conference on Machine Learning},
-  year      = {2020},
-  url       = {https://arxiv.org/abs/2006.16236}
-}""",
-    "sentence_bert": """@inproceedings{reimers2019sentencebert,
-  title     = {Sentence-BERT: Sentence Embeddings using Siamese BERT-Networks},
-  author    = {Reimers, Nils and Gurevych, Iryna},
-  booktitle = {Proceedings of the 2019 Conference on Empirical Methods in Natural Language Processing},
-  year      = {2019},
-  url       = {https://arxiv.org/abs/1908.10084}
-}""",
-    "mteb": """@inproceedings{muennighoff2023mteb,
-  title     = {{MTEB}: Massive Text Embedding Benchmark},
-  author    = {Muennighoff, Niklas and Tazi, Nouamane and Magne, Lo{\\"i}c and Reimers, Nils},
-  booktitle = {Proceedings of the 17th Conference of the European Chapter of the Association for Computational Linguistics},
-  year      = {2023},
-  url       = {https://arxiv.org/abs/2210.07316}
-}""",
-}
 
 # Local data folders (the ../shared/data layout) -> the Hub dataset they are copies of, for the card's `datasets`.
 LOCAL_DATASET_HUB_IDS = {
@@ -127,9 +48,21 @@ KNOWN_MODEL_HUB_IDS = {
 
 # Config fields shown in the architecture table, in this order, when the config has them.
 ARCHITECTURE_FIELDS = (
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-    "intermediate_size", "embedding_size", "chebyshev_degree", "max_position_embeddings", "position_embedding",
-    "rope_parameters", "use_adaptive_attention", "max_span", "use_triangle_wave_masking", "sliding_window",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "embedding_size",
+    "chebyshev_degree",
+    "max_position_embeddings",
+    "position_embedding",
+    "rope_parameters",
+    "use_adaptive_attention",
+    "max_span",
+    "use_triangle_wave_masking",
+    "sliding_window",
     "attention_topk",
 )
 
@@ -293,25 +226,30 @@ def usage_snippets(model_type: str, model_id: str, has_tokenizer: bool = True) -
     if arch.kind == "embedder":
         return {
             "sentence_transformers": (
-                "from sentence_transformers import SentenceTransformer\n\n" + head
-                + "model = SentenceTransformer(model_id, trust_remote_code=True)\n" + sentences
+                "from sentence_transformers import SentenceTransformer\n\n"
+                + head
+                + "model = SentenceTransformer(model_id, trust_remote_code=True)\n"
+                + sentences
                 + "embeddings = model.encode(sentences)\n"
                 "print(embeddings.shape)\n"
                 "print(model.similarity(embeddings, embeddings))  # cosine similarities\n"
             ),
             "transformers": (
                 "import torch\n"
-                "from transformers import AutoModel, AutoTokenizer\n\n" + head
+                "from transformers import AutoModel, AutoTokenizer\n\n"
+                + head
                 + "tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)\n"
-                "model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()\n" + sentences
-                + "batch = tokenizer(sentences, padding=True, truncation=True, return_tensors=\"pt\")\n"
+                "model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()\n"
+                + sentences
+                + 'batch = tokenizer(sentences, padding=True, truncation=True, return_tensors="pt")\n'
                 "with torch.no_grad():\n"
                 "    embeddings = model(**batch).pooler_output  # the sentence embeddings, [3, dim]\n"
                 "print(torch.nn.functional.cosine_similarity(embeddings[0], embeddings[1], dim=0).item())\n"
             ),
             "feature_extraction": (
-                "from transformers import pipeline\n\n" + head
-                + "extractor = pipeline(\"feature-extraction\", model=model_id, trust_remote_code=True)\n"
+                "from transformers import pipeline\n\n"
+                + head
+                + 'extractor = pipeline("feature-extraction", model=model_id, trust_remote_code=True)\n'
                 f'token_states = extractor("{EXAMPLE_SENTENCES[0]}", return_tensors=True)\n'
                 "print(token_states.shape)  # [1, tokens, hidden_size]: one vector per token, not the sentence\n"
                 "# The sentence embedding is the model's pooler_output (mean over tokens, projected, normalised):\n"
@@ -321,8 +259,7 @@ def usage_snippets(model_type: str, model_id: str, has_tokenizer: bool = True) -
                 "print(embedding.shape)\n"
             ),
             "hf_attn": (
-                "import hf_attn  # pip install hf-attn\n\n" + head
-                + "model = hf_attn.load_model(model_id)\n"
+                "import hf_attn  # pip install hf-attn\n\n" + head + "model = hf_attn.load_model(model_id)\n"
                 f'print(model.similarity("{EXAMPLE_SENTENCES[0]}", "{EXAMPLE_SENTENCES[1]}"))\n'
                 f'print(model.find_similar("{EXAMPLE_SENTENCES[0]}", ["{EXAMPLE_SENTENCES[1]}", '
                 f'"{EXAMPLE_SENTENCES[2]}"], top_k=2))\n'
@@ -341,14 +278,18 @@ def usage_snippets(model_type: str, model_id: str, has_tokenizer: bool = True) -
         imports = "from transformers import AutoModelForCausalLM\n\n"
     return {
         "transformers": (
-            "import torch\n" + imports + head
-            + "model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=True).eval()\n" + encode
+            "import torch\n"
+            + imports
+            + head
+            + "model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=True).eval()\n"
+            + encode
             + "with torch.no_grad():\n"
             "    output = model.generate(input_ids, max_new_tokens=20, do_sample=False)\n" + decode
         ),
         "hf_attn": (
             "import torch\n"
-            "import hf_attn  # pip install hf-attn; loads without remote code\n\n" + head
+            "import hf_attn  # pip install hf-attn; loads without remote code\n\n"
+            + head
             + "model = hf_attn.AdaptiveSpanGPTForCausalLM.from_pretrained(model_id).eval()\n"
             "input_ids = torch.randint(0, model.config.vocab_size, (1, 16))\n"
             "with torch.no_grad():\n"
@@ -426,9 +367,7 @@ def _base_model_from(training_config: Mapping | None) -> str | None:
 
 
 def _results_table(results: list) -> str:
-    rows = [
-        f"| {r.dataset_name} | {r.dataset_split or ''} | {r.metric_type} | {r.metric_value:.4f} |" for r in results
-    ]
+    rows = [f"| {r.dataset_name} | {r.dataset_split or ''} | {r.metric_type} | {r.metric_value:.4f} |" for r in results]
     if not rows:
         return ""
     return "\n".join(["| dataset | split | metric | value |", "| --- | --- | --- | --- |", *rows])
@@ -495,7 +434,9 @@ def render_model_card(
         model_name=model_name,
         model_id=model_id,
         num_parameters=num_parameters,
-        num_parameters_human=f"{num_parameters / 1e6:.2f}M" if num_parameters >= 1e5 else f"{num_parameters / 1e3:.1f}K",
+        num_parameters_human=f"{num_parameters / 1e6:.2f}M"
+        if num_parameters >= 1e5
+        else f"{num_parameters / 1e3:.1f}K",
         config=config,
         architecture_table=_table(arch_rows, ("field", "value")),
         training_table=_table(train_rows, ("setting", "value")),

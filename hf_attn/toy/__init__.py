@@ -39,26 +39,45 @@ NOT_A_TTY_MESSAGE = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=MODEL_TYPES, default=_DEFAULTS.model, help="model type (default: %(default)s)")
-    parser.add_argument("--embed_dim", type=int, default=_DEFAULTS.embed_dim, help="embedding dimension (default: %(default)s)")
     parser.add_argument(
-        "--num_heads", type=int, default=_DEFAULTS.num_heads, help="attention heads, multihead only (default: %(default)s)"
+        "--model", choices=MODEL_TYPES, default=_DEFAULTS.model, help="model type (default: %(default)s)"
     )
-    parser.add_argument("--learning_rate", type=float, default=_DEFAULTS.learning_rate, help="learning rate (default: %(default)s)")
-    parser.add_argument("--batch_size", type=int, default=_DEFAULTS.batch_size, help="batch size (default: %(default)s)")
-    parser.add_argument("--seq_length", type=int, default=_DEFAULTS.seq_length, help="sequence length (default: %(default)s)")
+    parser.add_argument(
+        "--embed_dim", type=int, default=_DEFAULTS.embed_dim, help="embedding dimension (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--num_heads",
+        type=int,
+        default=_DEFAULTS.num_heads,
+        help="attention heads, multihead only (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--learning_rate", type=float, default=_DEFAULTS.learning_rate, help="learning rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch_size", type=int, default=_DEFAULTS.batch_size, help="batch size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seq_length", type=int, default=_DEFAULTS.seq_length, help="sequence length (default: %(default)s)"
+    )
     parser.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help="training epochs (default: %(default)s)")
     parser.add_argument("--save_path", default=None, help="save the trained model (weights + arguments) to this file")
     parser.add_argument("--interactive", action="store_true", help="prompt for each option (needs a terminal)")
-    parser.add_argument("--load", default=None, metavar="PATH", help="restore a model saved with --save_path and evaluate it")
+    parser.add_argument(
+        "--load", default=None, metavar="PATH", help="restore a model saved with --save_path and evaluate it"
+    )
     parser.add_argument(
         "--plot-dir",
         dest="plot_dir",
         default="attention_maps",
         help="folder for the per-head attention heatmaps of a validation example ('' to skip; default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed for data and weights (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, ... (default: %(default)s)")
+    parser.add_argument(
+        "--seed", type=int, default=_DEFAULTS.seed, help="random seed for data and weights (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, ... (default: %(default)s)"
+    )
 
 
 def _ask(name: str, kind: type, help_text: str, default):
@@ -102,8 +121,10 @@ def _device(name: str) -> str:
         if not torch.cuda.is_available():
             raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu (or auto)")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                             f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+            raise ValueError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
+            )
     elif device.type not in ("cpu", "mps", "xpu"):
         raise ValueError(f"--device {name}: unsupported device type; use auto, cpu or cuda")
     if name == "cpu":
@@ -131,9 +152,11 @@ def run(args: argparse.Namespace) -> int:
         if args.load:
             trainer = AttentionTrainer.load(args.load, device=device)
             c = trainer.config
-            print(f"loaded {args.load}: {c.model}, embed_dim {c.embed_dim}, "
-                  f"{'num_heads ' + str(c.num_heads) + ', ' if c.model == 'multihead' else ''}"
-                  f"seq_length {c.seq_length}, trained {len(trainer.history)} epochs")
+            print(
+                f"loaded {args.load}: {c.model}, embed_dim {c.embed_dim}, "
+                f"{'num_heads ' + str(c.num_heads) + ', ' if c.model == 'multihead' else ''}"
+                f"seq_length {c.seq_length}, trained {len(trainer.history)} epochs"
+            )
             _finish(trainer, args.plot_dir)
             return 0
         config = ToyConfig(**{f.name: getattr(args, f.name) for f in fields(ToyConfig) if hasattr(args, f.name)})
@@ -150,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     heads = f", num_heads {c.num_heads}" if c.model == "multihead" else ""
     print(
         f"training {c.model} (embed_dim {c.embed_dim}{heads}, {trainer.num_parameters:,} parameters) to reverse "
-        f"sequences of {c.seq_length} symbols; lr {c.learning_rate}, batch {c.batch_size}, {c.epochs} epochs, device {device}"
+        f"sequences of {c.seq_length} symbols; lr {c.learning_rate}, batch {c.batch_size}, {c.epochs} epochs, "
+        f"device {device}"
     )
     trainer.train()
     _finish(trainer, args.plot_dir)

@@ -95,7 +95,9 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int, bias: bool = True):
         super().__init__()
         if num_heads < 1 or embed_dim < 1:
-            raise ValueError(f"embed_dim and num_heads must be positive, got embed_dim={embed_dim}, num_heads={num_heads}")
+            raise ValueError(
+                f"embed_dim and num_heads must be positive, got embed_dim={embed_dim}, num_heads={num_heads}"
+            )
         if embed_dim % num_heads != 0:
             raise ValueError(
                 f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}): each head gets "

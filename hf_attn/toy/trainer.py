@@ -48,7 +48,16 @@ class ToyConfig:
     def validate(self) -> None:
         if self.model not in MODEL_TYPES:
             raise ValueError(f"model must be one of {', '.join(MODEL_TYPES)}, got {self.model!r}")
-        for name in ("embed_dim", "num_heads", "batch_size", "seq_length", "epochs", "vocab_size", "num_train", "num_val"):
+        for name in (
+            "embed_dim",
+            "num_heads",
+            "batch_size",
+            "seq_length",
+            "epochs",
+            "vocab_size",
+            "num_train",
+            "num_val",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.model == "multihead" and self.embed_dim % self.num_heads != 0:
@@ -221,8 +230,10 @@ class AttentionTrainer:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - pickle, zip and torch errors alike: the file is not ours or damaged
-            raise ValueError(f"{not_toy} (or it is truncated/corrupt: {type(e).__name__}: "
-                             f"{str(e).strip().splitlines()[0] if str(e).strip() else 'unreadable'})") from None
+            raise ValueError(
+                f"{not_toy} (or it is truncated/corrupt: {type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else 'unreadable'})"
+            ) from None
         if not isinstance(ckpt, dict) or ckpt.get("format") != "hf_attn.toy/1":
             raise ValueError(not_toy)
         try:
@@ -230,8 +241,10 @@ class AttentionTrainer:
             trainer.model.load_state_dict(ckpt["state_dict"])
             trainer.history = [EpochResult(**r) for r in ckpt.get("history", [])]
         except (KeyError, TypeError, RuntimeError) as e:
-            raise ValueError(f"{path}: a toy checkpoint whose contents do not fit this version's model "
-                             f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+            raise ValueError(
+                f"{path}: a toy checkpoint whose contents do not fit this version's model "
+                f"({type(e).__name__}: {str(e).splitlines()[0]})"
+            ) from None
         return trainer
 
     # ---- attention maps ---------------------------------------------------------------------------------------

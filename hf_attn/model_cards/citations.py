@@ -1,0 +1,81 @@
+"""BibTeX of every paper a model card may cite (`hf_attn.model_cards.citations_for` picks by configuration)."""
+
+CITATIONS: dict[str, str] = {
+    "transformer": """@inproceedings{vaswani2017attention,
+  title     = {Attention Is All You Need},
+  author    = {Vaswani, Ashish and Shazeer, Noam and Parmar, Niki and Uszkoreit, Jakob and Jones, Llion and Gomez, Aidan N. and Kaiser, {\\L}ukasz and Polosukhin, Illia},
+  booktitle = {Advances in Neural Information Processing Systems},
+  year      = {2017},
+  url       = {https://arxiv.org/abs/1706.03762}
+}""",
+    "adaptive_span": """@inproceedings{sukhbaatar2019adaptive,
+  title     = {Adaptive Attention Span in Transformers},
+  author    = {Sukhbaatar, Sainbayar and Grave, Edouard and Bojanowski, Piotr and Joulin, Armand},
+  booktitle = {Proceedings of the 57th Annual Meeting of the Association for Computational Linguistics},
+  year      = {2019},
+  url       = {https://arxiv.org/abs/1905.07799}
+}""",
+    "rope": """@article{su2021roformer,
+  title   = {RoFormer: Enhanced Transformer with Rotary Position Embedding},
+  author  = {Su, Jianlin and Lu, Yu and Pan, Shengfeng and Murtadha, Ahmed and Wen, Bo and Liu, Yunfeng},
+  journal = {arXiv preprint arXiv:2104.09864},
+  year    = {2021},
+  url     = {https://arxiv.org/abs/2104.09864}
+}""",
+    "yarn": """@article{peng2023yarn,
+  title   = {YaRN: Efficient Context Window Extension of Large Language Models},
+  author  = {Peng, Bowen and Quesnelle, Jeffrey and Fan, Honglu and Shippole, Enrico},
+  journal = {arXiv preprint arXiv:2309.00071},
+  year    = {2023},
+  url     = {https://arxiv.org/abs/2309.00071}
+}""",
+    "gqa": """@inproceedings{ainslie2023gqa,
+  title     = {GQA: Training Generalized Multi-Query Transformer Models from Multi-Head Checkpoints},
+  author    = {Ainslie, Joshua and Lee-Thorp, James and de Jong, Michiel and Zemlyanskiy, Yury and Lebr{\\'o}n, Federico and Sanghai, Sumit},
+  booktitle = {Proceedings of the 2023 Conference on Empirical Methods in Natural Language Processing},
+  year      = {2023},
+  url       = {https://arxiv.org/abs/2305.13245}
+}""",
+    "rmsnorm": """@inproceedings{zhang2019rmsnorm,
+  title     = {Root Mean Square Layer Normalization},
+  author    = {Zhang, Biao and Sennrich, Rico},
+  booktitle = {Advances in Neural Information Processing Systems},
+  year      = {2019},
+  url       = {https://arxiv.org/abs/1910.07467}
+}""",
+    "infonce": """@article{oord2018cpc,
+  title   = {Representation Learning with Contrastive Predictive Coding},
+  author  = {van den Oord, Aaron and Li, Yazhe and Vinyals, Oriol},
+  journal = {arXiv preprint arXiv:1807.03748},
+  year    = {2018},
+  url     = {https://arxiv.org/abs/1807.03748}
+}""",
+    "alibi": """@inproceedings{press2022alibi,
+  title     = {Train Short, Test Long: Attention with Linear Biases Enables Input Length Extrapolation},
+  author    = {Press, Ofir and Smith, Noah A. and Lewis, Mike},
+  booktitle = {International Conference on Learning Representations},
+  year      = {2022},
+  url       = {https://arxiv.org/abs/2108.12409}
+}""",
+    "linear_attention": """@inproceedings{katharopoulos2020transformers,
+  title     = {Transformers are {RNN}s: Fast Autoregressive Transformers with Linear Attention},
+  author    = {Katharopoulos, Angelos and Vyas, Apoorv and Pappas, Nikolaos and Fleuret, Fran{\\c{c}}ois},
+  booktitle = {Proceedings of the 37th International Conference on Machine Learning},
+  year      = {2020},
+  url       = {https://arxiv.org/abs/2006.16236}
+}""",
+    "sentence_bert": """@inproceedings{reimers2019sentencebert,
+  title     = {Sentence-BERT: Sentence Embeddings using Siamese BERT-Networks},
+  author    = {Reimers, Nils and Gurevych, Iryna},
+  booktitle = {Proceedings of the 2019 Conference on Empirical Methods in Natural Language Processing},
+  year      = {2019},
+  url       = {https://arxiv.org/abs/1908.10084}
+}""",
+    "mteb": """@inproceedings{muennighoff2023mteb,
+  title     = {{MTEB}: Massive Text Embedding Benchmark},
+  author    = {Muennighoff, Niklas and Tazi, Nouamane and Magne, Lo{\\"i}c and Reimers, Nils},
+  booktitle = {Proceedings of the 17th Conference of the European Chapter of the Association for Computational Linguistics},
+  year      = {2023},
+  url       = {https://arxiv.org/abs/2210.07316}
+}""",
+}
