@@ -71,8 +71,13 @@ def time_ours(pairs, tokenizer, args) -> list[float]:
     acc = Accelerator(cpu=True)
     module = EmbedderTrainingModule(hf_attn.GQAEmbedderModel(cfg), EmbedderLoss(InfoNCELoss(0.05)))
     opt = build_optimizer([module], "adamw", lr=1e-4)
-    loader = torch.utils.data.DataLoader(pairs, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                                         collate_fn=PairCollator(tokenizer, args.max_seq_length, pad_to_multiple_of=None))
+    loader = torch.utils.data.DataLoader(
+        pairs,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=PairCollator(tokenizer, args.max_seq_length, pad_to_multiple_of=None),
+    )
     module, opt, loader = acc.prepare(module, opt, loader)
     sched = build_scheduler(opt, 10, 1000)
     module.train()
@@ -105,10 +110,17 @@ def time_theirs(pairs, tokenizer, args) -> list[float]:
 
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="st_bert_"))
-    bert = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=args.hidden_size,
-                                num_hidden_layers=args.layers, num_attention_heads=args.heads,
-                                intermediate_size=args.intermediate_size, max_position_embeddings=512,
-                                pad_token_id=tokenizer.pad_token_id))
+    bert = BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=args.hidden_size,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            intermediate_size=args.intermediate_size,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
     bert.save_pretrained(tmp / "bert")
     tokenizer.save_pretrained(tmp / "bert")
     transformer = Transformer(str(tmp / "bert"), max_seq_length=args.max_seq_length)
@@ -124,16 +136,27 @@ def time_theirs(pairs, tokenizer, args) -> list[float]:
             stamps.append(("end", time.perf_counter()))
 
     targs = SentenceTransformerTrainingArguments(
-        output_dir=str(tmp / "out"), per_device_train_batch_size=args.batch_size, max_steps=args.warmup + args.steps,
-        learning_rate=1e-4, warmup_steps=10, max_grad_norm=1.0, use_cpu=True, report_to="none",
-        save_strategy="no", logging_steps=1000, dataloader_drop_last=True, disable_tqdm=True, seed=0,
+        output_dir=str(tmp / "out"),
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.warmup + args.steps,
+        learning_rate=1e-4,
+        warmup_steps=10,
+        max_grad_norm=1.0,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1000,
+        dataloader_drop_last=True,
+        disable_tqdm=True,
+        seed=0,
     )
-    trainer = SentenceTransformerTrainer(model=model, args=targs, train_dataset=ds,
-                                         loss=MultipleNegativesRankingLoss(model), callbacks=[Stamp()])
+    trainer = SentenceTransformerTrainer(
+        model=model, args=targs, train_dataset=ds, loss=MultipleNegativesRankingLoss(model), callbacks=[Stamp()]
+    )
     trainer.train()
     # step time = from one step's end to the next step's end (includes data loading + collation, like ours)
     ends = [t for kind, t in stamps if kind == "end"]
-    return [b - a for a, b in zip(ends, ends[1:])][args.warmup - 1 :]
+    return [b - a for a, b in zip(ends[:-1], ends[1:], strict=True)][args.warmup - 1 :]
 
 
 def main(argv=None) -> int:
@@ -166,10 +189,18 @@ def main(argv=None) -> int:
     for _ in range(args.rounds):
         sps_ours = max(sps_ours, args.batch_size / statistics.median(time_ours(pairs, tokenizer, args)))
         sps_theirs = max(sps_theirs, args.batch_size / statistics.median(time_theirs(pairs, tokenizer, args)))
-    res = {"ours_samples_per_s": sps_ours, "theirs_samples_per_s": sps_theirs, "ratio": sps_ours / sps_theirs,
-           "config": vars(args), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-    print(f"training throughput, batch {args.batch_size} pairs, seq <= {args.max_seq_length}, hidden {args.hidden_size}, "
-          f"{args.layers} layers, {args.heads} heads, CPU threads {torch.get_num_threads()}, {args.steps} timed steps")
+    res = {
+        "ours_samples_per_s": sps_ours,
+        "theirs_samples_per_s": sps_theirs,
+        "ratio": sps_ours / sps_theirs,
+        "config": vars(args),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    print(
+        f"training throughput, batch {args.batch_size} pairs, seq <= {args.max_seq_length}, hidden {args.hidden_size}, "
+        f"{args.layers} layers, {args.heads} heads, CPU threads {torch.get_num_threads()}, {args.steps} timed steps"
+    )
     print("| trainer | model | samples/s |")
     print("|---|---|---|")
     print(f"| hf_attn train_embed step | GQAEmbedder ({args.heads}Q/{args.kv_heads}KV) | {sps_ours:.1f} |")

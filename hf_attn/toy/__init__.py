@@ -1,4 +1,4 @@
-"""`hf-attn toy`: train the readable attention modules (seed 003) on sequence reversal and look at what they learn.
+"""`hf-attn toy`: train the readable attention modules on sequence reversal and look at what they learn.
 
     hf-attn toy --model selfhead|multihead --embed_dim 64 --num_heads 8 --learning_rate 0.001 \\
                 --batch_size 32 --seq_length 10 --epochs 100 [--save_path PATH] [--interactive]
