@@ -22,30 +22,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
+from ._common import check_heads, group_heads, keep_keys
 from .band import Band, band
 
 # Number of (query block, key block) pairs computed by the last `blockwise_attention` call; tests read it to
 # check that blocks outside the window really are skipped. A debugging aid only, not part of the API.
 BLOCKS_VISITED = 0
-
-
-def check_heads(num_heads: int, num_kv_heads: int) -> int:
-    """Group size H // Hkv; ValueError naming `num_key_value_heads` when H is not a multiple of it."""
-    if num_kv_heads <= 0 or num_heads % num_kv_heads != 0:
-        raise ValueError(
-            f"num_key_value_heads={num_kv_heads} must be positive and divide num_attention_heads={num_heads}"
-        )
-    return num_heads // num_kv_heads
-
-
-def config_value(module, kwargs: dict, name: str):
-    """A backend setting from the call's kwargs, else `module.<name>`, else `module.config.<name>` (else None)."""
-    if kwargs.get(name) is not None:
-        return kwargs[name]
-    if getattr(module, name, None) is not None:
-        return getattr(module, name)
-    return getattr(getattr(module, "config", None), name, None)
 
 
 # Relative cost of one score entry on each path, for the path choice: the banded path runs torch's fused
@@ -147,10 +131,18 @@ def _slabs(x: torch.Tensor, first: int, count: int, span: int, step: int, fill=0
     return x.permute(0, 2, 1, 4, 3).reshape(x.shape[0] * count, x.shape[1], span, x.shape[3])
 
 
+def _slab_ranges(n: int, first: int, span: int, block: int, k_len: int) -> list[tuple[int, int]]:
+    """The slabs [i0, i1) that start before key 0, that lie inside [0, Tk), and that end after the last key
+    (empty runs left out): the inside ones share one mask."""
+    front = min(n, max(0, -(first // block)))  # ceil(-first / block)
+    back_start = max(front, min(n, (k_len - span - first) // block + 1))
+    return [r for r in ((0, front), (front, back_start), (back_start, n)) if r[1] > r[0]]
+
+
 def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: float, dropout: float):
     """Every query block against its slab of `block + back + fwd` keys, through torch's fused sdpa.
 
-    q [B, H, Tq, D], k/v [B, Hkv, Tk, D] (one dtype), table [H, L] or None. Query block i holds key positions
+    q [B, H, Tq, D], k/v [B, Hkv, Tk, D], table [H, L] or None. Query block i holds key positions
     offset + i*block + a (a < block); its slab holds offset + i*block - back + c (c < block + back + fwd), so the
     distance d = a + back - c and the band / distance-bias tile [block, span] are the same for every slab: one
     tile, gathered once from the table, serves all of them. Slabs that reach past either end of the keys get
@@ -160,6 +152,9 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
     """
     b, h, q_len, d_head = q.shape
     hkv, k_len = k.shape[1], k.shape[2]
+    # fp32 on CPU (half-precision CPU kernels are slow); CUDA keeps its dtype.
+    dtype = q.dtype if q.is_cuda else torch.promote_types(q.dtype, torch.float32)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     left, right = rule.back, rule.fwd
     n = -(-q_len // block)
     span = block + left + right
@@ -167,9 +162,7 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
     first = offset - left  # key position of slab 0's first key; slab i starts at first + i * block
 
     q = F.pad(q, (0, 0, 0, n * block - q_len))
-    keep = None
-    if key_padding_mask is not None:
-        keep = key_padding_mask[:, -k_len:].to(device=q.device, dtype=torch.bool)
+    keep = None if key_padding_mask is None else keep_keys(key_padding_mask, k_len, q.device)
     dist = torch.arange(block, device=q.device)[:, None] + left - torch.arange(span, device=q.device)[None, :]
     allowed = rule.allows(dist)  # [block, span]
     tile = None
@@ -201,35 +194,121 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
             out = _MaskGradient.apply(out, mask, qi.detach(), ki.detach(), vi.detach(), scaling)
         return out.reshape(b, count, h, block, d_head)
 
-    if keep is not None:
-        ranges = [(0, n)]
-    else:  # slabs that start before key 0, slabs inside [0, Tk), slabs that end after the last key
-        front = min(n, max(0, -(-(-first) // block)))
-        back_start = max(front, min(n, (k_len - span - first) // block + 1))
-        ranges = [r for r in ((0, front), (front, back_start), (back_start, n)) if r[1] > r[0]]
+    ranges = [(0, n)] if keep is not None else _slab_ranges(n, first, span, block, k_len)
     parts = [attend(i0, i1) for i0, i1 in ranges]
     out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, n, H, block, D]
     return out.transpose(2, 3).reshape(b, n * block, h, d_head)[:, :q_len]
 
 
+def _takes_banded_path(rule: Band, q_len: int, k_len: int, block: int, distance_bias: Tensor | None,
+                       dense: bool, dropout: float) -> bool:
+    """Whether the banded path runs: `_plan` picks it and nothing needs the loop, i.e. no dense mask or bias
+    (only the loop slices those per block) and not training dropout with a table that needs a gradient (the
+    loop's dropout is explicit; the banded path would need the dropped weights to recompute dS)."""
+    table_grad = distance_bias is not None and distance_bias.requires_grad and torch.is_grad_enabled()
+    if dense or (dropout and table_grad):
+        return False
+    return _plan(rule, q_len, k_len, block)[0] == "banded"
+
+
+class _TileLogits:
+    """What the loop adds to the logits of one (query block, key block) tile, in the group layout [B|1, Hkv|1,
+    G|1, bq, bk]: the band's element-wise mask (only on tiles that straddle one of its edges), the distance-bias
+    tile, key padding, a dense mask and a dense bias. `tiles` counts the tiles it has been applied to."""
+
+    def __init__(self, rule: Band, query: Tensor, k_len: int, groups: int, dtype: torch.dtype,
+                 key_padding_mask, distance_bias, attn_mask, position_bias):
+        num_heads, q_len = query.shape[1], query.shape[2]
+        self.rule, self.offset, self.dtype, self.tiles = rule, k_len - q_len, dtype, 0
+        self.table = None  # [Hkv, G, L]: rows follow the query-head order
+        if distance_bias is not None:
+            self.table = distance_bias.to(dtype).reshape(num_heads // groups, groups, distance_bias.shape[1])
+        self.keep = None
+        if key_padding_mask is not None:
+            self.keep = keep_keys(key_padding_mask, k_len, query.device)[:, None, None, None, :]
+        if attn_mask is not None:
+            attn_mask = attn_mask[..., :k_len]
+            attn_mask = group_heads(attn_mask, num_heads, groups) if attn_mask.dim() == 4 else attn_mask
+        self.attn_mask = attn_mask
+        self.position_bias = None if position_bias is None else group_heads(position_bias.to(dtype), num_heads, groups)
+        # A distance-bias tile depends only on the block diagonal (qs - ks) and the tile shape, so each is gathered
+        # once and reused: far fewer gathers forward, and one scatter into the table per tile backward.
+        self.bias_tiles: dict[tuple[int, int, int], Tensor] = {}
+
+    def __call__(self, s: Tensor, qs: int, qe: int, ks: int, ke: int) -> Tensor:
+        """Logits s [B, Hkv, G, bq, bk] of query rows [qs, qe) and keys [ks, ke), with everything added."""
+        self.tiles += 1
+        q_pos = torch.arange(self.offset + qs, self.offset + qe, device=s.device)
+        d = q_pos[:, None] - torch.arange(ks, ke, device=s.device)[None, :]  # [bq, bk]
+        if not self.rule.covers(self.offset + qs - (ke - 1), self.offset + qe - 1 - ks):
+            s = s.masked_fill(~self.rule.allows(d), float("-inf"))
+        if self.table is not None:
+            tile_key = (qs - ks, qe - qs, ke - ks)
+            if tile_key not in self.bias_tiles:
+                self.bias_tiles[tile_key] = self.table[:, :, d.clamp(0, self.table.shape[-1] - 1)]  # [Hkv, G, bq, bk]
+            s = s + self.bias_tiles[tile_key]  # excluded d are already -inf
+        if self.keep is not None:
+            s = s.masked_fill(~self.keep[..., ks:ke], float("-inf"))
+        if self.attn_mask is not None:
+            blk = self.attn_mask[..., qs:qe, ks:ke]
+            s = s.masked_fill(~blk, float("-inf")) if blk.dtype == torch.bool else s + blk.to(self.dtype)
+        if self.position_bias is not None:
+            s = s + self.position_bias[..., qs:qe, ks:ke]
+        return s
+
+
+def _online_softmax(q_blk: Tensor, k: Tensor, v: Tensor, qs: int, logits: _TileLogits, block: int,
+                    dropout: float) -> Tensor:
+    """One query block q_blk [B, Hkv, G, bq, D] (rows from qs) against the key blocks it can see, k/v [B, Hkv, 1,
+    Tk, D], each folded into a running max `m`, normaliser `norm` and weighted sum `acc`. Returns [B, Hkv, G, bq,
+    D]; a row that sees no key gets 0."""
+    qe = qs + q_blk.shape[3]
+    lo, hi = logits.rule.key_range(logits.offset + qs, logits.offset + qe, k.shape[3])
+    m = q_blk.new_full((*q_blk.shape[:-1], 1), float("-inf"))
+    norm = q_blk.new_zeros((*q_blk.shape[:-1], 1))
+    acc = q_blk.new_zeros(q_blk.shape)
+    for ks in range(lo, hi, block):
+        ke = min(ks + block, hi)
+        s = logits(q_blk @ k[:, :, :, ks:ke].transpose(-1, -2), qs, qe, ks, ke)  # [B, Hkv, G, bq, bk]
+        # The shift m is a constant for the result (it cancels), so it carries no gradient; rows that have seen
+        # only -inf so far shift by 0 so that exp(-inf - 0) = 0 instead of NaN.
+        m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True)).detach()
+        shift = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
+        p = torch.exp(s - shift)
+        correction = torch.exp(m - shift)
+        norm = norm * correction + p.sum(dim=-1, keepdim=True)
+        if dropout > 0.0:
+            p = F.dropout(p, p=dropout)  # drops normalised weights: norm above keeps the undropped sum
+        acc = acc * correction + p @ v[:, :, :, ks:ke]
+        m = m_new
+    return acc / torch.where(norm == 0, torch.ones_like(norm), norm)  # rows that saw no key: 0 / 1
+
+
+def _loop(query: Tensor, key: Tensor, value: Tensor, rule: Band, scaling: float, block: int, dropout: float,
+          key_padding_mask, distance_bias, attn_mask, position_bias) -> tuple[Tensor, int]:
+    """The loop path in fp32 (fp64 stays fp64), K/V never repeated: a group axis G lets one K/V head serve its
+    query heads. Returns (out [B, Tq, H, D], tiles computed)."""
+    b, h, q_len, d_head = query.shape
+    hkv, k_len = key.shape[1], key.shape[2]
+    groups = h // hkv
+    acc_dtype = torch.promote_types(query.dtype, torch.float32)
+    q = query.to(acc_dtype).reshape(b, hkv, groups, q_len, d_head) * scaling
+    k, v = key.to(acc_dtype)[:, :, None], value.to(acc_dtype)[:, :, None]  # [B, Hkv, 1, Tk, D]
+    logits = _TileLogits(rule, query, k_len, groups, acc_dtype, key_padding_mask, distance_bias, attn_mask,
+                         position_bias)
+    outputs = [_online_softmax(q[:, :, :, qs:qs + block], k, v, qs, logits, block, dropout)
+               for qs in range(0, q_len, block)]
+    out = torch.cat(outputs, dim=3) if outputs else q.new_zeros(q.shape)  # [B, Hkv, G, Tq, D]
+    return out.reshape(b, h, q_len, d_head).transpose(1, 2), logits.tiles
+
+
 def blockwise_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    *,
-    scaling: float,
-    is_causal: bool,
-    key_padding_mask: torch.Tensor | None = None,
-    distance_bias: torch.Tensor | None = None,
-    max_distance: int | None = None,
-    window: int | None = None,
-    dropout: float = 0.0,
-    training: bool = False,
-    block_size: int = 128,
-    attn_mask: torch.Tensor | None = None,
-    position_bias: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, None]:
-    """Exact softmax attention computed block by block.
+    query: Tensor, key: Tensor, value: Tensor, *, scaling: float, is_causal: bool,
+    key_padding_mask: Tensor | None = None, distance_bias: Tensor | None = None, max_distance: int | None = None,
+    window: int | None = None, dropout: float = 0.0, training: bool = False, block_size: int = 128,
+    attn_mask: Tensor | None = None, position_bias: Tensor | None = None,
+) -> tuple[Tensor, None]:
+    """Exact softmax attention computed block by block, on the banded path or the loop (module docstring).
 
     Args:
         query: [B, H, Tq, D]; key, value: [B, Hkv, Tk, D] with H a multiple of Hkv (GQA: each group of
@@ -252,102 +331,17 @@ def blockwise_attention(
         (out [B, Tq, H, D] in query's dtype, None). A query that can see no key gets zeros.
     """
     global BLOCKS_VISITED
-    b, h, q_len, d_head = query.shape
-    hkv, k_len = key.shape[1], key.shape[2]
-    groups = check_heads(h, hkv)
+    check_heads(query.shape[1], key.shape[1])
     if block_size <= 0:
         raise ValueError(f"block_size={block_size} must be positive")
-    out_dtype = query.dtype
-    offset = k_len - q_len  # position of query 0 among the keys
     rule = band(is_causal, window, max_distance, None if distance_bias is None else distance_bias.shape[1])
-    if dropout <= 0.0 or not training:
-        dropout = 0.0
-
-    # Bounded band, no dense mask: every query block against its key slab in one fused sdpa call (forward and
-    # backward skip what the band excludes). fp32 on CPU (half-precision CPU kernels are slow); CUDA keeps its
-    # dtype. Training with dropout and a table that needs a gradient stays on the loop (its dropout is explicit).
-    path, _ = _plan(rule, q_len, k_len, block_size)
-    table_grad = distance_bias is not None and distance_bias.requires_grad and torch.is_grad_enabled()
-    if (path == "banded" and attn_mask is None and position_bias is None and not (dropout and table_grad)):
-        BLOCKS_VISITED = -(-q_len // block_size)
-        dtype = query.dtype if query.is_cuda else torch.promote_types(query.dtype, torch.float32)
-        out = _banded(query.to(dtype), key.to(dtype), value.to(dtype), key_padding_mask, distance_bias, rule,
-                      block_size, scaling, dropout)
-        return out.contiguous().to(out_dtype), None
-
-    # Accumulate in fp32 whatever the input dtype; the group axis G lets one K/V head serve its query heads.
-    acc_dtype = torch.promote_types(query.dtype, torch.float32)  # fp32 (fp64 stays fp64)
-    q = query.to(acc_dtype).reshape(b, hkv, groups, q_len, d_head) * scaling
-    k = key.to(acc_dtype)[:, :, None]  # [B, Hkv, 1, Tk, D]
-    v = value.to(acc_dtype)[:, :, None]
-
-    if distance_bias is not None:
-        max_dist = distance_bias.shape[1]
-        table = distance_bias.to(acc_dtype).reshape(hkv, groups, max_dist)  # rows follow the query-head order
-    if key_padding_mask is not None:
-        keep_keys = key_padding_mask[:, -k_len:].to(device=query.device, dtype=torch.bool)[:, None, None, None, :]
-    if attn_mask is not None:
-        attn_mask = attn_mask[..., :k_len]
-        if attn_mask.dim() == 4:  # [B|1, H|1, Tq, Tk] -> [B|1, Hkv|1, G|1, Tq, Tk]
-            hm = attn_mask.shape[1]
-            attn_mask = attn_mask.reshape(attn_mask.shape[0], hkv if hm == h else 1, groups if hm == h else 1,
-                                          *attn_mask.shape[2:])
-    if position_bias is not None:
-        hp = position_bias.shape[1]
-        position_bias = position_bias.to(acc_dtype).reshape(position_bias.shape[0], hkv if hp == h else 1,
-                                                      groups if hp == h else 1, *position_bias.shape[2:])
-
-    visited = 0
-    outputs = []
-    # A distance-bias tile depends only on the block diagonal (qs - ks) and the tile shape, so each is gathered
-    # once and reused: far fewer gathers forward, and one scatter into the table per tile backward.
-    bias_tiles: dict[tuple[int, int, int], torch.Tensor] = {}
-    for qs in range(0, q_len, block_size):
-        qe = min(qs + block_size, q_len)
-        q_blk = q[:, :, :, qs:qe]  # [B, Hkv, G, bq, D]
-        q_pos = torch.arange(offset + qs, offset + qe, device=query.device)
-        lo, hi = rule.key_range(offset + qs, offset + qe, k_len)
-
-        m = q_blk.new_full((*q_blk.shape[:-1], 1), float("-inf"))  # running max of the logits
-        l = q_blk.new_zeros((*q_blk.shape[:-1], 1))  # running softmax normaliser
-        acc = q_blk.new_zeros(q_blk.shape)  # running sum of weights x values
-        for ks in range(lo, hi, block_size):
-            ke = min(ks + block_size, hi)
-            visited += 1
-            s = q_blk @ k[:, :, :, ks:ke].transpose(-1, -2)  # [B, Hkv, G, bq, bk] fp32 logits
-
-            # The band's element-wise mask, built only when this tile straddles one of its edges.
-            d = q_pos[:, None] - torch.arange(ks, ke, device=query.device)[None, :]  # [bq, bk]
-            if not rule.covers(offset + qs - (ke - 1), offset + qe - 1 - ks):
-                s = s.masked_fill(~rule.allows(d), float("-inf"))
-            if distance_bias is not None:
-                tile_key = (qs - ks, qe - qs, ke - ks)
-                if tile_key not in bias_tiles:
-                    bias_tiles[tile_key] = table[:, :, d.clamp(0, max_dist - 1)]  # [Hkv, G, bq, bk]
-                s = s + bias_tiles[tile_key]  # excluded d are already -inf
-            if key_padding_mask is not None:
-                s = s.masked_fill(~keep_keys[..., ks:ke], float("-inf"))
-            if attn_mask is not None:
-                blk = attn_mask[..., qs:qe, ks:ke]
-                s = s.masked_fill(~blk, float("-inf")) if blk.dtype == torch.bool else s + blk.to(acc_dtype)
-            if position_bias is not None:
-                s = s + position_bias[..., qs:qe, ks:ke]
-
-            # Online softmax. The shift m is a constant for the result (it cancels), so it carries no gradient;
-            # rows that have seen only -inf so far shift by 0 so that exp(-inf - 0) = 0 instead of NaN.
-            m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True)).detach()
-            shift = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
-            p = torch.exp(s - shift)
-            correction = torch.exp(m - shift)
-            l = l * correction + p.sum(dim=-1, keepdim=True)
-            if dropout > 0.0:
-                p = F.dropout(p, p=dropout)  # drops normalised weights: l above keeps the undropped sum
-            acc = acc * correction + p @ v[:, :, :, ks:ke]
-            m = m_new
-        # Rows that saw no key have l == 0 and acc == 0: they return 0.
-        outputs.append(acc / torch.where(l == 0, torch.ones_like(l), l))
-
-    BLOCKS_VISITED = visited
-    out = torch.cat(outputs, dim=3) if outputs else q.new_zeros(q.shape)  # [B, Hkv, G, Tq, D]
-    out = out.reshape(b, h, q_len, d_head).transpose(1, 2).contiguous().to(out_dtype)
-    return out, None
+    dropout = dropout if training and dropout > 0.0 else 0.0
+    q_len, k_len = query.shape[2], key.shape[2]
+    dense = attn_mask is not None or position_bias is not None
+    if _takes_banded_path(rule, q_len, k_len, block_size, distance_bias, dense, dropout):
+        out = _banded(query, key, value, key_padding_mask, distance_bias, rule, block_size, scaling, dropout)
+        BLOCKS_VISITED = -(-q_len // block_size)  # one sdpa step per query block
+    else:
+        out, BLOCKS_VISITED = _loop(query, key, value, rule, scaling, block_size, dropout, key_padding_mask,
+                                    distance_bias, attn_mask, position_bias)
+    return out.contiguous().to(query.dtype), None

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from ..modeling.layers import distance_index, repeat_kv, resolve_is_causal
-from .blockwise import check_heads
+from ._common import check_heads, keep_keys
 
 CHUNK_SIZE = 128
 EPS = 1e-6  # keeps a query that sees no key at 0 / eps = 0
@@ -46,16 +47,9 @@ def _allowed_from_4d(attention_mask: torch.Tensor, k_len: int) -> torch.Tensor:
 
 
 def linear_attention_forward(
-    module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    chunk_size: int = CHUNK_SIZE,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
+    module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+    scaling: float | None = None, dropout: float = 0.0, chunk_size: int = CHUNK_SIZE, **kwargs,
+) -> tuple[Tensor, None]:
     """Linear attention with transformers' signature.
 
     query [B, H, Tq, D], key/value [B, Hkv, Tk, D]; `attention_mask` None or [B, Tk] bool key padding (a 4D mask
@@ -74,8 +68,7 @@ def linear_attention_forward(
     phi_k = feature_map(key.to(acc_dtype))  # [B, Hkv, Tk, D]
     v = value.to(acc_dtype)
     if attention_mask is not None:  # [B, Tk] key padding: padded keys contribute nothing
-        keep = attention_mask[:, -k_len:].to(device=query.device, dtype=acc_dtype)[:, None, :, None]
-        phi_k = phi_k * keep
+        phi_k = phi_k * keep_keys(attention_mask, k_len, query.device, acc_dtype)[:, None, :, None]
 
     if not is_causal:
         state = phi_k.transpose(-1, -2) @ v  # [B, Hkv, D, Dv]
@@ -114,15 +107,9 @@ def linear_attention_forward(
 
 
 def linear_attention_reference(
-    module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+    scaling: float | None = None, dropout: float = 0.0, **kwargs,
+) -> tuple[Tensor, Tensor]:
     """The quadratic form: weights = (phi(q) phi(k)^T masked) / row sum; out = weights v.
 
     Returns (out [B, Tq, H, D], weights [B, H, Tq, Tk]).
@@ -139,7 +126,7 @@ def linear_attention_reference(
     if resolve_is_causal(module, kwargs):
         allowed = allowed & (distance_index(q_len, k_len, query.device) >= 0)
     if attention_mask is not None and attention_mask.dim() == 2:
-        allowed = allowed & attention_mask[:, None, None, -k_len:].to(device=query.device, dtype=torch.bool)
+        allowed = allowed & keep_keys(attention_mask, k_len, query.device)[:, None, None, :]
     elif attention_mask is not None:
         allowed = allowed & _allowed_from_4d(attention_mask, k_len).to(query.device)
     scores = scores * allowed

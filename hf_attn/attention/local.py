@@ -12,30 +12,23 @@ and backward, so both skip what the window excludes);
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from ..modeling.layers import dense_distance_bias, distance_index, eager_attention_forward, resolve_is_causal
+from ._common import check_heads, distance_table, is_training, positive_int_setting, split_mask, without
 from .band import band
-from .blockwise import blockwise_attention, check_heads, config_value
+from .blockwise import blockwise_attention
 
 
 def resolve_window(module, kwargs: dict) -> int:
     """The sliding window; ValueError naming `sliding_window` when it is missing or not a positive integer."""
-    window = config_value(module, kwargs, "sliding_window")
-    if window is None or isinstance(window, bool) or int(window) != window or window <= 0:
-        raise ValueError(f"hf_local needs a positive integer sliding_window, got sliding_window={window!r}")
-    return int(window)
+    return positive_int_setting(module, kwargs, "sliding_window", "hf_local")
 
 
 def local_attention_forward(
-    module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
+    module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+    scaling: float | None = None, dropout: float = 0.0, **kwargs,
+) -> tuple[Tensor, None]:
     """Sliding-window attention with transformers' signature.
 
     query [B, H, Tq, D], key/value [B, Hkv, Tk, D]; `attention_mask` None, [B, Tk] bool key padding (what
@@ -45,22 +38,12 @@ def local_attention_forward(
     """
     window = resolve_window(module, kwargs)
     check_heads(query.shape[1], key.shape[1])
-    mask_2d = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
-    mask_4d = attention_mask if attention_mask is not None and attention_mask.dim() == 4 else None
+    key_padding_mask, dense_mask = split_mask(attention_mask)
     return blockwise_attention(
-        query,
-        key,
-        value,
-        scaling=query.shape[-1] ** -0.5 if scaling is None else scaling,
-        is_causal=resolve_is_causal(module, kwargs),
-        key_padding_mask=mask_2d,
-        distance_bias=kwargs.get("distance_bias"),
-        max_distance=kwargs.get("max_distance"),
-        window=window,
-        dropout=dropout,
-        training=bool(getattr(module, "training", False)),
-        attn_mask=mask_4d,
-        position_bias=kwargs.get("position_bias"),
+        query, key, value, scaling=query.shape[-1] ** -0.5 if scaling is None else scaling,
+        is_causal=resolve_is_causal(module, kwargs), key_padding_mask=key_padding_mask,
+        distance_bias=kwargs.get("distance_bias"), max_distance=kwargs.get("max_distance"), window=window,
+        dropout=dropout, training=is_training(module), attn_mask=dense_mask, position_bias=kwargs.get("position_bias"),
     )
 
 
@@ -69,27 +52,20 @@ local_attention_forward.accepts_distance_bias = True
 
 
 def local_attention_reference(
-    module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+    scaling: float | None = None, dropout: float = 0.0, **kwargs,
+) -> tuple[Tensor, Tensor]:
     """Dense reference: eager attention plus a -inf bias outside the window. Returns (out, weights)."""
     window = resolve_window(module, kwargs)
     q_len, k_len = query.shape[2], key.shape[2]
     d = distance_index(q_len, k_len, query.device)  # [Tq, Tk], d = q_pos - k_pos
     in_window = band(resolve_is_causal(module, kwargs), window).allows(d)
     bias = torch.zeros(d.shape, device=query.device).masked_fill(~in_window, float("-inf"))[None, None]
-    if kwargs.get("distance_bias") is not None:
-        table = kwargs["distance_bias"]
-        if kwargs.get("max_distance") is not None:
-            table = table[:, : kwargs["max_distance"]]
+    table = distance_table(kwargs)
+    if table is not None:
         bias = bias + dense_distance_bias(table, q_len, k_len)
     if kwargs.get("position_bias") is not None:
         bias = bias + kwargs["position_bias"]
-    rest = {k: v for k, v in kwargs.items() if k not in ("distance_bias", "max_distance", "position_bias")}
-    return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, position_bias=bias, **rest)
+    return eager_attention_forward(
+        module, query, key, value, attention_mask, scaling, dropout, position_bias=bias, **without(kwargs)
+    )

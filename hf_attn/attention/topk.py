@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ..modeling.layers import (
@@ -25,18 +26,25 @@ from ..modeling.layers import (
     repeat_kv,
     resolve_is_causal,
 )
+from ._common import (
+    BIAS_KWARGS,
+    check_heads,
+    distance_table,
+    excluded_as_neg_inf,
+    group_heads,
+    is_training,
+    keep_keys,
+    positive_int_setting,
+    without,
+)
 from .band import band, distances
-from .blockwise import check_heads, config_value
 
 CHUNK_BYTES = 16 << 20  # fp32 logits of one query chunk, [B, H, rows, Tk]
 
 
 def resolve_topk(module, kwargs: dict) -> int:
     """k; ValueError naming `attention_topk` when it is missing or not a positive integer."""
-    k = config_value(module, kwargs, "attention_topk")
-    if k is None or isinstance(k, bool) or int(k) != k or k <= 0:
-        raise ValueError(f"hf_topk needs a positive integer attention_topk, got attention_topk={k!r}")
-    return int(k)
+    return positive_int_setting(module, kwargs, "attention_topk", "hf_topk")
 
 
 def _logit_bias(module, attention_mask, kwargs, q_len, k_len, device) -> torch.Tensor | None:
@@ -44,17 +52,11 @@ def _logit_bias(module, attention_mask, kwargs, q_len, k_len, device) -> torch.T
     bias = additive_attention_mask(
         attention_mask, resolve_is_causal(module, kwargs), q_len, k_len, torch.float32, device
     )
-    position_bias = kwargs.get("position_bias")
-    if kwargs.get("distance_bias") is not None:
-        table = kwargs["distance_bias"]
-        if kwargs.get("max_distance") is not None:
-            table = table[:, : kwargs["max_distance"]]
-        position_bias = dense_distance_bias(table, q_len, k_len)
+    table = distance_table(kwargs)
+    position_bias = kwargs.get("position_bias") if table is None else dense_distance_bias(table, q_len, k_len)
     if position_bias is not None:
         bias = position_bias.float() if bias is None else bias + position_bias.float()
-    if bias is not None:  # excluded pairs as -inf (not the dtype's min), so a row with no visible key is all -inf
-        bias = bias.masked_fill(bias <= torch.finfo(torch.float32).min / 2, float("-inf"))
-    return bias
+    return excluded_as_neg_inf(bias)
 
 
 def _chunk_bias(module, attention_mask, kwargs, qs: int, qe: int, q_len: int, k_len: int, device):
@@ -67,36 +69,26 @@ def _chunk_bias(module, attention_mask, kwargs, qs: int, qe: int, q_len: int, k_
     else:
         allowed = band(resolve_is_causal(module, kwargs)).allows(distances(q_len, k_len, device)[qs:qe])[None, None]
         if attention_mask is not None:  # [B, Tk] key padding
-            allowed = allowed & attention_mask[:, None, None, -k_len:].to(device=device, dtype=torch.bool)
+            allowed = allowed & keep_keys(attention_mask, k_len, device)[:, None, None, :]
         if not bool(allowed.all()):
             bias = torch.zeros((), device=device).masked_fill(~allowed, neg)
+    table = distance_table(kwargs)
     position_bias = kwargs.get("position_bias")
-    if position_bias is not None:
-        position_bias = position_bias[..., qs:qe, :].float()
-    if kwargs.get("distance_bias") is not None:
-        table = kwargs["distance_bias"]
-        if kwargs.get("max_distance") is not None:
-            table = table[:, : kwargs["max_distance"]]
+    if table is not None:
         d = distances(q_len, k_len, device)[qs:qe]
         position_bias = table.float()[:, d.clamp(0, table.shape[1] - 1)].masked_fill(
             ~band(False, table_len=table.shape[1]).allows(d), neg)[None]
+    elif position_bias is not None:
+        position_bias = position_bias[..., qs:qe, :].float()
     if position_bias is not None:
         bias = position_bias if bias is None else bias + position_bias
-    if bias is not None:  # excluded pairs as -inf (not the dtype's min), so a row with no visible key is all -inf
-        bias = bias.masked_fill(bias <= torch.finfo(torch.float32).min / 2, neg)
-    return bias
+    return excluded_as_neg_inf(bias)
 
 
 def topk_attention_forward(
-    module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
+    module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+    scaling: float | None = None, dropout: float = 0.0, **kwargs,
+) -> tuple[Tensor, None]:
     """Top-k attention with transformers' signature.
 
     query [B, H, Tq, D], key/value [B, Hkv, Tk, D]; `attention_mask` None, [B, Tk] bool key padding or 4D.
@@ -109,7 +101,7 @@ def topk_attention_forward(
     groups = check_heads(h, hkv)
     scaling = d_head**-0.5 if scaling is None else scaling
     chunk = kwargs.get("chunk_size") or max(1, CHUNK_BYTES // (4 * b * h * max(k_len, 1)))
-    training = bool(getattr(module, "training", False))
+    training = is_training(module)
     # Tensors that may carry gradients (q, k, v, a distance or position bias) are the chunk's arguments, so a
     # checkpoint recomputes the chunk from them.
     names = [name for name in ("distance_bias", "position_bias") if kwargs.get(name) is not None]
@@ -121,11 +113,10 @@ def topk_attention_forward(
         # fp32 ones would); a query head's group shares its key head without repeating it.
         q = q_chunk.float().reshape(b, hkv, groups, qe - qs, d_head)
         scores = (q @ key.float()[:, :, None].transpose(-1, -2)) * scaling
-        bias = _chunk_bias(module, attention_mask, {**kwargs, **dict(zip(names, tables))}, qs, qe, q_len, k_len,
-                           query.device)
+        call_kwargs = {**kwargs, **dict(zip(names, tables, strict=True))}
+        bias = _chunk_bias(module, attention_mask, call_kwargs, qs, qe, q_len, k_len, query.device)
         if bias is not None:  # [B|1, H|1, rows, Tk] -> group layout [B|1, Hkv|1, G|1, rows, Tk]
-            heads = (hkv, groups) if bias.shape[1] == h else (1, 1)
-            scores = scores + bias.reshape(bias.shape[0], *heads, *bias.shape[2:])
+            scores = scores + group_heads(bias, h, groups)
         # Keep the k largest logits of each row; the rest become -inf.
         kept = torch.zeros_like(scores, dtype=torch.bool)
         kept.scatter_(-1, scores.topk(min(top_k, k_len), dim=-1).indices, True)
@@ -149,15 +140,9 @@ def topk_attention_forward(
 
 
 def topk_attention_reference(
-    module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+    scaling: float | None = None, dropout: float = 0.0, **kwargs,
+) -> tuple[Tensor, Tensor]:
     """Eager attention with an extra -inf bias on every key below the row's k-th largest logit."""
     top_k = resolve_topk(module, kwargs)
     h, q_len, d_head = query.shape[1], query.shape[2], query.shape[3]
@@ -171,5 +156,6 @@ def topk_attention_reference(
     topk_bias = torch.zeros_like(scores).masked_fill(scores < kth, float("-inf"))
     position_bias = topk_bias if bias is None else topk_bias + bias
     # The mask is inside `position_bias` already, so eager gets no separate mask (and no causal flag).
-    rest = {k: v for k, v in kwargs.items() if k not in ("distance_bias", "max_distance", "position_bias", "is_causal")}
-    return eager_attention_forward(None, query, key, value, None, scaling, 0.0, position_bias=position_bias, is_causal=False, **rest)
+    rest = without(kwargs, (*BIAS_KWARGS, "is_causal"))
+    return eager_attention_forward(None, query, key, value, None, scaling, 0.0, position_bias=position_bias,
+                                   is_causal=False, **rest)

@@ -1,0 +1,85 @@
+"""Plumbing every hf_* backend shares: reading its settings, checking heads, and the forms masks and biases take.
+
+A backend is called as transformers calls an attention function,
+``fn(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs)``, with query [B, H, Tq, D],
+key/value [B, Hkv, Tk, D] and ``attention_mask`` None, a [B, Tk] bool key-padding mask (what the mask function
+registered for hf_* backends hands them) or a 4D mask. Distance biases arrive as ``distance_bias=[H, L]`` with
+``max_distance`` (``attention_bias_kwargs``) or as a dense ``position_bias``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+BIAS_KWARGS = ("distance_bias", "max_distance", "position_bias")
+
+
+def check_heads(num_heads: int, num_kv_heads: int) -> int:
+    """Group size H // Hkv; ValueError naming `num_key_value_heads` when H is not a multiple of it."""
+    if num_kv_heads <= 0 or num_heads % num_kv_heads != 0:
+        raise ValueError(
+            f"num_key_value_heads={num_kv_heads} must be positive and divide num_attention_heads={num_heads}"
+        )
+    return num_heads // num_kv_heads
+
+
+def config_value(module, kwargs: dict, name: str):
+    """A backend setting from the call's kwargs, else `module.<name>`, else `module.config.<name>` (else None)."""
+    if kwargs.get(name) is not None:
+        return kwargs[name]
+    if getattr(module, name, None) is not None:
+        return getattr(module, name)
+    return getattr(getattr(module, "config", None), name, None)
+
+
+def positive_int_setting(module, kwargs: dict, name: str, backend: str) -> int:
+    """`config_value` of a setting that must be a positive integer; ValueError naming it and the backend."""
+    value = config_value(module, kwargs, name)
+    if value is None or isinstance(value, bool) or int(value) != value or value <= 0:
+        raise ValueError(f"{backend} needs a positive integer {name}, got {name}={value!r}")
+    return int(value)
+
+
+def is_training(module) -> bool:
+    """Whether the calling module is in training mode (False without a module)."""
+    return bool(getattr(module, "training", False))
+
+
+def split_mask(attention_mask: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(key padding [B, Tk] or None, dense 4D mask or None) from whichever form `attention_mask` has."""
+    if attention_mask is None:
+        return None, None
+    return (attention_mask, None) if attention_mask.dim() == 2 else (None, attention_mask)
+
+
+def keep_keys(key_padding_mask: torch.Tensor, k_len: int, device, dtype=torch.bool) -> torch.Tensor:
+    """[B, Tk] key padding (True / 1 = real token) cut to its last Tk columns, on `device` in `dtype`."""
+    return key_padding_mask[:, -k_len:].to(device=device, dtype=dtype)
+
+
+def distance_table(kwargs: dict) -> torch.Tensor | None:
+    """The call's distance-bias table [H, L] cut to its first `max_distance` entries (None without a table)."""
+    table = kwargs.get("distance_bias")
+    if table is not None and kwargs.get("max_distance") is not None:
+        table = table[:, : kwargs["max_distance"]]
+    return table
+
+
+def without(kwargs: dict, names=BIAS_KWARGS) -> dict:
+    """`kwargs` less `names` (a reference that folded the biases into one `position_bias` passes the rest on)."""
+    return {k: v for k, v in kwargs.items() if k not in names}
+
+
+def group_heads(x: torch.Tensor, num_heads: int, groups: int) -> torch.Tensor:
+    """A per-head tensor [B|1, H|1, ...] in the GQA group layout [B|1, Hkv|1, G|1, ...] (query head h is row
+    h // G, column h % G), so that it broadcasts against logits [B, Hkv, G, ...]."""
+    heads = (num_heads // groups, groups) if x.shape[1] == num_heads else (1, 1)
+    return x.reshape(x.shape[0], *heads, *x.shape[2:])
+
+
+def excluded_as_neg_inf(bias: torch.Tensor | None) -> torch.Tensor | None:
+    """An fp32 additive bias with every entry at (or near) the dtype's min set to -inf, so that a row with no
+    visible key is all -inf (not a finite min that softmax would spread evenly)."""
+    if bias is None:
+        return None
+    return bias.masked_fill(bias <= torch.finfo(torch.float32).min / 2, float("-inf"))
