@@ -22,7 +22,7 @@ if not torch.cuda.is_available():
 
 triton = pytest.importorskip("triton")
 
-from hf_attn.attention.flash import flash_attention_forward  # noqa: E402
+from hf_attn.attention.blockwise_backend import blockwise_attention_forward  # noqa: E402
 from hf_attn.modeling.layers import (  # noqa: E402
     alibi_distance_bias,
     alibi_slopes,
@@ -309,17 +309,17 @@ def test_hf_blockwise_equals_eager(monkeypatch, force_triton):
     a distance bias table reaching it through the `accepts_distance_bias` seam."""
     if force_triton:
         monkeypatch.setenv("HF_ATTN_FORCE_TRITON", "1")
-    assert flash_attention_forward.accepts_distance_bias
+    assert blockwise_attention_forward.accepts_distance_bias
     q, k, v, mask, table = make_inputs(2, 4, 2, 23, 23, 16, padding=True, table_len=30, neg_inf=True)
     module = _Attn(is_causal=True).eval()
-    out, weights = flash_attention_forward(module, q, k, v, mask, 0.25, distance_bias=table, max_distance=30)
+    out, weights = blockwise_attention_forward(module, q, k, v, mask, 0.25, distance_bias=table, max_distance=30)
     ref, _ = eager_attention_forward(module, q, k, v, mask, 0.25, distance_bias=table)
     assert weights is None
     assert rel_err(out, ref) < RTOL
 
     # A 4D mask falls back to the dense reference and still agrees.
     bool4d = torch.ones(2, 1, 23, 23, dtype=torch.bool, device=DEVICE).tril() & mask[:, None, None, :]
-    out4d, _ = flash_attention_forward(module, q, k, v, bool4d, 0.25)
+    out4d, _ = blockwise_attention_forward(module, q, k, v, bool4d, 0.25)
     ref4d, _ = eager_attention_forward(module, q, k, v, mask, 0.25)
     assert rel_err(out4d, ref4d) < RTOL
 
@@ -327,7 +327,7 @@ def test_hf_blockwise_equals_eager(monkeypatch, force_triton):
 def test_hf_blockwise_routes_by_architecture():
     """Below sm_80 exact attention goes to SDPA (or blockwise when SDPA computes another function); from sm_80
     the kernel, unless no launch configuration fits, then blockwise: decided before any launch."""
-    from hf_attn.attention.flash import choose_path
+    from hf_attn.attention.blockwise_backend import choose_path
 
     assert choose_path((7, 5), kernel_fits=True, sdpa_ok=True) == "sdpa"
     assert choose_path((7, 5), kernel_fits=True, sdpa_ok=False) == "blockwise"
@@ -341,7 +341,7 @@ def test_hf_blockwise_routes_by_architecture():
 def test_sdpa_path_equals_eager(is_causal, hkv, left_pad):
     """The SDPA route (GPUs below sm_80) computes what the kernel computes: padding, GQA, and zeros (with zero
     gradients, no NaN) for a query that sees no key."""
-    from hf_attn.attention.flash import sdpa_attention
+    from hf_attn.attention.blockwise_backend import sdpa_attention
 
     q, k, v, mask, _ = make_inputs(2, 4, hkv, 21, 21, 16, padding=True)
     if left_pad:

@@ -21,7 +21,7 @@ backend so named cannot be selected with ``attn_implementation=`` / ``set_attn_i
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
 
-from .flash import flash_attention_forward
+from .blockwise_backend import blockwise_attention_forward
 from .linear import linear_attention_forward
 from .local import local_attention_forward
 from .topk import topk_attention_forward
@@ -30,7 +30,7 @@ ATTENTION_BACKENDS = {
     "hf_local": local_attention_forward,
     "hf_linear": linear_attention_forward,
     "hf_topk": topk_attention_forward,
-    "hf_blockwise": flash_attention_forward,
+    "hf_blockwise": blockwise_attention_forward,
 }
 
 

@@ -1,4 +1,5 @@
-"""hf_blockwise: exact softmax attention that never builds the [Tq, Tk] matrix and skips fully-masked key blocks.
+"""The `hf_blockwise` backend: exact softmax attention that never builds the [Tq, Tk] matrix and skips
+fully-masked key blocks, routed to the Triton flash kernel, torch SDPA or the blockwise PyTorch core.
 
 Same function as ``eager_attention_forward`` (and sdpa / flex_attention); only the computation differs:
 
@@ -24,10 +25,11 @@ import os
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from transformers.utils import logging
 
 from ..modeling.layers import eager_attention_forward, resolve_is_causal
+from ._common import is_training, keep_keys
 from .blockwise import blockwise_attention
 
 logger = logging.get_logger(__name__)
@@ -58,15 +60,8 @@ def choose_path(cc: tuple[int, int] | None, *, kernel_fits: bool, sdpa_ok: bool)
     return "triton" if kernel_fits else "blockwise"
 
 
-def sdpa_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    *,
-    scaling: float,
-    is_causal: bool,
-    key_padding_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
+def sdpa_attention(query: Tensor, key: Tensor, value: Tensor, *, scaling: float, is_causal: bool,
+                   key_padding_mask: Tensor | None = None) -> Tensor:
     """torch SDPA with the kernel's conventions: out [B, Tq, H, D]; causal only for Tq == Tk (callers check);
     a query that sees no key gets zeros (its mask row is opened for SDPA, then its output zeroed, so neither
     the output nor the gradients see a NaN)."""
@@ -74,7 +69,7 @@ def sdpa_attention(
     hkv, k_len = key.shape[1], key.shape[2]
     mask = None
     if key_padding_mask is not None:
-        keep = key_padding_mask[:, -k_len:].to(device=query.device, dtype=torch.bool)[:, None, None, :]
+        keep = keep_keys(key_padding_mask, k_len, query.device)[:, None, None, :]
         if is_causal:
             keep = keep & torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril()
         seen = keep.any(-1, keepdim=True)  # [B, 1, Tq, 1]
@@ -88,18 +83,52 @@ def sdpa_attention(
     return out.transpose(1, 2)
 
 
-def flash_attention_forward(
-    module: nn.Module | None,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    distance_bias: torch.Tensor | None = None,
-    max_distance: int | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
+def _dense_fallback(module, query, key, value, attention_mask, scaling, dropout, distance_bias, max_distance,
+                    **kwargs) -> tuple[Tensor, None]:
+    """The eager reference, for a dense 4D mask or `position_bias` (a dense mask cannot skip blocks)."""
+    logger.warning_once(
+        "hf_blockwise received a dense 4D attention_mask or position_bias; it cannot skip blocks with a dense "
+        "mask, so it falls back to the eager reference (pass a [B, Tk] key-padding mask and a distance bias "
+        "table to keep the O(T) path)."
+    )
+    if distance_bias is not None and max_distance is not None:
+        idx = torch.arange(distance_bias.shape[1], device=distance_bias.device)
+        distance_bias = distance_bias.masked_fill(idx >= max_distance, float("-inf"))
+    out, _ = eager_attention_forward(
+        module, query, key, value, attention_mask, scaling, dropout, distance_bias=distance_bias, **kwargs
+    )
+    return out, None
+
+
+def _triton_or_sdpa(query: Tensor, key: Tensor, value: Tensor, **args) -> Tensor | None:
+    """The Triton kernel or SDPA, as `choose_path` picks for this GPU and these arguments (`args`: the keyword
+    arguments of ``flash_attention``); None when the blockwise path should run instead."""
+    from ..kernels.flash_attention import flash_attention, kernel_fits
+
+    cc = torch.cuda.get_device_capability(query.device) if query.is_cuda else None
+    table = args["distance_bias"]
+    backward = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (query, key, value, table))
+    sdpa_ok = (table is None and args["max_distance"] is None and args["window"] is None
+               and (not args["is_causal"] or query.shape[2] == key.shape[2]))
+    path = choose_path(cc, kernel_fits=kernel_fits(query, table is not None, backward), sdpa_ok=sdpa_ok)
+    if path == "triton":
+        return flash_attention(query, key, value, **args)
+    if path == "sdpa":
+        return sdpa_attention(query, key, value, scaling=args["scaling"], is_causal=args["is_causal"],
+                              key_padding_mask=args["key_padding_mask"])
+    if cc is not None and cc[0] >= 8:
+        logger.warning_once(
+            f"hf_blockwise: no launch configuration of the Triton flash kernel fits sm_{cc[0]}{cc[1]} at "
+            f"{query.dtype}, head_dim={query.shape[-1]}; using the blockwise PyTorch path (same result)."
+        )
+    return None
+
+
+def blockwise_attention_forward(
+    module: nn.Module | None, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+    scaling: float | None = None, dropout: float = 0.0, distance_bias: Tensor | None = None,
+    max_distance: int | None = None, **kwargs,
+) -> tuple[Tensor, None]:
     """hf_blockwise attention: query [B, H, Tq, D], key/value [B, Hkv, Tk, D] -> (out [B, Tq, H, D], None).
 
     attention_mask: None or [B, Tk] bool key padding (True = real token); a 4D mask falls back to eager.
@@ -107,58 +136,20 @@ def flash_attention_forward(
     max_distance: pairs with d >= max_distance are excluded and their blocks skipped.
     """
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    is_causal = resolve_is_causal(module, kwargs)
-
     if kwargs.get("position_bias") is not None or (attention_mask is not None and attention_mask.dim() == 4):
-        logger.warning_once(
-            "hf_blockwise received a dense 4D attention_mask or position_bias; it cannot skip blocks with a dense "
-            "mask, so it falls back to the eager reference (pass a [B, Tk] key-padding mask and a distance bias "
-            "table to keep the O(T) path)."
-        )
-        if distance_bias is not None and max_distance is not None:
-            idx = torch.arange(distance_bias.shape[1], device=distance_bias.device)
-            distance_bias = distance_bias.masked_fill(idx >= max_distance, float("-inf"))
-        out, _ = eager_attention_forward(
-            module, query, key, value, attention_mask, scaling, dropout, distance_bias=distance_bias, **kwargs
-        )
-        return out, None
-
+        return _dense_fallback(module, query, key, value, attention_mask, scaling, dropout, distance_bias,
+                               max_distance, **kwargs)
     window = kwargs.get("sliding_window")
     if window is None:
         window = getattr(module, "sliding_window", None)
-    training = bool(module.training) if module is not None else False
-    key_padding_mask = attention_mask
-
+    training = is_training(module)
+    args = dict(scaling=scaling, is_causal=resolve_is_causal(module, kwargs), key_padding_mask=attention_mask,
+                distance_bias=distance_bias, max_distance=max_distance, window=window)
     if use_triton_kernels(query) and not (dropout > 0.0 and training) and query.shape[-1] <= 256:
-        from ..kernels.flash_attention import flash_attention, kernel_fits
-
-        cc = torch.cuda.get_device_capability(query.device) if query.is_cuda else None
-        backward = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (query, key, value, distance_bias))
-        sdpa_ok = (distance_bias is None and max_distance is None and window is None
-                   and (not is_causal or query.shape[2] == key.shape[2]))
-        path = choose_path(cc, kernel_fits=kernel_fits(query, distance_bias is not None, backward), sdpa_ok=sdpa_ok)
-        if path == "triton":
-            out = flash_attention(
-                query, key, value, scaling=scaling, is_causal=is_causal, key_padding_mask=key_padding_mask,
-                distance_bias=distance_bias, max_distance=max_distance, window=window,
-            )
+        out = _triton_or_sdpa(query, key, value, **args)
+        if out is not None:
             return out, None
-        if path == "sdpa":
-            out = sdpa_attention(query, key, value, scaling=scaling, is_causal=is_causal,
-                                 key_padding_mask=key_padding_mask)
-            return out, None
-        if cc is not None and cc[0] >= 8:
-            logger.warning_once(
-                f"hf_blockwise: no launch configuration of the Triton flash kernel fits sm_{cc[0]}{cc[1]} at "
-                f"{query.dtype}, head_dim={query.shape[-1]}; using the blockwise PyTorch path (same result)."
-            )
-
-    return blockwise_attention(
-        query, key, value, scaling=scaling, is_causal=is_causal, key_padding_mask=key_padding_mask,
-        distance_bias=distance_bias, max_distance=max_distance, window=window,
-        dropout=dropout, training=training,
-    )
+    return blockwise_attention(query, key, value, **args, dropout=dropout, training=training)
 
 
-flash_attention_forward.accepts_distance_bias = True
+blockwise_attention_forward.accepts_distance_bias = True
