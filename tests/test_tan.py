@@ -154,7 +154,7 @@ def test_chebyshev_project_contract(with_bias):
     # The model goes through `chebyshev_project`; it must give the reference's gradients too.
     grads = torch.autograd.grad(chebyshev_project(u, weight, bias).square().sum(), inputs)
     want_grads = torch.autograd.grad(want.square().sum(), inputs)
-    for a, b in zip(grads, want_grads):
+    for a, b in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)
 
 
@@ -164,6 +164,25 @@ def test_fast_path_is_resolved_at_import():
     except ImportError:
         fused = None
     assert modeling_tan._fused_chebyshev_project is fused
+
+
+def test_fused_path_matches_the_reference_for_several_coordinates(monkeypatch):
+    """The kernel dispatcher (here forced onto the Triton interpreter) sums one fused call per coordinate; values and
+    gradients match the model's reference, which the dispatcher receives as an argument."""
+    cheb = pytest.importorskip("hf_attn.kernels.chebyshev")
+    if not cheb.HAS_TRITON:
+        pytest.skip("triton is not installed")
+    monkeypatch.setenv("HF_ATTN_FORCE_TRITON", "1")
+    g = torch.Generator().manual_seed(0)
+    u = (torch.rand(10, 3, generator=g) * 2 - 1).requires_grad_()
+    weight = torch.randn(8, 3 * 5, generator=g, requires_grad=True)
+    bias = torch.randn(8, generator=g, requires_grad=True)
+    got = chebyshev_project(u, weight, bias)
+    want = chebyshev_project_reference(u, weight, bias)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(got.sum(), (u, weight, bias)),
+                    torch.autograd.grad(want.sum(), (u, weight, bias)), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -236,7 +255,7 @@ def test_embedding_computes_each_distinct_id_once_with_the_same_values_and_gradi
     g = torch.randn_like(out)
     grads = torch.autograd.grad((out * g).sum(), list(emb.parameters()))
     grads_expected = torch.autograd.grad((expected * g).sum(), list(emb.parameters()))
-    for a, b in zip(grads, grads_expected):
+    for a, b in zip(grads, grads_expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # fp32 sums in another order
 
 

@@ -5,7 +5,8 @@
 
 differentiable with respect to u, weight and bias (dT_k/du = k U_{k-1}(u), U the polynomials of the second kind).
 The PyTorch reference (``chebyshev_expand`` / ``chebyshev_project_reference``) lives in
-``hf_attn.modeling.modeling_tan`` because the TAN model needs it as remote code; this module uses it off CUDA.
+``hf_attn.modeling.modeling_tan`` because the TAN model needs it as remote code. Kernels never import models: the
+model passes its reference to `chebyshev_project`, which runs it wherever the fused kernels do not apply.
 
 How a kernel builds a basis tile [BLOCK_N, K_TILE] without a K-step loop over the whole tile: split k = c*SUB + j
 (chunk c, offset j < SUB) and use the addition formulas (u = cos t: T_k = cos kt, U_{k-1} = sin kt / sin t)
@@ -28,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from typing import Callable
 
 import torch
 
@@ -305,22 +307,42 @@ def chebyshev_project_triton(
     return ChebyshevProjectFunction.apply(u, weight, bias, tiles)
 
 
-def chebyshev_project(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """chebyshev_expand(u, K) @ weight.T + bias: u [N] float, weight [hidden, K], bias [hidden] | None ->
-    [N, hidden]. The fused Triton kernels on CUDA tensors (or when HF_ATTN_FORCE_TRITON=1) where every kernel the
-    call runs has a launch configuration for the GPU (``launch_configs.chebyshev_config``; known beforehand, so
-    a kernel that could not launch is never launched); the PyTorch reference from ``hf_attn.modeling.modeling_tan``
-    elsewhere, saying once per GPU / dtype / shape when it is a fallback."""
-    on_triton = u.is_cuda or os.environ.get("HF_ATTN_FORCE_TRITON", "0") == "1"
-    if HAS_TRITON and on_triton:
-        backward = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (u, weight, bias))
-        if fused_fits(weight, backward):
-            return chebyshev_project_triton(u, weight, bias)
-        _report_fallback(weight)
-    from ..modeling.modeling_tan import chebyshev_project_reference  # lazy: modeling_tan imports this module
+def chebyshev_project(
+    u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, reference: Callable
+) -> torch.Tensor:
+    """chebyshev_expand(u, K) (flattened over the M coordinates) @ weight.T + bias: u [N] or [N, M] float,
+    weight [hidden, M * K], bias [hidden] | None -> [N, hidden].
 
-    return chebyshev_project_reference(u, weight, bias)
+    The one place that chooses between the fused Triton kernels and `reference`, the PyTorch function of the same
+    contract (the model passes its own, ``modeling_tan.chebyshev_project_reference``). The kernels run on CUDA
+    tensors (or on any tensors with HF_ATTN_FORCE_TRITON=1) where every kernel the call runs has a launch
+    configuration for the GPU (``launch_configs.chebyshev_config``; known beforehand, so a kernel that could not
+    launch is never launched); they take one coordinate at a time, so M coordinates are M fused calls summed.
+    Elsewhere `reference` runs on the whole input (one matmul), saying once per GPU / dtype / shape when it is a
+    fallback.
+    """
+    m = 1 if u.dim() == 1 else u.shape[1]
+    k = weight.shape[1] // m
+    if not _fused_applies(u, weight[:, :k], bias):
+        return reference(u, weight, bias)
+    if u.dim() == 1:
+        return chebyshev_project_triton(u, weight, bias)
+    out = chebyshev_project_triton(u[:, 0].contiguous(), weight[:, :k].contiguous(), bias)
+    for j in range(1, m):
+        out = out + chebyshev_project_triton(u[:, j].contiguous(), weight[:, j * k : (j + 1) * k].contiguous(), None)
+    return out
+
+
+def _fused_applies(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether the fused kernels run for one coordinate's (u, weight [hidden, K], bias); reports a fallback once."""
+    on_triton = u.is_cuda or os.environ.get("HF_ATTN_FORCE_TRITON", "0") == "1"
+    if not (HAS_TRITON and on_triton):
+        return False
+    backward = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, weight, bias))
+    if fused_fits(weight, backward):
+        return True
+    _report_fallback(weight)
+    return False
 
 
 def _report_fallback(weight: torch.Tensor) -> None:

@@ -37,7 +37,7 @@ try:  # registers the hf_* attention backends when hf_attn is installed (a parti
 except ImportError:
     pass
 
-try:  # fused Triton expansion + projection on CUDA (dispatches to a PyTorch path elsewhere)
+try:  # hf_attn's dispatcher between the fused Triton kernels and the reference below; absent in remote code alone
     from hf_attn.kernels.chebyshev import chebyshev_project as _fused_chebyshev_project
 except ImportError:
     _fused_chebyshev_project = None
@@ -79,21 +79,16 @@ def chebyshev_project_reference(
 
 
 def chebyshev_project(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """The one seam for the expansion + projection: the fused kernel on CUDA when hf_attn provides it, else the
+    """The one seam for the expansion + projection, chosen once at import: hf_attn's kernel dispatcher when hf_attn
+    is installed (it runs the fused Triton kernels where they apply and this file's reference elsewhere), else the
     reference (one matmul, the fastest form on a CPU).
 
     Contract: u [N] or [N, M] float, weight [C, M * K], bias [C] | None -> [N, C], differentiable with respect to u,
-    weight and bias. The fused kernel takes one coordinate at a time; several coordinates are summed.
+    weight and bias.
     """
-    if _fused_chebyshev_project is None or not u.is_cuda:
+    if _fused_chebyshev_project is None:
         return chebyshev_project_reference(u, weight, bias)
-    if u.dim() == 1:
-        return _fused_chebyshev_project(u, weight, bias)
-    k = weight.shape[1] // u.shape[1]
-    out = _fused_chebyshev_project(u[:, 0].contiguous(), weight[:, :k].contiguous(), bias)
-    for j in range(1, u.shape[1]):
-        out = out + _fused_chebyshev_project(u[:, j].contiguous(), weight[:, j * k : (j + 1) * k].contiguous(), None)
-    return out
+    return _fused_chebyshev_project(u, weight, bias, reference=chebyshev_project_reference)
 
 
 def default_token_coordinates(vocab_size: int, token_code: str, num_coordinates: int) -> torch.Tensor:
