@@ -70,6 +70,19 @@ def test_bad_config_fields_raise_one_value_error_naming_the_field(kind, override
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))
+def test_one_validation_hook_runs_at_construction_and_at_save(kind, tmp_path):
+    """Every check of a configuration's own fields lives in `validate_architecture` (transformers' hook name);
+    `__post_init__` runs it, and so does transformers' `validate()`, which `save_pretrained` calls."""
+    config = make_config(kind)
+    config.validate()
+    config.num_hidden_layers = 0  # fields set after construction are checked when saving
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        config.validate()
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        config.save_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
 def test_bad_epsilon(kind):
     for value in (0.0, -1e-5, "1e-5"):
         with pytest.raises(ValueError, match=EPS[kind]):

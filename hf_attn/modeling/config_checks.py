@@ -9,6 +9,41 @@ import math
 from collections.abc import Iterable
 
 
+class HfAttnConfigMixin:
+    """What the three configurations share, in transformers' dataclass-config shape.
+
+    Each configuration declares its fields as class annotations, fills derived defaults in `__post_init__`, lets
+    `PreTrainedConfig.__post_init__` standardise `rope_parameters` (folding in a legacy `rope_theta` /
+    `rope_scaling` keyword), and keeps every check of its own fields in one hook, `validate_architecture`:
+    transformers' name for the validator of a configuration's architecture. `__post_init__` calls it last, and
+    `validate()` (transformers' save-time validation) runs it before transformers' own hooks.
+
+    transformers' own configurations add huggingface_hub's `@strict`, which runs the hooks at construction too but
+    type-checks fields first and re-raises every failure as `StrictDataclass*Error` (not a `ValueError`); ours
+    raise one `ValueError` that names the field and the fix, so they call the hook themselves instead.
+    """
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def rope_theta(self) -> float | None:
+        """The RoPE base wavelength, read from `rope_parameters` (its one home); None without RoPE."""
+        if self.rope_parameters is None:
+            return None
+        return self.rope_parameters.get("rope_theta", self.default_theta)
+
+    @property
+    def max_sequence_length(self) -> int | None:
+        """Longest accepted input under the RoPE scaling in force (see `max_sequence_length`); None for ALiBi."""
+        return max_sequence_length(self)
+
+    def validate(self) -> None:
+        self.validate_architecture()
+        super().validate()
+
+
 def check_positive_ints(config, names: Iterable[str], optional: Iterable[str] = ()) -> None:
     """Every field in ``names`` must be an int >= 1; every field in ``optional`` an int >= 1 or None."""
     for name in names:
@@ -59,8 +94,9 @@ MAX_ROPE_FACTOR = 256.0  # a 256x longer context than trained is already far pas
 
 def check_rope_parameters(config) -> None:
     """`rope_parameters` of a model that uses RoPE: a supported `rope_type`, a positive `rope_theta`, a sane
-    `factor`. Dynamic NTK is refused here: its frequencies depend on the running length, which the models'
-    RotaryEmbedding (one table, like transformers' default rope) does not recompute."""
+    `factor`, and the keys transformers' `validate_rope` requires. Dynamic NTK is refused here: its frequencies
+    depend on the running length, which the models' RotaryEmbedding (one table, like transformers' default rope)
+    does not recompute."""
     params = config.rope_parameters
     if not isinstance(params, dict):
         raise ValueError(f"`rope_parameters` must be a dict such as {{'rope_type': 'default', 'rope_theta': 10000.0}}, "
@@ -93,6 +129,7 @@ def check_rope_parameters(config) -> None:
         raise ValueError(
             f"`rope_parameters['original_max_position_embeddings']` must be a positive integer, got {_got(original)}."
         )
+    config.validate_rope()  # then transformers' own checks of the keys each rope_type needs
 
 
 def check_head_grouping(config) -> None:

@@ -1,18 +1,24 @@
-"""Configuration of AdaptiveSpanGPT (seeds 001 and 002): a nanoGPT-style decoder with adaptive attention span and
-learnable triangle-wave (periodic) masking."""
+"""Configuration of AdaptiveSpanGPT: a nanoGPT-style decoder with adaptive attention span (Sukhbaatar et al. 2019)
+and learnable triangle-wave (periodic) masking."""
 
 from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import check_head_grouping, check_numbers, check_positive_ints, check_rope_parameters
+from .config_checks import (
+    HfAttnConfigMixin,
+    check_head_grouping,
+    check_numbers,
+    check_positive_ints,
+    check_rope_parameters,
+)
 
 _DEFAULT_ROPE = {"rope_type": "default", "rope_theta": 10000.0}
 
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rope", "alibi")
 
 
-class AdaptiveSpanGPTConfig(PreTrainedConfig):
+class AdaptiveSpanGPTConfig(HfAttnConfigMixin, PreTrainedConfig):
     r"""Configuration for [`AdaptiveSpanGPTModel`] / [`AdaptiveSpanGPTForCausalLM`].
 
     nanoGPT's names `n_embd`, `n_head`, `n_layer`, `block_size` are accepted as aliases (`attribute_map`) of
@@ -51,8 +57,9 @@ class AdaptiveSpanGPTConfig(PreTrainedConfig):
         triangle_wave_fourier_terms (`int`, 4): odd harmonics in the truncated Fourier series of the triangle wave.
         triangle_wave_reg (`float`, 4e-6): coefficient of the triangle-wave regulariser
             triangle_wave_reg * mean over heads of (z * kept fraction), where the kept fraction is the mean of the
-            triangle mask over d in [0, max_span). It rewards masking more of each head's span (the seed only says
-            the periodic mask has "its own regulariser", combined with the span term; this is our reading).
+            triangle mask over d in [0, max_span). It rewards masking more of each head's span (the periodic-mask
+            proposal only says the mask has "its own regulariser", combined with the span term; this is our
+            reading).
         sliding_window (`int`, None): window passed to the `hf_local` backend (the attention comparison recipe).
         attention_topk (`int`, None): k passed to the `hf_topk` backend (the attention comparison recipe).
         layer_types (`list[str]`, None): every layer is "full_attention" (the default): `sliding_window` is only a
@@ -104,6 +111,8 @@ class AdaptiveSpanGPTConfig(PreTrainedConfig):
     layer_types: list[str] | None = None
 
     def __post_init__(self, **kwargs):
+        if self.rope_parameters is not None:
+            self.rope_parameters = dict(self.rope_parameters)  # transformers fills defaults in: not the caller's dict
         super().__post_init__(**kwargs)  # applies the nanoGPT aliases and legacy rope kwargs first
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
@@ -124,14 +133,10 @@ class AdaptiveSpanGPTConfig(PreTrainedConfig):
             self.rope_parameters = None
         elif not self.rope_parameters:
             self.rope_parameters = dict(_DEFAULT_ROPE)
-        self.validate_adaptive_span_gpt()
+        self.validate_architecture()
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    def validate_adaptive_span_gpt(self) -> None:
-        """Raise ValueError naming the field for impossible settings."""
+    def validate_architecture(self) -> None:
+        """Raise ValueError naming the field and the fix for an impossible setting."""
         check_positive_ints(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                                    "num_key_value_heads", "intermediate_size", "max_position_embeddings", "max_span",
                                    "triangle_wave_fourier_terms"))

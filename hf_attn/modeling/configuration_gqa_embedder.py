@@ -8,20 +8,20 @@ from __future__ import annotations
 from transformers import PreTrainedConfig
 
 from .config_checks import (
+    HfAttnConfigMixin,
     check_head_grouping,
     check_numbers,
     check_positive_ints,
     check_rope_parameters,
-    max_sequence_length,
 )
 
 
-class GQAEmbedderConfig(PreTrainedConfig):
+class GQAEmbedderConfig(HfAttnConfigMixin, PreTrainedConfig):
     r"""Configuration of a [`GQAEmbedderModel`]: a pre-norm bidirectional encoder with grouped-query attention and
     RoPE (optionally YaRN-scaled), masked mean pooling, a projection to `embedding_size` and L2 normalisation.
 
-    The defaults reproduce the original GQA embedder recipe (30k vocabulary, hidden 512, 6 layers, 8 query / 2 key-value heads,
-    512 -> 384 projection): about 39.2M parameters.
+    The defaults reproduce the original GQA embedder recipe (30k vocabulary, hidden 512, 6 layers, 8 query / 2
+    key-value heads, 512 -> 384 projection): about 39.2M parameters.
 
     Args:
         vocab_size (`int`, *optional*, defaults to 30000):
@@ -36,14 +36,15 @@ class GQAEmbedderConfig(PreTrainedConfig):
             Key/value heads (grouped-query attention); must divide `num_attention_heads`. `None` means equal to
             `num_attention_heads` (plain multi-head attention).
         intermediate_size (`int`, *optional*, defaults to 3200):
-            Inner width of the GELU feed-forward. 3200 brings the default model to ~39M parameters, the seed's size.
+            Inner width of the GELU feed-forward. 3200 brings the default model to ~39M parameters, the size of the
+            original GQA embedder recipe.
         max_position_embeddings (`int`, *optional*, defaults to 512):
             Longest input (tokens) the model accepts without RoPE scaling. With YaRN the limit is
             `rope_parameters["original_max_position_embeddings"] * rope_parameters["factor"]` instead
             (see `max_sequence_length`).
         rope_theta (`float`, *optional*, defaults to 10000.0):
-            RoPE base wavelength; copied into `rope_parameters["rope_theta"]` unless that is already set (then this
-            field is overwritten with the value in `rope_parameters`).
+            Legacy keyword for the RoPE base wavelength: stored as `rope_parameters["rope_theta"]` unless that is
+            already set, and readable as `config.rope_theta`.
         rope_parameters (`dict`, *optional*):
             transformers' RoPE parameters, e.g. `{"rope_type": "yarn", "factor": 4.0,
             "original_max_position_embeddings": 512}`. The legacy name `rope_scaling` is accepted as a keyword and
@@ -88,7 +89,6 @@ class GQAEmbedderConfig(PreTrainedConfig):
     num_key_value_heads: int | None = 2
     intermediate_size: int = 3200
     max_position_embeddings: int = 512
-    rope_theta: float = 10000.0
     rope_parameters: dict | None = None
     sliding_window: int | None = None
     attention_topk: int | None = None
@@ -102,28 +102,13 @@ class GQAEmbedderConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
-        # Standardises `rope_parameters` (and a legacy `rope_scaling` keyword) into transformers' form.
-        super().__post_init__(**kwargs)
-        self.rope_theta = self.rope_parameters["rope_theta"]  # one value: `rope_parameters` wins, as in transformers
-        self.validate_gqa_embedder()
+        if self.rope_parameters is not None:
+            self.rope_parameters = dict(self.rope_parameters)  # transformers fills defaults in: not the caller's dict
+        super().__post_init__(**kwargs)  # standardises `rope_parameters` (legacy `rope_theta` / `rope_scaling` too)
+        self.validate_architecture()
 
-    def validate_gqa_embedder(self) -> None:
-        """The one validation entry point: raise ValueError naming the field and the fix."""
-        self._check_sizes()
-        check_rope_parameters(self)
-        self.validate_rope()
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
-    def max_sequence_length(self) -> int:
-        """Longest accepted input: `original_max_position_embeddings * factor` with YaRN, else
-        `max_position_embeddings`."""
-        return max_sequence_length(self)
-
-    def _check_sizes(self) -> None:
+    def validate_architecture(self) -> None:
+        """Raise ValueError naming the field and the fix for an impossible setting."""
         check_positive_ints(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                                    "num_key_value_heads", "intermediate_size", "max_position_embeddings",
                                    "embedding_size"), optional=("sliding_window", "attention_topk"))
@@ -134,6 +119,7 @@ class GQAEmbedderConfig(PreTrainedConfig):
             raise ValueError(
                 f"RoPE needs an even head dimension: `hidden_size` / `num_attention_heads` = {self.head_dim}."
             )
+        check_rope_parameters(self)
 
 
 __all__ = ["GQAEmbedderConfig"]

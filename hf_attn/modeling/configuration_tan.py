@@ -7,12 +7,18 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import check_head_grouping, check_numbers, check_positive_ints, check_rope_parameters
+from .config_checks import (
+    HfAttnConfigMixin,
+    check_head_grouping,
+    check_numbers,
+    check_positive_ints,
+    check_rope_parameters,
+)
 
 TOKEN_CODES = ("id", "hashed", "teacher")
 
 
-class TanConfig(PreTrainedConfig):
+class TanConfig(HfAttnConfigMixin, PreTrainedConfig):
     r"""Configuration of a [`TanModel`].
 
     TAN has no learned token-embedding table: each token id has a short fixed *code* of M scalar coordinates in
@@ -37,8 +43,8 @@ class TanConfig(PreTrainedConfig):
             `num_attention_heads` (plain multi-head attention).
         intermediate_size (`int`, *optional*):
             Width of the bottleneck MLP inside each block (hidden -> intermediate -> SiLU -> hidden, both maps
-            `DecomposedLinear`). Defaults to `hidden_size // 2`: the seed's MLP is a bottleneck, narrower than the
-            residual stream.
+            `DecomposedLinear`). Defaults to `hidden_size // 2`: the MLP of the Tiny Attention Networks design is a
+            bottleneck, narrower than the residual stream.
         chebyshev_degree (`int`, *optional*, defaults to 8):
             K, the number of Chebyshev features T_0 .. T_{K-1} per coordinate. Since T_k(cos t) = cos(k t), the
             features are a band-limited function of the angle t = arccos(u): K sets how many distinct values of one
@@ -68,8 +74,8 @@ class TanConfig(PreTrainedConfig):
             by default; any type of transformers' `ROPE_INIT_FUNCTIONS`, e.g. `"yarn"`, works). A legacy
             `rope_scaling` dict is accepted and converted to this field.
         rope_theta (`float`, *optional*, defaults to 10000.0):
-            RoPE base wavelength; stored as `rope_parameters["rope_theta"]` (transformers 5 convention) and readable
-            as `config.rope_theta`.
+            Legacy keyword for the RoPE base wavelength: stored as `rope_parameters["rope_theta"]` (transformers 5
+            convention, unless `rope_parameters` sets it) and readable as `config.rope_theta`.
         sliding_window (`int`, *optional*):
             Window size (keys on each side) used by the `hf_local` attention backend; ignored by exact backends.
         attention_topk (`int`, *optional*):
@@ -96,65 +102,38 @@ class TanConfig(PreTrainedConfig):
 
     model_type = "tan"
 
-    def __init__(
-        self,
-        vocab_size: int = 16384,
-        hidden_size: int = 256,
-        num_hidden_layers: int = 4,
-        num_attention_heads: int = 4,
-        num_key_value_heads: int | None = None,
-        intermediate_size: int | None = None,
-        chebyshev_degree: int = 8,
-        token_code: str = "hashed",
-        num_token_coordinates: int = 64,
-        max_position_embeddings: int = 512,
-        rope_parameters: dict | None = None,
-        rope_theta: float = 10000.0,
-        sliding_window: int | None = None,
-        attention_topk: int | None = None,
-        attention_dropout: float = 0.0,
-        rms_norm_eps: float = 1e-6,
-        initializer_range: float = 0.02,
-        embedding_size: int | None = None,
-        **kwargs,
-    ):
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
-        if intermediate_size is None:  # a non-int hidden_size is reported by the validation below
-            intermediate_size = hidden_size // 2 if isinstance(hidden_size, int) else hidden_size
-        self.intermediate_size = intermediate_size
-        self.chebyshev_degree = chebyshev_degree
-        self.token_code = token_code
-        self.num_token_coordinates = num_token_coordinates
-        self.max_position_embeddings = max_position_embeddings
-        self.sliding_window = sliding_window
-        self.attention_topk = attention_topk
-        self.attention_dropout = attention_dropout
-        self.rms_norm_eps = rms_norm_eps
-        self.initializer_range = initializer_range
-        self.embedding_size = hidden_size if embedding_size is None else embedding_size
-        # transformers' own architecture check (inside super().__init__) would fail on a non-int size with a raw
-        # TypeError: name the field first. Everything else is checked once, in `_validate_tan_fields`, below.
-        check_positive_ints(self, ("hidden_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers"))
-        check_head_grouping(self)  # before transformers' RoPE check, which would name head_dim, not our fields
-        # PreTrainedConfig folds `rope_theta` and a legacy `rope_scaling` (still in kwargs) into `rope_parameters`.
-        self.rope_parameters = dict(rope_parameters) if rope_parameters is not None else None
-        kwargs.setdefault("rope_theta", rope_theta)
-        super().__init__(**kwargs)
-        self._validate_tan_fields()  # after transformers standardised `rope_parameters`, so RoPE is checked too
+    vocab_size: int = 16384
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int | None = None
+    intermediate_size: int | None = None
+    chebyshev_degree: int = 8
+    token_code: str = "hashed"
+    num_token_coordinates: int = 64
+    max_position_embeddings: int = 512
+    rope_parameters: dict | None = None
+    sliding_window: int | None = None
+    attention_topk: int | None = None
+    attention_dropout: float = 0.0
+    rms_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+    embedding_size: int | None = None
 
-    @property
-    def rope_theta(self) -> float:
-        return (self.rope_parameters or {}).get("rope_theta", self.default_theta)
+    def __post_init__(self, **kwargs):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.intermediate_size is None and isinstance(self.hidden_size, int):  # else validation names hidden_size
+            self.intermediate_size = self.hidden_size // 2
+        if self.embedding_size is None:
+            self.embedding_size = self.hidden_size
+        if self.rope_parameters is not None:
+            self.rope_parameters = dict(self.rope_parameters)  # transformers fills defaults in: not the caller's dict
+        super().__post_init__(**kwargs)  # standardises `rope_parameters` (legacy `rope_theta` / `rope_scaling` too)
+        self.validate_architecture()
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    def _validate_tan_fields(self) -> None:
+    def validate_architecture(self) -> None:
+        """Raise ValueError naming the field and the fix for an impossible setting."""
         check_positive_ints(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                                    "num_key_value_heads", "intermediate_size", "max_position_embeddings",
                                    "embedding_size"), optional=("sliding_window", "attention_topk"))
@@ -174,9 +153,9 @@ class TanConfig(PreTrainedConfig):
                 f'`token_code="id"` gives each token one coordinate (its rescaled id); set num_token_coordinates=1 '
                 f"(got {self.num_token_coordinates}) or use token_code=\"hashed\""
             )
-        if (self.hidden_size // self.num_attention_heads) % 2 != 0:
+        if self.head_dim % 2 != 0:
             raise ValueError(
-                f"`hidden_size` / `num_attention_heads` = {self.hidden_size // self.num_attention_heads} must be even "
+                f"`hidden_size` / `num_attention_heads` = {self.head_dim} must be even "
                 "(rotary embeddings rotate pairs of features)"
             )
         check_numbers(self, positive=("rms_norm_eps",), non_negative=("initializer_range",),
