@@ -124,7 +124,7 @@ def training_arguments(model: str, data_dir: Path | None, output_dir: Path, tiny
                        max_steps: int | None = None, distill: bool = False):
     """The `EmbedTrainingArguments` of a quickstart run, output under OUTPUT_DIR: the distillation recipe
     (``DISTILL``) when ``distill``, else the contrastive --quick config; TINY on top for ``tiny``."""
-    from hf_attn.training.embed import EmbedTrainingArguments
+    from hf_attn.training.embed_args import EmbedTrainingArguments
 
     overrides: dict[str, Any] = dict(TINY) if tiny else {}
     if max_steps is not None:
@@ -178,7 +178,7 @@ def run_quickstart(
     """
     from hf_attn.evaluation.mteb_runner import evaluate
     from hf_attn.hub import export
-    from hf_attn.training.embed import finalize_args, train_embedder
+    from hf_attn.training.embed import train_embedder
 
     if model not in MODELS:
         raise ValueError(f"hf-attn quickstart: --model must be one of {', '.join(MODELS)}, got {model!r}")
@@ -194,7 +194,8 @@ def run_quickstart(
     log(f"[1/3] training {model} ({'tiny' if tiny else 'quick'} config, {recipe}) -> {args.output_dir}")
     summary = train_embedder(args)
     if summary.get("status") not in (None, "completed") or not summary.get("best_model_dir"):
-        raise RuntimeError(f"hf-attn quickstart: training did not finish: {summary.get('message') or summary.get('status')}")
+        why = summary.get("message") or summary.get("status")
+        raise RuntimeError(f"hf-attn quickstart: training did not finish: {why}")
     best = Path(summary["best_model_dir"])
 
     log("[2/3] evaluating on STS-B test with MTEB")
@@ -205,30 +206,11 @@ def run_quickstart(
     baselines = _baselines(args, stsb_dir, output_dir, log) if distill else []
 
     log("[3/3] exporting a Hub-ready folder (weights, remote code, tokenizer, model card) and verifying it")
-    used = finalize_args(args)  # the settings train_embedder actually ran with (--quick applied)
-    training_config = {
-        "recipe": "hf-attn quickstart" + (" --tiny" if tiny else ""),
-        "dataset": (f"{used.distill_pool} unlabelled sentences of --data-dir (Wikipedia, NLI, paraphrase)"
-                    if distill else list(used.dataset) if used.dataset
-                    else ("local mix of --data-dir" if train_dir else "sentence-transformers/all-nli")),
-        "max_train_samples": None if distill else used.max_train_samples,
-        "loss": (f"distillation from {TEACHER}: MSE to its embeddings (learned projection) + MSE of in-batch "
-                 "cosine similarities" if distill else "symmetric InfoNCE, in-batch negatives, learnable temperature"),
-        "optimizer": used.optimizer,
-        "learning_rate": used.learning_rate,
-        "batch_size": used.batch_size,
-        "max_seq_length": used.max_seq_length,
-        "tokenizer": f"{used.tokenizer_type}, vocab {used.vocab_size}",
-        "steps": summary.get("steps"),
-        "best_dev_spearman (STS-B dev)": summary.get("best_dev_spearman"),
-        "device": summary.get("device"),
-    }
-    training_config = {k: v for k, v in training_config.items() if v is not None}
     out = export(
         best,
         output_dir / "export" / f"{model}-quickstart",
         eval_results=mteb_out,
-        training_config=training_config,
+        training_config=card_training_config(args, summary, tiny=tiny, distill=distill, local=train_dir is not None),
         throughput={
             "training samples/s": round(float(summary["samples_per_s"]), 1),
             "encode sentences/s (MTEB STS-B run)": round(float(encode_sps), 1),
@@ -259,12 +241,38 @@ def run_quickstart(
     return result
 
 
+def card_training_config(args, summary: dict, tiny: bool, distill: bool, local: bool) -> dict:
+    """How the quickstart model was trained, for its model card: the settings ``train_embedder`` ran with
+    (``--quick`` applied) and what the run reported."""
+    from hf_attn.training.embed_args import finalize_args
+
+    used = finalize_args(args)
+    config = {
+        "recipe": "hf-attn quickstart" + (" --tiny" if tiny else ""),
+        "dataset": (f"{used.distill_pool} unlabelled sentences of --data-dir (Wikipedia, NLI, paraphrase)"
+                    if distill else list(used.dataset) if used.dataset
+                    else ("local mix of --data-dir" if local else "sentence-transformers/all-nli")),
+        "max_train_samples": None if distill else used.max_train_samples,
+        "loss": (f"distillation from {TEACHER}: MSE to its embeddings (learned projection) + MSE of in-batch "
+                 "cosine similarities" if distill else "symmetric InfoNCE, in-batch negatives, learnable temperature"),
+        "optimizer": used.optimizer,
+        "learning_rate": used.learning_rate,
+        "batch_size": used.batch_size,
+        "max_seq_length": used.max_seq_length,
+        "tokenizer": f"{used.tokenizer_type}, vocab {used.vocab_size}",
+        "steps": summary.get("steps"),
+        "best_dev_spearman (STS-B dev)": summary.get("best_dev_spearman"),
+        "device": summary.get("device"),
+    }
+    return {k: v for k, v in config.items() if v is not None}
+
+
 def _baselines(args, stsb_dir, output_dir: Path, log) -> list[dict]:
     """STS-B test rows of the teacher and of a static model2vec-style encoder built from the teacher's static token
     vectors (cached by the distillation when it initialised the student), through the same MTEB run."""
     from hf_attn.evaluation.mteb_runner import evaluate
-    from hf_attn.training.distill import load_teacher, static_embedding_model, static_token_vectors
-    from hf_attn.training.embed import teacher_cache_dir
+    from hf_attn.training.distill import static_embedding_model, static_token_vectors
+    from hf_attn.training.teacher import load_teacher, teacher_cache_dir
 
     log("      the same evaluation for the teacher and for its static distillation (the baselines to beat)")
     teacher = load_teacher(TEACHER, max_seq_length=args.max_seq_length)
@@ -329,7 +337,8 @@ def run(args: argparse.Namespace) -> int:
         run_quickstart(args.model, args.data_dir, args.output_dir, tiny=args.tiny, max_steps=args.max_steps)
     except (ValueError, DataError, FileNotFoundError, RuntimeError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(message if message.startswith("hf-attn quickstart") else f"hf-attn quickstart: {message}", file=sys.stderr)
+        print(message if message.startswith("hf-attn quickstart") else f"hf-attn quickstart: {message}",
+              file=sys.stderr)
         return 2
     return 0
 

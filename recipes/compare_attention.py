@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Seed 002's comparison: the same small byte-level LM per (attention variant x positional encoding).
+"""The attention comparison: the same small byte-level LM per (attention variant x positional encoding).
 
     python recipes/compare_attention.py --quick                      # whole matrix, < 10 min on a 2-core CPU
     accelerate launch recipes/compare_attention.py --data-dir ../shared/data --output-dir outputs/compare

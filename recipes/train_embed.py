@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""Train a TAN or GQAEmbedder sentence encoder with InfoNCE (seeds 000 and 004).
+"""Train a TAN (Chebyshev-expansion encoder) or GQAEmbedder (GQA + RoPE/YaRN) sentence encoder with InfoNCE.
 
     accelerate launch recipes/train_embed.py --model gqa_embedder --data-dir ../shared/data
     python recipes/train_embed.py --quick --data-dir ../shared/data --output-dir outputs/quick
     python recipes/train_embed.py --config recipes/configs/train_embed_t4.yaml --data-dir ../shared/data
     python recipes/train_embed.py --model tan --num_hidden_layers_list 2 4 --hidden_size_list 128 256 --quick ...
 
-All options: ``--help`` (they are the fields of ``hf_attn.training.embed.EmbedTrainingArguments``).
+All options: ``--help`` (they are the fields of ``hf_attn.training.embed_args.EmbedTrainingArguments``).
 """
 
 import sys

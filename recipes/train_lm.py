@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Byte-level AdaptiveSpanGPT language model (seed 001): adaptive attention span + triangle-wave masking.
+"""Byte-level AdaptiveSpanGPT language model: adaptive attention span (Sukhbaatar et al. 2019) + triangle-wave masks.
 
     accelerate launch recipes/train_lm.py --data enwik8 --use_adaptive_attention --use_triangle_wave_masking --compile
     python recipes/train_lm.py --quick --data-dir ../shared/data --use_adaptive_attention --output-dir outputs/lm
@@ -7,7 +7,7 @@
 
 Logs loss, bits per character, perplexity, tokens/s, peak memory, per-head spans/periods, the span regulariser,
 attention FLOPs vs dense and attention entropy. Options: ``--help``
-(fields of ``hf_attn.training.lm.LMTrainingArguments``).
+(fields of ``hf_attn.training.lm_args.LMTrainingArguments``).
 """
 
 import sys

@@ -44,7 +44,8 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def teacher_dir(data_dir, tmp_path_factory) -> str:
     """A tiny sentence-transformers folder trained here: the stand-in for all-MiniLM-L6-v2."""
-    from hf_attn.training.embed import EmbedTrainingArguments, train_embedder
+    from hf_attn.training.embed import train_embedder
+    from hf_attn.training.embed_args import EmbedTrainingArguments
 
     out = tmp_path_factory.mktemp("teacher")
     res = train_embedder(EmbedTrainingArguments(
@@ -142,7 +143,8 @@ def test_student_init_from_static_vectors(teacher_dir):
 
 
 def test_cached_target_training_run(data_dir, teacher_dir, tmp_path):
-    from hf_attn.training.embed import EmbedTrainingArguments, finalize_args, train_embedder
+    from hf_attn.training.embed import train_embedder
+    from hf_attn.training.embed_args import EmbedTrainingArguments, finalize_args
 
     for model in ("tan", "gqa_embedder"):
         res = train_embedder(EmbedTrainingArguments(

@@ -72,7 +72,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def _tiny_embed_args(data_dir: Path, out: Path, **kw):
-    from hf_attn.training.embed import EmbedTrainingArguments
+    from hf_attn.training.embed_args import EmbedTrainingArguments
 
     base = dict(model="gqa_embedder", data_dir=str(data_dir), dataset=["nli/train.jsonl.gz", "para/train.jsonl.gz"],
                 output_dir=str(out), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -197,7 +197,7 @@ def test_empty_inputs_fail_before_training(tmp_path):
         D.load_rows(empty)
     with pytest.raises(D.DataError, match="empty"):
         D.PairDataset([])
-    from hf_attn.training.lm import load_byte_splits
+    from hf_attn.training.lm_data import load_byte_splits
 
     (tmp_path / "e.txt").write_text("")
     with pytest.raises(D.DataError, match="empty"):
@@ -387,7 +387,8 @@ def test_train_embed_tan_muon_with_unsupervised_pairs(data_dir, tmp_path):
 
 
 def test_distillation_from_a_sentence_transformers_teacher(data_dir, tmp_path):
-    from hf_attn.training.embed import resolve_teacher, train_embedder
+    from hf_attn.training.embed import train_embedder
+    from hf_attn.training.teacher import resolve_teacher
 
     # any sentence-transformers folder is a teacher; a tiny model trained here stands in for all-MiniLM-L6-v2
     teacher = train_embedder(_tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0, save_steps=0,
@@ -422,7 +423,8 @@ def test_init_from_teacher_copies_the_teachers_token_geometry(data_dir, tmp_path
     from sentence_transformers import SentenceTransformer
 
     from hf_attn import GQAEmbedderConfig, GQAEmbedderModel, TanConfig, TanModel
-    from hf_attn.training.embed import init_embeddings_from_teacher, train_embedder
+    from hf_attn.training.embed import train_embedder
+    from hf_attn.training.teacher import init_embeddings_from_teacher
     from hf_attn.training.tokenizer import load_tokenizer
 
     teacher_dir = train_embedder(_tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0,
@@ -454,7 +456,8 @@ def test_init_from_teacher_copies_the_teachers_token_geometry(data_dir, tmp_path
 
 
 def test_similarity_distillation_run_with_teacher_initialised_embeddings(data_dir, tmp_path):
-    from hf_attn.training.embed import EmbedTrainingArguments, finalize_args, train_embedder
+    from hf_attn.training.embed import train_embedder
+    from hf_attn.training.embed_args import EmbedTrainingArguments, finalize_args
 
     teacher_dir = train_embedder(_tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0,
                                                   save_steps=0))["best_model_dir"]
@@ -471,11 +474,12 @@ def test_similarity_distillation_run_with_teacher_initialised_embeddings(data_di
 
 
 def test_teacher_is_capped_to_the_student_length_and_encodes_duplicates_once(data_dir, tmp_path):
-    from hf_attn.training.embed import _Teacher, train_embedder
+    from hf_attn.training.embed import train_embedder
+    from hf_attn.training.teacher import InStepTeacher
 
     teacher_dir = train_embedder(_tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0,
                                                   save_steps=0))["best_model_dir"]
-    teacher = _Teacher(teacher_dir, "cpu", max_seq_length=8, batch_size=2)
+    teacher = InStepTeacher(teacher_dir, "cpu", max_seq_length=8, batch_size=2)
     assert teacher.model.max_seq_length == 8
     texts = ["a dog runs in the park.", "the cat sleeps.", "a dog runs in the park.", "birds sing at dawn."]
     emb = teacher(texts)
@@ -493,7 +497,7 @@ def test_max_train_minutes_stops_like_a_finished_run(data_dir, tmp_path):
 
 
 def test_arg_parser_yaml_and_quick(tmp_path):
-    from hf_attn.training.embed import build_arg_parser, finalize_args, parse_args
+    from hf_attn.training.embed_args import build_arg_parser, finalize_args, parse_args
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("batch_size: 7\ngrad-accum-steps: 3\noptimizer: muon\n")
@@ -514,7 +518,7 @@ def test_arg_parser_yaml_and_quick(tmp_path):
 
 
 def test_byte_splits(tmp_path):
-    from hf_attn.training.lm import load_byte_splits
+    from hf_attn.training.lm_data import load_byte_splits
 
     p = tmp_path / "t.txt"
     p.write_bytes(bytes(range(256)) * 40)
@@ -526,7 +530,8 @@ def test_byte_splits(tmp_path):
 
 
 def test_train_lm_quick_reports_everything(data_dir, tmp_path):
-    from hf_attn.training.lm import LMTrainingArguments, train_lm
+    from hf_attn.training.lm import train_lm
+    from hf_attn.training.lm_args import LMTrainingArguments
 
     res = train_lm(LMTrainingArguments(quick=True, data=str(data_dir / "text.txt"), output_dir=str(tmp_path / "lm"),
                                        max_steps=4, eval_steps=2, save_steps=2, block_size=32, eval_batches=1,
@@ -556,7 +561,8 @@ def test_train_lm_quick_reports_everything(data_dir, tmp_path):
 
 def test_train_lm_push_failure_keeps_the_run_and_says_how_to_upload(data_dir, tmp_path, monkeypatch, capsys):
     import hf_attn.hub as hub
-    from hf_attn.training.lm import LMTrainingArguments, train_lm
+    from hf_attn.training.lm import train_lm
+    from hf_attn.training.lm_args import LMTrainingArguments
 
     exported = {}
 

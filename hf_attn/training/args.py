@@ -2,21 +2,18 @@
 
 Every field of a recipe's arguments dataclass becomes a flag, spelled both ``--foo-bar`` and ``--foo_bar``
 (the seeds use both styles). ``--config file.yaml`` supplies defaults (keys are field names, either spelling);
-flags given on the command line win over the file. Help text comes from ``field(metadata={"help": ...})``.
+flags given on the command line win over the file. Help text comes from each field's ``option(default, help)``.
 
 Precedence: dataclass defaults < ``--quick`` < ``--config`` < what the user set. "Set by the user" means passed on
 the command line (or, from Python, passed to the dataclass constructor: classes decorated with
 :func:`track_explicit` remember which fields their caller gave) -- never "differs from the default", so
 ``--quick --batch-size 32`` trains with 32 even though 32 is also the default.
 
-Why not ``transformers.HfArgumentParser``: it would replace ``add_dataclass_arguments`` but not the rest, and it
-changes the interface. It puts every default into the namespace, so which flags were typed is lost (the thing
-``--quick`` / ``--config`` precedence needs); its booleans are ``--foo [true|false]`` with a ``--no-foo`` only when
-the default is True, while every boolean here has ``--foo`` / ``--no-foo`` (``argparse.BooleanOptionalAction``,
-e.g. ``--no-compile`` after a config file set it); and its YAML support
-(``parse_yaml_file``) reads a whole file into the dataclasses, with no merge under command-line flags, no line
-numbers and no type check. Here argparse runs with ``default=SUPPRESS``, so the namespace holds exactly the flags
-given, and the file is merged under them.
+Why not ``transformers.HfArgumentParser``: it fills every default into the namespace, so which flags were typed is
+lost, and that is what the precedence above needs; its booleans have a ``--no-foo`` only when the default is True
+(here every boolean has ``--foo`` / ``--no-foo``); its YAML loading replaces the command line instead of sitting
+under it, without line numbers or type checks. Here argparse runs with ``default=SUPPRESS``, so the namespace holds
+exactly the flags given, and the file is merged under them.
 
 Values are checked after merging (:func:`check_values`): a step count, batch size or learning rate that makes no
 sense stops the run before anything is built, naming the flag.
@@ -34,6 +31,14 @@ import typing
 from pathlib import Path
 
 
+def option(default, help: str, **meta):
+    """A field of an arguments dataclass: its default, its ``--help`` text and argparse extras (``choices``,
+    ``aliases``). A list default is copied per instance."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **meta})
+    return dataclasses.field(default=default, metadata={"help": help, **meta})
+
+
 def _base_type(tp):
     """(python type, is_list) for a field annotation such as ``int | None`` or ``list[int] | None``."""
     origin = typing.get_origin(tp)
@@ -44,6 +49,13 @@ def _base_type(tp):
         inner = typing.get_args(tp)
         return (inner[0] if inner else str), True
     return tp, False
+
+
+def build_parser(cls, prog: str, description: str) -> argparse.ArgumentParser:
+    """The command line of a recipe: one flag per field of the arguments dataclass ``cls``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return add_dataclass_arguments(parser, cls)
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> argparse.ArgumentParser:
@@ -195,11 +207,7 @@ def parse_into(cls, parser: argparse.ArgumentParser, argv=None):
     values.update(vars(ns))
     if config_path and "_config_applied" in {f.name for f in dataclasses.fields(cls)}:
         values["_config_applied"] = True
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"unknown option(s) in {config_path}: {unknown}")
-    obj = cls(**values)
+    obj = cls(**values)  # load_yaml_config refused any key that is not a field
     object.__setattr__(obj, "_explicit", frozenset(k for k in values if not k.startswith("_")))
     return obj
 
@@ -259,7 +267,6 @@ _VALUE_RULES = {
     "weight_decay": ("nonneg", "0 or more"),
     "warmup_ratio": ("frac", "a fraction of the steps between 0 and 1"),
     "warmup_steps": ("nonneg", "0 or more steps"),
-    "min_lr_ratio": ("frac", "a fraction between 0 and 1"),
     "max_grad_norm": ("nonneg", "0 (no clipping) or a positive norm"),
     "max_seq_length": ("pos", "a positive number of tokens"),
     "vocab_size": ("pos", "a positive vocabulary size"),

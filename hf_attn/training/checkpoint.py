@@ -234,7 +234,15 @@ def _write_manifest(folder: Path) -> None:
 
 
 def read_state(checkpoint: str | Path) -> dict:
+    """The run state saved in ``checkpoint`` (``trainer_state.json``)."""
     return json.loads((Path(checkpoint) / STATE_FILE).read_text())
+
+
+def load_checkpoint(accelerator, checkpoint: str | Path) -> dict:
+    """Restore ``checkpoint`` into the prepared objects (``accelerator.load_state``: model, optimizer, registered
+    scheduler, RNG states); returns its run state."""
+    accelerator.load_state(str(checkpoint))
+    return read_state(checkpoint)
 
 
 def save_checkpoint(accelerator, checkpoint_dir: str | Path, step: int, state: dict, keep: int | None = 2,

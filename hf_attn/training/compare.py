@@ -1,7 +1,9 @@
-"""The seed 002 experiment: the same small byte-level LM once per (attention variant x positional encoding).
+"""The attention comparison: the same small byte-level LM once per (attention variant x positional encoding).
 
 Every run shares the data, the seed, the model size and the step budget; only ``attn_implementation`` (and the
-knob that defines the variant) and ``position_embedding`` change. Outputs in OUTPUT_DIR:
+knob that defines the variant) and ``position_embedding`` change. It runs under Accelerate, with ``python`` or
+``accelerate launch``: each run is prepared by one ``Accelerator`` (data-parallel over the processes, each on its
+own batches), and the main process writes the outputs in OUTPUT_DIR:
 
 - ``results.csv`` / ``results.md``: per run, validation loss, perplexity, bits per byte, peak memory (one training
   step), train time, tokens/s, attention entropy, parameters (``error`` when a combination is unsupported);
@@ -19,15 +21,19 @@ import dataclasses
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .args import add_dataclass_arguments, cli_errors, parse_into, resolve_config_and_quick, track_explicit
-from .embed import _f
-from .lm import ByteBatches, PeakMemory, attention_entropy, evaluate_lm, load_byte_splits, next_byte_loss
+from .. import registry
+from .args import build_parser, cli_errors, option, parse_into, resolve_config_and_quick, track_explicit
+from .common import check_finite, use_cpu
+from .lm import LM_MODEL
+from .lm_data import ByteBatches, load_byte_splits
+from .lm_eval import PeakMemory, attention_entropy, evaluate_lm, next_byte_loss
 
 VARIANTS = ("eager", "hf_linear", "hf_topk", "hf_local", "gqa", "sdpa", "hf_blockwise")
 POSITIONS = ("sinusoidal", "rope", "alibi", "learned")
@@ -36,33 +42,35 @@ POSITIONS = ("sinusoidal", "rope", "alibi", "learned")
 @track_explicit
 @dataclass
 class CompareArguments:
-    config: str | None = _f(None, "YAML file of option defaults")
-    quick: bool = _f(False, "the whole matrix in under 10 minutes on a 2-core CPU")
-    data: str | None = _f(None, "text / enwik8 / jsonl(.gz) file (default: --data-dir's tiny_shakespeare, then its "
-                                "Wikipedia extract)")
-    data_dir: str | None = _f(None, "folder laid out like ../shared/data")
-    synthetic_data: bool = _f(False, "train on a synthetic word corpus instead of real text (smoke tests only; never "
-                                     "used unless asked for)")
-    max_bytes: int | None = _f(5_000_000, "bytes read from the source")
-    output_dir: str = _f("outputs/compare_attention", "results.csv, results.md, PNG plots")
-    variants: list[str] = _f(list(VARIANTS), "attention variants")
-    positions: list[str] = _f(list(POSITIONS), "positional encodings")
-    hidden_size: int = _f(256, "width")
-    num_hidden_layers: int = _f(4, "depth")
-    num_attention_heads: int = _f(8, "heads (gqa uses heads / 2 key/value heads)")
-    seq_len: int = _f(256, "training sequence length")
-    batch_size: int = _f(16, "sequences per step")
-    max_steps: int = _f(1000, "steps per run (the shared budget)")
-    learning_rate: float = _f(1e-3, "peak LR (cosine after warmup)")
-    warmup_steps: int = _f(50, "warmup")
-    topk: int | None = _f(None, "hf_topk keys per query (default seq_len / 4)")
-    window: int | None = _f(None, "hf_local window (default seq_len / 4)")
-    eval_batches: int = _f(10, "validation batches")
-    scaling_seq_lens: list[int] = _f([128, 256, 512, 1024], "sequence lengths of the time/memory plot")
-    scaling_position: str = _f("rope", "positional encoding used for the scaling measurement")
-    seed: int = _f(0, "seed (same for every run)")
-    cpu: bool = _f(False, "force CPU")
-    _config_applied: bool = False
+    """Options of ``recipes/compare_attention.py``."""
+
+    config: str | None = option(None, "YAML file of option defaults")
+    quick: bool = option(False, "the whole matrix in under 10 minutes on a 2-core CPU")
+    data: str | None = option(None, "text / enwik8 / jsonl(.gz) file (default: --data-dir's tiny_shakespeare, then its "
+                                    "Wikipedia extract)")
+    data_dir: str | None = option(None, "folder laid out like ../shared/data")
+    synthetic_data: bool = option(False, "train on a synthetic word corpus instead of real text (smoke tests only; "
+                                         "never used unless asked for)")
+    max_bytes: int | None = option(5_000_000, "bytes read from the source")
+    output_dir: str = option("outputs/compare_attention", "results.csv, results.md, PNG plots")
+    variants: list[str] = option(list(VARIANTS), "attention variants")
+    positions: list[str] = option(list(POSITIONS), "positional encodings")
+    hidden_size: int = option(256, "width")
+    num_hidden_layers: int = option(4, "depth")
+    num_attention_heads: int = option(8, "heads (gqa uses heads / 2 key/value heads)")
+    seq_len: int = option(256, "training sequence length")
+    batch_size: int = option(16, "sequences per step")
+    max_steps: int = option(1000, "steps per run (the shared budget)")
+    learning_rate: float = option(1e-3, "peak LR (cosine after warmup)")
+    warmup_steps: int = option(50, "warmup")
+    topk: int | None = option(None, "hf_topk keys per query (default seq_len / 4)")
+    window: int | None = option(None, "hf_local window (default seq_len / 4)")
+    eval_batches: int = option(10, "validation batches")
+    scaling_seq_lens: list[int] = option([128, 256, 512, 1024], "sequence lengths of the time/memory plot")
+    scaling_position: str = option("rope", "positional encoding used for the scaling measurement")
+    seed: int = option(0, "seed (same for every run)")
+    cpu: bool = option(False, "force CPU")
+    _config_applied: bool = False  # set by the parser once --config has been merged
 
 
 COMPARE_QUICK = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, seq_len=64, batch_size=8,
@@ -70,12 +78,9 @@ COMPARE_QUICK = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                      scaling_seq_lens=[64, 128, 256], max_bytes=1_000_000)
 
 
-def build_compare_arg_parser():
-    import argparse
-
-    p = argparse.ArgumentParser(prog="compare_attention.py", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    return add_dataclass_arguments(p, CompareArguments)
+def parse_args(argv=None) -> CompareArguments:
+    parser = build_parser(CompareArguments, "compare_attention.py", __doc__.splitlines()[0])
+    return parse_into(CompareArguments, parser, argv)
 
 
 def variant_config(variant: str, args: CompareArguments, seq_len: int) -> tuple[str, dict]:
@@ -92,13 +97,13 @@ def variant_config(variant: str, args: CompareArguments, seq_len: int) -> tuple[
 
 
 def build_variant_model(variant: str, position: str, args: CompareArguments, max_len: int):
-    from hf_attn import AdaptiveSpanGPTConfig, AdaptiveSpanGPTForCausalLM
-
+    """The byte-level LM of ``train_lm`` (AdaptiveSpanGPT), at the comparison's size, for one combination."""
+    entry = registry.get(LM_MODEL)
     impl, extra = variant_config(variant, args, args.seq_len)
-    cfg = AdaptiveSpanGPTConfig(vocab_size=256, hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
-                                num_attention_heads=args.num_attention_heads, max_position_embeddings=max_len,
-                                position_embedding=position, use_cache=False, **extra)
-    model = AdaptiveSpanGPTForCausalLM(cfg)
+    cfg = entry.config_class(vocab_size=256, hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
+                             num_attention_heads=args.num_attention_heads, max_position_embeddings=max_len,
+                             position_embedding=position, use_cache=False, **extra)
+    model = entry.head_class(cfg)
     model.set_attn_implementation(impl)
     return model
 
@@ -148,38 +153,41 @@ def resolve_data(args: CompareArguments, log=print) -> dict[str, np.ndarray]:
                     "jsonl(.gz) with 'text') or --data-dir DIR, or --synthetic-data for a synthetic smoke-test corpus")
 
 
-def train_one(variant: str, position: str, args: CompareArguments, splits, device, log=print) -> dict:
+def train_one(variant: str, position: str, args: CompareArguments, splits, accelerator, log=print) -> dict:
+    """Train one combination for ``max_steps`` and evaluate it: its row of results.csv (``curve``: the train loss
+    per step). Raises when the combination fails (unsupported, or a non-finite loss)."""
     from .optim import build_optimizer, build_scheduler
 
     torch.manual_seed(args.seed)
-    model = build_variant_model(variant, position, args, args.seq_len).to(device)
+    model = build_variant_model(variant, position, args, args.seq_len)
     train = ByteBatches(splits["train"], args.seq_len, args.batch_size, args.seed)
     valid = ByteBatches(splits["validation"], args.seq_len, args.batch_size, args.seed + 1)
-    opt = build_optimizer([model], "adamw", lr=args.learning_rate, weight_decay=0.1)
-    sched = build_scheduler(opt, args.warmup_steps, args.max_steps, "cosine")
+    optimizer = build_optimizer([model], "adamw", lr=args.learning_rate, weight_decay=0.1)
+    scheduler = build_scheduler(optimizer, args.warmup_steps, args.max_steps, "cosine")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
     model.train()
     curve, train_time = [], 0.0
     peak = PeakMemory(device)
     for step in range(args.max_steps):
-        ids = train.batch(step).to(device)
+        ids = train.batch(step, accelerator.process_index).to(device)
         t0 = time.perf_counter()
-        with peak if step == 1 else _nullctx():  # step 1: optimizer state exists, as in steady state
+        with peak if step == 1 else nullcontext(), accelerator.accumulate(model):  # step 1: optimizer state exists
             loss = next_byte_loss(model(input_ids=ids, use_cache=False).logits, ids)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at step {step}")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        sched.step()
+            check_finite(accelerator, loss, step)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_time += time.perf_counter() - t0
         curve.append(loss.item())
+    model = accelerator.unwrap_model(model)
     ev = evaluate_lm(model, valid, device, args.eval_batches)
-    ids = next(valid.sequential(1))[:2].to(device)
-    entropy = attention_entropy(model, ids)
-    tokens = args.max_steps * args.batch_size * args.seq_len
+    entropy = attention_entropy(model, next(valid.sequential(1))[:2].to(device))
+    tokens = args.max_steps * args.batch_size * args.seq_len * accelerator.num_processes
     row = {"variant": variant, "position": position, "attn_implementation": model.config._attn_implementation,
            "params": sum(p.numel() for p in model.parameters()), "final_train_loss": float(np.mean(curve[-5:])),
            "val_loss": ev["loss"], "val_perplexity": ev["perplexity"], "val_bpc": ev["bpc"],
@@ -188,14 +196,6 @@ def train_one(variant: str, position: str, args: CompareArguments, splits, devic
     log(f"{variant:>9} x {position:<10} val loss {ev['loss']:.4f} ppl {ev['perplexity']:.2f} | "
         f"{row['tokens_per_s']:.0f} tok/s | peak {row['peak_memory_mb']:.1f} MB | entropy {entropy:.3f}")
     return row
-
-
-class _nullctx:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def measure_scaling(variant: str, args: CompareArguments, device, reps: int = 2) -> list[dict]:
@@ -217,7 +217,7 @@ def measure_scaling(variant: str, args: CompareArguments, device, reps: int = 2)
         for r in range(reps + 2):  # 0: warm-up; 1..reps: timed; last: peak memory (the tracker slows it down)
             measure = r == reps + 1
             t0 = time.perf_counter()
-            with peak if measure else _nullctx():
+            with peak if measure else nullcontext():
                 loss = next_byte_loss(model(input_ids=ids, use_cache=False).logits, ids)
                 loss.backward()
             if device.type == "cuda":
@@ -273,7 +273,7 @@ def write_outputs(rows: list[dict], scaling: list[dict], args: CompareArguments,
 
     positions = list(dict.fromkeys(r["position"] for r in rows))
     fig, axes = plt.subplots(1, max(1, len(positions)), figsize=(4.5 * max(1, len(positions)), 3.6), squeeze=False)
-    for ax, pos in zip(axes[0], positions):
+    for ax, pos in zip(axes[0], positions, strict=False):
         for r in rows:
             if r["position"] == pos and r.get("curve"):
                 c = np.asarray(r["curve"])
@@ -308,49 +308,59 @@ def write_outputs(rows: list[dict], scaling: list[dict], args: CompareArguments,
     return paths
 
 
-def run_comparison(args: CompareArguments, log=print) -> dict:
-    """Run the matrix; returns {"rows", "scaling", "paths", "total_time_s"}."""
+def train_or_fail(variant: str, position: str, args: CompareArguments, splits, accelerator, log=print) -> dict:
+    """``train_one``'s row, or when the combination fails, a row of NaNs that names the error."""
+    try:
+        return train_one(variant, position, args, splits, accelerator, log)
+    except Exception as e:  # noqa: BLE001 - an unsupported combination is a result, not a crash
+        log(f"{variant:>9} x {position:<10} FAILED: {type(e).__name__}: {e}")
+        return {"variant": variant, "position": position, "error": f"{type(e).__name__}: {e}"[:200],
+                **{c: float("nan") for c in RESULT_COLUMNS if c not in ("variant", "position", "error",
+                                                                         "attn_implementation")}}
+    finally:
+        accelerator.free_memory()  # the prepared model and optimizer go before the next combination
+
+
+def run_comparison(args: CompareArguments, log=None) -> dict:
+    """Run the matrix; returns {"rows", "scaling", "paths", "total_time_s"} (``paths`` None off the main process,
+    which alone writes the outputs). ``log`` defaults to ``accelerator.print`` (the main process)."""
+    from accelerate import Accelerator
+
+    from .checkpoint import check_output_dir
+
     args = resolve_config_and_quick(args, COMPARE_QUICK)
     for v in args.variants:
         variant_config(v, args, args.seq_len)
     bad = [p for p in args.positions if p not in POSITIONS]
     if bad:
         raise ValueError(f"unknown position encodings {bad}; expected {POSITIONS}")
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    accelerator = Accelerator(cpu=use_cpu(args.cpu))
+    log = log or accelerator.print
     t_start = time.perf_counter()
     splits = resolve_data(args, log)
-    from .checkpoint import check_output_dir
-
     check_output_dir(args.output_dir)
-    rows = []
-    for variant in args.variants:
-        for position in args.positions:
-            try:
-                rows.append(train_one(variant, position, args, splits, device, log))
-            except Exception as e:  # noqa: BLE001 - an unsupported combination is a result, not a crash
-                log(f"{variant:>9} x {position:<10} FAILED: {type(e).__name__}: {e}")
-                rows.append({"variant": variant, "position": position, "error": f"{type(e).__name__}: {e}"[:200],
-                             **{c: float("nan") for c in RESULT_COLUMNS if c not in ("variant", "position", "error",
-                                                                                      "attn_implementation")}})
+    rows = [train_or_fail(variant, position, args, splits, accelerator, log)
+            for variant in args.variants for position in args.positions]
     scaling = []
     for variant in args.variants:
         try:
-            scaling += measure_scaling(variant, args, device)
+            scaling += measure_scaling(variant, args, accelerator.device)
         except Exception as e:  # noqa: BLE001
             log(f"scaling {variant} FAILED: {type(e).__name__}: {e}")
-    paths = write_outputs(rows, scaling, args, Path(args.output_dir))
+    paths = write_outputs(rows, scaling, args, Path(args.output_dir)) if accelerator.is_main_process else None
     total = time.perf_counter() - t_start
-    (Path(args.output_dir) / "summary.json").write_text(json.dumps(
-        {"total_time_s": total, "device": str(device), "args": dataclasses.asdict(args),
-         "rows": [{k: v for k, v in r.items() if k != "curve"} for r in rows], "scaling": scaling}, indent=1,
-        default=str))
-    log(paths["md"].read_text())
+    if accelerator.is_main_process:
+        (Path(args.output_dir) / "summary.json").write_text(json.dumps(
+            {"total_time_s": total, "device": str(accelerator.device), "num_processes": accelerator.num_processes,
+             "args": dataclasses.asdict(args), "rows": [{k: v for k, v in r.items() if k != "curve"} for r in rows],
+             "scaling": scaling}, indent=1, default=str))
+        log(paths["md"].read_text())
     log(f"total time {total:.1f} s; outputs in {args.output_dir}")
+    accelerator.wait_for_everyone()
     return {"rows": rows, "scaling": scaling, "paths": paths, "total_time_s": total}
 
 
 @cli_errors("compare_attention.py")
 def main(argv=None) -> int:
-    args = parse_into(CompareArguments, build_compare_arg_parser(), argv)
-    res = run_comparison(args)
+    res = run_comparison(parse_args(argv))
     return 0 if all(not r.get("error") for r in res["rows"]) else 1

@@ -100,7 +100,7 @@ def resolve_source(spec: str, data_dir: str | Path | None = None) -> str | Path:
     for c in candidates:
         if c.exists():
             return c
-    if _is_data_file(Path(spec)) or str(spec).startswith((".", "/", "~")):
+    if is_data_file(Path(spec)) or str(spec).startswith((".", "/", "~")):
         raise DataError(f"{spec}: no such file (looked for {', '.join(str(c) for c in candidates)})")
     return spec
 
@@ -119,7 +119,7 @@ def diagnose_file(path: Path) -> str | None:
 
     name = path.name.lower()
     opener = gzip.open if name.endswith(".gz") else open
-    builder = _builder_for(path) if _is_data_file(path) else None
+    builder = _builder_for(path) if is_data_file(path) else None
     line_no = 0
     try:
         with opener(path, "rb") as raw:
@@ -145,8 +145,8 @@ def diagnose_file(path: Path) -> str | None:
                         return f"{path} line {line_no}: not valid JSON ({e.msg} at column {e.colno})"
                     if not isinstance(row, dict):
                         return f"{path} line {line_no}: expected a JSON object per line, got {type(row).__name__}"
-            else:
-                for line_no, _ in enumerate(text, 1):
+            else:  # read it all: a truncated .gz or a byte that is not UTF-8 shows up here
+                for line_no, _ in enumerate(text, 1):  # noqa: B007 - the count names the line in the errors below
                     pass
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         return (f"{path}: the gzip stream is truncated or corrupt after line {line_no} ({e}); re-download or "
@@ -188,8 +188,9 @@ def load_rows(
 
     source = resolve_source(str(spec), data_dir)
     if isinstance(source, Path):
-        files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.endswith(".md")) if source.is_dir() else [source]
-        files = [f for f in files if _is_data_file(f)]
+        files = ([source] if not source.is_dir() else
+                 sorted(p for p in source.rglob("*") if p.is_file() and not p.name.endswith(".md")))
+        files = [f for f in files if is_data_file(f)]
         if not files:
             raise DataError(f"{source}: no data files (.csv/.jsonl/.json/.parquet[.gz]) found")
         for f in files:
@@ -210,7 +211,8 @@ def load_rows(
     return ds
 
 
-def _is_data_file(path: Path) -> bool:
+def is_data_file(path: Path) -> bool:
+    """Whether ``path`` is a kind of file the loaders read (csv, json, jsonl, parquet; gzip included)."""
     try:
         _builder_for(path)
         return True
@@ -224,7 +226,8 @@ def require_columns(columns: Iterable[str], expected: Sequence[str], source: str
     if missing:
         raise DataError(
             f"{source}: missing column(s) {missing}; found columns {found}, expected {list(expected)} "
-            "(or one of the layouts anchor/positive[/negative], premise/hypothesis/label, sentence1/sentence2/label, text)"
+            "(or one of the layouts anchor/positive[/negative], premise/hypothesis/label, sentence1/sentence2/label, "
+            "text)"
         )
 
 
@@ -295,7 +298,8 @@ def rows_to_pairs(ds, source: str = "dataset") -> list[PairExample]:
     if layout == "pairs":
         has_neg = "negative" in ds.column_names
         out = [
-            PairExample(_clean(r["anchor"]), _clean(r["positive"]), (_clean(r["negative"]) or None) if has_neg else None)
+            PairExample(_clean(r["anchor"]), _clean(r["positive"]),
+                        (_clean(r["negative"]) or None) if has_neg else None)
             for r in ds
         ]
         out = [p for p in out if p.anchor and p.positive]
@@ -344,7 +348,7 @@ def unsupervised_pairs(
         if mode == "dropout":
             out.extend(PairExample(s, s) for s in sents)
         else:
-            out.extend(PairExample(a, b) for a, b in zip(sents, sents[1:]))
+            out.extend(PairExample(a, b) for a, b in zip(sents, sents[1:], strict=False))
         if max_pairs is not None and len(out) >= 4 * max_pairs:
             break
     random.Random(seed).shuffle(out)
@@ -383,7 +387,8 @@ def load_pair_sources(
         if data_dir is not None:
             specs = [s for s in DEFAULT_LOCAL_MIX if (Path(data_dir) / s).exists()]
             if not specs:
-                raise DataError(f"--data-dir {data_dir}: none of the default pair files {list(DEFAULT_LOCAL_MIX)} exist")
+                raise DataError(f"--data-dir {data_dir}: none of the default pair files {list(DEFAULT_LOCAL_MIX)} "
+                                "exist")
         else:
             specs = [DEFAULT_HUB_DATASET]
             subset = subset or "triplet"
@@ -392,7 +397,8 @@ def load_pair_sources(
         ds = load_rows(spec, data_dir, split=split, subset=subset)
         got = rows_to_pairs(ds, str(spec))
         if not got:
-            raise DataError(f"{spec}: {len(ds)} rows but no usable pairs (labels {sorted(set(map(str, ds['label'])))[:10] if 'label' in ds.column_names else 'n/a'})")
+            labels = sorted(set(map(str, ds["label"])))[:10] if "label" in ds.column_names else "n/a"
+            raise DataError(f"{spec}: {len(ds)} rows but no usable pairs (labels {labels})")
         pairs.extend(got)
     return pairs
 

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from . import data as D
+from .teacher import load_teacher  # noqa: F401 - part of this module's API (see __all__)
 
 # Sentence sources of ../shared/data (folders relative to --data-dir): every data file in them. STS-B is evaluation
 # data and is never used.
@@ -81,7 +82,7 @@ def sentence_pool(
     if data_dir is not None:
         for folder in POOL_FOLDERS if pair_folders is None else pair_folders:
             for f in sorted((Path(data_dir) / folder).glob("*")) if (Path(data_dir) / folder).is_dir() else []:
-                if D._is_data_file(f):
+                if D.is_data_file(f):
                     pair_sents.extend(s for s in _pair_file_sentences(str(f), None) if len(s.split()) >= min_words)
     pool = list(dict.fromkeys(text_sents + pair_sents))
     random.Random(seed).shuffle(pool)
@@ -93,21 +94,8 @@ def sentence_pool(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the teacher and its cached outputs
+# the teacher's cached outputs (the teacher itself: teacher.py)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def load_teacher(name_or_path: str, device="cpu", max_seq_length: int | None = None):
-    """A sentence-transformers teacher (all-MiniLM-L6-v2 by name resolves to the pip-bundled copy)."""
-    from sentence_transformers import SentenceTransformer
-
-    from .embed import resolve_teacher
-
-    model = SentenceTransformer(resolve_teacher(name_or_path), device=str(device), trust_remote_code=True)
-    model.eval()
-    if max_seq_length is not None and (model.max_seq_length is None or max_seq_length < model.max_seq_length):
-        model.max_seq_length = max_seq_length
-    return model
 
 
 def _fingerprint(*parts) -> str:
@@ -166,11 +154,11 @@ def cached_teacher_embeddings(
     shards = [folder / f"shard-{_fingerprint(*texts[i * shard_size : (i + 1) * shard_size])}.safetensors"
               for i in range(n_shards)]
     missing = [i for i, p in enumerate(shards) if not p.exists()]
+    todo = sum(min(shard_size, len(texts) - i * shard_size) for i in missing)
     if missing:
-        log(f"teacher targets: embedding {sum(min(shard_size, len(texts) - i * shard_size) for i in missing)} of "
-            f"{len(texts)} sentences into {folder}")
-    bar = tqdm(total=len(texts), initial=len(texts) - sum(min(shard_size, len(texts) - i * shard_size) for i in missing),
-               desc="teacher targets", unit="sent", disable=not progress or not missing, dynamic_ncols=True)
+        log(f"teacher targets: embedding {todo} of {len(texts)} sentences into {folder}")
+    bar = tqdm(total=len(texts), initial=len(texts) - todo, desc="teacher targets", unit="sent",
+               disable=not progress or not missing, dynamic_ncols=True)
     for i in missing:
         chunk = texts[i * shard_size : (i + 1) * shard_size]
         with torch.inference_mode():
@@ -355,7 +343,7 @@ class TargetCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, examples: Iterable) -> dict:
-        texts, targets = zip(*examples)
+        texts, targets = zip(*examples, strict=True)
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                              pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt",
                              return_token_type_ids=False)

@@ -1,6 +1,6 @@
 """Contrastive and distillation losses for the embedders.
 
-``info_nce`` is the normalised temperature-scaled cross-entropy (InfoNCE / NT-Xent, seeds 000 and 004) over
+``info_nce`` is the normalised temperature-scaled cross-entropy (InfoNCE / NT-Xent, as TAN and GQAEmbedder train) over
 in-batch negatives plus optional hard negatives:
 
     s_ij = cos(a_i, c_j) / tau,   c = [p_1..p_B, n_1..n_K]
@@ -9,7 +9,7 @@ in-batch negatives plus optional hard negatives:
     L = (L_a->p + L_p->a) / 2    when symmetric, else L_a->p
 
 ``InfoNCELoss`` holds the temperature as a learnable log-parameter, clamped to [min, max] (CLIP-style) so it
-cannot collapse or explode. Two distillation terms for issue 9's ``--teacher`` (``--distill-target``):
+cannot collapse or explode. Two distillation terms for ``--teacher`` (``--distill-target``):
 ``EmbeddingDistillationLoss`` is MSE between a learned projection of the student embedding and the teacher's
 embedding; ``SimilarityDistillationLoss`` is MSE between the two models' in-batch cosine-similarity matrices, which
 asks the student for the teacher's similarities (what STS measures) rather than its coordinates.
@@ -44,7 +44,10 @@ def info_nce(
     """anchor/positive [B, C], negative [K, C] or None -> scalar loss (float32). See the module docstring."""
     a = F.normalize(_wide(anchor), dim=-1)
     p = F.normalize(_wide(positive), dim=-1)
-    candidates = p if negative is None or negative.numel() == 0 else torch.cat([p, F.normalize(_wide(negative), dim=-1)])
+    if negative is not None and negative.numel() > 0:
+        candidates = torch.cat([p, F.normalize(_wide(negative), dim=-1)])
+    else:
+        candidates = p
     labels = torch.arange(a.shape[0], device=a.device)
     loss = F.cross_entropy(a @ candidates.T / temperature, labels)
     if symmetric:
@@ -297,8 +300,8 @@ class STInfoNCELoss(nn.Module):
         return self.info_nce(anchor, positive, torch.cat(negatives) if negatives else None)
 
     def get_config_dict(self) -> dict:
-        return {"temperature": float(self.temperature.detach()), "learnable": self.info_nce.log_temperature.requires_grad,
-                "symmetric": self.info_nce.symmetric}
+        return {"temperature": float(self.temperature.detach()),
+                "learnable": self.info_nce.log_temperature.requires_grad, "symmetric": self.info_nce.symmetric}
 
     @property
     def citation(self) -> str:

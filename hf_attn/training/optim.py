@@ -1,9 +1,10 @@
 """Optimizers and the learning-rate schedule shared by the recipes.
 
 ``--optimizer adamw``: AdamW, weight decay on 2-D weights only (not on norms, biases, embeddings, temperature).
-``--optimizer muon`` (seed 004): ``torch.optim.Muon`` for the 2-D weights of the hidden layers, AdamW for
-everything else (embeddings, norms, biases, output heads / projections, loss parameters). Muon orthogonalises the
-update of a matrix, which makes sense only for hidden weight matrices; embeddings and heads are lookup /
+``--optimizer muon`` (an option of the GQAEmbedder's T4 recipe): ``torch.optim.Muon`` for the 2-D weights of the
+hidden layers, AdamW for everything else (embeddings, norms, biases, output heads / projections, loss parameters).
+Muon orthogonalises the update of a matrix, which makes sense only for hidden weight matrices; embeddings and heads
+are lookup /
 read-out maps and stay on AdamW (Keller Jordan's recipe).
 
 Both optimizers live in one ``MuonAdamW`` object so that Accelerate sees a single optimizer: one GradScaler
@@ -20,8 +21,11 @@ import torch
 from torch import nn
 
 # Parameter names (or their module) that are never "hidden weight matrices".
-_NOT_HIDDEN = re.compile(r"(^|\.)(embed|embeddings|wte|wpe|lm_head|head|pooler|projection|output_projection|chebyshev|"
-                         r"cheb|classifier|log_temperature|distill)", re.IGNORECASE)
+_NOT_HIDDEN = re.compile(
+    r"(^|\.)(embed|embeddings|wte|wpe|lm_head|head|pooler|projection|output_projection|chebyshev|"
+    r"cheb|classifier|log_temperature|distill)",
+    re.IGNORECASE,
+)
 
 
 # AdaptiveSpanGPT's triangle-wave scalars: a period and an offset per head, each through a sigmoid.
@@ -142,8 +146,11 @@ def build_optimizer(
     adamw_groups = [
         {"params": [p for _, p in groups["decay"]], "weight_decay": weight_decay},
         {"params": [p for n, p in groups["no_decay"] if not _DISTANCE_MASK.search(n)], "weight_decay": 0.0},
-        {"params": [p for n, p in groups["no_decay"] if _DISTANCE_MASK.search(n)], "weight_decay": 0.0,
-         "lr": lr * mask_lr_scale},
+        {
+            "params": [p for n, p in groups["no_decay"] if _DISTANCE_MASK.search(n)],
+            "weight_decay": 0.0,
+            "lr": lr * mask_lr_scale,
+        },
     ]
     adamw_groups = [g for g in adamw_groups if g["params"]]
     if name == "adamw":
@@ -165,18 +172,18 @@ def _fused_ok(groups) -> bool:
     return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
-def warmup_decay_lambda(warmup_steps: int, total_steps: int, schedule: str = "linear", min_ratio: float = 0.0):
-    """LR multiplier: linear 0 -> 1 over ``warmup_steps``, then linear (or cosine) decay to ``min_ratio``."""
+def warmup_decay_lambda(warmup_steps: int, total_steps: int, schedule: str = "linear"):
+    """LR multiplier: linear 0 -> 1 over ``warmup_steps``, then linear (or cosine) decay to 0."""
 
     def fn(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
             return (step + 1) / warmup_steps
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        decay = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-        return min_ratio + (1.0 - min_ratio) * decay
+        return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return fn
 
 
 def build_scheduler(optimizer, warmup_steps: int, total_steps: int, schedule: str = "linear"):
+    """``LambdaLR`` of ``warmup_decay_lambda``: linear warmup, then linear or cosine decay to 0 at ``total_steps``."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay_lambda(warmup_steps, total_steps, schedule))

@@ -1,0 +1,109 @@
+"""What the training loops share: the run's Accelerator and trackers, the finite-loss check, the progress bar, the
+record of how a run went, and its summary file."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+def use_cpu(flag: bool) -> bool:
+    """CPU when asked, or when launched as several processes (torchrun / ``accelerate launch --multi_gpu``) on a
+    machine without an accelerator: Accelerate then uses gloo (MULTI_CPU) only if told ``cpu=True``."""
+    if flag:
+        return True
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world > 1 and not torch.cuda.is_available()
+
+
+def make_accelerator(args, **kwargs):
+    """The run's ``Accelerator`` from its arguments (``mixed_precision``, ``report_to``, ``output_dir``, ``cpu``);
+    ``kwargs`` go to the constructor. A ``--report-to`` tracker that is not installed stops the run here."""
+    from accelerate import Accelerator
+
+    from .trackers import require_tracker
+
+    require_tracker(args.report_to)  # Accelerate would skip a missing tracker silently
+    return Accelerator(mixed_precision=args.mixed_precision, project_dir=str(args.output_dir), cpu=use_cpu(args.cpu),
+                       log_with=None if args.report_to == "none" else args.report_to, **kwargs)
+
+
+def start_trackers(accelerator, args, run_name: str) -> None:
+    """``accelerator.init_trackers`` with the run's options as its config (nothing with ``--report-to none``)."""
+    from .args import to_flat_dict
+
+    if args.report_to != "none":
+        accelerator.init_trackers(run_name, config=to_flat_dict(args))
+
+
+class NonFiniteLoss(Exception):
+    """The loss is NaN or infinite on some process; raised before the update, so the weights stay finite."""
+
+
+def check_finite(accelerator, loss: torch.Tensor, step: int | None = None) -> None:
+    """Raise ``NonFiniteLoss`` on every process when the loss is not finite on any of them (all stop together)."""
+    bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=accelerator.device)
+    if accelerator.reduce(bad, reduction="sum").item() > 0:
+        raise NonFiniteLoss(f"non-finite loss ({loss.item()})" + (f" at step {step}" if step is not None else ""))
+
+
+def progress_bar(accelerator, total: int, initial: int, desc: str):
+    """A tqdm bar over optimizer steps, shown by the local main process only."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not accelerator.is_local_main_process, desc=desc,
+                dynamic_ncols=True)
+
+
+@dataclass
+class RunRecord:
+    """How a run is going, beside the ``state`` its checkpoints carry: its status, the time and the samples (or
+    tokens) of its training steps (evaluation and checkpointing excluded), its last checkpoint."""
+
+    status: str = "completed"  # or "non_finite_loss"
+    message: str | None = None
+    last_checkpoint: str | None = None
+    samples: int = 0
+    train_time: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add_step(self, samples: int, seconds: float) -> None:
+        self.samples += samples
+        self.train_time += seconds
+
+    def stop(self, status: str, message: str) -> None:
+        self.status, self.message = status, message
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / max(self.train_time, 1e-9)
+
+    @property
+    def elapsed(self) -> float:
+        """Wall-clock seconds since the run started."""
+        return time.perf_counter() - self.started
+
+    def out_of_time(self, minutes: float | None) -> bool:
+        """Whether a wall-clock limit of ``minutes`` (None: no limit) has passed."""
+        return minutes is not None and self.elapsed > 60 * minutes
+
+
+def write_summary(accelerator, output_dir: str | Path, summary: dict) -> None:
+    """``summary.json`` in the output folder, written by the main process."""
+    if accelerator.is_main_process:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+def json_copy(state: dict) -> dict:
+    """A deep copy of a run state through JSON (what a checkpoint stores)."""
+    return json.loads(json.dumps(state))
+
+
+__all__ = ["NonFiniteLoss", "RunRecord", "check_finite", "json_copy", "make_accelerator", "progress_bar",
+           "start_trackers", "use_cpu", "write_summary"]

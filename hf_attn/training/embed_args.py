@@ -1,0 +1,164 @@
+"""The options of ``recipes/train_embed.py`` (``train_embedder``): ``EmbedTrainingArguments``, the ``--quick``
+config, the command line, and ``finalize_args`` (``--config`` and ``--quick`` applied, values checked)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import registry
+from .args import build_parser, option, parse_into, resolve_config_and_quick, track_explicit
+
+MODELS = registry.model_types("embedder")
+
+
+@track_explicit
+@dataclass
+class EmbedTrainingArguments:
+    """Every option of ``recipes/train_embed.py``. Defaults are the GQAEmbedder's T4 recipe (batch 32, grad-accum 8,
+    10 epochs); ``quick=True`` swaps in a CPU config that finishes in a couple of minutes (``QUICK``)."""
+
+    # what to train
+    model: str = option("gqa_embedder", "architecture", choices=MODELS)
+    config: str | None = option(None, "YAML file of option defaults (command-line flags win)")
+    quick: bool = option(False, "small CPU config that finishes in minutes (overrides options left at default)")
+    hidden_size: int | None = option(None, "model width (default: the config class default)")
+    num_hidden_layers: int | None = option(None, "model depth")
+    num_attention_heads: int | None = option(None, "query heads")
+    num_key_value_heads: int | None = option(None, "key/value heads (GQA)")
+    intermediate_size: int | None = option(None, "MLP width")
+    embedding_size: int | None = option(None, "sentence embedding width (projection output)")
+    model_kwargs: str | None = option(None, "extra config fields as JSON, e.g. '{\"chebyshev_degree\": 128}'")
+    attn_implementation: str | None = option(None, "attention backend: eager, sdpa, hf_blockwise, hf_local, ...")
+    num_hidden_layers_list: list[int] | None = option(None, "size sweep: depths (one model per combination)")
+    hidden_size_list: list[int] | None = option(None, "size sweep: widths")
+    # data
+    data_dir: str | None = option(None, "local folder laid out like ../shared/data, used instead of the Hub")
+    dataset: list[str] | None = option(None, "Hub ids or local csv/jsonl/parquet(.gz) files/folders (relative to "
+                                              "--data-dir allowed); default: all pair sets in --data-dir, else "
+                                              "sentence-transformers/all-nli")
+    dataset_config: str | None = option(None, "Hub dataset config (all-nli: triplet, pair, pair-class)")
+    max_train_samples: int | None = option(None, "cap on supervised training pairs (after shuffling)")
+    unsupervised: str = option("none", "unsupervised positives from Wikipedia text",
+                               choices=("none", "dropout", "neighbour"))
+    unsupervised_source: str | None = option(None, "text source for --unsupervised/--teacher (default: the Wikipedia "
+                                                   "file in --data-dir)")
+    unsupervised_samples: int = option(20000, "number of unsupervised pairs")
+    max_seq_length: int = option(128, "tokens per text (truncation)")
+    # tokenizer
+    tokenizer: str | None = option(None, "tokenizer path or Hub id; default: train one on the training text")
+    tokenizer_type: str = option("wordpiece", "tokenizer to train", choices=("wordpiece", "bpe"))
+    vocab_size: int = option(16384, "vocabulary of the trained tokenizer")
+    tokenizer_cache: str | None = option(None, "where the trained tokenizer is cached (default: OUTPUT_DIR/tokenizer)")
+    # distillation from a sentence-transformers teacher
+    teacher: str | None = option(None, "sentence-transformers teacher path or id: adds a distillation term")
+    distill_target: str = option("embedding", "what the student matches: 'embedding' = MSE(projection(student), "
+                                 "teacher); 'similarity' = MSE of the in-batch cosine-similarity matrices; 'both' = "
+                                 "their sum", choices=("embedding", "similarity", "both"))
+    distill_weight: float = option(1.0, "weight of the distillation term")
+    init_from_teacher: bool = option(False, "start the student from the teacher's tokens (--teacher-init): its token "
+                                     "table, or TAN's token code")
+    teacher_init: str = option("static", "with --init-from-teacher: 'static' = the teacher's output for each token "
+                               "alone (model2vec-style static vectors; any tokenizer, TAN too); 'input_embeddings' = "
+                               "the teacher's input table (needs --tokenizer set to the teacher's)",
+                               choices=("static", "input_embeddings"))
+    distill_pool: int = option(0, "teacher-target distillation: train on this many unlabelled sentences (Wikipedia "
+                               "sentences + every NLI/paraphrase sentence of --data-dir, or --unsupervised-source) "
+                               "against teacher embeddings computed once and cached (--teacher-cache); a step costs "
+                               "only the student. 0 = off (the teacher runs inside each contrastive step)")
+    teacher_cache: str | None = option(None, "folder for cached teacher targets and static token vectors (default: "
+                                             "$HF_ATTN_CACHE or ~/.cache/hf_attn)")
+    contrastive_weight: float = option(1.0, "weight of the contrastive term")
+    # loss
+    temperature: float = option(0.05, "initial InfoNCE temperature")
+    learnable_temperature: bool = option(True, "learn log-temperature (clamped to [min, max])")
+    min_temperature: float = option(0.01, "temperature clamp, low")
+    max_temperature: float = option(1.0, "temperature clamp, high")
+    symmetric_loss: bool = option(True, "bidirectional loss (anchor->positive and positive->anchor)")
+    # optimisation
+    optimizer: str = option("adamw", "adamw, or muon (Muon for 2-D hidden weights + AdamW for the rest)",
+                            choices=("adamw", "muon"))
+    learning_rate: float = option(2e-4, "AdamW learning rate", aliases=("--lr",))
+    muon_lr: float = option(0.02, "Muon learning rate")
+    weight_decay: float = option(0.01, "weight decay (2-D weights only)")
+    lr_schedule: str = option("linear", "decay after warmup", choices=("linear", "cosine"))
+    warmup_ratio: float = option(0.1, "fraction of steps of linear warmup")
+    warmup_steps: int | None = option(None, "warmup steps (overrides --warmup-ratio)")
+    batch_size: int = option(32, "pairs per device per micro-batch")
+    grad_accum_steps: int = option(8, "micro-batches per optimizer step, all in one contrastive batch: InfoNCE sees "
+                                   "batch_size x grad_accum_steps pairs (gradient caching), the encoder batch_size at "
+                                   "a time", aliases=("--gradient-accumulation-steps",))
+    num_epochs: int = option(10, "epochs over the training pairs")
+    max_steps: int | None = option(None, "stop after this many optimizer steps (overrides --num-epochs)")
+    max_train_minutes: float | None = option(None, "wall-clock limit: after the first step past it, stop as if "
+                                                   "finished (final dev evaluation, best model, summary); the LR "
+                                                   "schedule still follows --max-steps/--num-epochs")
+    max_grad_norm: float = option(1.0, "gradient clipping (0 = off)")
+    mixed_precision: str = option("no", "Accelerate mixed precision", choices=("no", "fp16", "bf16"))
+    compile: bool = option(False, "torch.compile the encoder")
+    seed: int = option(42, "seed for init, data order and dropout")
+    num_workers: int = option(0, "DataLoader workers")
+    cpu: bool = option(False, "force CPU even when an accelerator is present")
+    # evaluation, checkpoints, logging
+    output_dir: str = option("outputs/train_embed", "where checkpoints, best_model/ and summary.json go")
+    eval_steps: int = option(500, "STS-B dev evaluation every N optimizer steps (0 = only at the end)")
+    eval_max_rows: int | None = option(None, "evaluate on the first N STS-B dev pairs only")
+    save_steps: int = option(500, "checkpoint every N optimizer steps (0 = never)")
+    save_total_limit: int = option(2, "checkpoints kept")
+    resume_from_checkpoint: str | None = option(None, "checkpoint folder, or 'latest'")
+    logging_steps: int = option(10, "log every N steps")
+    report_to: str = option("none", "Accelerate tracker", choices=("none", "tensorboard", "trackio", "wandb"))
+    run_name: str | None = option(None, "tracker run name")
+    push_to_hub: str | None = option(None, "repo id: export best_model with hf_attn.hub and push it")
+    hub_private: bool = option(False, "push as a private repo")
+    _config_applied: bool = False  # set by the parser once --config has been merged
+
+
+# --quick: a 2-core CPU finishes this in about a minute (tokenizer, ~120 steps, 3 dev evaluations).
+QUICK = dict(
+    hidden_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=256,
+    embedding_size=128,
+    dataset=["snli_devtest_esnli/snli_dev.jsonl.gz", "msrp/msrp_train.jsonl.gz"],
+    max_train_samples=6000,
+    max_seq_length=48,
+    vocab_size=4000,
+    batch_size=64,
+    grad_accum_steps=1,
+    num_epochs=1,
+    learning_rate=1e-3,
+    warmup_ratio=0.05,
+    eval_steps=40,
+    save_steps=40,
+    logging_steps=10,
+)
+
+
+def build_arg_parser():
+    return build_parser(EmbedTrainingArguments, "train_embed.py",
+                        "Train a TAN or GQAEmbedder sentence encoder with InfoNCE (Accelerate).")
+
+
+def parse_args(argv=None) -> EmbedTrainingArguments:
+    return parse_into(EmbedTrainingArguments, build_arg_parser(), argv)
+
+
+def finalize_args(args: EmbedTrainingArguments) -> EmbedTrainingArguments:
+    """The options a run trains with: ``--config`` and ``--quick`` applied under what the caller set, values
+    checked, combinations that cannot work refused."""
+    quick = dict(QUICK)
+    if args.data_dir is None:
+        quick.pop("dataset")
+    args = resolve_config_and_quick(args, quick)
+    if args.model not in MODELS:
+        raise ValueError(f"--model must be one of {MODELS}, got {args.model!r}")
+    if args.init_from_teacher and not args.teacher:
+        raise ValueError("--init-from-teacher needs --teacher (the model whose token embeddings to start from)")
+    if args.distill_pool and not args.teacher:
+        raise ValueError("--distill-pool needs --teacher (the model whose embeddings are the training targets)")
+    return args
+
+
+__all__ = ["MODELS", "QUICK", "EmbedTrainingArguments", "build_arg_parser", "finalize_args", "parse_args"]

@@ -1,0 +1,97 @@
+"""The options of ``recipes/train_lm.py`` (``train_lm``): ``LMTrainingArguments`` (the adaptive-span GPT's
+original flags keep their names), the ``--quick`` config, the command line, and ``finalize_args`` (``--config`` and
+``--quick`` applied, values checked)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .args import build_parser, option, parse_into, resolve_config_and_quick, track_explicit
+
+
+@track_explicit
+@dataclass
+class LMTrainingArguments:
+    """Options of ``recipes/train_lm.py`` (the adaptive-span GPT's original flags keep their names)."""
+
+    config: str | None = option(None, "YAML file of option defaults")
+    quick: bool = option(False, "tiny CPU config (minutes)")
+    data: str | None = option(None, "enwik8 file, any text file, or jsonl(.gz) with a 'text' column")
+    data_dir: str | None = option(None, "folder laid out like ../shared/data (default data: its Wikipedia extract)")
+    enwik8: bool | None = option(None, "force the enwik8 90M/5M/5M split (default: when the file is named enwik8)")
+    max_bytes: int | None = option(None, "read at most this many bytes of a non-enwik8 source")
+    output_dir: str = option("outputs/train_lm", "checkpoints, metrics.jsonl, summary.json")
+    # model (AdaptiveSpanGPTConfig fields)
+    hidden_size: int = option(512, "n_embd")
+    num_hidden_layers: int = option(8, "n_layer")
+    num_attention_heads: int = option(8, "n_head")
+    num_key_value_heads: int | None = option(None, "GQA key/value heads")
+    block_size: int = option(512, "sequence length (max_position_embeddings)")
+    position_embedding: str = option("learned", "positions", choices=("learned", "sinusoidal", "rope", "alibi"))
+    dropout: float = option(0.0, "dropout")
+    attn_implementation: str | None = option(None, "eager, sdpa, hf_blockwise, hf_local, hf_linear, hf_topk")
+    sliding_window: int | None = option(None, "hf_local window")
+    attention_topk: int | None = option(None, "hf_topk k")
+    use_adaptive_attention: bool = option(False, "adaptive attention span (Sukhbaatar et al. 2019)")
+    use_triangle_wave_masking: bool = option(False, "learnable periodic (triangle-wave) mask; needs adaptive attention")
+    softness_span_mask: float = option(32.0, "R, ramp length of the soft span mask")
+    span_reg: float = option(4e-6, "L1 coefficient on spans")
+    period_min_triangle_wave_masking: float = option(2.0, "min period")
+    period_max_triangle_wave_masking: float = option(8.0, "max period")
+    max_span: int | None = option(None, "largest span (default: block size)")
+    # optimisation
+    batch_size: int = option(12, "sequences per micro-batch")
+    grad_accum_steps: int = option(5, "micro-batches per step", aliases=("--gradient-accumulation-steps",))
+    max_steps: int = option(5000, "optimizer steps")
+    learning_rate: float = option(6e-4, "peak LR", aliases=("--lr",))
+    warmup_steps: int = option(200, "linear warmup")
+    weight_decay: float = option(0.1, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "clipping")
+    optimizer: str = option("adamw", "adamw or muon", choices=("adamw", "muon"))
+    mixed_precision: str = option("no", "Accelerate mixed precision", choices=("no", "fp16", "bf16"))
+    compile: bool = option(False, "torch.compile the model (the adaptive-span GPT recipe trains with it)")
+    seed: int = option(1337, "seed")
+    cpu: bool = option(False, "force CPU")
+    eval_steps: int = option(250, "evaluate every N steps (0 = only at the end)")
+    eval_batches: int = option(20, "validation batches per evaluation")
+    save_steps: int = option(1000, "checkpoint every N steps (0 = never)")
+    save_total_limit: int = option(2, "checkpoints kept")
+    resume_from_checkpoint: str | None = option(None, "checkpoint folder or 'latest'")
+    logging_steps: int = option(10, "log every N steps")
+    report_to: str = option("none", "Accelerate tracker", choices=("none", "tensorboard", "trackio", "wandb"))
+    push_to_hub: str | None = option(
+        None, "repo id: export best_model (lowest validation loss) with hf_attn.hub and push it"
+    )
+    hub_private: bool = option(False, "create the Hub repo private")
+    _config_applied: bool = False  # set by the parser once --config has been merged
+
+
+LM_QUICK = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    block_size=128,
+    batch_size=8,
+    grad_accum_steps=1,
+    max_steps=60,
+    learning_rate=2e-3,
+    warmup_steps=10,
+    eval_steps=30,
+    eval_batches=4,
+    save_steps=30,
+    logging_steps=10,
+    max_bytes=2_000_000,
+)
+
+
+def parse_args(argv=None) -> LMTrainingArguments:
+    parser = build_parser(LMTrainingArguments, "train_lm.py", "Byte-level AdaptiveSpanGPT language model.")
+    return parse_into(LMTrainingArguments, parser, argv)
+
+
+def finalize_args(args: LMTrainingArguments) -> LMTrainingArguments:
+    """The options a run trains with: ``--config`` and ``--quick`` applied under what the caller set, values checked."""
+    return resolve_config_and_quick(args, LM_QUICK)
+
+
+__all__ = ["LM_QUICK", "LMTrainingArguments", "finalize_args", "parse_args"]

