@@ -4,8 +4,7 @@
 ``--optimizer muon`` (an option of the GQAEmbedder's T4 recipe): ``torch.optim.Muon`` for the 2-D weights of the
 hidden layers, AdamW for everything else (embeddings, norms, biases, output heads / projections, loss parameters).
 Muon orthogonalises the update of a matrix, which makes sense only for hidden weight matrices; embeddings and heads
-are lookup /
-read-out maps and stay on AdamW (Keller Jordan's recipe).
+are lookup / read-out maps and stay on AdamW (Keller Jordan's recipe).
 
 Both optimizers live in one ``MuonAdamW`` object so that Accelerate sees a single optimizer: one GradScaler
 ``unscale_``/``step``/``update`` per step in fp16 (two prepared optimizers would each call ``scaler.update``),
