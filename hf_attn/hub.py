@@ -153,6 +153,28 @@ def _prepare_out_dir(out_dir: Path) -> None:
         raise FileExistsError(f"{out_dir} exists and is not an earlier export; choose an empty or new folder")
 
 
+def _check_onnx_request(model_type: str | None) -> None:
+    if model_type is not None and architecture(model_type).kind != "embedder":
+        raise ValueError(f"--onnx exports the embedders (TAN, GQAEmbedder), not {model_type}")
+
+
+def _save_model_and_tokenizer(model, tokenizer, kind: str, folder: Path):
+    """Weights, remote code and tokenizer (a sentence-transformers folder for an embedder); returns the tokenizer
+    saved (a language model trained on raw bytes gets the byte-level one)."""
+    if kind == "embedder":
+        from .embedding import save_sentence_transformer
+
+        save_sentence_transformer(model, tokenizer, folder)
+    else:
+        model.save_pretrained(str(folder))
+        if tokenizer is None:
+            tokenizer = _byte_level_tokenizer_for(model)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(folder))
+    _drop_load_time_options(folder)
+    return tokenizer
+
+
 def export(
     checkpoint_dir: str | Path,
     out_dir: str | Path,
@@ -190,20 +212,14 @@ def export(
     if out_dir == source.resolve():
         raise ValueError("export: OUT_DIR must differ from the checkpoint folder")
     if onnx:  # refuse before loading anything (the config names the architecture)
-        declared = (
-            json.loads((source / "config.json").read_text()).get("model_type")
-            if (source / "config.json").is_file()
-            else None
-        )
-        if declared is not None and architecture(declared).kind != "embedder":
-            raise ValueError(f"--onnx exports the embedders (TAN, GQAEmbedder), not {declared}")
+        _check_onnx_request(json.loads((source / "config.json").read_text()).get("model_type"))
     _prepare_out_dir(out_dir)
     model, tokenizer, model_type = load_checkpoint(source)
     arch = architecture(model_type)
     if arch.kind == "embedder" and tokenizer is None:
         raise FileNotFoundError(f"{source} has no tokenizer files; an embedder export needs its tokenizer")
-    if onnx and arch.kind != "embedder":
-        raise ValueError(f"--onnx exports the embedders (TAN, GQAEmbedder), not {model_type}")
+    if onnx:
+        _check_onnx_request(model_type)
     if training_config is None:
         training_config = _training_summary(source)
 
@@ -214,17 +230,7 @@ def export(
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; an export is an ordinary folder
     try:
-        if arch.kind == "embedder":
-            from .embedding import save_sentence_transformer
-
-            save_sentence_transformer(model, tokenizer, tmp)
-        else:
-            model.save_pretrained(str(tmp))
-            if tokenizer is None:
-                tokenizer = _byte_level_tokenizer_for(model)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(str(tmp))
-        _drop_load_time_options(tmp)
+        tokenizer = _save_model_and_tokenizer(model, tokenizer, arch.kind, tmp)
         name = model_name or out_dir.name
         card = render_model_card(
             model,
