@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -91,3 +94,52 @@ def shared_data() -> Path:
 
 
 from hf_attn.hub import run_without_hf_attn  # noqa: E402,F401  (one copy: exports verify themselves with it too)
+
+# ---------------------------------------------------------------------------------------------------------------
+# a tiny folder laid out like ../shared/data (the training, fault and loss tests share it)
+# ---------------------------------------------------------------------------------------------------------------
+
+SUBJECTS = ["a man", "a woman", "the dog", "two kids", "a cat", "the chef", "a player", "an old man", "a girl",
+             "the band", "a horse", "a boy", "the crowd", "a bird", "the teacher", "a farmer"]
+ACTIONS = ["is riding a bike", "plays the guitar", "is eating pasta", "runs in the park", "sleeps on a sofa",
+            "is swimming in a lake", "cooks dinner", "reads a book", "climbs a tree", "sings a song",
+            "is painting a wall", "drives a red car"]
+
+
+def write_jsonl_gz(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """A tiny folder laid out like ../shared/data: NLI pairs, a paraphrase set, STS-B dev, some text."""
+    root = tmp_path_factory.mktemp("data")
+    rng = random.Random(0)
+    nli = []
+    for s in SUBJECTS:
+        for a in ACTIONS:
+            premise = f"{s} {a} outside today ."
+            other = rng.choice([x for x in ACTIONS if x != a])
+            nli.append({"premise": premise, "hypothesis": f"{s} {a} .", "label": "entailment"})
+            nli.append({"premise": premise, "hypothesis": f"{s} {other} .", "label": "contradiction"})
+            nli.append({"premise": premise, "hypothesis": f"{s} is happy .", "label": "neutral"})
+    write_jsonl_gz(root / "nli" / "train.jsonl.gz", nli)
+    para = [{"sentence1": f"{s} {a}.", "sentence2": f"{s.capitalize()} {a} now.", "label": 1}
+            for s in SUBJECTS[:8] for a in ACTIONS[:6]]
+    write_jsonl_gz(root / "para" / "train.jsonl.gz", para)
+    lines = []
+    for _ in range(60):
+        s, a = rng.choice(SUBJECTS), rng.choice(ACTIONS)
+        s2, a2 = rng.choice(SUBJECTS), rng.choice(ACTIONS)
+        score = 5.0 if (s, a) == (s2, a2) else (2.5 if s == s2 or a == a2 else 0.0) + rng.random()
+        lines.append(f"{s} {a}.,{s2} {a2}.,{score:.2f}")
+    (root / "stsb").mkdir()
+    (root / "stsb" / "stsb-en-dev.csv").write_text("\n".join(lines) + "\n")
+    text = " ".join(f"{rng.choice(SUBJECTS).capitalize()} {rng.choice(ACTIONS)} in the morning light."
+                    for _ in range(3000))
+    (root / "text.txt").write_text(text)
+    return root

@@ -221,7 +221,7 @@ def test_hf_attn_eval_of_a_missing_or_corrupt_model_is_one_line(st_folder, tmp_p
 # tokenizer: deterministic training; a checkpoint carries its tokenizer and resume uses it
 # ---------------------------------------------------------------------------------------------------------------
 
-from test_training import _tiny_embed_args, data_dir  # noqa: E402,F401  (data_dir is a fixture)
+from test_training import _tiny_embed_args  # noqa: E402
 
 
 def test_wordpiece_training_is_deterministic():
@@ -286,10 +286,12 @@ def test_resume_after_the_tokenizer_cache_was_removed_or_replaced_is_the_same_ru
                                        vocab_size=300, model_max_length=24, log=lambda *a: None)
         meta = json.loads((full_run / "tokenizer" / "hf_attn_tokenizer.json").read_text())
         (out / "tokenizer" / "hf_attn_tokenizer.json").write_text(json.dumps(meta))
-        assert other.get_vocab() != json.loads((full_run / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+        first_vocab = json.loads((full_run / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+        assert other.get_vocab() != first_vocab
     monkeypatch.setenv("HF_ATTN_DUMP_FINAL_WEIGHTS", "1")
-    res = train_embedder(_tiny_embed_args(data_dir, out, max_steps=4, save_steps=2, eval_steps=0,
-                                          resume_from_checkpoint="latest"))
+    res = train_embedder(
+        _tiny_embed_args(data_dir, out, max_steps=4, save_steps=2, eval_steps=0, resume_from_checkpoint="latest")
+    )
     assert res["steps"] == 4
     full, resumed = _final_weights(full_run), _final_weights(out)
     assert full.keys() == resumed.keys()
@@ -305,8 +307,9 @@ def test_resume_of_a_checkpoint_without_tokenizer_and_without_cache_refuses(full
     shutil.rmtree(c / "tokenizer")
     (c / "checkpoint_files.json").unlink()  # as written before checkpoints carried a tokenizer
     with pytest.raises(UsageError, match="holds no tokenizer .* missing or was trained on other settings"):
-        train_embedder(_tiny_embed_args(data_dir, out, max_steps=4, save_steps=2, eval_steps=0,
-                                        resume_from_checkpoint="latest"))
+        train_embedder(
+            _tiny_embed_args(data_dir, out, max_steps=4, save_steps=2, eval_steps=0, resume_from_checkpoint="latest")
+        )
     assert not (out / "tokenizer" / "tokenizer.json").exists()  # nothing trained
 
 
@@ -328,11 +331,18 @@ def _damage(f: Path, how: str) -> None:
         f.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("name, how", [
-    ("model.safetensors", "delete"), ("model.safetensors", "truncate"), ("model.safetensors", "garble"),
-    ("optimizer.bin", "truncate"), ("trainer_state.json", "truncate"), ("tokenizer/tokenizer.json", "garble"),
-    ("tokenizer/tokenizer_config.json", "truncate"),
-])
+@pytest.mark.parametrize(
+    "name, how",
+    [
+        ("model.safetensors", "delete"),
+        ("model.safetensors", "truncate"),
+        ("model.safetensors", "garble"),
+        ("optimizer.bin", "truncate"),
+        ("trainer_state.json", "truncate"),
+        ("tokenizer/tokenizer.json", "garble"),
+        ("tokenizer/tokenizer_config.json", "truncate"),
+    ],
+)
 def test_resume_latest_skips_a_bad_checkpoint_naming_the_file(full_run, tmp_path, name, how):
     ck = tmp_path / "checkpoints"
     shutil.copytree(full_run / "checkpoints", ck)
@@ -344,8 +354,11 @@ def test_resume_latest_skips_a_bad_checkpoint_naming_the_file(full_run, tmp_path
     with pytest.raises(CheckpointError, match=f"{name}: .*newest complete checkpoint there is .*checkpoint-2"):
         ckpt.resolve_resume(str(ck / "checkpoint-4"), ck)
     _damage(ck / "checkpoint-2" / "model.safetensors", "truncate")
-    with pytest.raises(CheckpointError, match="no complete checkpoint in .*checkpoint-4 .*checkpoint-2 "
-                                              r"\(model.safetensors: truncated"):
+    with pytest.raises(
+        CheckpointError,
+        match="no complete checkpoint in .*checkpoint-4 .*checkpoint-2 "
+        r"\(model.safetensors: truncated",
+    ):
         ckpt.resolve_resume("latest", ck)
 
 
@@ -484,8 +497,11 @@ def test_read_only_or_full_output_folder_is_named(tmp_path, monkeypatch):
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4480 vs 4374")
 
     monkeypatch.setattr(acc, "save_state", full_disk)
-    with pytest.raises(OutputError, match=r"could not write checkpoint .*checkpoint-2 \(the disk is full.*; \d+ MB free "
-                                          r"on .*\); the previous checkpoint .*checkpoint-1 is intact"):
+    with pytest.raises(
+        OutputError,
+        match=r"could not write checkpoint .*checkpoint-2 \(the disk is full.*; \d+ MB free "
+        r"on .*\); the previous checkpoint .*checkpoint-1 is intact",
+    ):
         ckpt.save_checkpoint(acc, tmp_path / "ck", 2, {"step": 2})
     assert not (tmp_path / "ck" / ".tmp-checkpoint-2").exists()
     assert ckpt.resolve_resume("latest", tmp_path / "ck") == first

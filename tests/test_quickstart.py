@@ -59,9 +59,18 @@ def test_quickstart_tiny_end_to_end(data_dir, tmp_path, capsys):
     assert rc == 0, printed
     # the final table, every field
     table = printed[printed.rindex("| model ") :]
-    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ")}
-    for field in ("parameters", "train time", "train samples/s", "STS-B test Spearman", "STS-B test Pearson",
-                  "encode throughput", "output folder"):
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ")
+    }
+    for field in (
+        "parameters",
+        "train time",
+        "train samples/s",
+        "STS-B test Spearman",
+        "STS-B test Pearson",
+        "encode throughput",
+        "output folder",
+    ):
         assert rows.get(field), field
     assert -1.0 <= float(rows["STS-B test Spearman"]) <= 1.0 and -1.0 <= float(rows["STS-B test Pearson"]) <= 1.0
     assert rows["encode throughput"].endswith("sentences/s")
@@ -69,7 +78,14 @@ def test_quickstart_tiny_end_to_end(data_dir, tmp_path, capsys):
     assert rows["output folder"] == str(exported)
     # the exported folder: weights, remote code, tokenizer, sentence-transformers files, card with the MTEB scores
     names = {p.name for p in exported.iterdir()}
-    assert {"model.safetensors", "config.json", "modeling_tan.py", "tokenizer.json", "modules.json", "README.md"} <= names
+    assert {
+        "model.safetensors",
+        "config.json",
+        "modeling_tan.py",
+        "tokenizer.json",
+        "modules.json",
+        "README.md",
+    } <= names
     readme = (exported / "README.md").read_text()
     assert "model-index" in readme and "cosine_spearman" in readme and "mteb/stsbenchmark-sts" in readme
     assert "## Throughput" in readme and "training samples/s" in readme
@@ -79,7 +95,9 @@ def test_quickstart_tiny_end_to_end(data_dir, tmp_path, capsys):
     # distilled from the teacher, whose row is printed beside ours
     assert "distilled from all-MiniLM-L6-v2" in printed
     comparison = printed[printed.rindex("| encoder ") :].splitlines()
-    assert comparison[2].startswith("| all-MiniLM-L6-v2 (teacher) |") and comparison[-1].startswith("| tan (this run) |")
+    assert comparison[2].startswith("| all-MiniLM-L6-v2 (teacher) |") and comparison[-1].startswith(
+        "| tan (this run) |"
+    )
     assert float(comparison[2].split("|")[2]) > 0.5  # the real teacher on the fixture's easy pairs
     args = quickstart.training_arguments("tan", data_dir, out_dir, tiny=True, distill=True)
     assert (args.teacher, args.tokenizer, args.distill_target) == ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "both")
@@ -96,7 +114,10 @@ def test_quickstart_without_the_teacher_trains_contrastively(data_dir, tmp_path,
     assert "| encoder " not in printed  # no baselines without the teacher
     # the tokenizer trained on the pairs is cached for a second run
     assert (out_dir / "tokenizer" / "tokenizer.json").is_file()
-    assert Path(quickstart.training_arguments("tan", data_dir, out_dir, tiny=True).tokenizer_cache) == out_dir / "tokenizer"
+    assert (
+        Path(quickstart.training_arguments("tan", data_dir, out_dir, tiny=True).tokenizer_cache)
+        == out_dir / "tokenizer"
+    )
 
 
 def test_no_network_and_no_data_stops_at_once(tmp_path, monkeypatch, capsys):

@@ -183,7 +183,7 @@ def test_sentence_transformer_trainer_with_our_losses(tmp_path):
 
 # ---- train_embed: --grad-accum-steps is one contrastive batch ----------------------------------------------------
 
-from test_training import _tiny_embed_args, data_dir  # noqa: E402,F401  (the tiny pair data and arguments)
+from test_training import _tiny_embed_args  # noqa: E402  (the tiny pair data come from conftest's data_dir)
 
 
 @pytest.mark.slow

@@ -3,17 +3,18 @@ on small fixtures (no network; ../shared/data is not needed)."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import ACTIONS as _ACTIONS
+from conftest import SUBJECTS as _SUBJECTS
+from conftest import write_jsonl_gz as _write_jsonl_gz
 
 from hf_attn.training import checkpoint as ckpt
 from hf_attn.training import data as D
@@ -24,52 +25,6 @@ REPO = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------------------------------------------------------
 # fixtures
 # ---------------------------------------------------------------------------------------------------------------
-
-_SUBJECTS = ["a man", "a woman", "the dog", "two kids", "a cat", "the chef", "a player", "an old man", "a girl",
-             "the band", "a horse", "a boy", "the crowd", "a bird", "the teacher", "a farmer"]
-_ACTIONS = ["is riding a bike", "plays the guitar", "is eating pasta", "runs in the park", "sleeps on a sofa",
-            "is swimming in a lake", "cooks dinner", "reads a book", "climbs a tree", "sings a song",
-            "is painting a wall", "drives a red car"]
-
-
-def _write_jsonl_gz(path: Path, rows) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    """A tiny folder laid out like ../shared/data: NLI pairs, a paraphrase set, STS-B dev, some text."""
-    root = tmp_path_factory.mktemp("data")
-    rng = random.Random(0)
-    nli = []
-    for s in _SUBJECTS:
-        for a in _ACTIONS:
-            premise = f"{s} {a} outside today ."
-            other = rng.choice([x for x in _ACTIONS if x != a])
-            nli.append({"premise": premise, "hypothesis": f"{s} {a} .", "label": "entailment"})
-            nli.append({"premise": premise, "hypothesis": f"{s} {other} .", "label": "contradiction"})
-            nli.append({"premise": premise, "hypothesis": f"{s} is happy .", "label": "neutral"})
-    _write_jsonl_gz(root / "nli" / "train.jsonl.gz", nli)
-    para = [{"sentence1": f"{s} {a}.", "sentence2": f"{s.capitalize()} {a} now.", "label": 1}
-            for s in _SUBJECTS[:8] for a in _ACTIONS[:6]]
-    _write_jsonl_gz(root / "para" / "train.jsonl.gz", para)
-    lines = []
-    for i in range(60):
-        s, a = rng.choice(_SUBJECTS), rng.choice(_ACTIONS)
-        s2, a2 = rng.choice(_SUBJECTS), rng.choice(_ACTIONS)
-        score = 5.0 if (s, a) == (s2, a2) else (2.5 if s == s2 or a == a2 else 0.0) + rng.random()
-        lines.append(f"{s} {a}.,{s2} {a2}.,{score:.2f}")
-    (root / "stsb").mkdir()
-    (root / "stsb" / "stsb-en-dev.csv").write_text("\n".join(lines) + "\n")
-    text = " ".join(f"{rng.choice(_SUBJECTS).capitalize()} {rng.choice(_ACTIONS)} in the morning light."
-                    for _ in range(3000))
-    (root / "text.txt").write_text(text)
-    return root
-
 
 def _tiny_embed_args(data_dir: Path, out: Path, **kw):
     from hf_attn.training.embed_args import EmbedTrainingArguments
@@ -264,8 +219,10 @@ def test_muon_param_grouping_and_combined_optimizer():
         opt.step()
         sched.step()
         opt.zero_grad()
-    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad and "norm" not in n)
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.02 * sched.lr_lambdas[0](2))  # scheduler reaches Muon's group
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad and "norm" not in n]
+    assert all(not torch.equal(before[n], p) for n, p in trained)
+    # the scheduler reaches Muon's group
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.02 * sched.lr_lambdas[0](2))
     sd = opt.state_dict()
     opt2 = build_optimizer([model, loss_fn], "muon", lr=1e-3, muon_lr=0.02)
     opt2.load_state_dict(sd)
@@ -378,10 +335,22 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_dir, tmp_path, mon
 def test_train_embed_tan_muon_with_unsupervised_pairs(data_dir, tmp_path):
     from hf_attn.training.embed import train_embedder
 
-    res = train_embedder(_tiny_embed_args(
-        data_dir, tmp_path / "tan", model="tan", optimizer="muon", num_key_value_heads=None, unsupervised="neighbour",
-        unsupervised_source="text.txt", unsupervised_samples=100, max_steps=2, eval_steps=0, save_steps=0,
-        tokenizer_type="bpe"))
+    res = train_embedder(
+        _tiny_embed_args(
+            data_dir,
+            tmp_path / "tan",
+            model="tan",
+            optimizer="muon",
+            num_key_value_heads=None,
+            unsupervised="neighbour",
+            unsupervised_source="text.txt",
+            unsupervised_samples=100,
+            max_steps=2,
+            eval_steps=0,
+            save_steps=0,
+            tokenizer_type="bpe",
+        )
+    )
     assert res["status"] == "completed" and res["steps"] == 2 and res["optimizer"] == "muon"
     assert math.isfinite(res["final_loss"])
 
@@ -391,11 +360,22 @@ def test_distillation_from_a_sentence_transformers_teacher(data_dir, tmp_path):
     from hf_attn.training.teacher import resolve_teacher
 
     # any sentence-transformers folder is a teacher; a tiny model trained here stands in for all-MiniLM-L6-v2
-    teacher = train_embedder(_tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0, save_steps=0,
-                                              embedding_size=24))
-    res = train_embedder(_tiny_embed_args(data_dir, tmp_path / "student", teacher=teacher["best_model_dir"],
-                                          unsupervised_source="text.txt", unsupervised_samples=64, max_steps=2,
-                                          eval_steps=0, save_steps=0, distill_weight=2.0))
+    teacher = train_embedder(
+        _tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0, save_steps=0, embedding_size=24)
+    )
+    res = train_embedder(
+        _tiny_embed_args(
+            data_dir,
+            tmp_path / "student",
+            teacher=teacher["best_model_dir"],
+            unsupervised_source="text.txt",
+            unsupervised_samples=64,
+            max_steps=2,
+            eval_steps=0,
+            save_steps=0,
+            distill_weight=2.0,
+        )
+    )
     assert res["status"] == "completed"
     assert all("distill" in h and math.isfinite(h["distill"]) for h in res["history"])
     assert resolve_teacher(str(tmp_path)) == str(tmp_path)
@@ -407,7 +387,10 @@ def test_similarity_distillation_is_the_mse_of_cosine_matrices():
     torch.manual_seed(0)
     s, t = torch.randn(5, 8, requires_grad=True), torch.randn(5, 12)
     loss = SimilarityDistillationLoss()(s, t)
-    cos = lambda x: torch.nn.functional.cosine_similarity(x[:, None], x[None], dim=-1)
+
+    def cos(x):
+        return torch.nn.functional.cosine_similarity(x[:, None], x[None], dim=-1)
+
     expected = sum((cos(s)[i, j] - cos(t)[i, j]) ** 2 for i in range(5) for j in range(5) if i != j) / 5
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     loss.backward()
@@ -427,43 +410,91 @@ def test_init_from_teacher_copies_the_teachers_token_geometry(data_dir, tmp_path
     from hf_attn.training.teacher import init_embeddings_from_teacher
     from hf_attn.training.tokenizer import load_tokenizer
 
-    teacher_dir = train_embedder(_tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0,
-                                                  save_steps=0, hidden_size=24, num_hidden_layers=1))["best_model_dir"]
+    teacher_dir = train_embedder(
+        _tiny_embed_args(
+            data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0, save_steps=0, hidden_size=24, num_hidden_layers=1
+        )
+    )["best_model_dir"]
     teacher = SentenceTransformer(teacher_dir, device="cpu", trust_remote_code=True)
     tok = load_tokenizer(teacher_dir)
     source = teacher[0].auto_model.get_input_embeddings().weight.detach()
-    student = GQAEmbedderModel(GQAEmbedderConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
-                                                 num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
-                                                 pad_token_id=tok.pad_token_id, initializer_range=0.05))
+    student = GQAEmbedderModel(
+        GQAEmbedderConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=64,
+            pad_token_id=tok.pad_token_id,
+            initializer_range=0.05,
+        )
+    )
     assert init_embeddings_from_teacher(student, tok, teacher, seed=3) == (24, 32)
     table = student.get_input_embeddings().weight.detach()
     rows = [i for i in range(len(tok)) if i != tok.pad_token_id]
-    cos = lambda x: torch.nn.functional.normalize(x[rows], dim=-1) @ torch.nn.functional.normalize(x[rows], dim=-1).T
+
+    def cos(x):
+        unit = torch.nn.functional.normalize(x[rows], dim=-1)
+        return unit @ unit.T
+
     torch.testing.assert_close(cos(table), cos(source), atol=1e-4, rtol=0)  # 24 -> 32 wide keeps every cosine
     assert table.std().item() == pytest.approx(0.05, rel=0.05)
     assert table[tok.pad_token_id].abs().sum() == 0
 
-    other = GQAEmbedderModel(GQAEmbedderConfig(vocab_size=len(tok) + 1, hidden_size=32, num_hidden_layers=1,
-                                               num_attention_heads=2, num_key_value_heads=1, intermediate_size=64))
+    other = GQAEmbedderModel(
+        GQAEmbedderConfig(
+            vocab_size=len(tok) + 1,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=64,
+        )
+    )
     tok_other = load_tokenizer(teacher_dir)
     tok_other.add_tokens(["zzzunseen"])
     with pytest.raises(ValueError, match="tokenizer differs from the teacher"):
         init_embeddings_from_teacher(other, tok_other, teacher)
     with pytest.raises(ValueError, match="no token-embedding table"):
-        init_embeddings_from_teacher(TanModel(TanConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1,
-                                                        num_attention_heads=2, intermediate_size=32,
-                                                        chebyshev_degree=8)), tok, teacher)
+        init_embeddings_from_teacher(
+            TanModel(
+                TanConfig(
+                    vocab_size=len(tok),
+                    hidden_size=16,
+                    num_hidden_layers=1,
+                    num_attention_heads=2,
+                    intermediate_size=32,
+                    chebyshev_degree=8,
+                )
+            ),
+            tok,
+            teacher,
+        )
 
 
 def test_similarity_distillation_run_with_teacher_initialised_embeddings(data_dir, tmp_path):
     from hf_attn.training.embed import train_embedder
     from hf_attn.training.embed_args import EmbedTrainingArguments, finalize_args
 
-    teacher_dir = train_embedder(_tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0,
-                                                  save_steps=0))["best_model_dir"]
-    res = train_embedder(_tiny_embed_args(data_dir, tmp_path / "student", teacher=teacher_dir, tokenizer=teacher_dir,
-                                          init_from_teacher=True, distill_target="similarity", unsupervised_source="text.txt",
-                                          unsupervised_samples=64, max_steps=2, eval_steps=0, save_steps=0))
+    teacher_dir = train_embedder(
+        _tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0, save_steps=0)
+    )["best_model_dir"]
+    res = train_embedder(
+        _tiny_embed_args(
+            data_dir,
+            tmp_path / "student",
+            teacher=teacher_dir,
+            tokenizer=teacher_dir,
+            init_from_teacher=True,
+            distill_target="similarity",
+            unsupervised_source="text.txt",
+            unsupervised_samples=64,
+            max_steps=2,
+            eval_steps=0,
+            save_steps=0,
+        )
+    )
     assert res["status"] == "completed"
     distill = [h["distill"] for h in res["history"] if "distill" in h]
     assert distill and all(math.isfinite(d) and d >= 0 for d in distill)
@@ -477,8 +508,9 @@ def test_teacher_is_capped_to_the_student_length_and_encodes_duplicates_once(dat
     from hf_attn.training.embed import train_embedder
     from hf_attn.training.teacher import InStepTeacher
 
-    teacher_dir = train_embedder(_tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0,
-                                                  save_steps=0))["best_model_dir"]
+    teacher_dir = train_embedder(
+        _tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0, save_steps=0)
+    )["best_model_dir"]
     teacher = InStepTeacher(teacher_dir, "cpu", max_seq_length=8, batch_size=2)
     assert teacher.model.max_seq_length == 8
     texts = ["a dog runs in the park.", "the cat sleeps.", "a dog runs in the park.", "birds sing at dawn."]
@@ -490,8 +522,9 @@ def test_teacher_is_capped_to_the_student_length_and_encodes_duplicates_once(dat
 def test_max_train_minutes_stops_like_a_finished_run(data_dir, tmp_path):
     from hf_attn.training.embed import train_embedder
 
-    res = train_embedder(_tiny_embed_args(data_dir, tmp_path / "run", max_steps=50, eval_steps=0, save_steps=0,
-                                          max_train_minutes=0.0))
+    res = train_embedder(
+        _tiny_embed_args(data_dir, tmp_path / "run", max_steps=50, eval_steps=0, save_steps=0, max_train_minutes=0.0)
+    )
     assert res["status"] == "completed" and res["stopped_at_time_limit"]
     assert res["steps"] == 1 and res["best_step"] == 1 and res["best_model_dir"]
 
@@ -501,8 +534,21 @@ def test_arg_parser_yaml_and_quick(tmp_path):
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("batch_size: 7\ngrad-accum-steps: 3\noptimizer: muon\n")
-    args = parse_args(["--config", str(cfg), "--batch-size", "9", "--num_hidden_layers_list", "2", "4",
-                       "--hidden_size_list", "128", "256", "--no-symmetric-loss"])
+    args = parse_args(
+        [
+            "--config",
+            str(cfg),
+            "--batch-size",
+            "9",
+            "--num_hidden_layers_list",
+            "2",
+            "4",
+            "--hidden_size_list",
+            "128",
+            "256",
+            "--no-symmetric-loss",
+        ]
+    )
     assert (args.batch_size, args.grad_accum_steps, args.optimizer) == (9, 3, "muon")
     assert args.num_hidden_layers_list == [2, 4] and args.symmetric_loss is False
     quick = finalize_args(parse_args(["--quick", "--data-dir", "x", "--batch-size", "5"]))
@@ -533,12 +579,33 @@ def test_train_lm_quick_reports_everything(data_dir, tmp_path):
     from hf_attn.training.lm import train_lm
     from hf_attn.training.lm_args import LMTrainingArguments
 
-    res = train_lm(LMTrainingArguments(quick=True, data=str(data_dir / "text.txt"), output_dir=str(tmp_path / "lm"),
-                                       max_steps=4, eval_steps=2, save_steps=2, block_size=32, eval_batches=1,
-                                       use_adaptive_attention=True, use_triangle_wave_masking=True))
+    res = train_lm(
+        LMTrainingArguments(
+            quick=True,
+            data=str(data_dir / "text.txt"),
+            output_dir=str(tmp_path / "lm"),
+            max_steps=4,
+            eval_steps=2,
+            save_steps=2,
+            block_size=32,
+            eval_batches=1,
+            use_adaptive_attention=True,
+            use_triangle_wave_masking=True,
+        )
+    )
     assert res["status"] == "completed" and res["steps"] == 4
-    for k in ("val_loss", "val_bpc", "val_perplexity", "tokens_per_s", "peak_memory_mb", "attention_flops_ratio",
-              "attention_entropy", "span_regularizer", "mean_span", "mean_period"):
+    for k in (
+        "val_loss",
+        "val_bpc",
+        "val_perplexity",
+        "tokens_per_s",
+        "peak_memory_mb",
+        "attention_flops_ratio",
+        "attention_entropy",
+        "span_regularizer",
+        "mean_span",
+        "mean_period",
+    ):
         assert res[k] is not None and math.isfinite(res[k]), k
     assert res["val_bpc"] == pytest.approx(res["val_loss"] / math.log(2))
     assert res["peak_memory_mb"] > 0 and 0 < res["attention_flops_ratio"] <= 1.0
@@ -575,11 +642,23 @@ def test_train_lm_push_failure_keeps_the_run_and_says_how_to_upload(data_dir, tm
 
     monkeypatch.setattr(hub, "export", fake_export)
     monkeypatch.setattr(hub, "push", offline_push)
-    res = train_lm(LMTrainingArguments(quick=True, data=str(data_dir / "text.txt"), output_dir=str(tmp_path / "lm"),
-                                       max_steps=2, eval_steps=2, save_steps=0, block_size=32, eval_batches=1,
-                                       push_to_hub="someone/tiny-lm"), log_fn=print)
-    assert res["status"] == "completed" and res["hub"] == {"error": "cannot reach huggingface.co: check your "
-                                                                    "network, then retry."}
+    res = train_lm(
+        LMTrainingArguments(
+            quick=True,
+            data=str(data_dir / "text.txt"),
+            output_dir=str(tmp_path / "lm"),
+            max_steps=2,
+            eval_steps=2,
+            save_steps=0,
+            block_size=32,
+            eval_batches=1,
+            push_to_hub="someone/tiny-lm",
+        ),
+        log_fn=print,
+    )
+    assert res["status"] == "completed" and res["hub"] == {
+        "error": "cannot reach huggingface.co: check your network, then retry."
+    }
     assert exported["best_dir"] == res["best_model_dir"]
     assert exported["eval_results"] == {"bpc": res["best_val_bpc"], "dataset": "text", "split": "validation"}
     assert "hf-attn push" in capsys.readouterr().out
@@ -588,10 +667,21 @@ def test_train_lm_push_failure_keeps_the_run_and_says_how_to_upload(data_dir, tm
 def test_compare_attention_micro_matrix(data_dir, tmp_path):
     from hf_attn.training.compare import CompareArguments, run_comparison
 
-    res = run_comparison(CompareArguments(
-        quick=True, data=str(data_dir / "text.txt"), output_dir=str(tmp_path / "cmp"), variants=["eager", "hf_linear", "gqa"],
-        positions=["rope", "alibi"], max_steps=3, seq_len=32, batch_size=4, eval_batches=1, scaling_seq_lens=[16, 32]),
-        log=lambda *a: None)
+    res = run_comparison(
+        CompareArguments(
+            quick=True,
+            data=str(data_dir / "text.txt"),
+            output_dir=str(tmp_path / "cmp"),
+            variants=["eager", "hf_linear", "gqa"],
+            positions=["rope", "alibi"],
+            max_steps=3,
+            seq_len=32,
+            batch_size=4,
+            eval_batches=1,
+            scaling_seq_lens=[16, 32],
+        ),
+        log=lambda *a: None,
+    )
     rows = res["rows"]
     assert len(rows) == 6 and not any(r["error"] for r in rows)
     for r in rows:
@@ -612,8 +702,9 @@ def test_compare_attention_micro_matrix(data_dir, tmp_path):
 
 
 def _env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1"
+    )
     env["PYTHONPATH"] = str(REPO)
     return env
 
@@ -621,12 +712,45 @@ def _env():
 @pytest.mark.slow
 def test_size_sweep_writes_one_table(data_dir, tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(REPO / "recipes" / "train_embed.py"), "--data-dir", str(data_dir), "--dataset",
-         "nli/train.jsonl.gz", "--output-dir", str(tmp_path / "sweep"), "--num_hidden_layers_list", "1", "2",
-         "--hidden_size_list", "16", "32", "--num-attention-heads", "2", "--num-key-value-heads", "1",
-         "--vocab-size", "300", "--max-steps", "2", "--batch-size", "8", "--grad-accum-steps", "1",
-         "--eval-steps", "0", "--save-steps", "0", "--max-seq-length", "16"],
-        env=_env(), capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(REPO / "recipes" / "train_embed.py"),
+            "--data-dir",
+            str(data_dir),
+            "--dataset",
+            "nli/train.jsonl.gz",
+            "--output-dir",
+            str(tmp_path / "sweep"),
+            "--num_hidden_layers_list",
+            "1",
+            "2",
+            "--hidden_size_list",
+            "16",
+            "32",
+            "--num-attention-heads",
+            "2",
+            "--num-key-value-heads",
+            "1",
+            "--vocab-size",
+            "300",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--grad-accum-steps",
+            "1",
+            "--eval-steps",
+            "0",
+            "--save-steps",
+            "0",
+            "--max-seq-length",
+            "16",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (tmp_path / "sweep" / "sweep_results.md").read_text().splitlines()
     assert len(table) == 2 + 4
@@ -639,14 +763,50 @@ def test_accelerate_launch_two_processes_agree(data_dir, tmp_path):
     out = tmp_path / "ddp"
     # `accelerate launch --cpu` uses its simple launcher (one process unless mpirun is configured); the torchrun
     # launcher (--multi_gpu) starts two processes and the recipe selects gloo on a machine without GPUs.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "recipes" / "train_embed.py"),
-           "--quick", "--data-dir", str(data_dir), "--dataset", "nli/train.jsonl.gz", "para/train.jsonl.gz",
-           "--output-dir", str(out), "--max-steps", "4", "--batch-size", "8", "--vocab-size", "300",
-           "--hidden-size", "32", "--intermediate-size", "64", "--embedding-size", "32", "--eval-steps", "2",
-           "--save-steps", "4", "--max-seq-length", "24"]
-    proc = subprocess.run(cmd, env={**_env(), "HF_ATTN_DUMP_FINAL_WEIGHTS": "1"}, capture_output=True, text=True,
-                          timeout=900)
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "recipes" / "train_embed.py"),
+        "--quick",
+        "--data-dir",
+        str(data_dir),
+        "--dataset",
+        "nli/train.jsonl.gz",
+        "para/train.jsonl.gz",
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--vocab-size",
+        "300",
+        "--hidden-size",
+        "32",
+        "--intermediate-size",
+        "64",
+        "--embedding-size",
+        "32",
+        "--eval-steps",
+        "2",
+        "--save-steps",
+        "4",
+        "--max-seq-length",
+        "24",
+    ]
+    proc = subprocess.run(
+        cmd, env={**_env(), "HF_ATTN_DUMP_FINAL_WEIGHTS": "1"}, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["status"] == "completed" and summary["steps"] == 4
@@ -670,8 +830,11 @@ def test_push_to_hub_failure_keeps_the_run_and_says_how_to_upload(data_dir, tmp_
 
     monkeypatch.setattr(hub, "export", fake_export)
     monkeypatch.setattr(hub, "push", offline_push)
-    res = train_embedder(_tiny_embed_args(data_dir, tmp_path / "run", max_steps=1, eval_steps=0, save_steps=0,
-                                          push_to_hub="someone/tiny"))
+    res = train_embedder(
+        _tiny_embed_args(
+            data_dir, tmp_path / "run", max_steps=1, eval_steps=0, save_steps=0, push_to_hub="someone/tiny"
+        )
+    )
     assert res["status"] == "completed" and res["best_model_dir"]
     assert res["hub"] == {"error": "cannot reach huggingface.co: check your network, then retry."}
     assert "hf-attn push" in capsys.readouterr().out
