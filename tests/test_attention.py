@@ -206,15 +206,6 @@ def test_band_rule_matches_its_definition(setting):
     assert torch.equal(mask[0, 0], rule.allows(distances(7, 20)))
 
 
-def test_kernel_host_code_uses_the_band_rule():
-    pytest.importorskip("triton")
-    from hf_attn.kernels.flash_attention import _distance_band
-
-    for causal, window, max_distance, table_len in SETTINGS:
-        got = _distance_band(7, 9, causal, table_len, max_distance, window)
-        assert got == band(causal, window, max_distance, table_len).limits(7, 9)
-
-
 def dense_reference(q, k, v, *, scaling, rule: Band, key_padding_mask=None, table=None):
     """softmax(q k^T * scaling + table(d), over the pairs `pair_mask` allows) v, a query with no visible key -> 0.
     Dense [Tq, Tk], K/V repeated: the plain function every banded/chunked path must reproduce."""

@@ -10,23 +10,27 @@ innermost strides 1, other strides multiples of 16.
     python -m hf_attn.kernels.aot             # every configuration the launch-config functions return
     python -m hf_attn.kernels.aot --sweep     # candidate configurations (how the tables were chosen)
 
-Used by tests/test_kernels_aot.py. Needs triton with its NVIDIA backend (ptxas ships with it); no GPU, no torch
-device.
+    python -m hf_attn.kernels.aot --cases-json - < cases.json   # given cases, results as one JSON line
+
+Needs triton with its NVIDIA backend (ptxas and cuobjdump ship in its wheel, under triton/backends/nvidia/bin); no
+GPU, no torch device. ``triton.jit`` fixes interpreted vs compiled when a kernel module is imported, so a process
+with ``TRITON_INTERPRET=1`` (the CPU test session) cannot compile: ``compile_in_subprocess`` runs the cases in a
+fresh Python whose environment drops that variable (tests/test_kernels_aot.py does so).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
-import importlib.util
+import importlib
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .launch_configs import (
@@ -67,7 +71,8 @@ class AotResult:
 
 
 def available() -> str | None:
-    """None when AOT compilation can run here, else why not."""
+    """None when this machine can compile ahead of time (triton with its NVIDIA backend, ptxas), else why not.
+    A process that runs the kernels under TRITON_INTERPRET=1 compiles through ``compile_in_subprocess``."""
     try:
         import triton  # noqa: F401
         from triton.backends.compiler import GPUTarget  # noqa: F401
@@ -88,35 +93,12 @@ def _nvidia_bin(name: str) -> str | None:
     return str(path) if path.exists() else shutil.which(name)
 
 
-@contextlib.contextmanager
-def _compiler_mode():
-    """TRITON_INTERPRET unset for the duration (the tests set it for the interpreter runs)."""
-    saved = os.environ.pop("TRITON_INTERPRET", None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            os.environ["TRITON_INTERPRET"] = saved
-
-
-@functools.lru_cache(maxsize=None)
-def compilable_modules():
-    """Fresh copies of the kernel modules built with TRITON_INTERPRET unset (triton.jit picks interpreter or
-    compiler when the decorator runs, and the tests import the real modules under the interpreter)."""
-    with _compiler_mode():
-        mods = {}
-        here = Path(__file__).parent
-        for name in ("flash_attention", "chebyshev"):
-            spec = importlib.util.spec_from_file_location(f"hf_attn.kernels._aot_{name}", here / f"{name}.py")
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            mods[name] = mod
-        return mods
-
-
 def _signature(kernel, dtype: str, constexprs: dict, pointers: dict[str, str], floats=("qk_scale", "sm_scale"),
-               unit_strides=(), aligned_ints=()):
-    sig, attrs = {}, {}
+               unit_strides=(), aligned_ints=(), tuples=None):
+    """(signature, constexprs, attrs) for ``ASTSource``, as the launches specialise: pointers 16-byte aligned,
+    `unit_strides` = 1 (constexpr), `aligned_ints` multiples of 16; `tuples` maps a tuple argument to the kinds
+    of its elements ("unit", "aligned" or "i32"), keyed in constexprs / attrs by their path (i, j)."""
+    sig, attrs, tuples = {}, {}, tuples or {}
     for i, name in enumerate(kernel.arg_names):
         if name in constexprs:
             sig[name] = "constexpr"
@@ -128,6 +110,13 @@ def _signature(kernel, dtype: str, constexprs: dict, pointers: dict[str, str], f
         elif name in unit_strides:
             sig[name] = "constexpr"
             constexprs[name] = 1
+        elif name in tuples:
+            sig[name] = tuple("constexpr" if kind == "unit" else "i32" for kind in tuples[name])
+            for j, kind in enumerate(tuples[name]):
+                if kind == "unit":
+                    constexprs[(i, j)] = 1
+                elif kind == "aligned":
+                    attrs[(i, j)] = [["tt.divisibility", 16]]
         else:
             sig[name] = "i32"
             if name in aligned_ints:
@@ -137,7 +126,8 @@ def _signature(kernel, dtype: str, constexprs: dict, pointers: dict[str, str], f
 
 def _flash_source(pass_: str, dtype: str, head_dim: int, has_bias: bool, has_mask: bool, cfg: FlashConfig,
                   precision: str):
-    fa = compilable_modules()["flash_attention"]
+    fa = importlib.import_module(".flash_attention", __package__)  # (the package's `flash_attention` is the function)
+
     const = dict(HAS_BIAS=has_bias, HAS_MASK=has_mask, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                  BLOCK_D=block_d(head_dim), PRECISION=precision)
     dt = "dt"
@@ -152,14 +142,18 @@ def _flash_source(pass_: str, dtype: str, head_dim: int, has_bias: bool, has_mas
         ptrs = dict(Q=dt, K=dt, V=dt, DO=dt, Lse="fp32", Delta="fp32", DQ=dt, Bias="fp32", DBias="fp32",
                     Mask="i8")
         const.update(BIAS_GRAD=has_bias, BLOCK_R=fa._block_r(cfg.block_m, cfg.block_n))
-    unit = [n for n in kernel.arg_names if n.startswith("stride_") and n.endswith("d")] + ["stride_mn"]
-    aligned = [n for n in kernel.arg_names if n.startswith("stride_") and n not in unit and n != "stride_bh"
-               and n != "stride_mb"] if head_dim % 16 == 0 else []
-    return kernel, _signature(kernel, dtype, const, ptrs, unit_strides=unit, aligned_ints=aligned)
+    # (batch, head, row, dim) strides: dim 1, the others multiples of 16 when the head dim is; the padding mask's
+    # (batch, key) strides: key 1, batch = Tk (any); the table's head stride stays a plain int.
+    outer = "aligned" if head_dim % 16 == 0 else "i32"
+    tuples = {n: (outer, outer, outer, "unit") for n in kernel.arg_names
+              if n.startswith("stride_") and n not in ("stride_bh", "stride_mask")}
+    tuples["stride_mask"] = ("i32", "unit")
+    return kernel, _signature(kernel, dtype, const, ptrs, tuples=tuples)
 
 
 def _chebyshev_source(pass_: str, dtype: str, cfg: ChebyshevConfig, precision: str):
-    ch = compilable_modules()["chebyshev"]
+    ch = importlib.import_module(".chebyshev", __package__)
+
     const = dict(BLOCK_N=cfg.block_n, BLOCK_H=cfg.block_h, K_TILE=cfg.k_tile, SUB=cfg.sub, PRECISION=precision)
     if pass_ == "fwd":
         kernel = ch._chebyshev_fwd_kernel
@@ -200,8 +194,11 @@ def compile_one(kernel, sig_const_attrs, cc: int, num_warps: int, num_stages: in
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise RuntimeError("TRITON_INTERPRET=1 is set in this process, so its kernels are interpreted functions; "
+                           "compile through compile_in_subprocess")
     sig, const, attrs = sig_const_attrs
-    with warnings.catch_warnings(), _compiler_mode():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TRITON_DEFAULT_FP_FUSION notice
         return triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=const, attrs=attrs),
                               target=GPUTarget("cuda", cc, 32), options=dict(num_warps=num_warps,
@@ -275,6 +272,32 @@ def run_case(kind, args) -> AotResult:
     return compile_flash(*args) if kind == "flash" else compile_chebyshev(*args)
 
 
+def run_cases_json(text: str) -> str:
+    """Compile the cases of a JSON list of [kind, args] (``config_matrix``'s form, lists for tuples) and return
+    the results as one JSON line (a list of ``AotResult`` fields)."""
+    return json.dumps([asdict(run_case(kind, args)) for kind, args in json.loads(text)])
+
+
+def compile_in_subprocess(cases, jobs: int = 1, timeout: float = 1800.0) -> list[AotResult]:
+    """Compile `cases` ((kind, args) as ``config_matrix`` gives them) in `jobs` fresh Python processes whose
+    environment has no TRITON_INTERPRET, so that this works from a process running the kernels under the
+    interpreter. Results in the order of `cases`; RuntimeError with the child's stderr if one fails."""
+    cases = [[kind, list(args)] for kind, args in cases]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    n = max(1, min(jobs, len(cases)))
+    chunks = [cases[i::n] for i in range(n)]
+    cmd = [sys.executable, "-m", "hf_attn.kernels.aot", "--cases-json", "-"]
+    procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in chunks]
+    outputs = [p.communicate(json.dumps(chunk), timeout=timeout) for p, chunk in zip(procs, chunks, strict=True)]
+    results = [None] * len(cases)
+    for j, (proc, (stdout, stderr)) in enumerate(zip(procs, outputs, strict=True)):
+        if proc.returncode != 0 or not stdout.strip():
+            raise RuntimeError(f"AOT compile subprocess failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+        results[j::n] = [AotResult(**r) for r in json.loads(stdout.strip().splitlines()[-1])]
+    return results
+
+
 def format_table(results: list[AotResult]) -> str:
     rows = ["| kernel | sm | dtype | shape | config | shared B (limit) | regs | spill B | result |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -303,10 +326,15 @@ def main(argv=None):
     parser.add_argument("--passes", nargs="*", default=None)
     parser.add_argument("--bias-only", action="store_true", help="only launches with a bias table and padding")
     parser.add_argument("--cheb-sizes", nargs="*", default=["256x32", "256x256"], help="HIDDENxDEGREE")
+    parser.add_argument("--cases-json", metavar="FILE", help="compile the [kind, args] cases of FILE (- = stdin) "
+                        "and print the results as one JSON line")
     args = parser.parse_args(argv)
     why = available()
     if why:
         raise SystemExit(why)
+    if args.cases_json:
+        print(run_cases_json(sys.stdin.read() if args.cases_json == "-" else Path(args.cases_json).read_text()))
+        return
     results = []
     if args.sweep:
         for cc in args.archs:

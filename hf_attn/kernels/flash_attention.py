@@ -44,8 +44,9 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch import Tensor
 
-from .launch_configs import FLASH_PASSES, flash_config
+from .launch_configs import FLASH_PASSES, block_d, flash_config
 
 try:
     import triton
@@ -62,9 +63,60 @@ LOG2E = 1.4426950408889634  # the kernels use exp2, so logits are carried in log
 if HAS_TRITON:
 
     @triton.jit
+    def _tile(Ptr, b, h, rows, offs_d, strides, n_rows, D):
+        """Pointers and bounds mask of rows x head dims of head (b, h) of a [B, H, T, D] tensor; `strides` is its
+        (batch, head, row, dim) stride tuple (the [B, H, T, D] view's strides also for [B, T, H, D] tensors)."""
+        ptrs = Ptr + b * strides[0] + h * strides[1] + rows[:, None] * strides[2] + offs_d[None, :] * strides[3]
+        return ptrs, (rows[:, None] < n_rows) & (offs_d[None, :] < D)
+
+    @triton.jit
+    def _load_tile(Ptr, b, h, rows, offs_d, strides, n_rows, D):
+        """A [rows, BLOCK_D] tile (zeros outside the tensor), see ``_tile``."""
+        ptrs, mask = _tile(Ptr, b, h, rows, offs_d, strides, n_rows, D)
+        return tl.load(ptrs, mask=mask, other=0.0)
+
+    @triton.jit
+    def _store_tile(Ptr, value, b, h, rows, offs_d, strides, n_rows, D):
+        """Store a [rows, BLOCK_D] tile in Ptr's dtype (only what lies inside the tensor), see ``_tile``."""
+        ptrs, mask = _tile(Ptr, b, h, rows, offs_d, strides, n_rows, D)
+        tl.store(ptrs, value.to(Ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _key_block(K, V, b, hk, start_n, offs_d, stride_k, stride_v, Tk, D, BLOCK_N: tl.constexpr):
+        """(offs_n, key tile, value tile) of the key block at start_n of kv head (b, hk)."""
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = _load_tile(K, b, hk, offs_n, offs_d, stride_k, Tk, D)
+        return offs_n, k, _load_tile(V, b, hk, offs_n, offs_d, stride_v, Tk, D)
+
+    @triton.jit
+    def _query_program(H, BLOCK_M: tl.constexpr):
+        """(start_m, b, h, bh) of a program of grid (B*H, query blocks): B*H on axis 0 (up to 2^31 - 1 programs),
+        batch and head in int64 so that their offsets cannot overflow."""
+        bh = tl.program_id(0).to(tl.int64)
+        return tl.program_id(1) * BLOCK_M, bh // H, bh % H, bh
+
+    @triton.jit
+    def _key_range(start_m, offset, Tq, Tk, max_back, max_fwd, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """Keys [lo, hi) any query of the block at start_m may see (the band -max_fwd <= q_pos - k_pos <=
+        max_back), lo rounded down to a key block."""
+        q_first = offset + start_m
+        q_last = offset + tl.minimum(start_m + BLOCK_M, Tq) - 1
+        lo = tl.maximum(q_first - max_back, 0)
+        return (lo // BLOCK_N) * BLOCK_N, tl.minimum(q_last + max_fwd + 1, Tk)
+
+    @triton.jit
+    def _query_rows(Q, DO, Lse, Delta, b, h, bh, offs_m, offs_d, stride_q, stride_do, Tq, D):
+        """The backward's operands of one query block: q and dO tiles, the forward's lse and delta rows."""
+        q = _load_tile(Q, b, h, offs_m, offs_d, stride_q, Tq, D)
+        do = _load_tile(DO, b, h, offs_m, offs_d, stride_do, Tq, D)
+        lse = tl.load(Lse + bh * Tq + offs_m, mask=offs_m < Tq, other=0.0)
+        delta = tl.load(Delta + bh * Tq + offs_m, mask=offs_m < Tq, other=0.0)
+        return q, do, lse, delta
+
+    @triton.jit
     def _masked_logits(
         q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back, max_fwd,
-        Bias, stride_bh, L, Mask, stride_mb, stride_mn, qk_scale,
+        Bias, stride_bh, L, Mask, stride_mask, qk_scale,
         HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         PRECISION: tl.constexpr,
     ):
@@ -83,58 +135,42 @@ if HAS_TRITON:
             ok = (offs_m[:, None] < Tq) & (offs_n[None, :] < Tk) & (d <= max_back) & (d >= -max_fwd)
             s = tl.where(ok, s, float("-inf"))
         if HAS_MASK:
-            keep = tl.load(Mask + b * stride_mb + offs_n * stride_mn, mask=offs_n < Tk, other=0)
+            keep = tl.load(Mask + b * stride_mask[0] + offs_n * stride_mask[1], mask=offs_n < Tk, other=0)
             s = tl.where(keep[None, :] != 0, s, float("-inf"))
         return s, d
 
     @triton.jit
+    def _logit_grad(s, lse, delta, do, v, PRECISION: tl.constexpr):
+        """dS = P * (dO V^T - delta) of a tile, the gradient of its (natural-unit) logits, with P = exp2(s - lse)
+        the forward's weights and delta_i = sum_d dO_i O_i = sum_j P_ij dP_ij."""
+        p = tl.math.exp2(s - lse[:, None])
+        return p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
+
+    @triton.jit
     def _flash_fwd_kernel(
-        Q, K, V, Out, Lse, Bias, Mask,
-        stride_qb, stride_qh, stride_qm, stride_qd,
-        stride_kb, stride_kh, stride_kn, stride_kd,
-        stride_vb, stride_vh, stride_vn, stride_vd,
-        stride_ob, stride_om, stride_oh, stride_od,
-        stride_bh, stride_mb, stride_mn,
+        Q, K, V, Out, Lse, Bias, Mask, stride_q, stride_k, stride_v, stride_o, stride_bh, stride_mask,
         H, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale,
         HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
     ):
-        """One program = one block of BLOCK_M queries of one (batch, head). Out [B, Tq, H, D], Lse [B, H, Tq].
-        Grid (B*H, query blocks): B*H on axis 0 (up to 2^31 - 1 programs); batch/head offsets in int64."""
-        start_m = tl.program_id(1) * BLOCK_M
-        bh = tl.program_id(0).to(tl.int64)
-        b = bh // H
-        h = bh % H
+        """One program = one block of BLOCK_M queries of one (batch, head), grid (B*H, query blocks).
+        Out [B, Tq, H, D], Lse [B, H, Tq]."""
+        start_m, b, h, bh = _query_program(H, BLOCK_M)
         hk = h // GROUP  # GQA: the shared key/value head
         offset = Tk - Tq  # key position of query 0
-
         offs_m = start_m + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
-        q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
-        q = tl.load(q_ptrs, mask=(offs_m[:, None] < Tq) & (offs_d[None, :] < D), other=0.0)
-
-        # Keys any query of this block may see: the band -max_fwd <= q_pos - k_pos <= max_back.
-        q_first = offset + start_m
-        q_last = offset + tl.minimum(start_m + BLOCK_M, Tq) - 1
-        lo = tl.maximum(q_first - max_back, 0)
-        lo = (lo // BLOCK_N) * BLOCK_N
-        hi = tl.minimum(q_last + max_fwd + 1, Tk)
+        q = _load_tile(Q, b, h, offs_m, offs_d, stride_q, Tq, D)
 
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max (log2 units)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running normaliser
         acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running weighted sum of values
-        k_base = K + b * stride_kb + hk * stride_kh
-        v_base = V + b * stride_vb + hk * stride_vh
+        lo, hi = _key_range(start_m, offset, Tq, Tk, max_back, max_fwd, BLOCK_M, BLOCK_N)
         for start_n in range(lo, hi, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            kv_mask = (offs_n[:, None] < Tk) & (offs_d[None, :] < D)
-            k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.0)
-            v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.0)
-            s, d = _masked_logits(
-                q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back, max_fwd,
-                Bias, stride_bh, L, Mask, stride_mb, stride_mn, qk_scale,
-                HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION,
-            )
+            offs_n, k, v = _key_block(K, V, b, hk, start_n, offs_d, stride_k, stride_v, Tk, D, BLOCK_N)
+            s, d = _masked_logits(q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back, max_fwd,
+                                  Bias, stride_bh, L, Mask, stride_mask, qk_scale,
+                                  HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION)
             m_new = tl.maximum(m_i, tl.max(s, 1))
             # Rows that have seen only excluded keys shift by 0, so exp2(-inf - 0) = 0 rather than NaN.
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -145,24 +181,15 @@ if HAS_TRITON:
             m_i = m_new
 
         seen = l_i > 0.0
-        out = acc / tl.where(seen, l_i, 1.0)[:, None]
         # A row with no visible key stores lse = 0: its logits are all -inf, so the backward's p = 0.
         lse = tl.where(seen, m_i + tl.math.log2(tl.where(seen, l_i, 1.0)), 0.0)
-        o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
-        tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(offs_m[:, None] < Tq) & (offs_d[None, :] < D))
+        _store_tile(Out, acc / tl.where(seen, l_i, 1.0)[:, None], b, h, offs_m, offs_d, stride_o, Tq, D)
         tl.store(Lse + bh * Tq + offs_m, lse, mask=offs_m < Tq)
 
     @triton.jit
     def _flash_bwd_dkdv_kernel(
-        Q, K, V, DO, Lse, Delta, DK, DV, Bias, Mask,
-        stride_qb, stride_qh, stride_qm, stride_qd,
-        stride_kb, stride_kh, stride_kn, stride_kd,
-        stride_vb, stride_vh, stride_vn, stride_vd,
-        stride_dob, stride_dom, stride_doh, stride_dod,
-        stride_dkb, stride_dkh, stride_dkn, stride_dkd,
-        stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-        stride_bh, stride_mb, stride_mn,
-        H, HKV, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale, sm_scale,
+        Q, K, V, DO, Lse, Delta, DK, DV, Bias, Mask, stride_q, stride_k, stride_v, stride_do, stride_dk,
+        stride_dv, stride_bh, stride_mask, H, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale, sm_scale,
         HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
     ):
@@ -171,17 +198,11 @@ if HAS_TRITON:
         Grid (B*Hkv, key blocks)."""
         start_n = tl.program_id(1) * BLOCK_N
         bhk = tl.program_id(0).to(tl.int64)
-        b = bhk // HKV
-        hk = bhk % HKV
+        b = bhk // (H // GROUP)
+        hk = bhk % (H // GROUP)
         offset = Tk - Tq
-
-        offs_n = start_n + tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, BLOCK_D)
-        kv_mask = (offs_n[:, None] < Tk) & (offs_d[None, :] < D)
-        k = tl.load(K + b * stride_kb + hk * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-                    mask=kv_mask, other=0.0)
-        v = tl.load(V + b * stride_vb + hk * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                    mask=kv_mask, other=0.0)
+        offs_n, k, v = _key_block(K, V, b, hk, start_n, offs_d, stride_k, stride_v, Tk, D, BLOCK_N)
         dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
 
@@ -192,43 +213,26 @@ if HAS_TRITON:
         hi = tl.minimum(k_last + max_back - offset + 1, Tq)
         for g in range(GROUP):
             h = hk * GROUP + g
-            bh = b * H + h
             for start_m in range(lo, hi, BLOCK_M):
                 offs_m = start_m + tl.arange(0, BLOCK_M)
-                row_ok = offs_m < Tq
-                io_mask = row_ok[:, None] & (offs_d[None, :] < D)
-                q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm
-                            + offs_d[None, :] * stride_qd, mask=io_mask, other=0.0)
-                do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dom
-                             + offs_d[None, :] * stride_dod, mask=io_mask, other=0.0)
-                lse = tl.load(Lse + bh * Tq + offs_m, mask=row_ok, other=0.0)
-                delta = tl.load(Delta + bh * Tq + offs_m, mask=row_ok, other=0.0)
-                s, d = _masked_logits(
-                    q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back, max_fwd,
-                    Bias, stride_bh, L, Mask, stride_mb, stride_mn, qk_scale,
-                    HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION,
-                )
+                q, do, lse, delta = _query_rows(Q, DO, Lse, Delta, b, h, b * H + h, offs_m, offs_d, stride_q,
+                                                stride_do, Tq, D)
+                s, d = _masked_logits(q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back,
+                                      max_fwd, Bias, stride_bh, L, Mask, stride_mask, qk_scale,
+                                      HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION)
+                # dS as in _logit_grad, with dV's update between P and dP: this order keeps ptxas's register
+                # allocation (computing dP first costs up to 16 registers / 16 B more spill, per the AOT compile).
                 p = tl.math.exp2(s - lse[:, None])  # the forward's softmax weights
                 dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
-                dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-                ds = p * (dp - delta[:, None])  # gradient w.r.t. the (natural-unit) logits
+                ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
                 dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
-        dk = dk * sm_scale
-        tl.store(DK + b * stride_dkb + hk * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
-                 dk.to(DK.dtype.element_ty), mask=kv_mask)
-        tl.store(DV + b * stride_dvb + hk * stride_dvh + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
-                 dv.to(DV.dtype.element_ty), mask=kv_mask)
+        _store_tile(DK, dk * sm_scale, b, hk, offs_n, offs_d, stride_dk, Tk, D)
+        _store_tile(DV, dv, b, hk, offs_n, offs_d, stride_dv, Tk, D)
 
     @triton.jit
     def _flash_bwd_dq_kernel(
-        Q, K, V, DO, Lse, Delta, DQ, Bias, DBias, Mask,
-        stride_qb, stride_qh, stride_qm, stride_qd,
-        stride_kb, stride_kh, stride_kn, stride_kd,
-        stride_vb, stride_vh, stride_vn, stride_vd,
-        stride_dob, stride_dom, stride_doh, stride_dod,
-        stride_dqb, stride_dqh, stride_dqm, stride_dqd,
-        stride_bh, stride_mb, stride_mn,
-        H, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale, sm_scale,
+        Q, K, V, DO, Lse, Delta, DQ, Bias, DBias, Mask, stride_q, stride_k, stride_v, stride_do, stride_dq,
+        stride_bh, stride_mask, H, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale, sm_scale,
         HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, HAS_MASK: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
         BLOCK_R: tl.constexpr,
@@ -243,32 +247,15 @@ if HAS_TRITON:
         visited with decreasing distances (base drops by BLOCK_N per tile), so a window of R running sums is
         carried: after a tile, entries BLOCK_M <= c < BLOCK_M + BLOCK_N (which no later tile reaches) are stored,
         entries c < BLOCK_M shift up by BLOCK_N; so each distance is stored once."""
-        start_m = tl.program_id(1) * BLOCK_M
-        bh = tl.program_id(0).to(tl.int64)
-        b = bh // H
-        h = bh % H
+        start_m, b, h, bh = _query_program(H, BLOCK_M)
         hk = h // GROUP
         offset = Tk - Tq
-
         offs_m = start_m + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
-        row_ok = offs_m < Tq
-        io_mask = row_ok[:, None] & (offs_d[None, :] < D)
-        q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                    mask=io_mask, other=0.0)
-        do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dom
-                     + offs_d[None, :] * stride_dod, mask=io_mask, other=0.0)
-        lse = tl.load(Lse + bh * Tq + offs_m, mask=row_ok, other=0.0)
-        delta = tl.load(Delta + bh * Tq + offs_m, mask=row_ok, other=0.0)
+        q, do, lse, delta = _query_rows(Q, DO, Lse, Delta, b, h, bh, offs_m, offs_d, stride_q, stride_do, Tq, D)
         dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-        q_first = offset + start_m
-        q_last = offset + tl.minimum(start_m + BLOCK_M, Tq) - 1
-        lo = tl.maximum(q_first - max_back, 0)
-        lo = (lo // BLOCK_N) * BLOCK_N
-        hi = tl.minimum(q_last + max_fwd + 1, Tk)
-        k_base = K + b * stride_kb + hk * stride_kh
-        v_base = V + b * stride_vb + hk * stride_vh
+        lo, hi = _key_range(start_m, offset, Tq, Tk, max_back, max_fwd, BLOCK_M, BLOCK_N)
         R: tl.constexpr = BLOCK_R
         diag = tl.arange(0, R)
         skew = tl.arange(0, BLOCK_M)[:, None] - diag[None, :] + (BLOCK_N - 1)  # column of dS on diagonal c
@@ -278,21 +265,14 @@ if HAS_TRITON:
         db_acc = tl.zeros([R], dtype=tl.float32)  # running sums at distances base + c
         base = offset + start_m - lo - (BLOCK_N - 1)  # distance of diagonal 0 of the current tile
         for start_n in range(lo, hi, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            kv_mask = (offs_n[:, None] < Tk) & (offs_d[None, :] < D)
-            k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.0)
-            v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.0)
-            s, d = _masked_logits(
-                q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back, max_fwd,
-                Bias, stride_bh, L, Mask, stride_mb, stride_mn, qk_scale,
-                HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION,
-            )
-            p = tl.math.exp2(s - lse[:, None])
-            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-            ds = p * (dp - delta[:, None])
+            offs_n, k, v = _key_block(K, V, b, hk, start_n, offs_d, stride_k, stride_v, Tk, D, BLOCK_N)
+            s, d = _masked_logits(q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back, max_fwd,
+                                  Bias, stride_bh, L, Mask, stride_mask, qk_scale,
+                                  HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION)
+            ds = _logit_grad(s, lse, delta, do, v, PRECISION)
             dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
             if BIAS_GRAD:
-                in_table = row_ok[:, None] & (offs_n[None, :] < Tk) & (d >= 0) & (d <= max_back)
+                in_table = (offs_m[:, None] < Tq) & (offs_n[None, :] < Tk) & (d >= 0) & (d <= max_back)
                 skewed = tl.gather(tl.where(in_table, ds, 0.0), skew, axis=1)  # [BLOCK_M, R]
                 db_acc += tl.sum(tl.where(on_diag, skewed, 0.0), 0)
                 dist = base + diag
@@ -305,22 +285,22 @@ if HAS_TRITON:
             dist = base + diag
             final = (diag >= BLOCK_N) & (diag < BLOCK_N + BLOCK_M)  # the carried entries
             tl.store(db_row + dist, db_acc, mask=final & (dist >= 0) & (dist < L))
-        dq = dq * sm_scale
-        tl.store(DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
-                 dq.to(DQ.dtype.element_ty), mask=io_mask)
+        _store_tile(DQ, dq * sm_scale, b, h, offs_m, offs_d, stride_dq, Tq, D)
 
 
-def _block_sizes(pass_: str, q: torch.Tensor, has_bias: bool) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of one kernel from ``launch_configs.flash_config`` for q's GPU;
-    16-wide blocks under the CPU interpreter. Raises if no configuration fits (``kernel_fits`` says so first)."""
+def _block_sizes(pass_: str, q: torch.Tensor, has_bias: bool, block_m: int | None = None,
+                 block_n: int | None = None) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of one kernel from ``launch_configs.flash_config`` for q's GPU
+    (16-wide blocks under the CPU interpreter); `block_m` / `block_n` override the blocks. Raises if no
+    configuration fits (``kernel_fits`` says so first)."""
     if q.device.type != "cuda":
-        return 16, 16, 1, 1
+        return block_m or 16, block_n or 16, 1, 1
     cc = torch.cuda.get_device_capability(q.device)
     cfg = flash_config(cc, q.dtype, q.shape[-1], has_bias, pass_)
     if cfg is None:
         raise RuntimeError(f"no {pass_} launch configuration of the flash kernel fits sm_{cc[0]}{cc[1]} at "
                            f"{q.dtype}, head_dim={q.shape[-1]}; use the blockwise path")
-    return cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages
+    return block_m or cfg.block_m, block_n or cfg.block_n, cfg.num_warps, cfg.num_stages
 
 
 def kernel_fits(query: torch.Tensor, has_bias: bool, backward: bool) -> bool:
@@ -339,93 +319,14 @@ def _block_r(block_m: int, block_n: int) -> int:
     return 1 << (block_m + block_n - 1).bit_length()
 
 
+def _head_major(t: torch.Tensor) -> tuple[int, ...]:
+    """The (batch, head, row, dim) strides of a [B, T, H, D] tensor, the order the kernels take strides in."""
+    return t.transpose(1, 2).stride()
+
+
 def _device_guard(t: torch.Tensor):
     """Launch on t's GPU, not the current one (models split over GPUs with device_map="auto")."""
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
-def _distance_band(
-    q_len: int, k_len: int, is_causal: bool, table_len: int | None, max_distance: int | None, window: int | None
-) -> tuple[int, int]:
-    """(max_back, max_fwd): allowed pairs have -max_fwd <= d <= max_back, d = q_pos - k_pos (the band rule of
-    ``hf_attn.attention.band``, an unbounded side as q_len + k_len + 1); ``_masked_logits`` applies it."""
-    from ..attention.band import band
-
-    return band(is_causal, window, max_distance, table_len).limits(q_len, k_len)
-
-
-class FlashAttentionFunction(torch.autograd.Function):
-    """autograd wrapper: (q, k, v, distance_bias) -> out; gradients for q, k, v and the bias table."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, distance_bias, key_padding_mask, scaling, max_back, max_fwd, block_m, block_n):
-        b, h, q_len, d_head = q.shape
-        hkv, k_len = k.shape[1], k.shape[2]
-        out = torch.empty((b, q_len, h, d_head), device=q.device, dtype=q.dtype)
-        lse = torch.empty((b, h, q_len), device=q.device, dtype=torch.float32)
-        bm, bn, warps, stages = _block_sizes("fwd", q, distance_bias is not None)
-        bm, bn = block_m or bm, block_n or bn
-        bias, mask, bias_len = _bias_and_mask(q, distance_bias, key_padding_mask)
-        block_d = max(16, triton.next_power_of_2(d_head))
-        precision = _precision(q.dtype)
-        grid = (b * h, triton.cdiv(q_len, bm))  # B*H on axis 0: axes 1 and 2 stop at 65,535
-        with _device_guard(q):
-            _flash_fwd_kernel[grid](
-                q, k, v, out, lse, bias, mask,
-                *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-                bias.stride(0), mask.stride(0), mask.stride(1),
-                h, h // hkv, q_len, k_len, d_head, bias_len, max_back, max_fwd, scaling * LOG2E,
-                HAS_BIAS=distance_bias is not None, HAS_MASK=key_padding_mask is not None,
-                BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, PRECISION=precision,
-                num_warps=warps, num_stages=stages,
-            )
-        ctx.save_for_backward(q, k, v, out, lse, distance_bias, key_padding_mask)
-        ctx.args = (scaling, max_back, max_fwd, block_m, block_n, precision)
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        q, k, v, out, lse, distance_bias, key_padding_mask = ctx.saved_tensors
-        scaling, max_back, max_fwd, block_m, block_n, precision = ctx.args
-        b, h, q_len, d_head = q.shape
-        hkv, k_len = k.shape[1], k.shape[2]
-        # delta_i = sum_d dO_i . O_i = sum_j P_ij dP_ij (the softmax backward's row term); [B, H, Tq] fp32.
-        delta = (dout.float() * out.float()).sum(-1).transpose(1, 2).contiguous()
-        dq = torch.empty_like(q)
-        dk = torch.empty_like(k)
-        dv = torch.empty_like(v)
-        bias, mask, bias_len = _bias_and_mask(q, distance_bias, key_padding_mask)
-        has_bias = distance_bias is not None
-        bias_grad = has_bias and ctx.needs_input_grad[3]
-        block_d = max(16, triton.next_power_of_2(d_head))
-        common = dict(HAS_BIAS=has_bias, HAS_MASK=key_padding_mask is not None, BLOCK_D=block_d,
-                      PRECISION=precision)
-        bm, bn, warps, stages = _block_sizes("bwd_dkdv", q, has_bias)
-        bm, bn = block_m or bm, block_n or bn
-        with _device_guard(q):
-            _flash_bwd_dkdv_kernel[(b * hkv, triton.cdiv(k_len, bn))](
-                q, k, v, dout, lse, delta, dk, dv, bias, mask,
-                *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dk.stride(), *dv.stride(),
-                bias.stride(0), mask.stride(0), mask.stride(1),
-                h, hkv, h // hkv, q_len, k_len, d_head, bias_len, max_back, max_fwd, scaling * LOG2E, scaling,
-                BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, **common,
-            )
-            bm, bn, warps, stages = _block_sizes("bwd_dq", q, has_bias)
-            bm, bn = block_m or bm, block_n or bn
-            n_blocks = triton.cdiv(q_len, bm)
-            # The table gradient: one row of partial sums per (batch, head, query block), summed below in a fixed
-            # order (deterministic, no atomics); B*H*blocks*L fp32, allocated only when the table needs a grad.
-            dbias = bias.new_zeros((b * h * n_blocks, bias_len), dtype=torch.float32) if bias_grad else bias
-            _flash_bwd_dq_kernel[(b * h, n_blocks)](
-                q, k, v, dout, lse, delta, dq, bias, dbias, mask,
-                *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dq.stride(),
-                bias.stride(0), mask.stride(0), mask.stride(1),
-                h, h // hkv, q_len, k_len, d_head, bias_len, max_back, max_fwd, scaling * LOG2E, scaling,
-                BIAS_GRAD=bias_grad, BLOCK_M=bm, BLOCK_N=bn, BLOCK_R=_block_r(bm, bn), num_warps=warps,
-                num_stages=stages, **common,
-            )
-        d_table = dbias.view(b, h, n_blocks, bias_len).sum((0, 2)).to(distance_bias.dtype) if bias_grad else None
-        return dq, dk, dv, d_table, None, None, None, None, None, None
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -436,30 +337,79 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
-def _bias_and_mask(q, distance_bias, key_padding_mask):
-    """Kernel operands for the optional table / padding mask (dummies when absent, never read)."""
-    if distance_bias is not None:
-        bias, bias_len = distance_bias, distance_bias.shape[1]
-    else:
-        bias, bias_len = q.new_zeros((1, 1), dtype=torch.float32), 1
-    mask = key_padding_mask if key_padding_mask is not None else q.new_zeros((1, 1), dtype=torch.int8)
-    return bias, mask, bias_len
+def _launch_args(q, k, distance_bias, key_padding_mask, scaling, max_back, max_fwd, precision):
+    """What every kernel launch shares: (table, padding mask), the arguments after each kernel's own strides
+    (their strides, sizes, band and log2 logit scale) and the constexprs. Dummy table / mask when absent (never
+    read)."""
+    bias = q.new_zeros((1, 1), dtype=torch.float32) if distance_bias is None else distance_bias
+    mask = q.new_zeros((1, 1), dtype=torch.int8) if key_padding_mask is None else key_padding_mask
+    b, h, q_len, d_head = q.shape
+    args = (bias.stride(0), mask.stride(), h, h // k.shape[1], q_len, k.shape[2], d_head, bias.shape[1],
+            max_back, max_fwd, scaling * LOG2E)
+    consts = dict(HAS_BIAS=distance_bias is not None, HAS_MASK=key_padding_mask is not None,
+                  BLOCK_D=block_d(d_head), PRECISION=precision)
+    return (bias, mask), args, consts
+
+
+class FlashAttentionFunction(torch.autograd.Function):
+    """autograd wrapper: (q, k, v, distance_bias) -> out; gradients for q, k, v and the bias table."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, distance_bias, key_padding_mask, scaling, max_back, max_fwd, block_m, block_n):
+        b, h, q_len, d_head = q.shape
+        out = torch.empty((b, q_len, h, d_head), device=q.device, dtype=q.dtype)
+        lse = torch.empty((b, h, q_len), device=q.device, dtype=torch.float32)
+        precision = _precision(q.dtype)
+        (bias, mask), args, consts = _launch_args(q, k, distance_bias, key_padding_mask, scaling, max_back,
+                                                  max_fwd, precision)
+        bm, bn, warps, stages = _block_sizes("fwd", q, distance_bias is not None, block_m, block_n)
+        with _device_guard(q):  # B*H on grid axis 0: axes 1 and 2 stop at 65,535
+            _flash_fwd_kernel[(b * h, triton.cdiv(q_len, bm))](
+                q, k, v, out, lse, bias, mask, q.stride(), k.stride(), v.stride(), _head_major(out), *args,
+                BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, **consts,
+            )
+        ctx.save_for_backward(q, k, v, out, lse, distance_bias, key_padding_mask)
+        ctx.args = (scaling, max_back, max_fwd, block_m, block_n, precision)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse, distance_bias, key_padding_mask = ctx.saved_tensors
+        scaling, max_back, max_fwd, block_m, block_n, precision = ctx.args
+        b, h, q_len, _ = q.shape
+        # delta_i = sum_d dO_i . O_i = sum_j P_ij dP_ij (the softmax backward's row term); [B, H, Tq] fp32.
+        delta = (dout.float() * out.float()).sum(-1).transpose(1, 2).contiguous()
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        (bias, mask), args, consts = _launch_args(q, k, distance_bias, key_padding_mask, scaling, max_back,
+                                                  max_fwd, precision)
+        has_bias = distance_bias is not None
+        bias_grad = has_bias and ctx.needs_input_grad[3]
+        inputs = (q, k, v, dout, lse, delta)
+        with _device_guard(q):
+            bm, bn, warps, stages = _block_sizes("bwd_dkdv", q, has_bias, block_m, block_n)
+            _flash_bwd_dkdv_kernel[(b * k.shape[1], triton.cdiv(k.shape[2], bn))](
+                *inputs, dk, dv, bias, mask, q.stride(), k.stride(), v.stride(), _head_major(dout), dk.stride(),
+                dv.stride(), *args, scaling, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, **consts,
+            )
+            bm, bn, warps, stages = _block_sizes("bwd_dq", q, has_bias, block_m, block_n)
+            n_blocks = triton.cdiv(q_len, bm)
+            # The table gradient: one row of partial sums per (batch, head, query block), summed below in a fixed
+            # order (deterministic, no atomics); B*H*blocks*L fp32, allocated only when the table needs a grad.
+            dbias = bias.new_zeros((b * h * n_blocks, bias.shape[1]), dtype=torch.float32) if bias_grad else bias
+            _flash_bwd_dq_kernel[(b * h, n_blocks)](
+                *inputs, dq, bias, dbias, mask, q.stride(), k.stride(), v.stride(), _head_major(dout), dq.stride(),
+                *args, scaling, BIAS_GRAD=bias_grad, BLOCK_M=bm, BLOCK_N=bn, BLOCK_R=_block_r(bm, bn),
+                num_warps=warps, num_stages=stages, **consts,
+            )
+        d_table = dbias.view(b, h, n_blocks, -1).sum((0, 2)).to(distance_bias.dtype) if bias_grad else None
+        return dq, dk, dv, d_table, None, None, None, None, None, None
 
 
 def flash_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    *,
-    scaling: float | None = None,
-    is_causal: bool,
-    key_padding_mask: torch.Tensor | None = None,
-    distance_bias: torch.Tensor | None = None,
-    max_distance: int | None = None,
-    window: int | None = None,
-    block_m: int | None = None,
-    block_n: int | None = None,
-) -> torch.Tensor:
+    query: Tensor, key: Tensor, value: Tensor, *, scaling: float | None = None, is_causal: bool,
+    key_padding_mask: Tensor | None = None, distance_bias: Tensor | None = None, max_distance: int | None = None,
+    window: int | None = None, block_m: int | None = None, block_n: int | None = None,
+) -> Tensor:
     """Exact softmax attention with the Triton kernels (see the module docstring for the masks).
 
     Args:
@@ -502,10 +452,9 @@ def flash_attention(
     mask = None
     if key_padding_mask is not None:
         mask = key_padding_mask[:, -k_len:].to(device=query.device, dtype=torch.int8).contiguous()
-    max_back, max_fwd = _distance_band(
-        q_len, k_len, is_causal, None if table is None else table.shape[1], max_distance, window
-    )
-    out = FlashAttentionFunction.apply(
-        query, key, value, table, mask, scaling, max_back, max_fwd, block_m, block_n
-    )
+    from ..attention.band import band  # (hf_attn.attention imports this module's package lazily)
+
+    max_back, max_fwd = band(is_causal, window, max_distance, None if table is None else table.shape[1]).limits(
+        q_len, k_len)
+    out = FlashAttentionFunction.apply(query, key, value, table, mask, scaling, max_back, max_fwd, block_m, block_n)
     return out.to(out_dtype)

@@ -104,50 +104,72 @@ def flash_route(cc) -> str:
     return "triton" if _cc(cc) >= 80 else "pytorch"
 
 
-# (family, wide dtype?, BLOCK_D) -> {pass: (BLOCK_M, BLOCK_N, warps, stages)}; "wide" = fp32 operands.
-# A missing entry means no configuration fits: the dispatcher takes the PyTorch path.
-_F = FlashConfig
-_FLASH: dict[tuple[int, bool, int], dict[str, FlashConfig]] = {}
+# Flash kernel launches, one row per architecture family (the listed sm), operand width and head-dim tile BLOCK_D:
+# BLOCK_M x BLOCK_N / warps / stages of the forward, dK/dV and dQ kernels; "-" = no configuration fits (the dispatcher
+# takes the PyTorch path). Operands are 16-bit (fp16, bf16) or 32-bit (fp32, and bf16 below sm_80). Shared memory
+# grows with the tiles held per program: the forward keeps a [BLOCK_M, D] query tile and `stages` [BLOCK_N, D] key and
+# value tiles; dK/dV keeps [BLOCK_N, D] key/value tiles and `stages` [BLOCK_M, D] query / dO tiles; dQ the reverse;
+# 32-bit operands double everything. Per-block shared memory: sm_90 232,448 B, sm_80 166,912 B, sm_86 / sm_89
+# 101,376 B, sm_75 65,536 B. sm_75 has no cp.async, so one stage there (hf_blockwise routes sm_75 to PyTorch; its
+# rows serve direct calls; 64x64 16-bit tiles spilled 1.7-3.7 KB there). Chosen with the ahead-of-time compile
+# (docs/RESULTS.md has the numbers).
+_FLASH_TABLE = """
+sm  bits  BLOCK_D  fwd         dK/dV       dQ
+90  16    16       128x64/4/3  64x64/8/2   64x64/8/2
+90  16    32       128x64/4/3  64x64/8/2   64x64/8/2
+90  16    64       128x64/4/3  64x64/8/2   64x64/8/2
+90  16    128      128x64/8/3  64x64/8/2   64x64/8/2
+90  16    256      64x64/8/2   32x64/8/2   64x32/8/2
+90  32    16       64x64/4/2   64x64/8/2   64x64/8/2
+90  32    32       64x64/4/2   64x64/8/2   64x64/8/2
+90  32    64       64x64/4/2   64x64/8/2   64x64/8/2
+90  32    128      64x64/4/2   32x32/4/2   32x32/4/2
+90  32    256      32x32/4/2   32x32/4/1   32x32/4/1
+80  16    16       128x64/4/3  64x64/8/2   64x64/8/2
+80  16    32       128x64/4/3  64x64/8/2   64x64/8/2
+80  16    64       128x64/4/3  64x64/8/2   64x64/8/2
+80  16    128      128x64/8/3  64x64/8/2   64x64/8/2
+80  16    256      64x32/4/2   32x64/8/2   64x32/8/2
+80  32    16       64x64/4/2   64x64/8/2   64x64/8/2
+80  32    32       64x64/4/2   64x64/8/2   64x64/8/2
+80  32    64       64x64/4/2   64x64/8/2   64x64/8/2
+80  32    128      64x32/4/2   32x32/4/2   32x32/4/2
+80  32    256      32x32/4/1   32x32/4/1   32x32/4/1
+86  16    16       128x64/4/2  64x64/8/2   64x64/8/2
+86  16    32       128x64/4/2  64x64/8/2   64x64/8/2
+86  16    64       128x64/4/2  64x64/8/2   64x64/8/2
+86  16    128      64x64/4/2   32x32/4/2   32x32/4/2
+86  16    256      32x32/4/2   32x32/4/1   32x32/4/1
+86  32    16       64x32/4/2   32x32/4/2   32x32/4/2
+86  32    32       64x32/4/2   32x32/4/2   32x32/4/2
+86  32    64       64x32/4/2   32x32/4/2   32x32/4/2
+86  32    128      32x32/4/2   32x32/4/1   32x32/4/1
+86  32    256      16x32/4/1   16x16/4/1   16x16/4/1
+75  16    16       32x32/4/1   32x32/4/1   32x32/4/1
+75  16    32       32x32/4/1   32x32/4/1   32x32/4/1
+75  16    64       32x32/4/1   32x32/4/1   32x32/4/1
+75  16    128      64x64/4/1   32x32/4/1   32x32/4/1
+75  16    256      32x32/4/1   16x16/4/1   16x16/4/1
+75  32    16       32x32/4/1   32x32/4/1   32x32/4/1
+75  32    32       32x32/4/1   32x32/4/1   32x32/4/1
+75  32    64       32x32/4/1   32x32/4/1   32x32/4/1
+75  32    128      32x32/4/1   16x16/4/1   16x16/4/1
+75  32    256      16x16/4/1   -           -
+"""
 
 
-def _flash_table(family, wide, dims, fwd, dkdv, dq):
-    for d in dims:
-        _FLASH[(family, wide, d)] = {p: None if c is None else _F(*c) for p, c in zip(FLASH_PASSES, (fwd, dkdv, dq))}
+def _parse_flash_table(text: str) -> dict[tuple[int, bool, int], dict[str, FlashConfig | None]]:
+    """(family, 32-bit operands?, BLOCK_D) -> {pass: FlashConfig or None}, from ``_FLASH_TABLE``."""
+    table = {}
+    for row in text.strip().splitlines()[1:]:
+        sm, bits, dims, *cells = row.split()
+        configs = {p: None if cell == "-" else FlashConfig(*map(int, cell.replace("x", "/").split("/")))
+                   for p, cell in zip(FLASH_PASSES, cells, strict=True)}
+        table[(int(sm), bits == "32", int(dims))] = configs
+    return table
 
 
-# (BLOCK_M, BLOCK_N, warps, stages) for fwd, dK/dV, dQ. Shared memory grows with the tiles held per program: the
-# forward keeps a [BLOCK_M, D] query tile and `stages` [BLOCK_N, D] key and value tiles; dK/dV keeps [BLOCK_N, D]
-# key/value tiles and `stages` [BLOCK_M, D] query / dO tiles; dQ the reverse; fp32 doubles everything. sm_75 has
-# no cp.async, so one stage there. Chosen with the ahead-of-time compile (docs/RESULTS.md has the numbers).
-_ALL = (16, 32, 64)
-# sm_90: 232,448 B
-_flash_table(90, False, _ALL, (128, 64, 4, 3), (64, 64, 8, 2), (64, 64, 8, 2))
-_flash_table(90, False, (128,), (128, 64, 8, 3), (64, 64, 8, 2), (64, 64, 8, 2))
-_flash_table(90, False, (256,), (64, 64, 8, 2), (32, 64, 8, 2), (64, 32, 8, 2))
-_flash_table(90, True, _ALL, (64, 64, 4, 2), (64, 64, 8, 2), (64, 64, 8, 2))
-_flash_table(90, True, (128,), (64, 64, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2))
-_flash_table(90, True, (256,), (32, 32, 4, 2), (32, 32, 4, 1), (32, 32, 4, 1))
-# sm_80: 166,912 B
-_flash_table(80, False, _ALL, (128, 64, 4, 3), (64, 64, 8, 2), (64, 64, 8, 2))
-_flash_table(80, False, (128,), (128, 64, 8, 3), (64, 64, 8, 2), (64, 64, 8, 2))
-_flash_table(80, False, (256,), (64, 32, 4, 2), (32, 64, 8, 2), (64, 32, 8, 2))
-_flash_table(80, True, _ALL, (64, 64, 4, 2), (64, 64, 8, 2), (64, 64, 8, 2))
-_flash_table(80, True, (128,), (64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2))
-_flash_table(80, True, (256,), (32, 32, 4, 1), (32, 32, 4, 1), (32, 32, 4, 1))
-# sm_86 / sm_89: 101,376 B
-_flash_table(86, False, _ALL, (128, 64, 4, 2), (64, 64, 8, 2), (64, 64, 8, 2))
-_flash_table(86, False, (128,), (64, 64, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2))
-_flash_table(86, False, (256,), (32, 32, 4, 2), (32, 32, 4, 1), (32, 32, 4, 1))
-_flash_table(86, True, _ALL, (64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2))
-_flash_table(86, True, (128,), (32, 32, 4, 2), (32, 32, 4, 1), (32, 32, 4, 1))
-_flash_table(86, True, (256,), (16, 32, 4, 1), (16, 16, 4, 1), (16, 16, 4, 1))
-# sm_75: 65,536 B (kernel routed to PyTorch by hf_blockwise; these serve direct calls)
-_flash_table(75, False, _ALL, (32, 32, 4, 1), (32, 32, 4, 1), (32, 32, 4, 1))  # 64x64 spilled 1.7-3.7 KB
-_flash_table(75, False, (128,), (64, 64, 4, 1), (32, 32, 4, 1), (32, 32, 4, 1))
-_flash_table(75, False, (256,), (32, 32, 4, 1), (16, 16, 4, 1), (16, 16, 4, 1))
-_flash_table(75, True, _ALL, (32, 32, 4, 1), (32, 32, 4, 1), (32, 32, 4, 1))
-_flash_table(75, True, (128,), (32, 32, 4, 1), (16, 16, 4, 1), (16, 16, 4, 1))
-_flash_table(75, True, (256,), (16, 16, 4, 1), None, None)
+_FLASH = _parse_flash_table(_FLASH_TABLE)
 
 
 def flash_config(cc, dtype, head_dim: int, has_bias: bool, pass_: str) -> FlashConfig | None:
