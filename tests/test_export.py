@@ -20,7 +20,7 @@ from hf_attn import (
     TanConfig,
     TanModel,
 )
-from hf_attn.modeling.layers import is_tracing
+from hf_attn.modeling.input_checks import is_tracing
 from hf_attn.modeling.modeling_adaptive_span_gpt import AdaptiveSpanMask
 
 LIMIT = 32

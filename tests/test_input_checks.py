@@ -1,7 +1,7 @@
 """One clear error for every bad configuration field and every bad input, in all three models.
 
-The checks live once: `config_checks` (fields, RoPE, the length limit) and `layers.check_model_inputs` (ids, masks,
-shapes), shared by TAN, GQAEmbedder and AdaptiveSpanGPT.
+The checks live once: `config_checks` (fields, RoPE, the length limit) and `input_checks.check_model_inputs` (ids,
+masks, shapes), shared by TAN, GQAEmbedder and AdaptiveSpanGPT.
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ def _rope_config(rope_parameters):
 
 
 def test_rope_default_rotates_pairs_and_preserves_norm():
-    rope = RotaryEmbedding(_rope_config({"rope_type": "default", "rope_theta": 10000.0}), head_dim=16)
+    rope = RotaryEmbedding(_rope_config({"rope_type": "default", "rope_theta": 10000.0}))
     x = torch.randn(1, 2, 5, 16)
     cos, sin = rope(x, torch.arange(5)[None])
     q, k = apply_rotary_pos_emb(x, x, cos, sin)
@@ -151,12 +151,38 @@ def test_rope_default_rotates_pairs_and_preserves_norm():
 def test_rope_yarn_comes_from_transformers():
     params = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32, "rope_theta": 10000.0}
     cfg = _rope_config(params)
-    rope = RotaryEmbedding(cfg, head_dim=16)
+    rope = RotaryEmbedding(cfg)
     inv_freq, scale = ROPE_INIT_FUNCTIONS["yarn"](cfg, None)
     torch.testing.assert_close(rope.inv_freq, inv_freq)
     assert rope.attention_scaling == pytest.approx(scale) and scale > 1.0
-    default = RotaryEmbedding(_rope_config({"rope_type": "default", "rope_theta": 10000.0}), head_dim=16)
+    default = RotaryEmbedding(_rope_config({"rope_type": "default", "rope_theta": 10000.0}))
     assert not torch.allclose(rope.inv_freq, default.inv_freq)
+
+
+@pytest.mark.parametrize("kind", ["tan", "gqa_embedder", "adaptive_span_gpt"])
+def test_transformers_own_init_weights_rebuilds_the_rope_buffers(kind):
+    """No model re-initialises RoPE itself: transformers' `PreTrainedModel._init_weights` recognises
+    `RotaryEmbedding` (its `original_inv_freq`, `rope_type`, `compute_default_rope_parameters`) and recomputes the
+    buffers from the config, as after loading from the meta device."""
+    from transformers import PreTrainedModel
+
+    common = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, vocab_size=50,
+                  rope_parameters={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 32})
+    if kind == "tan":
+        model = hf_attn.TanModel(hf_attn.TanConfig(intermediate_size=16, **common))
+    elif kind == "gqa_embedder":
+        model = hf_attn.GQAEmbedderModel(hf_attn.GQAEmbedderConfig(intermediate_size=64, embedding_size=16, **common))
+    else:
+        model = hf_attn.AdaptiveSpanGPTModel(hf_attn.AdaptiveSpanGPTConfig(position_embedding="rope", **common))
+    rotary = model.rotary_emb
+    expected, _ = ROPE_INIT_FUNCTIONS["yarn"](model.config, None)
+    torch.testing.assert_close(rotary.inv_freq, expected)
+    with torch.no_grad():
+        rotary.inv_freq.zero_()
+        rotary.original_inv_freq.zero_()
+    PreTrainedModel._init_weights(model, rotary)
+    torch.testing.assert_close(rotary.inv_freq, expected)
+    torch.testing.assert_close(rotary.original_inv_freq, expected)
 
 
 def test_decomposed_linear_shapes_and_params():
@@ -174,7 +200,8 @@ def test_masked_mean_pool_ignores_padding_and_empty_rows():
 def test_backends_registered_and_unknown_name_lists_valid_ones():
     for name in ("hf_local", "hf_linear", "hf_topk", "hf_blockwise"):
         assert name in AttentionInterface._global_mapping
-    with pytest.raises(ValueError, match="no_such_attention.*not supported.*Registered attention backends:.*hf_blockwise"):
+    expected = "no_such_attention.*not supported.*Registered attention backends:.*hf_blockwise"
+    with pytest.raises(ValueError, match=expected):
         hf_attn.GQAEmbedderModel._from_config(
             hf_attn.GQAEmbedderConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                       num_key_value_heads=1, intermediate_size=32),

@@ -13,7 +13,6 @@ from .modeling_adaptive_span_gpt import AdaptiveSpanGPTForCausalLM, AdaptiveSpan
 from .modeling_gqa_embedder import GQAEmbedderModel
 from .modeling_tan import TanModel
 
-
 __all__ = [
     "AdaptiveSpanGPTConfig",
     "AdaptiveSpanGPTForCausalLM",

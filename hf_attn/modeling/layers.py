@@ -1,13 +1,15 @@
 """Shared building blocks of the hf_attn models.
 
-This file is copied next to the modeling files when a model is saved with remote code, so it imports only
-torch and transformers. Everything that more than one model uses lives here, once:
+This file is copied next to the modeling files when a model is saved with remote code, so it imports only torch,
+transformers and its `.`-siblings. Everything that more than one model uses lives here, once (the input checks
+live beside it, in ``input_checks.py``):
 
 - the attention seam: the eager reference, mask normalisation, the per-head *distance bias* and how it reaches
   each backend;
-- positional encodings: RoPE (inverse frequencies from transformers' ``ROPE_INIT_FUNCTIONS``, so YaRN and the
-  other scalings are transformers' own), sinusoidal, ALiBi;
-- layers: ``DecomposedLinear`` (TAN's low-rank maps), masked mean pooling.
+- positional encodings: RoPE in transformers' convention (`RotaryEmbedding(config)`: inverse frequencies from
+  `compute_default_rope_parameters` or transformers' ``ROPE_INIT_FUNCTIONS``, so YaRN and the other scalings are
+  transformers' own, and rebuilt by transformers' own `_init_weights`), sinusoidal, ALiBi;
+- layers: ``DecomposedLinear`` (TAN's low-rank maps), masked mean pooling, the encoders' bidirectional attention.
 
 Shapes: ``B`` batch, ``H`` query heads, ``Hkv`` key/value heads, ``Tq``/``Tk`` query/key lengths, ``D`` head dim.
 """
@@ -23,184 +25,14 @@ from torch import nn
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .config_checks import describe_length_limit, max_sequence_length
-
-try:  # the keywords transformers itself passes to a model's forward (generate, Trainer, attention kernels)
-    from transformers.utils import TransformersKwargs as _TransformersKwargs
-except ImportError:  # pragma: no cover - older transformers
-    _TransformersKwargs = None
-try:
-    from transformers.modeling_flash_attention_utils import FlashAttentionKwargs as _FlashAttentionKwargs
-except ImportError:  # pragma: no cover
-    _FlashAttentionKwargs = None
-
-# ---------------------------------------------------------------------------------------------------------------
-# Forward keywords and input checks
-# ---------------------------------------------------------------------------------------------------------------
-#
-# transformers renamed the cache keyword of forward from `past_key_values` to `cache`; generate() passes whichever
-# name the installed version uses. Models accept both (`resolve_cache`) and refuse any keyword they do not know
-# (`check_forward_kwargs`), so a renamed argument can never again fall silently into **kwargs.
-
-FORWARD_KWARGS = frozenset(
-    {"output_attentions", "output_hidden_states", "return_dict", "cache_position", "num_items_in_batch",
-     "is_causal", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx",
-     "output_router_logits", "ignore_index", "shift_labels"}
-    | set(getattr(_TransformersKwargs, "__optional_keys__", ()))
-    | set(getattr(_FlashAttentionKwargs, "__optional_keys__", ()))
-)
-
-
-def check_forward_kwargs(kwargs: dict, owner: str, extra: tuple[str, ...] = ()) -> None:
-    """Raise TypeError naming any keyword of `kwargs` that is neither a transformers forward keyword nor in `extra`."""
-    unknown = sorted(k for k in kwargs if k not in FORWARD_KWARGS and k not in extra)
-    if unknown:
-        raise TypeError(
-            f"{owner}.forward() got unexpected keyword argument(s) {', '.join(repr(k) for k in unknown)}; "
-            "check the spelling (the KV cache is passed as `cache`, or `past_key_values` in older transformers)."
-        )
-
-
-def resolve_cache(cache, past_key_values):
-    """The cache passed under transformers' current name (`cache`) or its old one (`past_key_values`)."""
-    if cache is not None and past_key_values is not None and cache is not past_key_values:
-        raise ValueError("Pass the KV cache once: as `cache` (current transformers) or `past_key_values`, not both.")
-    return cache if cache is not None else past_key_values
-
-
-def is_tracing() -> bool:
-    """True under torch.compile, torch.export, torch.jit tracing or torch.fx: data-dependent checks are skipped."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
-        return True
+# The hf_* attention backends register themselves when hf_attn is imported. A model loaded as remote code (its
+# modules live under transformers_modules, not hf_attn) imports hf_attn here for that, when it is installed. A module
+# that is itself part of hf_attn must not: hf_attn imports it while initialising, and registers the backends itself.
+if not __name__.startswith("hf_attn."):
     try:
-        from torch.fx._symbolic_trace import is_fx_symbolic_tracing as is_fx_tracing
-    except ImportError:  # older torch
-        try:
-            from torch.fx._symbolic_trace import is_fx_tracing
-        except ImportError:  # pragma: no cover
-            return False
-    return is_fx_tracing()
-
-
-def check_model_inputs(
-    config,
-    input_ids: torch.Tensor | None,
-    inputs_embeds: torch.Tensor | None,
-    attention_mask: torch.Tensor | None = None,
-    *,
-    past_length: int = 0,
-    position_ids: torch.Tensor | None = None,
-    model_name: str = "the model",
-) -> None:
-    """The input checks of all three models, each failure one ValueError / TypeError that names the fix.
-
-    Shapes, dtypes and the length limit (`max_sequence_length`: the RoPE scaling in force, None for ALiBi) are
-    checked always; they only read sizes, which torch.export / torch.compile turn into guards. Checks that read
-    tensor *values* (ids inside the vocabulary, mask values in {0, 1}, position ids inside a learned table) are
-    skipped while tracing or compiling (`is_tracing`), where they would need `.item()`.
-    """
-    if (input_ids is None) == (inputs_embeds is None):
-        raise ValueError(f"Pass exactly one of `input_ids` or `inputs_embeds` to {model_name}.")
-    if input_ids is not None:
-        if not isinstance(input_ids, torch.Tensor):
-            raise TypeError(
-                f"`input_ids` must be a torch.Tensor of token ids, got {type(input_ids).__name__}; "
-                "use tokenizer(..., return_tensors='pt')."
-            )
-        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
-            raise TypeError(
-                f"`input_ids` must hold integer token ids, got dtype {input_ids.dtype}; pass `input_ids.long()` "
-                "(or `inputs_embeds` for vectors)."
-            )
-        if input_ids.dim() != 2:
-            hint = " add a batch dimension: input_ids[None] (or unsqueeze(0))" if input_ids.dim() == 1 else ""
-            raise ValueError(
-                f"`input_ids` must be [batch, seq_len], got shape {tuple(input_ids.shape)};{hint or ' reshape it'}."
-            )
-        x = input_ids
-    else:
-        hidden = config.hidden_size
-        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != hidden:
-            raise ValueError(
-                f"`inputs_embeds` must be [batch, seq_len, hidden_size={hidden}], got shape {tuple(inputs_embeds.shape)}."
-            )
-        x = inputs_embeds
-    batch, seq_len = x.shape[0], x.shape[1]
-    if batch == 0:
-        raise ValueError(f"Empty batch: {model_name} got {tuple(x.shape)}; pass at least one sequence.")
-    if seq_len == 0:
-        raise ValueError(
-            f"Zero-length input: {model_name} got {tuple(x.shape)}; every sequence needs at least one token."
-        )
-    limit = max_sequence_length(config)
-    total = past_length + seq_len
-    if limit is not None and total > limit:
-        cached = f" (cached {past_length} + new {seq_len})" if past_length else ""
-        raise ValueError(
-            f"Sequence length {total}{cached} exceeds the model's limit of {limit} tokens "
-            f"({describe_length_limit(config)}); truncate the input, e.g. tokenizer(..., truncation=True, "
-            f"max_length={limit}), or generate fewer tokens."
-        )
-
-    if attention_mask is not None:
-        check_attention_mask(attention_mask, batch, seq_len, past_length)
-
-    if is_tracing():
-        return
-    if input_ids is not None:
-        vocab = config.vocab_size
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= vocab:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"Token id {bad} is outside the vocabulary [0, {vocab}) (vocab_size={vocab}); is the tokenizer the "
-                "one this model was trained with?"
-            )
-    if position_ids is not None and limit is not None and position_ids.numel():
-        low, high = int(position_ids.min()), int(position_ids.max())
-        if low < 0 or high >= limit:
-            raise ValueError(
-                f"position_ids must lie in [0, {limit}) ({describe_length_limit(config)}), got values in "
-                f"[{low}, {high}]."
-            )
-
-
-def check_attention_mask(attention_mask: torch.Tensor, batch: int, seq_len: int, past_length: int = 0) -> None:
-    """A [batch, cached + new] padding mask of 0/1 (or bool), or a prepared 4D mask [batch|1, heads|1, new, keys].
-
-    Values are checked outside tracing only (see `check_model_inputs`).
-    """
-    if not isinstance(attention_mask, torch.Tensor):
-        return  # a flex_attention BlockMask or another prepared object: transformers passes it through
-    keys = past_length + seq_len
-    if attention_mask.dim() == 2:
-        if attention_mask.shape[0] != batch or attention_mask.shape[1] != keys:
-            cached = f" (cached {past_length} + new {seq_len})" if past_length else ""
-            raise ValueError(
-                f"`attention_mask` has shape {tuple(attention_mask.shape)} but the input needs [batch, tokens] = "
-                f"[{batch}, {keys}]{cached}: one 1/0 (token/padding) per token, from the same tokenizer call."
-            )
-        if is_tracing():
-            return
-        if attention_mask.dtype != torch.bool and not ((attention_mask == 0) | (attention_mask == 1)).all():
-            raise ValueError(
-                "`attention_mask` must hold only 1 (token) and 0 (padding), got other values "
-                f"(range [{attention_mask.min().item()}, {attention_mask.max().item()}]); pass the tokenizer's mask "
-                "or `mask.bool()`."
-            )
-    elif attention_mask.dim() == 4:
-        if attention_mask.shape[0] not in (1, batch) or attention_mask.shape[-2] != seq_len or (
-            attention_mask.shape[-1] < keys
-        ):
-            raise ValueError(
-                f"A 4D `attention_mask` must be [batch (={batch}) or 1, heads or 1, new tokens (={seq_len}), "
-                f"keys (>= {keys})], got {tuple(attention_mask.shape)}."
-            )
-    else:
-        raise ValueError(
-            f"`attention_mask` must be [batch, tokens] (1 = token, 0 = padding) or a prepared 4D mask, got shape "
-            f"{tuple(attention_mask.shape)}."
-        )
+        import hf_attn  # noqa: F401
+    except ImportError:
+        pass
 
 # ---------------------------------------------------------------------------------------------------------------
 # Attention seam
@@ -379,33 +211,44 @@ def eager_attention_forward(
 
 
 class RotaryEmbedding(nn.Module):
-    """Rotary position embedding; YaRN, linear and llama3 scaling come from transformers' `ROPE_INIT_FUNCTIONS`.
+    """Rotary position embedding in transformers' convention (as `LlamaRotaryEmbedding(config)`).
 
-    Built from the config alone, like transformers' `LlamaRotaryEmbedding(config)`: reads `config.rope_parameters`
-    (transformers standardises a legacy `rope_scaling` into it) and the head dim (`config.head_dim`, else
-    hidden_size / num_attention_heads; `head_dim=` overrides). The frequencies are fixed: dynamic NTK, whose
+    Built from the config alone: reads `config.rope_parameters` (transformers standardises a legacy `rope_scaling`
+    into it) and the head dim (`config.head_dim`, else hidden_size / num_attention_heads). The inverse frequencies
+    come from `rope_init_fn`: `compute_default_rope_parameters` for plain RoPE, transformers' `ROPE_INIT_FUNCTIONS`
+    for linear, YaRN and llama3 scaling. `inv_freq` and `original_inv_freq` are non-persistent buffers, which
+    transformers' own `PreTrainedModel._init_weights` recomputes from `config` and `rope_type` (after loading from
+    the meta device, say), so no model re-initialises them itself. The frequencies are fixed: dynamic NTK, whose
     frequencies follow the running length, is refused by the configurations (`check_rope_parameters`).
     forward(x, position_ids [B, T]) -> (cos, sin), each [B, T, head_dim].
     """
 
-    def __init__(self, config, head_dim: int | None = None, device: torch.device | None = None):
+    def __init__(self, config, device: torch.device | None = None):
         super().__init__()
-        if head_dim is None:
-            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        params = dict(getattr(config, "rope_parameters", None) or {})
-        self.rope_type = params.get("rope_type", "default")
-        theta = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+        self.config = config
+        self.rope_type = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
         if self.rope_type == "default":
-            inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=device) / head_dim))
-            self.attention_scaling = 1.0
+            rope_init_fn: Callable = self.compute_default_rope_parameters
         elif self.rope_type in ROPE_INIT_FUNCTIONS and self.rope_type != "dynamic":
-            inv_freq, self.attention_scaling = ROPE_INIT_FUNCTIONS[self.rope_type](config, device)
+            rope_init_fn = ROPE_INIT_FUNCTIONS[self.rope_type]
         else:
             raise ValueError(
                 f"RotaryEmbedding does not support rope_type={self.rope_type!r}; use 'default', 'linear', 'yarn' or "
                 "'llama3' in `rope_parameters`."
             )
+        inv_freq, self.attention_scaling = rope_init_fn(config, device)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
+
+    @staticmethod
+    def compute_default_rope_parameters(
+        config, device: torch.device | None = None, seq_len: int | None = None
+    ) -> tuple[torch.Tensor, float]:
+        """Plain RoPE (Su et al. 2021): inverse frequencies theta^(-2i / head_dim), and no attention scaling."""
+        base = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float, device=device) / dim))
+        return inv_freq, 1.0
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

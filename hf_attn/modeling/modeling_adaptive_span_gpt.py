@@ -38,6 +38,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_adaptive_span_gpt import AdaptiveSpanGPTConfig
+from .input_checks import check_forward_kwargs, check_model_inputs, is_tracing, resolve_cache
 from .layers import (
     ListsAttentionBackendsMixin,
     RotaryEmbedding,
@@ -45,19 +46,9 @@ from .layers import (
     alibi_slopes,
     apply_rotary_pos_emb,
     attention_bias_kwargs,
-    check_forward_kwargs,
-    check_model_inputs,
     eager_attention_forward,
-    is_tracing,
-    resolve_cache,
     sinusoidal_position_embedding,
 )
-
-try:  # registers the hf_* attention backends when hf_attn is installed; the model works without it
-    import hf_attn  # noqa: F401
-except ImportError:
-    pass
-
 
 # transformers renamed the cache argument of its mask functions and output classes from `past_key_values` to `cache`;
 # use whichever name the installed version has, so remote code never calls a deprecated spelling.
@@ -336,9 +327,6 @@ class AdaptiveSpanGPTPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedMode
         elif isinstance(module, TriangleWaveMask):
             init.zeros_(module.period_logit)
             init.zeros_(module.offset_logit)
-        elif isinstance(module, RotaryEmbedding):  # non-persistent buffer: rebuilt after meta-device loading
-            fresh = RotaryEmbedding(self.config, self.config.hidden_size // self.config.num_attention_heads)
-            init.copy_(module.inv_freq, fresh.inv_freq)
 
 
 def _distance_limit_mask_function(limit: torch.Tensor) -> Callable:
@@ -361,11 +349,7 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
             if config.position_embedding == "learned"
             else None
         )
-        self.rotary_emb = (
-            RotaryEmbedding(config, config.hidden_size // config.num_attention_heads)
-            if config.position_embedding == "rope"
-            else None
-        )
+        self.rotary_emb = RotaryEmbedding(config) if config.position_embedding == "rope" else None
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList([AdaptiveSpanBlock(config, i) for i in range(config.num_hidden_layers)])
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon, bias=config.bias)
@@ -427,7 +411,7 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
         """
         if not self.config.use_adaptive_attention:
             return None
-        spans, masked = zip(*(layer.attn.regularizer_terms() for layer in self.layers))
+        spans, masked = zip(*(layer.attn.regularizer_terms() for layer in self.layers), strict=True)
         reg = self.config.span_reg * torch.cat(spans).mean()
         if self.config.use_triangle_wave_masking:
             reg = reg + self.config.triangle_wave_reg * torch.cat(masked).mean()

@@ -23,24 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_gqa_embedder import GQAEmbedderConfig
-from .layers import (
-    BidirectionalRopeAttention,
-    ListsAttentionBackendsMixin,
-    RotaryEmbedding,
-    check_model_inputs,
-    masked_mean_pool,
-)
-
-try:
-    import hf_attn  # noqa: F401  registers hf_* backends when installed
-except ImportError:
-    pass
+from .input_checks import check_model_inputs
+from .layers import BidirectionalRopeAttention, ListsAttentionBackendsMixin, RotaryEmbedding, masked_mean_pool
 
 
 class GQAEmbedderAttention(BidirectionalRopeAttention):
@@ -103,14 +92,8 @@ class GQAEmbedderPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
-    def _init_weights(self, module: nn.Module) -> None:
-        # Linear/Embedding: normal(0, initializer_range), zero bias, zero padding row; RMSNorm: ones.
-        super()._init_weights(module)
-        if isinstance(module, RotaryEmbedding):
-            # A non-persistent buffer: rebuilt from the config (transformers' rope functions) when loading from meta.
-            with torch.device("cpu"):
-                inv_freq = RotaryEmbedding(self.config, self.config.head_dim).inv_freq
-            init.copy_(module.inv_freq, inv_freq)
+    # transformers' own `_init_weights` is all it needs: linears and embeddings normal(0, initializer_range), zero
+    # bias and padding row, RMSNorms ones, RotaryEmbedding's buffers from the config.
 
 
 class GQAEmbedderModel(GQAEmbedderPreTrainedModel):
@@ -128,7 +111,7 @@ class GQAEmbedderModel(GQAEmbedderPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
         self.layers = nn.ModuleList(GQAEmbedderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.rotary_emb = RotaryEmbedding(config, config.head_dim)
+        self.rotary_emb = RotaryEmbedding(config)
         self.projection = nn.Linear(config.hidden_size, config.embedding_size)
         self.gradient_checkpointing = False
         self.post_init()

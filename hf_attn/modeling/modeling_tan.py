@@ -22,20 +22,14 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import PreTrainedModel
 
 from .configuration_tan import TanConfig
+from .input_checks import check_model_inputs, is_tracing
 from .layers import (
     BidirectionalRopeAttention,
     DecomposedLinear,
     ListsAttentionBackendsMixin,
     RotaryEmbedding,
-    check_model_inputs,
-    is_tracing,
     masked_mean_pool,
 )
-
-try:  # registers the hf_* attention backends when hf_attn is installed (a partial import during its own init is fine)
-    import hf_attn  # noqa: F401
-except ImportError:
-    pass
 
 try:  # hf_attn's dispatcher between the fused Triton kernels and the reference below; absent in remote code alone
     from hf_attn.kernels.chebyshev import chebyshev_project as _fused_chebyshev_project
@@ -224,16 +218,10 @@ class TanPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        # transformers' `init` functions skip tensors already loaded from a checkpoint.
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.RMSNorm):
-            if module.weight is not None:
-                init.ones_(module.weight)
-        elif isinstance(module, TanChebyshevEmbedding):
+        # transformers' `init` functions skip tensors already loaded from a checkpoint. Its own `_init_weights`
+        # covers linears (normal(0, initializer_range), zero bias), RMSNorms (ones) and RotaryEmbedding's buffers.
+        super()._init_weights(module)
+        if isinstance(module, TanChebyshevEmbedding):
             init.constant_(module.input_scale, 2.0)
             init.zeros_(module.input_shift)
             # |T_k(u)| <= 1 and sum_k T_k(u)^2 ~ M K/2 over the M K features, so std sqrt(2/(M K)) keeps each
@@ -243,10 +231,6 @@ class TanPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedModel):
             # A buffer saved with the weights; recomputed only when a checkpoint did not provide it.
             init.copy_(module.token_coordinates, default_token_coordinates(
                 self.config.vocab_size, self.config.token_code, self.config.num_token_coordinates))
-        elif isinstance(module, RotaryEmbedding):
-            # A non-persistent buffer: recompute it in case the model was materialised from the meta device.
-            fresh = RotaryEmbedding(self.config, self.config.hidden_size // self.config.num_attention_heads)
-            init.copy_(module.inv_freq, fresh.inv_freq)
 
 
 class TanModel(TanPreTrainedModel):
@@ -280,7 +264,7 @@ class TanModel(TanPreTrainedModel):
         self.embeddings = TanChebyshevEmbedding(config)
         self.layers = nn.ModuleList([TanBlock(config, i) for i in range(config.num_hidden_layers)])
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.rotary_emb = RotaryEmbedding(config, config.hidden_size // config.num_attention_heads)
+        self.rotary_emb = RotaryEmbedding(config)
         self.pooler = nn.Linear(config.hidden_size, config.embedding_size)
         self.gradient_checkpointing = False
         self.post_init()

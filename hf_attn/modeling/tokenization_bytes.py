@@ -59,7 +59,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
 
 
 __all__ = ["byte_level_tokenizer", "EOS_TOKEN_ID", "PAD_TOKEN_ID", "VOCAB_SIZE_WITH_SPECIALS"]
