@@ -1,4 +1,5 @@
-"""AdaptiveSpanGPT (seeds 001, 002): config, the two distance masks, backend agreement, cache, reports, export."""
+"""AdaptiveSpanGPT (adaptive attention span and triangle-wave masking): config, the two distance masks, backend
+agreement, cache, reports, export."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 import hf_attn  # noqa: F401  (registers the hf_* backends and the Auto classes)
 from hf_attn import AdaptiveSpanGPTConfig, AdaptiveSpanGPTForCausalLM, AdaptiveSpanGPTModel
+from hf_attn.modeling.distance_masks import (
+    adaptive_span_mask,
+    attention_flops,
+    causal_attention_entries,
+    span_max_distance,
+)
 from hf_attn.modeling.modeling_adaptive_span_gpt import AdaptiveSpanMask, TriangleWaveMask, safe_log
 
 T = 40  # sequence length of the tests; spans are set well below it so masking matters
@@ -105,6 +112,16 @@ def test_span_mask_values():
     expected = torch.tensor([[1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]])
     torch.testing.assert_close(mask(d), expected)
     assert mask.max_distance() == 14  # zero from d = z + R on
+
+
+def test_span_formula_without_a_module():
+    spans, d = torch.tensor([3.0, 10.0]), torch.arange(20, dtype=torch.float)
+    module = AdaptiveSpanMask(num_heads=2, max_span=20, softness=4.0, init_ratio=0.5)
+    with torch.no_grad():
+        module.span_logit.copy_(torch.logit(spans / 20))
+    torch.testing.assert_close(adaptive_span_mask(module.spans(), 4.0, d), module(d))
+    assert span_max_distance([3.0, 10.0], 4.0) == span_max_distance(spans, 4.0) == 14 == module.max_distance()
+    assert (adaptive_span_mask(spans, 4.0, d)[:, 14:] == 0).all()
 
 
 def test_triangle_wave_range_and_period():
@@ -211,9 +228,9 @@ def test_span_and_period_gradients_agree_eager_vs_sdpa():
         model(ids, attention_mask=mask, labels=labels).loss.backward()
         grads[backend] = torch.cat(
             [
-                torch.cat([l.attn.span_mask.span_logit.grad, l.attn.triangle_mask.period_logit.grad,
-                           l.attn.triangle_mask.offset_logit.grad])
-                for l in model.model.layers
+                torch.cat([layer.attn.span_mask.span_logit.grad, layer.attn.triangle_mask.period_logit.grad,
+                           layer.attn.triangle_mask.offset_logit.grad])
+                for layer in model.model.layers
             ]
         )
     assert grads["eager"].abs().sum() > 0
@@ -307,14 +324,13 @@ def test_loss_includes_span_regularizer():
     torch.testing.assert_close(out.loss, ce + out.span_loss)
 
     config = model.config
-    spans = torch.cat([l.attn.span_mask.spans() for l in model.model.layers])
-    kept = torch.cat(
-        [l.attn.triangle_mask(torch.arange(config.max_span, dtype=torch.float)).mean(-1) for l in model.model.layers]
-    )
+    spans = torch.cat([layer.attn.span_mask.spans() for layer in model.model.layers])
+    d = torch.arange(config.max_span, dtype=torch.float)
+    kept = torch.cat([layer.attn.triangle_mask(d).mean(-1) for layer in model.model.layers])
     expected = config.span_reg * spans.mean() + config.triangle_wave_reg * (spans * kept).mean()
     torch.testing.assert_close(out.span_loss, expected)
     out.span_loss.backward()  # the regulariser trains the spans
-    assert all(l.attn.span_mask.span_logit.grad.gt(0).all() for l in model.model.layers)
+    assert all(layer.attn.span_mask.span_logit.grad.gt(0).all() for layer in model.model.layers)
 
     plain = tiny_model(**MASK_SETTINGS["no_masks"])
     out = plain(ids, labels=ids)
@@ -334,6 +350,25 @@ def test_span_report_shapes():
     assert tiny_model(**MASK_SETTINGS["span_only"]).attention_span_report()["period"] is None
 
 
+def test_hidden_states_and_attentions_are_recorded_by_transformers():
+    """`capture_outputs` records one hidden state per block input plus the final (normed) output, and one weight
+    tensor per block, on the base model and through the LM."""
+    model = tiny_model(position_embedding="learned")
+    model.set_attn_implementation("eager")  # the backend that returns attention weights
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+        base = model.model(ids, attention_mask=mask)
+        embedded = model.model.embed_tokens(ids) + model.model.embed_positions(torch.arange(T)[None])
+    assert len(out.hidden_states) == 3 and len(out.attentions) == 2
+    torch.testing.assert_close(out.hidden_states[0], embedded)
+    torch.testing.assert_close(out.hidden_states[-1], base.last_hidden_state)
+    assert out.attentions[0].shape == (2, 4, T, T)
+    as_tuple = model(ids, attention_mask=mask, return_dict=False, use_cache=False)
+    torch.testing.assert_close(as_tuple[0], out.logits)
+    assert model(ids, attention_mask=mask).hidden_states is None
+
+
 def test_attention_flops():
     seq_len = 48
     model = tiny_model()
@@ -351,6 +386,14 @@ def test_attention_flops():
     assert flops["attention_flops"] == expected
     dense = 2 * 4 * (seq_len * (seq_len + 1) // 2) * 4 * D
     assert flops["dense_causal_flops"] == dense
+
+    # the one formula, callable without a model (benchmarks, studies): the same count from the masks alone
+    masks = [layer.attn.distance_mask(seq_len) for layer in model.model.layers]
+    assert sum(attention_flops(seq_len, D, m) for m in masks) == expected
+    assert causal_attention_entries(seq_len, num_heads=4) == 4 * seq_len * (seq_len + 1) // 2
+    short = torch.zeros(2, 5)
+    short[0, :3] = 1.0  # head 0 keeps d = 0, 1, 2; distances past the table are masked
+    assert causal_attention_entries(seq_len, short) == seq_len + (seq_len - 1) + (seq_len - 2)
 
     span_only = tiny_model(max_span=seq_len, **MASK_SETTINGS["span_only"])
     with torch.no_grad():

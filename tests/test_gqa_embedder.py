@@ -133,8 +133,14 @@ def test_tuple_output_hidden_states_and_attentions():
         out = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
         as_tuple = model(ids, attention_mask=mask, return_dict=False)
     assert len(out.hidden_states) == 3 and len(out.attentions) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(out.hidden_states[0], model.embed_tokens(ids))
+    assert torch.equal(out.hidden_states[-1], out.last_hidden_state)  # after the final norm, as in transformers
     assert out.attentions[0].shape == (3, 8, 20, 20)
     torch.testing.assert_close(as_tuple[1], out.pooler_output)
+    model.set_attn_implementation("sdpa")  # returns no weights: transformers records none
+    with torch.no_grad():
+        assert model(ids, attention_mask=mask, output_attentions=True).attentions == ()
 
 
 # --- attention backends ----------------------------------------------------------------------------------------

@@ -197,13 +197,20 @@ def test_forward_shapes_and_optional_outputs():
     assert out.last_hidden_state.shape == (3, 12, TINY["hidden_size"])
     assert out.pooler_output.shape == (3, TINY["embedding_size"])
     assert out.pooler_output.abs().max() < 1  # tanh
+    # transformers' convention (`capture_outputs`): the embedding output, each block's output but the last, and
+    # last the final output after the final norm, `last_hidden_state`.
     assert len(out.hidden_states) == TINY["num_hidden_layers"] + 1
+    with torch.no_grad():
+        torch.testing.assert_close(out.hidden_states[0], model.embeddings(ids))
+    assert torch.equal(out.hidden_states[-1], out.last_hidden_state)
     assert len(out.attentions) == TINY["num_hidden_layers"]
     assert out.attentions[0].shape == (3, TINY["num_attention_heads"], 12, 12)
     # Padded keys get no attention.
     assert out.attentions[0][1, :, :, 7:].abs().max() == 0
     as_tuple = model(ids, attention_mask=mask, return_dict=False)
     assert torch.equal(as_tuple[0], out.last_hidden_state) and torch.equal(as_tuple[1], out.pooler_output)
+    full = model(ids, attention_mask=mask, return_dict=False, output_hidden_states=True, output_attentions=True)
+    assert len(full) == 4 and len(full[2]) == len(out.hidden_states) and len(full[3]) == len(out.attentions)
 
 
 def test_padding_does_not_change_outputs():

@@ -1,6 +1,8 @@
-"""AdaptiveSpanGPT: a nanoGPT-style decoder with adaptive attention span and triangle-wave masking (seeds 001, 002).
+"""AdaptiveSpanGPT: a nanoGPT-style decoder with adaptive attention span (Sukhbaatar et al. 2019) and learnable
+triangle-wave (periodic) masking.
 
-Reads top to bottom like nanoGPT's model.py: the two learnable distance masks, attention, MLP, block, model, LM.
+Reads top to bottom like nanoGPT's model.py: attention, MLP, block, model, LM. The two learnable distance masks and
+the count of the attention entries they keep live beside it, in ``distance_masks.py``.
 
 Both masks depend only on the query-key distance d = i - j and on the head, so each layer folds them (and ALiBi)
 into one *distance bias table* [H, L] (see ``layers.py``):
@@ -12,10 +14,10 @@ hf_blockwise) computes the same function from the same table. L is the current m
 have a zero mask in every head, so backends that take the table (hf_blockwise, hf_local) skip those key blocks and
 flex_attention gets a BlockMask with the same hard limit.
 
-Differences from the seed's nanoGPT fork (whose code we do not have): the triangle-wave regulariser is our
-reading of "its own regulariser" (see ``AdaptiveSpanGPTConfig.triangle_wave_reg``); the mask is applied as a
-log-bias before the softmax rather than by multiplying and renormalising after it (same function, and it reaches
-fused kernels).
+Differences from the nanoGPT fork of the adaptive-span / periodic-mask proposal (whose code we do not have): the
+triangle-wave regulariser is our reading of "its own regulariser" (see ``AdaptiveSpanGPTConfig.triangle_wave_reg``);
+the mask is applied as a log-bias before the softmax rather than by multiplying and renormalising after it (same
+function, and it reaches fused kernels).
 """
 
 from __future__ import annotations
@@ -36,8 +38,18 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_adaptive_span_gpt import AdaptiveSpanGPTConfig
+from .distance_masks import (
+    AdaptiveSpanMask,
+    TriangleWaveMask,
+    attention_flops,
+    distance_limit_mask_function,
+    safe_log,
+)
 from .input_checks import check_forward_kwargs, check_model_inputs, is_tracing, resolve_cache
 from .layers import (
     ListsAttentionBackendsMixin,
@@ -56,89 +68,6 @@ _MASK_CACHE_ARG = "cache" if "cache" in inspect.signature(create_causal_mask).pa
 _OUTPUT_CACHE_FIELD = (
     "cache" if "cache" in {f.name for f in dataclasses.fields(BaseModelOutputWithPast)} else "past_key_values"
 )
-
-
-def safe_log(mask: torch.Tensor) -> torch.Tensor:
-    """log(mask) with -inf where mask == 0, and no NaN gradient there (the -inf branch has zero gradient)."""
-    tiny = torch.finfo(mask.dtype).tiny
-    return torch.where(mask > 0, torch.log(mask.clamp_min(tiny)), torch.full_like(mask, float("-inf")))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Learnable distance masks
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class AdaptiveSpanMask(nn.Module):
-    """Adaptive attention span (Sukhbaatar et al. 2019), one span per head.
-
-    z_h = sigmoid(p_h) * max_span;  m_h(d) = clamp((R + z_h - d) / R, 0, 1), so m = 1 up to d = z, then a linear
-    ramp of length R down to 0 at d = z + R.
-    """
-
-    def __init__(self, num_heads: int, max_span: int, softness: float, init_ratio: float):
-        super().__init__()
-        self.max_span = max_span
-        self.softness = softness
-        self.init_ratio = init_ratio
-        self.span_logit = nn.Parameter(torch.full((num_heads,), math.log(init_ratio / (1 - init_ratio))))
-
-    def spans(self) -> torch.Tensor:
-        """[H] current spans z in tokens."""
-        return torch.sigmoid(self.span_logit.float()) * self.max_span
-
-    def max_distance(self) -> int:
-        """Smallest L such that m_h(d) = 0 for every head and every d >= L.
-
-        While tracing or compiling (no `.item()` there) it is the static bound ceil(max_span + R), which the span
-        can never exceed: the distance table is longer, its extra entries are -inf, the function is the same.
-        """
-        if is_tracing():
-            return math.ceil(self.max_span + self.softness)
-        return int(torch.ceil((self.spans() + self.softness).max()).item())
-
-    def forward(self, distance: torch.Tensor) -> torch.Tensor:
-        """distance [L] float -> mask [H, L] in [0, 1]."""
-        z = self.spans()[:, None]
-        return ((self.softness + z - distance[None, :]) / self.softness).clamp(0.0, 1.0)
-
-
-class TriangleWaveMask(nn.Module):
-    """Learnable periodic mask over the distance (seed 001), one period and offset per head.
-
-    period P in [period_min, period_max] and offset o in [-1/4, 1/4], both through sigmoids. The wave is a
-    triangle of period P and amplitude P/4 (unit slope), written as its truncated Fourier series
-        w(d) = P/4 * 8/pi^2 * sum_n (-1)^n sin((2n+1) 2 pi d / P) / (2n+1)^2,
-    and the mask is clamp(w(d) + 0.5 + o, 0, 1). Long periods give plateaus of 1 and runs of 0 (skipped keys);
-    at d = 0 the mask is 0.5 + o > 0, so a query always sees itself.
-    """
-
-    def __init__(self, num_heads: int, period_min: float, period_max: float, fourier_terms: int):
-        super().__init__()
-        self.period_min = period_min
-        self.period_max = period_max
-        self.fourier_terms = fourier_terms
-        self.period_logit = nn.Parameter(torch.zeros(num_heads))
-        self.offset_logit = nn.Parameter(torch.zeros(num_heads))
-
-    def periods(self) -> torch.Tensor:
-        """[H] periods in tokens."""
-        return self.period_min + torch.sigmoid(self.period_logit.float()) * (self.period_max - self.period_min)
-
-    def offsets(self) -> torch.Tensor:
-        """[H] vertical offsets in [-1/4, 1/4]."""
-        return (torch.sigmoid(self.offset_logit.float()) - 0.5) * 0.5
-
-    def forward(self, distance: torch.Tensor) -> torch.Tensor:
-        """distance [L] float -> mask [H, L] in [0, 1]."""
-        period = self.periods()[:, None]
-        phase = 2 * math.pi * distance[None, :] / period  # [H, L]
-        wave = torch.zeros_like(phase)
-        for n in range(self.fourier_terms):
-            k = 2 * n + 1
-            wave = wave + (-1) ** n * torch.sin(k * phase) / k**2
-        wave = wave * (8 / math.pi**2) * period / 4
-        return (wave + 0.5 + self.offsets()[:, None]).clamp(0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -287,8 +216,8 @@ class AdaptiveSpanBlock(GradientCheckpointingLayer):
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: Cache | None = None,
         **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_out, weights = self.attn(
+    ) -> torch.Tensor:
+        attn_out, _ = self.attn(
             self.ln_1(hidden_states),
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
@@ -296,8 +225,7 @@ class AdaptiveSpanBlock(GradientCheckpointingLayer):
             **kwargs,
         )
         hidden_states = hidden_states + self.dropout(attn_out)
-        hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
-        return hidden_states, weights
+        return hidden_states + self.mlp(self.ln_2(hidden_states))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -315,10 +243,13 @@ class AdaptiveSpanGPTPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedMode
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # `output_hidden_states` / `output_attentions`: recorded by transformers' `capture_outputs` from these modules.
+    _can_record_outputs = {"hidden_states": AdaptiveSpanBlock, "attentions": AdaptiveSpanAttention}
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)  # normal(0, initializer_range) linears/embeddings, LayerNorm ones/zeros
+        # transformers' own: normal(0, initializer_range) linears/embeddings, LayerNorm ones/zeros, RoPE buffers
+        super()._init_weights(module)
         std = self.config.initializer_range
         if isinstance(module, nn.Linear) and getattr(module, "residual_projection", False):
             init.normal_(module.weight, mean=0.0, std=std / math.sqrt(2 * self.config.num_hidden_layers))
@@ -329,38 +260,25 @@ class AdaptiveSpanGPTPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedMode
             init.zeros_(module.offset_logit)
 
 
-def _distance_limit_mask_function(limit: torch.Tensor) -> Callable:
-    """mask_function(b, h, q_idx, kv_idx) -> q_idx - kv_idx < limit (the hard edge of the span mask)."""
-
-    def within_span(batch_idx, head_idx, q_idx, kv_idx):
-        return (q_idx - kv_idx) < limit
-
-    return within_span
-
-
 class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
-    """Token (+ learned / sinusoidal position) embeddings, `num_hidden_layers` blocks, final LayerNorm."""
+    """Token (+ learned / sinusoidal position) embeddings, `num_hidden_layers` blocks, final LayerNorm.
+
+    On request, `hidden_states` and `attentions` are what transformers' `capture_outputs` records: the input of the
+    first block, the outputs of blocks 1 .. N-1 and `last_hidden_state` (after the final LayerNorm); one weight
+    tensor per block from backends that return weights (eager).
+    """
 
     def __init__(self, config: AdaptiveSpanGPTConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.embed_positions = (
-            nn.Embedding(config.max_position_embeddings, config.hidden_size)
-            if config.position_embedding == "learned"
-            else None
-        )
+        learned = config.position_embedding == "learned"
+        self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size) if learned else None
         self.rotary_emb = RotaryEmbedding(config) if config.position_embedding == "rope" else None
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList([AdaptiveSpanBlock(config, i) for i in range(config.num_hidden_layers)])
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon, bias=config.bias)
         self.gradient_checkpointing = False
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embed_tokens = value
+        self.post_init()  # embedding accessors: transformers' defaults find `embed_tokens`
 
     # -- reports -------------------------------------------------------------------------------------------------
 
@@ -378,24 +296,15 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
 
     @torch.no_grad()
     def attention_flops(self, seq_len: int | None = None) -> dict[str, float]:
-        """Attention FLOPs of one causal sequence of `seq_len` tokens (default: max_position_embeddings).
-
-        An entry (query i, key j <= i) costs 4 * D FLOPs (2 * D for its q.k logit, 2 * D for its share of P V) and
-        is spent only where the combined mask is nonzero. Dense causal attention spends it on all T (T + 1) / 2
-        entries per head. Returns {"attention_flops", "dense_causal_flops", "ratio", "per_layer_ratio"}.
+        """Attention FLOPs of one causal sequence of `seq_len` tokens (default: max_position_embeddings), from
+        `distance_masks.attention_flops`: 4 * head_dim per (head, query, key) entry, spent only where the layer's
+        combined mask is nonzero, against all T (T + 1) / 2 entries per head of dense causal attention.
+        Returns {"attention_flops", "dense_causal_flops", "ratio", "per_layer_ratio"}.
         """
         T = seq_len or self.config.max_position_embeddings
-        H, D = self.config.num_attention_heads, self.config.hidden_size // self.config.num_attention_heads
-        entries_per_distance = torch.arange(T, 0, -1, dtype=torch.float64)  # T - d entries at distance d
-        dense_per_layer = float(H * entries_per_distance.sum()) * 4 * D
-        spent_per_layer = []
-        for layer in self.layers:
-            mask = layer.attn.distance_mask(T)  # [H, T] on CPU
-            if mask is None:
-                spent_per_layer.append(dense_per_layer)
-                continue
-            kept = (mask.to(entries_per_distance.device) > 0).double()
-            spent_per_layer.append(float((kept * entries_per_distance).sum()) * 4 * D)
+        H, D = self.config.num_attention_heads, self.config.head_dim
+        dense_per_layer = float(attention_flops(T, D, num_heads=H))
+        spent_per_layer = [float(attention_flops(T, D, layer.attn.distance_mask(T), H)) for layer in self.layers]
         spent, dense = sum(spent_per_layer), dense_per_layer * len(self.layers)
         return {
             "attention_flops": spent,
@@ -419,6 +328,8 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
 
     # -- forward -------------------------------------------------------------------------------------------------
 
+    @merge_with_config_defaults
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -427,24 +338,13 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         past_key_values: Cache | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPast | tuple:
+    ) -> BaseModelOutputWithPast:
         """The KV cache comes as `cache` (transformers' current name) or `past_key_values` (the old one)."""
         check_forward_kwargs(kwargs, type(self).__name__)
         kwargs.pop("cache_position", None)  # positions come from the cache length; older callers still send it
         past_key_values = resolve_cache(cache, past_key_values)
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        use_cache = use_cache if use_cache is not None else self.config.use_cache
-        if self.gradient_checkpointing and self.training:
-            use_cache = False
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
@@ -452,12 +352,11 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
             self.config, input_ids, inputs_embeds, attention_mask, past_length=past_len, position_ids=position_ids,
             model_name=type(self).__name__,
         )
-        seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # [B, T, C]
         if position_ids is None:
-            position_ids = torch.arange(past_len, past_len + seq_len, device=inputs_embeds.device)[None]
+            position_ids = torch.arange(past_len, past_len + inputs_embeds.shape[1], device=inputs_embeds.device)[None]
         hidden_states = inputs_embeds
         if self.embed_positions is not None:
             hidden_states = hidden_states + self.embed_positions(position_ids)
@@ -472,7 +371,7 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
         and_mask_function = None
         if self.config.use_adaptive_attention:
             limit = max(layer.attn.max_distance() for layer in self.layers)
-            and_mask_function = _distance_limit_mask_function(torch.tensor(limit, device=inputs_embeds.device))
+            and_mask_function = distance_limit_mask_function(torch.tensor(limit, device=inputs_embeds.device))
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
@@ -482,31 +381,18 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
             **{_MASK_CACHE_ARG: past_key_values},
         )
 
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            hidden_states, weights = layer(
+            hidden_states = layer(
                 hidden_states,
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
                 cache=past_key_values,
                 **kwargs,
             )
-            if output_attentions:
-                all_attentions += (weights,)
         hidden_states = self.norm(hidden_states)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
-
-        output = BaseModelOutputWithPast(
-            last_hidden_state=hidden_states,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-            **{_OUTPUT_CACHE_FIELD: past_key_values if use_cache else None},
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states, **{_OUTPUT_CACHE_FIELD: past_key_values if use_cache else None}
         )
-        return output if return_dict else output.to_tuple()
 
 
 @dataclass
@@ -523,7 +409,7 @@ class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin
         super().__init__(config)
         self.model = AdaptiveSpanGPTModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
+        self.post_init()  # embedding accessors: transformers' defaults find `model.embed_tokens` and `lm_head`
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """As transformers', and a remote-code folder also maps `AutoModel` (the base model without the LM head)."""
@@ -534,18 +420,6 @@ class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
-
     def attention_span_report(self) -> dict[str, torch.Tensor | None]:
         return self.model.attention_span_report()
 
@@ -555,6 +429,7 @@ class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin
     def span_regularizer(self) -> torch.Tensor | None:
         return self.model.span_regularizer()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -564,20 +439,17 @@ class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
         **kwargs,
-    ) -> AdaptiveSpanCausalLMOutput | tuple:
+    ) -> AdaptiveSpanCausalLMOutput:
         """Logits [B, T, V]; with `labels`, loss = shifted cross-entropy (ignore -100) + span regulariser.
 
         The KV cache comes as `cache` (transformers' current name, what generate() passes) or `past_key_values`
-        (the old name); an unknown keyword raises TypeError instead of being ignored.
+        (the old name); an unknown keyword raises TypeError instead of being ignored. `output_hidden_states` /
+        `output_attentions` reach the base model, whose `capture_outputs` records them.
         """
         check_forward_kwargs(kwargs, type(self).__name__)
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -585,8 +457,6 @@ class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin
             cache=resolve_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
             return_dict=True,
             **kwargs,
         )
@@ -600,7 +470,7 @@ class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin
             span_loss = self.model.span_regularizer()
             if span_loss is not None:
                 loss = loss + span_loss.to(loss.dtype)
-        output = AdaptiveSpanCausalLMOutput(
+        return AdaptiveSpanCausalLMOutput(
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
@@ -608,7 +478,6 @@ class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin
             span_loss=span_loss,
             **{_OUTPUT_CACHE_FIELD: outputs.get(_OUTPUT_CACHE_FIELD)},
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [

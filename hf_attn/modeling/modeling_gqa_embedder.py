@@ -1,4 +1,4 @@
-"""GQAEmbedder (seed 004): a compact sentence-embedding encoder with grouped-query attention.
+"""GQAEmbedder: a compact sentence-embedding encoder with grouped-query attention (Ainslie et al. 2023).
 
     input_ids [B, T]
       -> token embeddings                                       [B, T, C]
@@ -8,9 +8,10 @@
       -> RMSNorm                                                last_hidden_state [B, T, C]
       -> masked mean over real tokens -> Linear C -> E -> L2    pooler_output [B, E], unit norm
 
-Differences from the seed: none in the architecture; the seed's training-only pieces (Muon optimiser, data
-pipeline) live in recipes, not here. The attention backend is chosen by `attn_implementation` (eager, sdpa,
-flex_attention, and hf_attn's hf_blockwise / hf_local / hf_linear / hf_topk when hf_attn is installed).
+Differences from the original GQA embedder recipe: none in the architecture; its training-only pieces (Muon
+optimiser, data pipeline) live in recipes, not here. The attention backend is chosen by `attn_implementation`
+(eager, sdpa, flex_attention, and hf_attn's hf_blockwise / hf_local / hf_linear / hf_topk when hf_attn is
+installed).
 
 This file is remote code: it imports only torch, transformers and its `.` siblings.
 """
@@ -26,6 +27,7 @@ from transformers import PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_gqa_embedder import GQAEmbedderConfig
 from .input_checks import check_model_inputs
@@ -69,19 +71,21 @@ class GQAEmbedderLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.self_attn(
+    ) -> torch.Tensor:
+        attn_output, _ = self.self_attn(
             self.input_layernorm(hidden_states),
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
             **kwargs,
         )
         hidden_states = hidden_states + self.dropout(attn_output)
-        hidden_states = hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
-        return hidden_states, attn_weights
+        return hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
 
 
 class GQAEmbedderPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedModel):
+    """transformers' own `_init_weights` is all it needs: linears and embeddings normal(0, initializer_range), zero
+    bias and padding row, RMSNorms ones, RotaryEmbedding's buffers from the config."""
+
     config_class = GQAEmbedderConfig
     config: GQAEmbedderConfig
     base_model_prefix = "model"
@@ -91,17 +95,19 @@ class GQAEmbedderPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-
-    # transformers' own `_init_weights` is all it needs: linears and embeddings normal(0, initializer_range), zero
-    # bias and padding row, RMSNorms ones, RotaryEmbedding's buffers from the config.
+    # `output_hidden_states` / `output_attentions`: recorded by transformers' `capture_outputs` from these modules.
+    _can_record_outputs = {"hidden_states": GQAEmbedderLayer, "attentions": GQAEmbedderAttention}
 
 
 class GQAEmbedderModel(GQAEmbedderPreTrainedModel):
     """GQAEmbedder encoder with its sentence-embedding head.
 
     forward(input_ids [B, T], attention_mask [B, T] (1 = real token)) ->
-    `BaseModelOutputWithPooling` with `last_hidden_state` [B, T, hidden_size] (after the final RMSNorm) and
-    `pooler_output` [B, embedding_size], the L2-normalised sentence embedding (mean over real tokens, projected).
+    `BaseModelOutputWithPooling` with `last_hidden_state` [B, T, hidden_size] (after the final RMSNorm),
+    `pooler_output` [B, embedding_size], the L2-normalised sentence embedding (mean over real tokens, projected),
+    and, on request, what transformers' `capture_outputs` records: `hidden_states` (the embedding output, the
+    outputs of layers 1 .. N-1, and `last_hidden_state`) and `attentions` (one per layer from backends that return
+    weights, e.g. eager).
     """
 
     def __init__(self, config: GQAEmbedderConfig):
@@ -114,14 +120,9 @@ class GQAEmbedderModel(GQAEmbedderPreTrainedModel):
         self.rotary_emb = RotaryEmbedding(config)
         self.projection = nn.Linear(config.hidden_size, config.embedding_size)
         self.gradient_checkpointing = False
-        self.post_init()
+        self.post_init()  # embedding accessors: transformers' defaults find `embed_tokens`
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embed_tokens = value
-
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -129,24 +130,14 @@ class GQAEmbedderModel(GQAEmbedderPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple:
+    ) -> BaseModelOutputWithPooling:
         """`token_type_ids` is accepted (tokenizers such as BERT's emit it) and ignored: the model has no segments."""
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-
         check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, model_name=type(self).__name__)
-        seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # [B, T, C]
         if position_ids is None:
-            position_ids = torch.arange(seq_len, device=inputs_embeds.device)[None]  # [1, T]
+            position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)[None]  # [1, T]
 
         # The 4D / block / 2D form each backend wants; None when there is no padding.
         mask = create_bidirectional_mask(
@@ -155,37 +146,13 @@ class GQAEmbedderModel(GQAEmbedderPreTrainedModel):
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
 
         hidden_states = inputs_embeds
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            hidden_states, attn_weights = layer(
-                hidden_states,
-                attention_mask=mask,
-                position_embeddings=position_embeddings,
-                output_attentions=output_attentions,
-                **kwargs,
-            )
-            if output_attentions:
-                all_attentions += (attn_weights,)
+            hidden_states = layer(hidden_states, attention_mask=mask, position_embeddings=position_embeddings, **kwargs)
         hidden_states = self.norm(hidden_states)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
 
         pooled = masked_mean_pool(hidden_states, attention_mask)  # [B, C]
         embeddings = F.normalize(self.projection(pooled), p=2, dim=-1)  # [B, E]
-
-        if not return_dict:
-            return tuple(
-                v for v in (hidden_states, embeddings, all_hidden_states, all_attentions) if v is not None
-            )
-        return BaseModelOutputWithPooling(
-            last_hidden_state=hidden_states,
-            pooler_output=embeddings,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-        )
+        return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=embeddings)
 
 
 __all__ = ["GQAEmbedderModel", "GQAEmbedderPreTrainedModel"]

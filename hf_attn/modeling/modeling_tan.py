@@ -20,6 +20,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import PreTrainedModel
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_tan import TanConfig
 from .input_checks import check_model_inputs, is_tracing
@@ -191,13 +192,10 @@ class TanBlock(GradientCheckpointingLayer):
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
         **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_out, weights = self.self_attn(
-            self.input_layernorm(hidden_states), position_embeddings, attention_mask, **kwargs
-        )
+    ) -> torch.Tensor:
+        attn_out, _ = self.self_attn(self.input_layernorm(hidden_states), position_embeddings, attention_mask, **kwargs)
         hidden_states = hidden_states + attn_out
-        hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
-        return hidden_states, weights
+        return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -215,6 +213,8 @@ class TanPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # `output_hidden_states` / `output_attentions`: recorded by transformers' `capture_outputs` from these modules.
+    _can_record_outputs = {"hidden_states": TanBlock, "attentions": TanAttention}
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -238,22 +238,25 @@ class TanModel(TanPreTrainedModel):
 
     forward(input_ids [B, T], attention_mask [B, T] (1 = token, 0 = padding)) returns a
     `BaseModelOutputWithPooling` with `last_hidden_state` [B, T, C] (after the final RMSNorm), `pooler_output`
-    [B, embedding_size] (the sentence embedding: tanh(W mean_{real tokens}(h) + b)), and, on request,
-    `hidden_states` (the embedding output and each block's output) and `attentions` (the backend's weights,
-    None for backends that return none, e.g. sdpa).
+    [B, embedding_size] (the sentence embedding: tanh(W mean_{real tokens}(h) + b)), and, on request, what
+    transformers' `capture_outputs` records: `hidden_states` (num_hidden_layers + 1 tensors: the embedding output,
+    the outputs of blocks 1 .. N-1, and last the final output after the final RMSNorm, i.e. `last_hidden_state`, as
+    in every transformers model; hand-written loops before it gave the last block's output before the norm) and
+    `attentions` (one [B, H, T, T] tensor per block from backends that return weights, e.g. eager; none from
+    backends that return none, e.g. sdpa).
 
-    Where we differ from seed 000 (Tiny Attention Networks), and why:
-    - The seed's Chebyshev layer mixes the sequence (position) axis with the feature axis when it expands and
-      projects (its shapes only line up for particular lengths). Here each token id is expanded on its own
+    Where we differ from the Tiny Attention Networks description, and why:
+    - Its Chebyshev layer mixes the sequence (position) axis with the feature axis when it expands and projects
+      (its shapes only line up for particular lengths). Here each token id is expanded on its own
       (u [N] -> T_0..T_{K-1} [N, K] -> [N, C], N = B * T flattened); positions enter only through RoPE, so any
       length up to `max_position_embeddings` works and padding never leaks into real tokens.
     - The learnable map before the expansion is explicit and tiny (u = tanh(a u0 + b), two scalars), and the
       expansion + projection is one function, `chebyshev_project`, so the fused kernel can replace it exactly.
-    - Pooling is a *masked* mean over real tokens (the seed describes a plain mean over the sequence), so a
+    - Pooling is a *masked* mean over real tokens (the description has a plain mean over the sequence), so a
       padded batch gives each row the same embedding as running it alone.
     - Position ids follow the attention mask (cumulative count of real tokens), so left padding gives the same
       result as right padding.
-    - Pre-norm blocks with a final RMSNorm (the seed's order is unspecified; pre-norm trains stably without
+    - Pre-norm blocks with a final RMSNorm (the description leaves the order open; pre-norm trains stably without
       warm-up tuning at this depth).
     - Attention runs through transformers' attention interface (eager, sdpa, flex_attention, hf_*), not a
       hand-written softmax, with bidirectional masks built by `create_bidirectional_mask`.
@@ -300,6 +303,7 @@ class TanModel(TanPreTrainedModel):
         self.config.token_code = "teacher"
         emb.token_code = "teacher"
 
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -307,18 +311,9 @@ class TanModel(TanPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,  # accepted for BERT-style tokenizers, unused
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple:
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+    ) -> BaseModelOutputWithPooling:
         check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, model_name=type(self).__name__)
-
         if inputs_embeds is None:
             inputs_embeds = self.embeddings(input_ids)  # [B, T, C]
         b, t = inputs_embeds.shape[:2]
@@ -335,26 +330,11 @@ class TanModel(TanPreTrainedModel):
 
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, weights = layer(hidden_states, position_embeddings, mask, **kwargs)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            if output_attentions:
-                all_attentions += (weights,)
-
+            hidden_states = layer(hidden_states, position_embeddings, mask, **kwargs)
         hidden_states = self.norm(hidden_states)
         pooled = torch.tanh(self.pooler(masked_mean_pool(hidden_states, pad_mask)))  # [B, embedding_size]
-
-        if not return_dict:
-            return tuple(x for x in (hidden_states, pooled, all_hidden_states, all_attentions) if x is not None)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=hidden_states,
-            pooler_output=pooled,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-        )
+        return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=pooled)
 
 
 __all__ = [
