@@ -66,7 +66,7 @@ def assert_same(fast, ref, inputs, rtol=1e-5, atol=1e-5):
     probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(7))
     grads_fast = torch.autograd.grad((fast * probe).sum(), inputs, retain_graph=True)  # a shared table graph
     grads_ref = torch.autograd.grad((ref * probe).sum(), inputs)
-    for gf, gr in zip(grads_fast, grads_ref):
+    for gf, gr in zip(grads_fast, grads_ref, strict=True):
         torch.testing.assert_close(gf, gr, rtol=rtol, atol=atol)
 
 
