@@ -167,7 +167,8 @@ def cpu_peak_in_child(name: str, t: int, backward: bool) -> int | None:
         "import sys, torch; sys.argv = ['x']; import benchmarks.attention as ba;"
         f"q, k, v = (torch.randn({B}, {H}, {t}, {D}, requires_grad={backward}) for _ in range(3));"
         f"fn = ba.attention_fn({name!r}); m = ba._Module(); torch.set_grad_enabled({backward});"
-        "step = lambda: (lambda o: o.sum().backward() if o.requires_grad else None)(fn(m, q, k, v, None, scaling=0.125)[0]);"
+        "step = lambda: (lambda o: o.sum().backward() if o.requires_grad else None)("
+        "fn(m, q, k, v, None, scaling=0.125)[0]);"
         "print(ba.cpu_peak_bytes(step))"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: `import benchmarks.attention`
@@ -218,7 +219,11 @@ def run_device(device: str, lengths: list[int], repeats: int) -> str:
                 f"| {fmt_mem(fwd and fwd['peak'], ref['fwd']['peak'])} "
                 f"| {fmt_mem(fb and fb['peak'], ref['fwd_bwd']['peak'])} |"
             )
-    what = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    what = (
+        torch.cuda.get_device_name()
+        if device == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
     header = (
         f"### {device} ({what}); B={B}, H={H}, D={D}, causal, fp32; hf_local window={WINDOW}, hf_topk k={TOPK}\n\n"
         "Time: median ms (speed-up vs sdpa, >1 = faster). Memory: peak MiB (ratio to sdpa, <1 = less).\n\n"
@@ -240,8 +245,10 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     peer = "absent" if not peer_available() else __import__("importlib.metadata").metadata.version("local-attention")
-    tables = [f"<!-- torch {torch.__version__}; local-attention {peer}; load average at start {load:.1f}; command: "
-              f"python benchmarks/attention.py {' '.join(sys.argv[1:])} -->\n"]
+    tables = [
+        f"<!-- torch {torch.__version__}; local-attention {peer}; load average at start {load:.1f}; command: "
+        f"python benchmarks/attention.py {' '.join(sys.argv[1:])} -->\n"
+    ]
     for device in devices:
         tables.append(run_device(device, lengths, args.repeats))
     text = "\n".join(tables)

@@ -107,17 +107,34 @@ def _bench_cuda_attention(t: int, b: int, repeats: int, dev, dtype, lines: list[
         timings[name] = median_time(step(fn), repeats, warmup=2, cuda=True)
         timings[name + "_fwd"] = median_time(fn, repeats, warmup=2, cuda=True)
     rows = [
-        ["dense causal fwd+bwd: hf_blockwise vs SDPA flash", f"{timings['hf_blockwise_dense'] * 1e3:.2f}",
-         f"{timings['sdpa_flash'] * 1e3:.2f}", f"{timings['sdpa_flash'] / timings['hf_blockwise_dense']:.2f}x", ">= 0.8x"],
-        ["dense causal fwd: hf_blockwise vs SDPA flash", f"{timings['hf_blockwise_dense_fwd'] * 1e3:.2f}",
-         f"{timings['sdpa_flash_fwd'] * 1e3:.2f}",
-         f"{timings['sdpa_flash_fwd'] / timings['hf_blockwise_dense_fwd']:.2f}x", "-"],
-        [f"spans ~T/8 (max_distance {max_distance}) fwd+bwd vs own dense", f"{timings['hf_blockwise_span'] * 1e3:.2f}",
-         f"{timings['hf_blockwise_dense'] * 1e3:.2f}", f"{timings['hf_blockwise_dense'] / timings['hf_blockwise_span']:.2f}x",
-         ">= 4x"],
+        [
+            "dense causal fwd+bwd: hf_blockwise vs SDPA flash",
+            f"{timings['hf_blockwise_dense'] * 1e3:.2f}",
+            f"{timings['sdpa_flash'] * 1e3:.2f}",
+            f"{timings['sdpa_flash'] / timings['hf_blockwise_dense']:.2f}x",
+            ">= 0.8x",
+        ],
+        [
+            "dense causal fwd: hf_blockwise vs SDPA flash",
+            f"{timings['hf_blockwise_dense_fwd'] * 1e3:.2f}",
+            f"{timings['sdpa_flash_fwd'] * 1e3:.2f}",
+            f"{timings['sdpa_flash_fwd'] / timings['hf_blockwise_dense_fwd']:.2f}x",
+            "-",
+        ],
+        [
+            f"spans ~T/8 (max_distance {max_distance}) fwd+bwd vs own dense",
+            f"{timings['hf_blockwise_span'] * 1e3:.2f}",
+            f"{timings['hf_blockwise_dense'] * 1e3:.2f}",
+            f"{timings['hf_blockwise_dense'] / timings['hf_blockwise_span']:.2f}x",
+            ">= 4x",
+        ],
     ]
-    print_table(f"attention, bf16, B={b} H={h} T={t} D={d} (ms, median of {repeats})",
-                ["case", "ours ms", "baseline ms", "speed-up", "target"], rows, lines)
+    print_table(
+        f"attention, bf16, B={b} H={h} T={t} D={d} (ms, median of {repeats})",
+        ["case", "ours ms", "baseline ms", "speed-up", "target"],
+        rows,
+        lines,
+    )
 
 
 def bench_cuda(args, lines: list[str]) -> None:
@@ -143,6 +160,7 @@ def bench_cuda(args, lines: list[str]) -> None:
     def cheb_step(fn):
         def run():
             torch.autograd.grad(fn(u, weight, bias), (u, weight, bias), gy)
+
         return run
 
     res = {}
@@ -154,12 +172,28 @@ def bench_cuda(args, lines: list[str]) -> None:
         cheb_step(fn)()
         torch.cuda.synchronize()
         res[name + "_mem"] = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
-    rows = [["fwd+bwd time (ms)", f"{res['fused'] * 1e3:.2f}", f"{res['reference'] * 1e3:.2f}",
-             f"{res['reference'] / res['fused']:.2f}x", ">= 3x"],
-            ["peak extra memory (MiB)", f"{res['fused_mem']:.0f}", f"{res['reference_mem']:.0f}",
-             f"{res['reference_mem'] / max(res['fused_mem'], 1e-9):.2f}x", "O(N x hidden)"]]
-    print_table(f"chebyshev_project, bf16 weight, N={n} K={kdeg} hidden={hidden} (median of {repeats})",
-                ["metric", "fused", "unfused ref", "ratio", "target"], rows, lines)
+    rows = [
+        [
+            "fwd+bwd time (ms)",
+            f"{res['fused'] * 1e3:.2f}",
+            f"{res['reference'] * 1e3:.2f}",
+            f"{res['reference'] / res['fused']:.2f}x",
+            ">= 3x",
+        ],
+        [
+            "peak extra memory (MiB)",
+            f"{res['fused_mem']:.0f}",
+            f"{res['reference_mem']:.0f}",
+            f"{res['reference_mem'] / max(res['fused_mem'], 1e-9):.2f}x",
+            "O(N x hidden)",
+        ],
+    ]
+    print_table(
+        f"chebyshev_project, bf16 weight, N={n} K={kdeg} hidden={hidden} (median of {repeats})",
+        ["metric", "fused", "unfused ref", "ratio", "target"],
+        rows,
+        lines,
+    )
 
 
 def bench_cpu(args, lines: list[str]) -> None:
@@ -168,15 +202,22 @@ def bench_cpu(args, lines: list[str]) -> None:
     t = 1024 if args.quick else args.cpu_seq_len
     repeats = 1 if args.quick else max(1, min(args.repeats, 3))
     model_kwargs = dict(
-        vocab_size=256, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=t,
-        position_embedding="rope", max_span=t, softness_span_mask=32.0,
+        vocab_size=256,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=t,
+        position_embedding="rope",
+        max_span=t,
+        softness_span_mask=32.0,
     )
     ids = torch.randint(0, 256, (1, t), generator=torch.Generator().manual_seed(0))
 
     def build(adaptive: bool, implementation: str):
         torch.manual_seed(0)
-        model = AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTConfig(
-            use_adaptive_attention=adaptive, attn_implementation=implementation, **model_kwargs))
+        model = AdaptiveSpanGPTForCausalLM(
+            AdaptiveSpanGPTConfig(use_adaptive_attention=adaptive, attn_implementation=implementation, **model_kwargs)
+        )
         model.train()
         return model
 
@@ -194,6 +235,7 @@ def bench_cpu(args, lines: list[str]) -> None:
             model.zero_grad(set_to_none=True)
             out = model(input_ids=ids, labels=ids, use_cache=False)
             out.loss.backward()
+
         return step
 
     heads = model_kwargs["num_attention_heads"]
@@ -228,7 +270,10 @@ def bench_cpu(args, lines: list[str]) -> None:
         f"CPU: AdaptiveSpanGPT training step (fwd+bwd), fp32, B=1 T={t}, 2 layers, hidden 128, 4 heads "
         f"({torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, median of {repeats}, "
         "interleaved); speed-up vs the dense model on sdpa (target: span ~T/8 on hf_blockwise >= 2.5x)",
-        ["model, backend", "max_distance", "seconds", "speed-up"], rows, lines)
+        ["model, backend", "max_distance", "seconds", "speed-up"],
+        rows,
+        lines,
+    )
 
 
 def main(argv=None) -> int:
@@ -236,8 +281,13 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="few repeats, T=1024 on CPU")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--cpu-seq-len", type=int, default=4096)
-    parser.add_argument("--cuda-lengths", type=int, nargs="+", default=[4096, 16384],
-                        help="sequence lengths of the CUDA attention table (B = 16384 // T)")
+    parser.add_argument(
+        "--cuda-lengths",
+        type=int,
+        nargs="+",
+        default=[4096, 16384],
+        help="sequence lengths of the CUDA attention table (B = 16384 // T)",
+    )
     parser.add_argument("--cpu-only", action="store_true")
     parser.add_argument("--cuda-only", action="store_true")
     parser.add_argument("--out", type=Path, help="also write the tables to this file")
