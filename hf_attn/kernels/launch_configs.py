@@ -9,8 +9,10 @@ path, so a kernel that could not launch is never launched). ``cc`` is the comput
 
 The tables were chosen by compiling candidates with Triton's own compiler and ptxas for sm_75, sm_80, sm_86 and
 sm_90 (``python -m hf_attn.kernels.aot --sweep``): the largest tiles whose shared memory fits the architecture
-with headroom and whose registers do not spill. Architectures not listed use the table of the nearest listed one
-with no more shared memory (sm_87 -> sm_80, sm_89 / sm_120 -> sm_86, sm_100 -> sm_90).
+with headroom and whose registers spill little (fp16 / bf16 from sm_80: at most a few hundred bytes per thread,
+which tests/test_kernels_aot.py holds to a budget; exact-fp32 FMA tiles spill more, see docs/RESULTS.md).
+Architectures not listed use the table of the nearest listed one with no more shared memory (sm_87 -> sm_80,
+sm_89 / sm_120 -> sm_86, sm_100 -> sm_90).
 
 Routing (``flash_route``): below sm_80 Triton compiles ``tl.dot`` to FMA (no tensor cores), so exact attention
 goes to PyTorch (SDPA / the blockwise path) there; the kernels still have configs for sm_75, for direct calls.
