@@ -1,4 +1,5 @@
-"""GQAEmbedder (seed 004): config, embeddings, backends, YaRN, checkpointing, save/load and remote code."""
+"""GQAEmbedder (grouped-query attention embedder): config, embeddings, backends, YaRN, checkpointing, save/load and
+remote code."""
 
 from __future__ import annotations
 

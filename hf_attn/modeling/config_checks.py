@@ -12,16 +12,24 @@ from collections.abc import Iterable
 class HfAttnConfigMixin:
     """What the three configurations share, in transformers' dataclass-config shape.
 
-    Each configuration declares its fields as class annotations, fills derived defaults in `__post_init__`, lets
-    `PreTrainedConfig.__post_init__` standardise `rope_parameters` (folding in a legacy `rope_theta` /
-    `rope_scaling` keyword), and keeps every check of its own fields in one hook, `validate_architecture`:
-    transformers' name for the validator of a configuration's architecture. `__post_init__` calls it last, and
-    `validate()` (transformers' save-time validation) runs it before transformers' own hooks.
+    Each configuration declares its fields as class annotations; its `__post_init__` calls this one (which lets
+    `PreTrainedConfig.__post_init__` apply aliases and standardise `rope_parameters`, folding in a legacy
+    `rope_theta` / `rope_scaling` keyword, then fills the defaults all three share), fills its own derived
+    defaults, and calls last the one hook that holds every check of its own fields, `validate_architecture`:
+    transformers' name for the validator of a configuration's architecture. `validate()` (transformers' save-time
+    validation) runs it too, before transformers' own hooks.
 
     transformers' own configurations add huggingface_hub's `@strict`, which runs the hooks at construction too but
     type-checks fields first and re-raises every failure as `StrictDataclass*Error` (not a `ValueError`); ours
     raise one `ValueError` that names the field and the fix, so they call the hook themselves instead.
     """
+
+    def __post_init__(self, **kwargs):
+        if self.rope_parameters is not None:
+            self.rope_parameters = dict(self.rope_parameters)  # transformers fills defaults in: not the caller's dict
+        super().__post_init__(**kwargs)
+        if self.num_key_value_heads is None:  # after the aliases (nanoGPT's n_head) are applied
+            self.num_key_value_heads = self.num_attention_heads
 
     @property
     def head_dim(self) -> int:
@@ -54,6 +62,17 @@ def check_positive_ints(config, names: Iterable[str], optional: Iterable[str] = 
         value = getattr(config, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+
+
+SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+               "intermediate_size", "max_position_embeddings")
+
+
+def check_sizes(config, extra: Iterable[str] = ()) -> None:
+    """The sizes every configuration has (`SIZE_FIELDS`) and `extra` ones are positive ints, the backend settings
+    `sliding_window` / `attention_topk` positive ints or None, and the heads split evenly (`check_head_grouping`)."""
+    check_positive_ints(config, (*SIZE_FIELDS, *extra), optional=("sliding_window", "attention_topk"))
+    check_head_grouping(config)
 
 
 def _is_number(value) -> bool:

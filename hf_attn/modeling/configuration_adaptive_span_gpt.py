@@ -5,13 +5,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import (
-    HfAttnConfigMixin,
-    check_head_grouping,
-    check_numbers,
-    check_positive_ints,
-    check_rope_parameters,
-)
+from .config_checks import HfAttnConfigMixin, check_numbers, check_rope_parameters, check_sizes
 
 _DEFAULT_ROPE = {"rope_type": "default", "rope_theta": 10000.0}
 
@@ -111,11 +105,7 @@ class AdaptiveSpanGPTConfig(HfAttnConfigMixin, PreTrainedConfig):
     layer_types: list[str] | None = None
 
     def __post_init__(self, **kwargs):
-        if self.rope_parameters is not None:
-            self.rope_parameters = dict(self.rope_parameters)  # transformers fills defaults in: not the caller's dict
-        super().__post_init__(**kwargs)  # applies the nanoGPT aliases and legacy rope kwargs first
-        if self.num_key_value_heads is None:
-            self.num_key_value_heads = self.num_attention_heads
+        super().__post_init__(**kwargs)  # the nanoGPT aliases, legacy rope kwargs and the shared defaults first
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.hidden_size
         if self.max_span is None:
@@ -137,10 +127,7 @@ class AdaptiveSpanGPTConfig(HfAttnConfigMixin, PreTrainedConfig):
 
     def validate_architecture(self) -> None:
         """Raise ValueError naming the field and the fix for an impossible setting."""
-        check_positive_ints(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                                   "num_key_value_heads", "intermediate_size", "max_position_embeddings", "max_span",
-                                   "triangle_wave_fourier_terms"))
-        check_head_grouping(self)
+        check_sizes(self, extra=("max_span", "triangle_wave_fourier_terms"))
         check_numbers(
             self,
             positive=("layer_norm_epsilon", "softness_span_mask", "period_min_triangle_wave_masking",
@@ -156,16 +143,10 @@ class AdaptiveSpanGPTConfig(HfAttnConfigMixin, PreTrainedConfig):
             if self.head_dim % 2:
                 raise ValueError(f"`position_embedding='rope'` needs an even head dim, got {self.head_dim}.")
             check_rope_parameters(self)
-        if self.softness_span_mask <= 0:
-            raise ValueError(f"`softness_span_mask` must be > 0, got {self.softness_span_mask}.")
         if not 0.0 < self.span_init_ratio < 1.0:
             raise ValueError(f"`span_init_ratio` must be in (0, 1), got {self.span_init_ratio}.")
         if self.use_triangle_wave_masking and not self.use_adaptive_attention:
             raise ValueError("`use_triangle_wave_masking=True` requires `use_adaptive_attention=True`.")
-        if self.period_min_triangle_wave_masking <= 0:
-            raise ValueError(
-                f"`period_min_triangle_wave_masking` must be > 0, got {self.period_min_triangle_wave_masking}."
-            )
         if self.period_min_triangle_wave_masking >= self.period_max_triangle_wave_masking:
             raise ValueError(
                 f"`period_min_triangle_wave_masking` ({self.period_min_triangle_wave_masking}) must be smaller than "
@@ -176,9 +157,6 @@ class AdaptiveSpanGPTConfig(HfAttnConfigMixin, PreTrainedConfig):
                 f"`layer_types` must be ['full_attention'] * num_hidden_layers ({self.num_hidden_layers}), "
                 f"got {self.layer_types}."
             )
-        for name in ("sliding_window", "attention_topk"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be None or >= 1, got {getattr(self, name)}.")
 
 
 __all__ = ["AdaptiveSpanGPTConfig"]

@@ -7,13 +7,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import (
-    HfAttnConfigMixin,
-    check_head_grouping,
-    check_numbers,
-    check_positive_ints,
-    check_rope_parameters,
-)
+from .config_checks import HfAttnConfigMixin, check_numbers, check_rope_parameters, check_sizes
 
 
 class GQAEmbedderConfig(HfAttnConfigMixin, PreTrainedConfig):
@@ -100,21 +94,14 @@ class GQAEmbedderConfig(HfAttnConfigMixin, PreTrainedConfig):
     pad_token_id: int | None = 0
 
     def __post_init__(self, **kwargs):
-        if self.num_key_value_heads is None:
-            self.num_key_value_heads = self.num_attention_heads
-        if self.rope_parameters is not None:
-            self.rope_parameters = dict(self.rope_parameters)  # transformers fills defaults in: not the caller's dict
-        super().__post_init__(**kwargs)  # standardises `rope_parameters` (legacy `rope_theta` / `rope_scaling` too)
+        super().__post_init__(**kwargs)  # transformers' standardisation and the shared defaults
         self.validate_architecture()
 
     def validate_architecture(self) -> None:
         """Raise ValueError naming the field and the fix for an impossible setting."""
-        check_positive_ints(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                                   "num_key_value_heads", "intermediate_size", "max_position_embeddings",
-                                   "embedding_size"), optional=("sliding_window", "attention_topk"))
+        check_sizes(self, extra=("embedding_size",))
         check_numbers(self, positive=("rms_norm_eps",), non_negative=("initializer_range",),
                       probabilities=("attention_dropout", "hidden_dropout"))
-        check_head_grouping(self)
         if self.head_dim % 2:
             raise ValueError(
                 f"RoPE needs an even head dimension: `hidden_size` / `num_attention_heads` = {self.head_dim}."

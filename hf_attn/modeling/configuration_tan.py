@@ -7,13 +7,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import (
-    HfAttnConfigMixin,
-    check_head_grouping,
-    check_numbers,
-    check_positive_ints,
-    check_rope_parameters,
-)
+from .config_checks import HfAttnConfigMixin, check_numbers, check_rope_parameters, check_sizes
 
 TOKEN_CODES = ("id", "hashed", "teacher")
 
@@ -121,23 +115,16 @@ class TanConfig(HfAttnConfigMixin, PreTrainedConfig):
     embedding_size: int | None = None
 
     def __post_init__(self, **kwargs):
-        if self.num_key_value_heads is None:
-            self.num_key_value_heads = self.num_attention_heads
+        super().__post_init__(**kwargs)  # transformers' standardisation and the shared defaults
         if self.intermediate_size is None and isinstance(self.hidden_size, int):  # else validation names hidden_size
             self.intermediate_size = self.hidden_size // 2
         if self.embedding_size is None:
             self.embedding_size = self.hidden_size
-        if self.rope_parameters is not None:
-            self.rope_parameters = dict(self.rope_parameters)  # transformers fills defaults in: not the caller's dict
-        super().__post_init__(**kwargs)  # standardises `rope_parameters` (legacy `rope_theta` / `rope_scaling` too)
         self.validate_architecture()
 
     def validate_architecture(self) -> None:
         """Raise ValueError naming the field and the fix for an impossible setting."""
-        check_positive_ints(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                                   "num_key_value_heads", "intermediate_size", "max_position_embeddings",
-                                   "embedding_size"), optional=("sliding_window", "attention_topk"))
-        check_head_grouping(self)
+        check_sizes(self, extra=("embedding_size",))
         if self.vocab_size < 2:
             raise ValueError(
                 f"`vocab_size` must be at least 2 (ids are normalised by vocab_size - 1), got {self.vocab_size}"

@@ -106,10 +106,8 @@ def check_model_inputs(
     else:
         hidden = config.hidden_size
         if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != hidden:
-            raise ValueError(
-                f"`inputs_embeds` must be [batch, seq_len, hidden_size={hidden}], "
-                f"got shape {tuple(inputs_embeds.shape)}."
-            )
+            shape = tuple(inputs_embeds.shape)
+            raise ValueError(f"`inputs_embeds` must be [batch, seq_len, hidden_size={hidden}], got shape {shape}.")
         x = inputs_embeds
     batch, seq_len = x.shape[0], x.shape[1]
     if batch == 0:

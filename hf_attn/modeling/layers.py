@@ -148,9 +148,17 @@ def attention_bias_kwargs(
     return {"position_bias": dense.expand(b, -1, -1, -1)}
 
 
-class ListsAttentionBackendsMixin:
-    """For a model's PreTrainedModel base: an unknown `attn_implementation` error also names every registered
-    backend (transformers' own message lists only eager / sdpa / flex_attention, not hf_local, hf_blockwise, ...)."""
+class HfAttnPreTrainedMixin:
+    """For the three models' PreTrainedModel bases: what every hf_attn model declares to transformers, once
+    (weights under `model.` in a task model, gradient checkpointing, any attention backend through the attention
+    interface), and an unknown `attn_implementation` error that also names every registered backend
+    (transformers' own message lists only eager / sdpa / flex_attention, not hf_local, hf_blockwise, ...)."""
+
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
 
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
         try:

@@ -52,7 +52,7 @@ from .distance_masks import (
 )
 from .input_checks import check_forward_kwargs, check_model_inputs, is_tracing, resolve_cache
 from .layers import (
-    ListsAttentionBackendsMixin,
+    HfAttnPreTrainedMixin,
     RotaryEmbedding,
     alibi_distance_bias,
     alibi_slopes,
@@ -233,16 +233,11 @@ class AdaptiveSpanBlock(GradientCheckpointingLayer):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class AdaptiveSpanGPTPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedModel):
+class AdaptiveSpanGPTPreTrainedModel(HfAttnPreTrainedMixin, PreTrainedModel):
     config_class = AdaptiveSpanGPTConfig
     config: AdaptiveSpanGPTConfig
-    base_model_prefix = "model"
-    supports_gradient_checkpointing = True
     _no_split_modules = ["AdaptiveSpanBlock"]
     _skip_keys_device_placement = ["cache", "past_key_values"]
-    _supports_sdpa = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
     # `output_hidden_states` / `output_attentions`: recorded by transformers' `capture_outputs` from these modules.
     _can_record_outputs = {"hidden_states": AdaptiveSpanBlock, "attentions": AdaptiveSpanAttention}
 

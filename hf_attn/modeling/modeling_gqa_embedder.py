@@ -31,7 +31,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_gqa_embedder import GQAEmbedderConfig
 from .input_checks import check_model_inputs
-from .layers import BidirectionalRopeAttention, ListsAttentionBackendsMixin, RotaryEmbedding, masked_mean_pool
+from .layers import BidirectionalRopeAttention, HfAttnPreTrainedMixin, RotaryEmbedding, masked_mean_pool
 
 
 class GQAEmbedderAttention(BidirectionalRopeAttention):
@@ -82,19 +82,13 @@ class GQAEmbedderLayer(GradientCheckpointingLayer):
         return hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
 
 
-class GQAEmbedderPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedModel):
+class GQAEmbedderPreTrainedModel(HfAttnPreTrainedMixin, PreTrainedModel):
     """transformers' own `_init_weights` is all it needs: linears and embeddings normal(0, initializer_range), zero
     bias and padding row, RMSNorms ones, RotaryEmbedding's buffers from the config."""
 
     config_class = GQAEmbedderConfig
     config: GQAEmbedderConfig
-    base_model_prefix = "model"
-    main_input_name = "input_ids"
-    supports_gradient_checkpointing = True
     _no_split_modules = ["GQAEmbedderLayer"]
-    _supports_sdpa = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
     # `output_hidden_states` / `output_attentions`: recorded by transformers' `capture_outputs` from these modules.
     _can_record_outputs = {"hidden_states": GQAEmbedderLayer, "attentions": GQAEmbedderAttention}
 

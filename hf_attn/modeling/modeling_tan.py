@@ -27,7 +27,7 @@ from .input_checks import check_model_inputs, is_tracing
 from .layers import (
     BidirectionalRopeAttention,
     DecomposedLinear,
-    ListsAttentionBackendsMixin,
+    HfAttnPreTrainedMixin,
     RotaryEmbedding,
     masked_mean_pool,
 )
@@ -203,16 +203,10 @@ class TanBlock(GradientCheckpointingLayer):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class TanPreTrainedModel(ListsAttentionBackendsMixin, PreTrainedModel):
+class TanPreTrainedModel(HfAttnPreTrainedMixin, PreTrainedModel):
     config_class = TanConfig
     config: TanConfig
-    base_model_prefix = "model"
-    main_input_name = "input_ids"
-    supports_gradient_checkpointing = True
     _no_split_modules = ["TanBlock"]
-    _supports_sdpa = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
     # `output_hidden_states` / `output_attentions`: recorded by transformers' `capture_outputs` from these modules.
     _can_record_outputs = {"hidden_states": TanBlock, "attentions": TanAttention}
 
