@@ -1,12 +1,13 @@
 """Chebyshev expansion fused with the following projection, in Triton: the [N, K] basis never reaches memory.
 
-    chebyshev_project(u [N], weight [hidden, K], bias [hidden] | None) -> [N, hidden]
+    chebyshev_project_triton(u [N], weight [hidden, K], bias [hidden] | None) -> [N, hidden]
         = chebyshev_expand(u, K) @ weight.T + bias,     T_0 = 1, T_1 = u, T_{k+1} = 2 u T_k - T_{k-1}
 
 differentiable with respect to u, weight and bias (dT_k/du = k U_{k-1}(u), U the polynomials of the second kind).
 The PyTorch reference (``chebyshev_expand`` / ``chebyshev_project_reference``) lives in
 ``hf_attn.modeling.modeling_tan`` because the TAN model needs it as remote code. Kernels never import models: the
-model passes its reference to `chebyshev_project`, which runs it wherever the fused kernels do not apply.
+model passes its reference to `chebyshev_project(u, weight, bias, reference=...)`, the one dispatcher, which runs
+the fused kernels where they apply (one call per coordinate of u [N, M]) and the reference elsewhere.
 
 How a kernel builds a basis tile [BLOCK_N, K_TILE] without a K-step loop over the whole tile: split k = c*SUB + j
 (chunk c, offset j < SUB) and use the addition formulas (u = cos t: T_k = cos kt, U_{k-1} = sin kt / sin t)
