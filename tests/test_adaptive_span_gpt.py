@@ -54,10 +54,10 @@ def tiny_model(seed: int = 0, **overrides) -> AdaptiveSpanGPTForCausalLM:
     return model
 
 
-def padded_batch(vocab: int = 64, seed: int = 1):
+def padded_batch(vocab: int = 64, seed: int = 1, length: int = T):
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (2, T), generator=g)
-    mask = torch.ones(2, T, dtype=torch.long)
+    ids = torch.randint(0, vocab, (2, length), generator=g)
+    mask = torch.ones(2, length, dtype=torch.long)
     mask[1, :7] = 0  # left padding
     return ids, mask
 
@@ -187,9 +187,15 @@ def test_exact_backends_agree_with_eager(position_embedding, masks):
         assert rel_err(out[real], reference[real]) < 1e-4, backend
 
 
+# torch 2.13's compiled flex_attention on CPU returns wrong values for the batch entries after the first at some
+# lengths (24, 40, 56 measured; 16, 32, 48, 64, 100, 128 exact): the flex tests run at 64 tokens
+# (docs/TROUBLESHOOTING.md, "flex_attention on CPU").
+FLEX_T = 64
+
+
 def test_flex_attention_agrees_with_eager_both_masks():
     model = tiny_model(position_embedding="alibi")
-    ids, mask = padded_batch()
+    ids, mask = padded_batch(length=FLEX_T)
     reference = _logits(model, "eager", ids, mask)
     out = _logits(model, "flex_attention", ids, mask)
     real = mask.bool()
@@ -200,7 +206,7 @@ def test_flex_attention_agrees_with_eager_both_masks():
 @pytest.mark.parametrize("position_embedding", ["learned", "sinusoidal", "rope"])
 def test_flex_attention_agrees_with_eager_each_position_embedding(position_embedding):
     model = tiny_model(position_embedding=position_embedding)
-    ids, mask = padded_batch()
+    ids, mask = padded_batch(length=FLEX_T)
     real = mask.bool()
     reference = _logits(model, "eager", ids, mask)
     assert rel_err(_logits(model, "flex_attention", ids, mask)[real], reference[real]) < 1e-4
