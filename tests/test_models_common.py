@@ -153,21 +153,6 @@ def max_diff(a: dict, b: dict) -> float:
 
 # Bugs found by this suite in code it does not own, as strict xfails: the test still runs, and starts failing
 # (XPASS) once the bug is fixed, so that the entry is removed. (backend, model kind) -> what is wrong.
-KNOWN_BUGS = {
-    ("hf_topk", "causal_lm"): (
-        "hf_topk: a query that sees no key (a causal model's left padding) gets finite zeros forward but NaN "
-        "gradients: softmax over an all -inf row is NaN and nan_to_num does not stop it in the backward; the NaN "
-        "reaches every parameter (attention/topk.py, fast path and reference alike)"
-    ),
-}
-
-
-def mark_known_bug(request, backend: str, case) -> None:
-    reason = KNOWN_BUGS.get((backend, registry.get(case[0]).kind))
-    if reason:
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The registry
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,9 +186,8 @@ EXACT_BACKENDS = {
 
 @cases
 @pytest.mark.parametrize("backend", list(EXACT_BACKENDS))
-def test_exact_backend_equals_eager(case, backend, request):
+def test_exact_backend_equals_eager(case, backend):
     name, overrides = EXACT_BACKENDS[backend]
-    mark_known_bug(request, name, case)
     model = build(case, **overrides)
     ids, mask = batch(model.config)
     reference = forward_backward(model, ids, mask)
@@ -250,8 +234,7 @@ def reference_backend(backend: str) -> str:
 
 @cases
 @pytest.mark.parametrize("backend", list(APPROXIMATE_BACKENDS))
-def test_approximate_backend_equals_its_reference(case, backend, request):
-    mark_known_bug(request, backend, case)
+def test_approximate_backend_equals_its_reference(case, backend):
     model = build(case, **APPROXIMATE_BACKENDS[backend][0])
     ids, mask = batch(model.config)
     eager = forward_backward(model, ids, mask)

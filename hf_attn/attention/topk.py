@@ -120,8 +120,11 @@ def topk_attention_forward(
         # Keep the k largest logits of each row; the rest become -inf.
         kept = torch.zeros_like(scores, dtype=torch.bool)
         kept.scatter_(-1, scores.topk(min(top_k, k_len), dim=-1).indices, True)
-        weights = torch.softmax(scores.masked_fill(~kept, float("-inf")), dim=-1)
-        weights = torch.nan_to_num(weights, nan=0.0)  # a row with no visible key -> zeros
+        scores = scores.masked_fill(~kept, float("-inf"))
+        # A row with no visible key gets zero weights; its logits are replaced before the softmax, so neither the
+        # forward nor the backward meets exp(-inf - -inf) (NaN gradients would reach every parameter).
+        no_key = torch.isneginf(scores).all(dim=-1, keepdim=True)
+        weights = torch.softmax(scores.masked_fill(no_key, 0.0), dim=-1).masked_fill(no_key, 0.0)
         weights = F.dropout(weights, p=dropout, training=training)
         out = weights @ value.float()[:, :, None]  # [B, Hkv, G, rows, D]
         return out.reshape(b, h, qe - qs, d_head).transpose(1, 2).to(query.dtype)

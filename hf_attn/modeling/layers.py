@@ -206,8 +206,9 @@ def eager_attention_forward(
         scores = scores + position_bias.float()
     # A query whose keys are all excluded (a padding row) gets zero weights, as in the blockwise and Triton
     # backends, rather than NaN (-inf rows) or a uniform average (rows of finfo.min).
+    # Such rows are replaced before the softmax too, so the backward never meets exp(-inf - -inf) (NaN).
     no_key = scores.amax(dim=-1, keepdim=True) <= torch.finfo(torch.float32).min / 2
-    weights = torch.softmax(scores, dim=-1).masked_fill(no_key, 0.0).to(query.dtype)
+    weights = torch.softmax(scores.masked_fill(no_key, 0.0), dim=-1).masked_fill(no_key, 0.0).to(query.dtype)
     weights = F.dropout(weights, p=dropout, training=module.training if module is not None else False)
     out = torch.matmul(weights, value).transpose(1, 2).contiguous()  # [B, Tq, H, D]
     return out, weights
