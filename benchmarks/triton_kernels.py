@@ -21,7 +21,6 @@ repeats and the CPU model's length (T=1024) for a smoke run.
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import statistics
 import sys
@@ -57,12 +56,12 @@ def median_time(fn, repeats: int, warmup: int = 1, cuda: bool = False) -> float:
 def adaptive_span_table(num_heads: int, mean_span: float, softness: float, length: int, device) -> tuple:
     """Adaptive-span log-mask table [H, L] with spans spread over [mean/2, 3 mean/2] (mean `mean_span`) and the
     max_distance past which every head's mask is 0 (as AdaptiveSpanAttention.distance_bias builds it)."""
+    from hf_attn.modeling.distance_masks import adaptive_span_mask, safe_log, span_max_distance
+
     spans = torch.linspace(0.5 * mean_span, 1.5 * mean_span, num_heads, device=device)
-    max_distance = int(math.ceil((spans + softness).max().item()))
+    max_distance = span_max_distance(spans, softness)
     d = torch.arange(min(length, max_distance), device=device, dtype=torch.float32)
-    mask = ((softness + spans[:, None] - d[None, :]) / softness).clamp(0, 1)
-    table = torch.where(mask > 0, torch.log(mask.clamp_min(1e-30)), torch.full_like(mask, float("-inf")))
-    return table, max_distance
+    return safe_log(adaptive_span_mask(spans, softness, d)), max_distance
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]], lines: list[str]) -> None:

@@ -73,7 +73,7 @@ def plot(model, out: Path) -> None:
     d = torch.arange(128, dtype=torch.float32)
     for ax, layer in zip(axes[:, 0], layers, strict=True):
         with torch.no_grad():
-            mask = layer.span_mask(d) * layer.triangle_mask(d)
+            mask = layer.distance_mask(len(d))
         for h, row in enumerate(mask):
             ax.plot(d, row, label=f"head {h}, P={layer.triangle_mask.periods()[h]:.2f}")
         ax.set_ylabel(f"layer {layer.layer_idx}")

@@ -6,12 +6,12 @@
 (the first run is the dense baseline the others are compared with)
 """
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
 
 from hf_attn.attention.blockwise import score_entries
+from hf_attn.modeling.distance_masks import causal_attention_entries, span_max_distance
 
 RUN_DIR = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("outputs/trained_models/round1")
 T = int(sys.argv[2]) if len(sys.argv) > 2 else 512  # block_size
@@ -24,9 +24,12 @@ def blockwise_ratio(spans):
     """Score entries hf_blockwise computes (its own path choice) / the T(T+1)/2 pairs of dense causal attention."""
     if spans is None:
         return None
-    dense = T * (T + 1) // 2
-    return sum(score_entries(T, T, is_causal=True, max_distance=math.ceil(max(layer) + R), block_size=BLK)
-               for layer in spans) / (len(spans) * dense)
+    dense = causal_attention_entries(T)
+    computed = (
+        score_entries(T, T, is_causal=True, max_distance=span_max_distance(layer, R), block_size=BLK)
+        for layer in spans
+    )
+    return sum(computed) / (len(spans) * dense)
 
 
 def min_mean_max(layer, ndigits=None):

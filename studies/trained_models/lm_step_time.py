@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM
 
 import hf_attn  # noqa: F401  (registers the model and hf_blockwise)
 from hf_attn.attention.blockwise import score_entries
+from hf_attn.modeling.distance_masks import causal_attention_entries
 
 BLOCK = 128  # hf_blockwise's default block size
 
@@ -51,7 +52,7 @@ def main():
         m = AutoModelForCausalLM.from_pretrained(str(Path(run) / "best_model"), attn_implementation=impl)
         m.train()  # training-mode forward (dropout is 0 in these runs), as in a training step
         models[name] = m
-    dense_entries = len(next(iter(models.values())).model.layers) * a.seq_len * (a.seq_len + 1) // 2
+    dense_entries = len(next(iter(models.values())).model.layers) * causal_attention_entries(a.seq_len)
     times = {k: {"fwd": [], "fwd_bwd": []} for k in models}
     for rep in range(a.repeats + 1):  # the first pass warms up and is not counted
         for name, m in models.items():
