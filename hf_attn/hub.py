@@ -118,7 +118,17 @@ def _byte_level_tokenizer_for(model):
         return None
     from .modeling.tokenization_bytes import byte_level_tokenizer  # ids 0-255 bytes, then <|endoftext|>, <pad>
 
-    return byte_level_tokenizer(model_max_length=int(model.config.max_position_embeddings))
+    return byte_level_tokenizer(
+        model_max_length=int(model.config.max_position_embeddings), vocab_size=model.config.vocab_size
+    )
+
+
+def _set_generation_tokens(generation_config, tokenizer, vocab_size: int) -> None:
+    """bos / eos / pad of `generation_config` from `tokenizer`, where unset and the id exists in the model."""
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        token_id = getattr(tokenizer, name, None)
+        if getattr(generation_config, name, None) is None and token_id is not None and token_id < vocab_size:
+            setattr(generation_config, name, token_id)
 
 
 # What from_pretrained was called with, which save_pretrained may copy into tokenizer_config.json: on a user's
@@ -166,9 +176,11 @@ def _save_model_and_tokenizer(model, tokenizer, kind: str, folder: Path):
 
         save_sentence_transformer(model, tokenizer, folder)
     else:
-        model.save_pretrained(str(folder))
         if tokenizer is None:
             tokenizer = _byte_level_tokenizer_for(model)
+        if tokenizer is not None:  # generation_config.json names its bos / eos / pad, so pipelines batch and stop
+            _set_generation_tokens(model.generation_config, tokenizer, model.config.vocab_size)
+        model.save_pretrained(str(folder))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(folder))
     _drop_load_time_options(folder)

@@ -206,6 +206,18 @@ def test_byte_level_tokenizer_round_trips_any_text():
     assert tok.decode([104, 105, 256], skip_special_tokens=True) == "hi"
 
 
+def test_byte_level_tokenizer_of_a_raw_bytes_model_only_uses_its_ids():
+    from hf_attn.modeling.tokenization_bytes import byte_level_tokenizer
+
+    tok = byte_level_tokenizer(vocab_size=256)
+    assert (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id) == (0, None, None)
+    tok.padding_side = "left"
+    batch = tok(["a", "abc"], padding=True)
+    assert batch["input_ids"] == [[0, 0, 97], [97, 98, 99]] and batch["attention_mask"][0] == [0, 0, 1]
+    with pytest.raises(ValueError, match="vocab_size >= 256"):
+        byte_level_tokenizer(vocab_size=100)
+
+
 def test_text_generation_pipeline_and_streamer(tmp_path):
     from transformers import TextStreamer, pipeline
 

@@ -403,6 +403,16 @@ def test_exported_language_model_generates_text_without_hf_attn(exported):
         assert text.startswith(prompt) and len(text) > len(prompt), text
         ids = tokenizer(prompt, return_tensors="pt").input_ids
         generator.model.generate(ids, max_new_tokens=4, do_sample=False, streamer=TextStreamer(tokenizer))
+        # a batch of prompts of different lengths: left padding with an id the model has (byte 0 for a raw-bytes
+        # model), named in generation_config.json
+        config = generator.model.generation_config
+        assert config.pad_token_id == tokenizer.pad_token_id < generator.model.config.vocab_size, config
+        tokenizer.padding_side = "left"
+        batch = tokenizer(["Hi", prompt], padding=True, return_tensors="pt")
+        out = generator.model.generate(**batch, max_new_tokens=3, do_sample=False)
+        alone = generator.model.generate(tokenizer(["Hi"], return_tensors="pt").input_ids, max_new_tokens=3,
+                                         do_sample=False)
+        assert out[0, -3:].tolist() == alone[0, -3:].tolist(), (out, alone)
         print("GENERATED", repr(text))
     """)
     assert "GENERATED" in proc.stdout, proc.stdout + proc.stderr

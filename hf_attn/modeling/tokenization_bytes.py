@@ -7,7 +7,9 @@ Built with the `tokenizers` library and wrapped as a `PreTrainedTokenizerFast`, 
     id 256      "<|endoftext|>"  bos / eos
     id 257      "<pad>"          padding
 
-A model trained on raw bytes (vocab_size 256) never sees the two specials; give it vocab_size >= 258 to use them.
+A model trained on raw bytes (vocab_size 256) has no ids for the two specials: its tokenizer
+(``byte_level_tokenizer(vocab_size=256)``) pads with byte 0 (padding is masked, so any id in range does) and has
+no bos / eos, so generation runs to ``max_new_tokens``. Give a model vocab_size >= 258 to use the specials.
 """
 
 from __future__ import annotations
@@ -20,9 +22,15 @@ PAD_TOKEN_ID = 257
 VOCAB_SIZE_WITH_SPECIALS = 258
 
 
-def byte_level_tokenizer(model_max_length: int | None = None):
+def byte_level_tokenizer(model_max_length: int | None = None, vocab_size: int = VOCAB_SIZE_WITH_SPECIALS):
     """A `PreTrainedTokenizerFast` mapping text to its UTF-8 bytes (ids 0-255) plus `<|endoftext|>` (256, bos and
-    eos) and `<pad>` (257). Lossless: decode(encode(text)) == text for any string."""
+    eos) and `<pad>` (257). Lossless: decode(encode(text)) == text for any string.
+
+    For a model of `vocab_size` < 258 (raw bytes) every id it produces must be one the model has: padding is byte
+    0 and there is no bos / eos.
+    """
+    if vocab_size < BYTE_VOCAB_SIZE:
+        raise ValueError(f"a byte-level model needs vocab_size >= {BYTE_VOCAB_SIZE} (one id per byte): {vocab_size}")
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import PreTrainedTokenizerFast
@@ -36,17 +44,20 @@ def byte_level_tokenizer(model_max_length: int | None = None):
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens([EOS_TOKEN, PAD_TOKEN])
     kwargs = {"model_max_length": model_max_length} if model_max_length else {}
+    if vocab_size >= VOCAB_SIZE_WITH_SPECIALS:
+        kwargs.update(bos_token=EOS_TOKEN, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+    else:
+        kwargs.update(pad_token=byte_to_char[0])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
-        bos_token=EOS_TOKEN,
-        eos_token=EOS_TOKEN,
-        pad_token=PAD_TOKEN,
         model_input_names=["input_ids", "attention_mask"],
         clean_up_tokenization_spaces=False,
         **kwargs,
     )
-    assert fast.convert_tokens_to_ids(EOS_TOKEN) == EOS_TOKEN_ID and fast.pad_token_id == PAD_TOKEN_ID
+    assert fast.convert_tokens_to_ids(EOS_TOKEN) == EOS_TOKEN_ID
+    assert fast.pad_token_id == (PAD_TOKEN_ID if vocab_size >= VOCAB_SIZE_WITH_SPECIALS else 0)
     return fast
+
 
 
 def _bytes_to_unicode() -> dict[int, str]:
