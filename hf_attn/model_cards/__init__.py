@@ -290,7 +290,7 @@ def usage_snippets(model_type: str, model_id: str, has_tokenizer: bool = True) -
             "import torch\n"
             "import hf_attn  # pip install hf-attn; loads without remote code\n\n"
             + head
-            + "model = hf_attn.AdaptiveSpanGPTForCausalLM.from_pretrained(model_id).eval()\n"
+            + f"model = hf_attn.{arch.export_class.__name__}.from_pretrained(model_id).eval()\n"
             "input_ids = torch.randint(0, model.config.vocab_size, (1, 16))\n"
             "with torch.no_grad():\n"
             "    logits = model(input_ids).logits  # [1, 16, vocab_size]\n"
