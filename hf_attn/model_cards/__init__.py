@@ -148,23 +148,19 @@ def _lm_results(data: Mapping) -> list:
     from huggingface_hub import EvalResult
 
     dataset = str(data.get("dataset", "enwik8"))
-    results = []
-    for metric, name in (("bpc", "Bits per character"), ("perplexity", "Perplexity"), ("loss", "Cross-entropy loss")):
-        if data.get(metric) is None:
-            continue
-        results.append(
-            EvalResult(
-                task_type="text-generation",
-                task_name="Language modeling",
-                dataset_type=str(data.get("dataset_id", dataset)),
-                dataset_name=dataset,
-                dataset_split=data.get("split", "test"),
-                metric_type=metric,
-                metric_name=name,
-                metric_value=round(float(data[metric]), 6),
-            )
-        )
-    return results
+    where = dict(
+        task_type="text-generation",
+        task_name="Language modeling",
+        dataset_type=str(data.get("dataset_id", dataset)),
+        dataset_name=dataset,
+        dataset_split=data.get("split", "test"),
+    )
+    metrics = (("bpc", "Bits per character"), ("perplexity", "Perplexity"), ("loss", "Cross-entropy loss"))
+    return [
+        EvalResult(**where, metric_type=metric, metric_name=name, metric_value=round(float(data[metric]), 6))
+        for metric, name in metrics
+        if data.get(metric) is not None
+    ]
 
 
 def load_eval_results(source) -> list:

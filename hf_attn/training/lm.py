@@ -23,17 +23,9 @@ import torch
 
 from .. import registry
 from . import checkpoint as ckpt
+from . import common
 from .args import cli_errors
-from .common import (
-    NonFiniteLoss,
-    RunRecord,
-    check_finite,
-    json_copy,
-    make_accelerator,
-    progress_bar,
-    start_trackers,
-    write_summary,
-)
+from .common import NonFiniteLoss, RunRecord
 from .lm_args import LM_QUICK, LMTrainingArguments, finalize_args, parse_args
 
 # where these lived before the split: recipes, studies and tests import them from here
@@ -71,7 +63,7 @@ def lm_step(accelerator, model, optimizer, batches: ByteBatches, step: int, grad
         ids = batches.batch(step * grad_accum_steps + micro, accelerator.process_index).to(accelerator.device)
         with accelerator.accumulate(model):
             out = model(input_ids=ids, labels=ids, use_cache=False)
-            check_finite(accelerator, out.loss)
+            common.check_finite(accelerator, out.loss)
             accelerator.backward(out.loss)
             if accelerator.sync_gradients and max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -114,7 +106,7 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
 
     args = finalize_args(args)
     out_dir = Path(args.output_dir)
-    accelerator = make_accelerator(args, gradient_accumulation_steps=args.grad_accum_steps)
+    accelerator = common.make_accelerator(args, gradient_accumulation_steps=args.grad_accum_steps)
     log = log_fn or accelerator.print
     set_seed(args.seed)
     ckpt.check_output_dir(out_dir)
@@ -143,11 +135,11 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     if resume is not None:
         state.update(ckpt.load_checkpoint(accelerator, resume))
         log(f"resumed from {resume} at step {state['step']}")
-    start_trackers(accelerator, args, "train_lm")
+    common.start_trackers(accelerator, args, "train_lm")
 
     run, peak, first_step = RunRecord(), PeakMemory(accelerator.device), state["step"]
     tokens_per_step = args.batch_size * args.block_size * args.grad_accum_steps * accelerator.num_processes
-    progress = progress_bar(accelerator, args.max_steps, state["step"], "train_lm")
+    progress = common.progress_bar(accelerator, args.max_steps, state["step"], "train_lm")
     while state["step"] < args.max_steps:
         t0 = time.perf_counter()
         try:
@@ -176,11 +168,11 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
             evaluate_and_save(accelerator, model, valid, args, state, log)
         if args.save_steps and step % args.save_steps == 0:
             run.last_checkpoint = str(ckpt.save_checkpoint(accelerator, out_dir / "checkpoints", step,
-                                                           json_copy(state), keep=args.save_total_limit))
+                                                           common.json_copy(state), keep=args.save_total_limit))
     progress.close()
 
     summary = lm_summary(args, model, state, run, peak, n_params, lm_dataset_name(source, args.enwik8))
-    write_summary(accelerator, out_dir, summary)
+    common.write_summary(accelerator, out_dir, summary)
     if args.push_to_hub and run.status == "completed" and summary["best_model_dir"] and accelerator.is_main_process:
         summary["hub"] = ckpt.push_best_model(summary["best_model_dir"], out_dir, args.push_to_hub, args.hub_private,
                                               log=log, eval_results={"bpc": summary["best_val_bpc"],
