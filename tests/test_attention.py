@@ -14,11 +14,11 @@ from transformers import AttentionInterface
 
 import hf_attn  # noqa: F401  (registers the hf_* backends)
 from hf_attn.attention import blockwise
-from hf_attn.attention.band import Band, band, distances, pair_mask
 from hf_attn.attention.blockwise import blockwise_attention
 from hf_attn.attention.linear import linear_attention_forward, linear_attention_reference
 from hf_attn.attention.local import local_attention_forward, local_attention_reference
 from hf_attn.attention.topk import topk_attention_forward, topk_attention_reference
+from hf_attn.kernels.band import Band, band, distances, pair_mask
 from hf_attn.modeling.layers import (
     alibi_distance_bias,
     alibi_slopes,

@@ -1,6 +1,6 @@
 """Blockwise exact softmax attention: the shared core of `hf_local` and of `hf_blockwise` off CUDA.
 
-Which (query, key) pairs count is the band rule of `hf_attn.attention.band` (causality, window, max_distance,
+Which (query, key) pairs count is the band rule of `hf_attn.kernels.band` (causality, window, max_distance,
 the distance-bias table's length) plus key padding. Two paths compute the same function; `_plan` picks the one
 with fewer score entries (weighted by their per-entry cost) and `score_entries` reports that path's work:
 
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..kernels.band import Band, band
 from ._common import check_heads, group_heads, keep_keys
-from .band import Band, band
 
 # Number of (query block, key block) pairs computed by the last `blockwise_attention` call; tests read it to
 # check that blocks outside the window really are skipped. A debugging aid only, not part of the API.

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..kernels.band import band
 from ..modeling.layers import dense_distance_bias, distance_index, eager_attention_forward, resolve_is_causal
 from ._common import check_heads, distance_table, is_training, positive_int_setting, split_mask, without
-from .band import band
 from .blockwise import blockwise_attention
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ..kernels.band import band, distances
 from ..modeling.layers import (
     additive_attention_mask,
     dense_distance_bias,
@@ -37,7 +38,6 @@ from ._common import (
     positive_int_setting,
     without,
 )
-from .band import band, distances
 
 CHUNK_BYTES = 16 << 20  # fp32 logits of one query chunk, [B, H, rows, Tk]
 

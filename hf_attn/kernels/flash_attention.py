@@ -46,6 +46,7 @@ import contextlib
 import torch
 from torch import Tensor
 
+from .band import band
 from .launch_configs import FLASH_PASSES, block_d, flash_config
 
 try:
@@ -452,8 +453,6 @@ def flash_attention(
     mask = None
     if key_padding_mask is not None:
         mask = key_padding_mask[:, -k_len:].to(device=query.device, dtype=torch.int8).contiguous()
-    from ..attention.band import band  # (hf_attn.attention imports this module's package lazily)
-
     max_back, max_fwd = band(is_causal, window, max_distance, None if table is None else table.shape[1]).limits(
         q_len, k_len)
     out = FlashAttentionFunction.apply(query, key, value, table, mask, scaling, max_back, max_fwd, block_m, block_n)
