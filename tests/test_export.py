@@ -66,12 +66,7 @@ KINDS = ["tan", "gqa_embedder", "adaptive_span_gpt"]
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dynamic", [False, True])
-def test_torch_export_matches_eager(kind, dynamic, request):
-    if kind == "adaptive_span_gpt" and dynamic:  # known bug, kept visible: fix, then this xfail turns into a failure
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "AdaptiveSpanGPT exported with a dynamic length agrees at the traced length but not beyond it (max abs "
-            "diff 0.006-0.024 at T=20-32 after tracing at T=12): the span/period distance table is built for the "
-            "traced length")))
+def test_torch_export_matches_eager(kind, dynamic):
     model = Wrapper(tiny(kind))
     ids, mask = batch(2, 12)
     shapes = None
@@ -86,6 +81,8 @@ def test_torch_export_matches_eager(kind, dynamic, request):
         with torch.no_grad():
             expected = model(ids, mask)
             got = program.module()(ids, mask)
+        if kind == "adaptive_span_gpt":  # logits of real tokens: a padded query that sees no key within the span
+            got, expected = got[mask.bool()], expected[mask.bool()]  # has backend-defined output (sdpa's here)
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
