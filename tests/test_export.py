@@ -9,36 +9,24 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_input_checks import make_model
 from torch.export import Dim
 
 import hf_attn  # noqa: F401
-from hf_attn import (
-    AdaptiveSpanGPTConfig,
-    AdaptiveSpanGPTForCausalLM,
-    GQAEmbedderConfig,
-    GQAEmbedderModel,
-    TanConfig,
-    TanModel,
-)
 from hf_attn.modeling.input_checks import is_tracing
 from hf_attn.modeling.modeling_adaptive_span_gpt import AdaptiveSpanMask
 
 LIMIT = 32
 
 
+# Spans and periods well below the length, so the distance table matters beyond the traced length.
+SPAN_MODEL = dict(use_adaptive_attention=True, use_triangle_wave_masking=True, max_span=8, softness_span_mask=4.0,
+                  use_cache=False)
+
+
 def tiny(kind: str):
-    torch.manual_seed(0)
-    common = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
-                  max_position_embeddings=LIMIT, attn_implementation="sdpa")
-    if kind == "tan":
-        model = TanModel(TanConfig(vocab_size=50, intermediate_size=16, chebyshev_degree=8, **common))
-    elif kind == "gqa_embedder":
-        model = GQAEmbedderModel(GQAEmbedderConfig(vocab_size=50, intermediate_size=64, embedding_size=16, **common))
-    else:
-        model = AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTConfig(
-            vocab_size=50, use_adaptive_attention=True, use_triangle_wave_masking=True, max_span=8,
-            softness_span_mask=4.0, position_embedding="rope", use_cache=False, **common))
-    return model.eval()
+    return make_model(kind, attn="sdpa", max_position_embeddings=LIMIT,
+                      **(SPAN_MODEL if kind == "adaptive_span_gpt" else {}))
 
 
 class Wrapper(torch.nn.Module):

@@ -11,36 +11,27 @@ import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import hf_attn  # noqa: F401  (registers hf_blockwise)
-from hf_attn import (
-    AdaptiveSpanGPTConfig,
-    AdaptiveSpanGPTForCausalLM,
-    GQAEmbedderConfig,
-    GQAEmbedderModel,
-    TanConfig,
-    TanModel,
-)
+from hf_attn import registry
 from hf_attn.modeling.layers import RotaryEmbedding
 
 COMMON = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
               max_position_embeddings=32)
-CONFIGS = {
-    "tan": (TanConfig, dict(vocab_size=50, intermediate_size=16, chebyshev_degree=8)),
-    "gqa_embedder": (GQAEmbedderConfig, dict(vocab_size=50, intermediate_size=64, embedding_size=16)),
-    "adaptive_span_gpt": (AdaptiveSpanGPTConfig, dict(vocab_size=50, position_embedding="rope")),
+CONFIGS = {  # the fields of each registry entry's tiny config (beside COMMON); test_export and the remote-code test
+    "tan": dict(vocab_size=50, intermediate_size=16, chebyshev_degree=8),  # build their models here too
+    "gqa_embedder": dict(vocab_size=50, intermediate_size=64, embedding_size=16),
+    "adaptive_span_gpt": dict(vocab_size=50, position_embedding="rope"),
 }
 EPS = {"tan": "rms_norm_eps", "gqa_embedder": "rms_norm_eps", "adaptive_span_gpt": "layer_norm_epsilon"}
 
 
 def make_config(kind, **overrides):
-    cls, fields = CONFIGS[kind]
-    return cls(**{**COMMON, **fields, **overrides})
+    return registry.get(kind).config_class(**{**COMMON, **CONFIGS[kind], **overrides})
 
 
 def make_model(kind, attn="eager", **overrides):
     torch.manual_seed(0)
     config = make_config(kind, attn_implementation=attn, **overrides)
-    cls = {"tan": TanModel, "gqa_embedder": GQAEmbedderModel, "adaptive_span_gpt": AdaptiveSpanGPTForCausalLM}[kind]
-    return cls(config).eval()
+    return registry.get(kind).export_class(config).eval()
 
 
 def rope(**params):

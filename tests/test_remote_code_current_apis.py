@@ -8,39 +8,16 @@ while loading and running the folder, or a transformers log line saying "depreca
 from __future__ import annotations
 
 import pytest
-import torch
 from conftest import run_without_hf_attn
+from test_input_checks import make_model
 
 import hf_attn  # noqa: F401
-from hf_attn import (
-    AdaptiveSpanGPTConfig,
-    AdaptiveSpanGPTForCausalLM,
-    GQAEmbedderConfig,
-    GQAEmbedderModel,
-    TanConfig,
-    TanModel,
-)
-
-COMMON = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
-              max_position_embeddings=32)
 
 
 def save_all(root):
-    torch.manual_seed(0)
-    TanModel(TanConfig(vocab_size=50, intermediate_size=16, chebyshev_degree=8, **COMMON)).save_pretrained(root / "tan")
-    GQAEmbedderModel(
-        GQAEmbedderConfig(vocab_size=50, intermediate_size=64, embedding_size=16, **COMMON)
-    ).save_pretrained(root / "gqa")
-    AdaptiveSpanGPTForCausalLM(
-        AdaptiveSpanGPTConfig(
-            vocab_size=50,
-            use_adaptive_attention=True,
-            max_span=8,
-            softness_span_mask=4.0,
-            position_embedding="rope",
-            **COMMON,
-        )
-    ).save_pretrained(root / "lm")
+    for kind, folder in (("tan", "tan"), ("gqa_embedder", "gqa"), ("adaptive_span_gpt", "lm")):
+        extra = dict(use_adaptive_attention=True, max_span=8, softness_span_mask=4.0) if folder == "lm" else {}
+        make_model(kind, **extra).save_pretrained(root / folder)
 
 
 @pytest.mark.slow

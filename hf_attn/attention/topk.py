@@ -67,7 +67,8 @@ def _chunk_bias(module, attention_mask, kwargs, qs: int, qe: int, q_len: int, k_
         mask = attention_mask[..., qs:qe, :k_len]
         bias = torch.zeros((), device=device).masked_fill(~mask, neg) if mask.dtype == torch.bool else mask.float()
     else:
-        allowed = band(resolve_is_causal(module, kwargs)).allows(distances(q_len, k_len, device)[qs:qe])[None, None]
+        d = distances(q_len, k_len, device, rows=(qs, qe))  # this chunk's rows only
+        allowed = band(resolve_is_causal(module, kwargs)).allows(d)[None, None]
         if attention_mask is not None:  # [B, Tk] key padding
             allowed = allowed & keep_keys(attention_mask, k_len, device)[:, None, None, :]
         if not bool(allowed.all()):
@@ -75,7 +76,7 @@ def _chunk_bias(module, attention_mask, kwargs, qs: int, qe: int, q_len: int, k_
     table = distance_table(kwargs)
     position_bias = kwargs.get("position_bias")
     if table is not None:
-        d = distances(q_len, k_len, device)[qs:qe]
+        d = distances(q_len, k_len, device, rows=(qs, qe))
         position_bias = table.float()[:, d.clamp(0, table.shape[1] - 1)].masked_fill(
             ~band(False, table_len=table.shape[1]).allows(d), neg)[None]
     elif position_bias is not None:

@@ -80,9 +80,11 @@ def band(is_causal: bool, window: int | None = None, max_distance: int | None = 
     return Band(back, fwd)
 
 
-def distances(q_len: int, k_len: int, device=None) -> torch.Tensor:
-    """[Tq, Tk] long: d = q_pos - k_pos with queries the last `q_len` key positions."""
-    q_pos = torch.arange(k_len - q_len, k_len, device=device)
+def distances(q_len: int, k_len: int, device=None, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """[Tq, Tk] long: d = q_pos - k_pos with queries the last `q_len` key positions (only query rows
+    [start, stop) when `rows` is given: [stop - start, Tk])."""
+    start, stop = rows if rows is not None else (0, q_len)
+    q_pos = torch.arange(k_len - q_len + start, k_len - q_len + stop, device=device)
     return q_pos[:, None] - torch.arange(k_len, device=device)[None, :]
 
 
