@@ -1,6 +1,7 @@
 """Contrastive training of the hf_attn embedders (TAN, GQAEmbedder) with Accelerate: ``recipes/train_embed.py``.
 
-    from hf_attn.training.embed import EmbedTrainingArguments, train_embedder
+    from hf_attn.training.embed import train_embedder
+    from hf_attn.training.embed_args import EmbedTrainingArguments
     summary = train_embedder(EmbedTrainingArguments(model="gqa_embedder", data_dir="../shared/data", quick=True))
 
 One step: a batch of (anchor, positive[, hard negative]) texts is tokenised into one padded batch, encoded in one
@@ -48,14 +49,10 @@ from .common import (
     start_trackers,
     write_summary,
 )
-
-# the options, data, evaluation and teacher names below are also importable from here, as before the split
-from .embed_args import MODELS, QUICK, EmbedTrainingArguments, build_arg_parser, finalize_args, parse_args
-from .embed_data import build_train_loader, get_tokenizer, load_training_data, load_training_pairs, trained_on
-from .embed_eval import DevSelection, evaluate_stsb_dev, make_encode_fn, save_best_model
-from .teacher import InStepTeacher, init_embeddings_from_teacher, resolve_teacher, setup_teacher, teacher_cache_dir
-
-_Teacher = InStepTeacher  # its name before the split (studies/trained_models/init_probe.py imports it)
+from .embed_args import EmbedTrainingArguments, finalize_args, parse_args
+from .embed_data import build_train_loader, get_tokenizer, load_training_data, trained_on
+from .embed_eval import DevSelection
+from .teacher import setup_teacher
 
 
 def build_model(args: EmbedTrainingArguments, tokenizer) -> nn.Module:
@@ -423,12 +420,7 @@ def main(argv=None) -> int:
 
 
 __all__ = [
-    # this module
     "EmbedStep", "EmbedderTrainingModule", "SWEEP_COLUMNS", "build_loss", "build_model", "dump_final_weights",
     "embed_summary", "log_train_step", "main", "resumable_batches", "run_size_sweep", "train_embedder",
     "warn_if_dropout_pairs_are_identical", "write_results_table",
-    # where these lived before the split: recipes, studies, benchmarks and the quickstart import them from here
-    "MODELS", "QUICK", "EmbedTrainingArguments", "InStepTeacher", "build_arg_parser", "evaluate_stsb_dev",
-    "finalize_args", "get_tokenizer", "init_embeddings_from_teacher", "load_training_pairs", "make_encode_fn",
-    "parse_args", "resolve_teacher", "save_best_model", "teacher_cache_dir", "trained_on",
 ]

@@ -1,6 +1,7 @@
 """Byte-level language modelling with AdaptiveSpanGPT under Accelerate: ``recipes/train_lm.py``.
 
-    from hf_attn.training.lm import LMTrainingArguments, train_lm
+    from hf_attn.training.lm import train_lm
+    from hf_attn.training.lm_args import LMTrainingArguments
     summary = train_lm(LMTrainingArguments(data="enwik8", use_adaptive_attention=True))
 
 One step: ``grad_accum_steps`` micro-batches of random byte windows (``lm_data.ByteBatches``: a function of (seed,
@@ -26,11 +27,9 @@ from . import checkpoint as ckpt
 from . import common
 from .args import cli_errors
 from .common import NonFiniteLoss, RunRecord
-from .lm_args import LM_QUICK, LMTrainingArguments, finalize_args, parse_args
-
-# where these lived before the split: recipes, studies and tests import them from here
-from .lm_data import ENWIK8_SPLIT, ByteBatches, lm_dataset_name, load_byte_splits, resolve_lm_data
-from .lm_eval import PeakMemory, attention_entropy, evaluate_lm, lm_metrics, next_byte_loss, span_summary
+from .lm_args import LMTrainingArguments, finalize_args, parse_args
+from .lm_data import ByteBatches, lm_dataset_name, load_byte_splits, resolve_lm_data
+from .lm_eval import PeakMemory, attention_entropy, evaluate_lm, span_summary
 
 LM_MODEL = "adaptive_span_gpt"  # the registry entry train_lm builds
 
@@ -209,8 +208,4 @@ def main(argv=None) -> int:
     return 0 if summary["status"] == "completed" else 1
 
 
-__all__ = [
-    "ENWIK8_SPLIT", "LM_QUICK", "ByteBatches", "LMTrainingArguments", "PeakMemory", "attention_entropy",
-    "build_lm_model", "evaluate_and_save", "evaluate_lm", "lm_dataset_name", "lm_metrics", "lm_step", "lm_summary",
-    "load_byte_splits", "main", "next_byte_loss", "resolve_lm_data", "span_summary", "train_lm",
-]
+__all__ = ["build_lm_model", "evaluate_and_save", "lm_step", "lm_summary", "main", "train_lm"]

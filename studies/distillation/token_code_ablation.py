@@ -38,7 +38,8 @@ def main() -> None:
     p.add_argument("--codes", nargs="+", default=list(CODES), choices=list(CODES))
     args = p.parse_args()
 
-    from hf_attn.training.embed import EmbedTrainingArguments, train_embedder
+    from hf_attn.training.embed import train_embedder
+    from hf_attn.training.embed_args import EmbedTrainingArguments
 
     rows = []
     for name in args.codes:

@@ -7,11 +7,12 @@ import torch
 
 from hf_attn import GQAEmbedderConfig, GQAEmbedderModel
 from hf_attn.evaluation.stsb import stsb_correlations
-from hf_attn.training.embed import _Teacher, init_embeddings_from_teacher, make_encode_fn, resolve_teacher
+from hf_attn.training.embed_eval import make_encode_fn
+from hf_attn.training.teacher import InStepTeacher, init_embeddings_from_teacher, resolve_teacher
 from hf_attn.training.tokenizer import load_tokenizer
 
 DATA = "../shared/data"
-teacher = _Teacher("all-MiniLM-L6-v2", "cpu", max_seq_length=64)
+teacher = InStepTeacher("all-MiniLM-L6-v2", "cpu", max_seq_length=64)
 tok = load_tokenizer(resolve_teacher("all-MiniLM-L6-v2"))
 table = teacher.model[0].auto_model.get_input_embeddings().weight.detach()
 
