@@ -230,8 +230,6 @@ def export(
     arch = architecture(model_type)
     if arch.kind == "embedder" and tokenizer is None:
         raise FileNotFoundError(f"{source} has no tokenizer files; an embedder export needs its tokenizer")
-    if onnx:
-        _check_onnx_request(model_type)
     if training_config is None:
         training_config = _training_summary(source)
 

@@ -26,6 +26,7 @@ from ..modeling.layers import (
     eager_attention_forward,
     repeat_kv,
     resolve_is_causal,
+    softmax_or_zero,
 )
 from ._common import (
     BIAS_KWARGS,
@@ -76,9 +77,7 @@ def _chunk_bias(module, attention_mask, kwargs, qs: int, qe: int, q_len: int, k_
     table = distance_table(kwargs)
     position_bias = kwargs.get("position_bias")
     if table is not None:
-        d = distances(q_len, k_len, device, rows=(qs, qe))
-        position_bias = table.float()[:, d.clamp(0, table.shape[1] - 1)].masked_fill(
-            ~band(False, table_len=table.shape[1]).allows(d), neg)[None]
+        position_bias = dense_distance_bias(table.float(), q_len, k_len, rows=(qs, qe))
     elif position_bias is not None:
         position_bias = position_bias[..., qs:qe, :].float()
     if position_bias is not None:
@@ -121,11 +120,7 @@ def topk_attention_forward(
         # Keep the k largest logits of each row; the rest become -inf.
         kept = torch.zeros_like(scores, dtype=torch.bool)
         kept.scatter_(-1, scores.topk(min(top_k, k_len), dim=-1).indices, True)
-        scores = scores.masked_fill(~kept, float("-inf"))
-        # A row with no visible key gets zero weights; its logits are replaced before the softmax, so neither the
-        # forward nor the backward meets exp(-inf - -inf) (NaN gradients would reach every parameter).
-        no_key = torch.isneginf(scores).all(dim=-1, keepdim=True)
-        weights = torch.softmax(scores.masked_fill(no_key, 0.0), dim=-1).masked_fill(no_key, 0.0)
+        weights = softmax_or_zero(scores.masked_fill(~kept, float("-inf")))  # a row with no visible key: zeros
         weights = F.dropout(weights, p=dropout, training=training)
         out = weights @ value.float()[:, :, None]  # [B, Hkv, G, rows, D]
         return out.reshape(b, h, qe - qs, d_head).transpose(1, 2).to(query.dtype)

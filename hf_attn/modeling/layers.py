@@ -107,19 +107,26 @@ def additive_attention_mask(
     return torch.zeros((), dtype=dtype, device=device).masked_fill(~allowed, neg)
 
 
-def distance_index(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
-    """[Tq, Tk] long: d = q_pos - k_pos with queries the last `q_len` key positions."""
-    q_pos = torch.arange(k_len - q_len, k_len, device=device)
+def distance_index(
+    q_len: int, k_len: int, device: torch.device, rows: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """[Tq, Tk] long: d = q_pos - k_pos with queries the last `q_len` key positions; only query rows
+    [start, stop) when `rows` is given. (The remote-code twin of `hf_attn.kernels.band.distances`.)"""
+    start, stop = rows if rows is not None else (0, q_len)
+    q_pos = torch.arange(k_len - q_len + start, k_len - q_len + stop, device=device)
     return q_pos[:, None] - torch.arange(k_len, device=device)[None, :]
 
 
-def dense_distance_bias(table: torch.Tensor, q_len: int, k_len: int) -> torch.Tensor:
-    """Expand a distance bias table [H, L] to transformers' `position_bias` [1, H, Tq, Tk].
+def dense_distance_bias(
+    table: torch.Tensor, q_len: int, k_len: int, rows: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Expand a distance bias table [H, L] to transformers' `position_bias` [1, H, Tq, Tk] (query rows
+    [start, stop) only when `rows` is given).
 
     Pairs with d < 0 (the future) or d >= L get -inf; differentiable with respect to `table`.
     """
     h, length = table.shape
-    d = distance_index(q_len, k_len, table.device)
+    d = distance_index(q_len, k_len, table.device, rows)
     valid = (d >= 0) & (d < length)
     dense = table[:, d.clamp(0, length - 1)]  # [H, Tq, Tk]
     dense = dense.masked_fill(~valid, float("-inf"))
@@ -171,6 +178,16 @@ class HfAttnPreTrainedMixin:
             raise ValueError(f"{err} Registered attention backends: {names}.") from None
 
 
+def softmax_or_zero(scores: torch.Tensor) -> torch.Tensor:
+    """softmax over the last dim, with zero weights in a row whose logits are all excluded (-inf or finfo.min).
+
+    Such rows are replaced before the softmax, so neither the forward nor the backward meets exp(-inf - -inf): a
+    NaN there would reach every parameter's gradient.
+    """
+    no_key = scores.amax(dim=-1, keepdim=True) <= torch.finfo(torch.float32).min / 2
+    return torch.softmax(scores.masked_fill(no_key, 0.0), dim=-1).masked_fill(no_key, 0.0)
+
+
 def eager_attention_forward(
     module: nn.Module | None,
     query: torch.Tensor,
@@ -206,9 +223,7 @@ def eager_attention_forward(
         scores = scores + position_bias.float()
     # A query whose keys are all excluded (a padding row) gets zero weights, as in the blockwise and Triton
     # backends, rather than NaN (-inf rows) or a uniform average (rows of finfo.min).
-    # Such rows are replaced before the softmax too, so the backward never meets exp(-inf - -inf) (NaN).
-    no_key = scores.amax(dim=-1, keepdim=True) <= torch.finfo(torch.float32).min / 2
-    weights = torch.softmax(scores.masked_fill(no_key, 0.0), dim=-1).masked_fill(no_key, 0.0).to(query.dtype)
+    weights = softmax_or_zero(scores).to(query.dtype)
     weights = F.dropout(weights, p=dropout, training=module.training if module is not None else False)
     out = torch.matmul(weights, value).transpose(1, 2).contiguous()  # [B, Tq, H, D]
     return out, weights
