@@ -119,8 +119,6 @@ class TanChebyshevEmbedding(nn.Module):
 
     def __init__(self, config: TanConfig):
         super().__init__()
-        self.vocab_size = config.vocab_size
-        self.token_code = config.token_code
         m = config.num_token_coordinates
         self.register_buffer(
             "token_coordinates", default_token_coordinates(config.vocab_size, config.token_code, m), persistent=True
@@ -295,7 +293,6 @@ class TanModel(TanPreTrainedModel):
         c = c / c.abs().amax(dim=0, keepdim=True).clamp_min(1e-12)
         emb.token_coordinates.copy_(c.to(emb.token_coordinates.dtype))
         self.config.token_code = "teacher"
-        emb.token_code = "teacher"
 
     @capture_outputs
     def forward(

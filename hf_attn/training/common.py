@@ -47,8 +47,10 @@ class NonFiniteLoss(Exception):
 
 def check_finite(accelerator, loss: torch.Tensor, step: int | None = None) -> None:
     """Raise ``NonFiniteLoss`` on every process when the loss is not finite on any of them (all stop together)."""
-    bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=accelerator.device)
-    if accelerator.reduce(bad, reduction="sum").item() > 0:
+    bad = (~torch.isfinite(loss.detach())).float().reshape(1)  # stays on the device: one host read below
+    if accelerator.num_processes > 1:  # the collective only where there is another process to agree with
+        bad = accelerator.reduce(bad, reduction="sum")
+    if bad.item() > 0:
         raise NonFiniteLoss(f"non-finite loss ({loss.item()})" + (f" at step {step}" if step is not None else ""))
 
 
