@@ -162,7 +162,10 @@ def cpu_peak_bytes(step) -> int | None:
 
 def cpu_peak_in_child(name: str, t: int, backward: bool) -> int | None:
     """`cpu_peak_bytes` of one call in a fresh process: the allocator there has cached nothing yet, so the
-    resident high-water mark sees every byte the call needs."""
+    resident high-water mark sees every byte the call needs. glibc's malloc runs with a fixed mmap threshold
+    (MALLOC_MMAP_THRESHOLD_=65536): by default it raises the threshold after large frees and then keeps freed
+    buffers in its heap, so a loop of equal-sized temporaries (hf_topk's chunks) would read as their sum, not as
+    the most alive at once. The fixed threshold returns every large buffer to the system when it is freed."""
     code = (
         "import sys, torch; sys.argv = ['x']; import benchmarks.attention as ba;"
         f"q, k, v = (torch.randn({B}, {H}, {t}, {D}, requires_grad={backward}) for _ in range(3));"
@@ -172,7 +175,8 @@ def cpu_peak_in_child(name: str, t: int, backward: bool) -> int | None:
         "print(ba.cpu_peak_bytes(step))"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: `import benchmarks.attention`
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, env=env)
     try:
         return int(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

@@ -461,15 +461,35 @@ def test_topk_matches_reference(causal, case, chunk_size):
 
 
 def test_topk_memory_is_linear_in_length():
-    """Chunks are checkpointed: what autograd keeps grows linearly in T (no [T, T] score, mask or weights)."""
+    """What autograd keeps from the forward for the backward grows linearly in T (no [T, T] score, mask or
+    weights: the backward recomputes them chunk by chunk)."""
 
     def run(t):
         q, k, v = qkv(b=1, h=2, hkv=1, tq=t, tk=t, d=16)
         return saved_bytes(lambda: topk_attention_forward(Attn(True, attention_topk=8), q, k, v, padding(1, t),
-                                                          chunk_size=64)[0].sum().backward())
+                                                          chunk_size=64))
 
     small, large = run(256), run(1024)
     assert large < 4.6 * small
+
+
+def test_topk_backward_replays_the_forward_dropout():
+    """Training dropout: the chunk recompute in the backward draws the dropout the forward drew. The output is
+    linear in V given the dropped weights, so <dL/dV, V> = L for L = sum(out * probe) only when it does."""
+    q, k, v = qkv(tq=23, tk=23)
+    module = Attn(True, attention_topk=5).train()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        plain, _ = topk_attention_forward(module, q, k, v, None, dropout=0.5, chunk_size=5)
+    torch.manual_seed(3)
+    out, _ = topk_attention_forward(module, q, k, v, None, dropout=0.5, chunk_size=5)
+    torch.testing.assert_close(out, plain)  # the same draws with and without autograd
+    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
+    loss = (out * probe).sum()
+    state = torch.get_rng_state()
+    (grad_v,) = torch.autograd.grad(loss, v)
+    torch.testing.assert_close((grad_v * v).sum(), loss.detach(), rtol=1e-4, atol=1e-4)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is left as it was
 
 
 def test_topk_with_all_keys_is_eager():

@@ -6,10 +6,11 @@ key gets weight 0. k comes from the kwarg `attention_topk`, else `module.attenti
 
 `topk_attention_forward` is the fast path: queries in chunks of `chunk_size` rows (kwarg; default so that one
 chunk's [B, H, rows, Tk] logits take ~16 MiB), each chunk's logits, mask and bias built for its rows only, GQA
-through a group axis (no repeated K/V), selection by `torch.topk`; under autograd each chunk is checkpointed
-(recomputed in the backward), so peak memory is O(T x chunk), not O(T^2). It returns no weights (None, like
-hf_local and hf_blockwise); the attention-entropy metrics read them from `topk_attention_reference`, which writes
-the same function as eager attention plus a -inf bias off the top k (found by sorting), densely.
+through a group axis (no repeated K/V), selection by `torch.topk`. Under autograd no chunk's tensors are kept:
+`_RecomputeByChunk` recomputes one chunk at a time in the backward, so peak memory is O(T x chunk), not O(T^2).
+It returns no weights (None, like hf_local and hf_blockwise); the attention-entropy metrics read them from
+`topk_attention_reference`, which writes the same function as eager attention plus a -inf bias off the top k
+(found by sorting), densely.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 from ..kernels.band import band, distances
 from ..modeling.layers import (
@@ -102,8 +103,8 @@ def topk_attention_forward(
     scaling = d_head**-0.5 if scaling is None else scaling
     chunk = kwargs.get("chunk_size") or max(1, CHUNK_BYTES // (4 * b * h * max(k_len, 1)))
     training = is_training(module)
-    # Tensors that may carry gradients (q, k, v, a distance or position bias) are the chunk's arguments, so a
-    # checkpoint recomputes the chunk from them.
+    # Tensors that may carry gradients (q, k, v, a distance or position bias) are the chunk's arguments, so the
+    # backward can recompute a chunk from them.
     names = [name for name in ("distance_bias", "position_bias") if kwargs.get(name) is not None]
 
     def rows(qs: int, q_chunk: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *tables) -> torch.Tensor:
@@ -126,16 +127,70 @@ def topk_attention_forward(
         return out.reshape(b, h, qe - qs, d_head).transpose(1, 2).to(query.dtype)
 
     tables = [kwargs[name] for name in names]
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value, *tables))
-    outs = []
-    for qs in range(0, q_len, chunk):
-        args = (query[:, :, qs:qs + chunk], key, value, *tables)
-        if needs_grad:  # recomputed in the backward (same dropout draw): one chunk's [rows, Tk] tensors at a time
-            outs.append(checkpoint(rows, qs, *args, use_reentrant=False))
-        else:
-            outs.append(rows(qs, *args))
-    out = torch.cat(outs, dim=1) if outs else query.new_zeros(b, 0, h, d_head)
+    starts = range(0, q_len, chunk)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value, *tables)):
+        out = _RecomputeByChunk.apply(rows, starts, dropout > 0.0 and training, query, key, value, *tables)
+    else:
+        outs = [rows(qs, query[:, :, qs:qs + chunk], key, value, *tables) for qs in starts]
+        out = torch.cat(outs, dim=1) if outs else query.new_zeros(b, 0, h, d_head)
     return out.contiguous(), None
+
+
+class _RecomputeByChunk(torch.autograd.Function):
+    """`rows(qs, query[:, :, qs:qs + chunk], key, value, *tables)` over the query chunks, concatenated along dim 1,
+    keeping none of a chunk's intermediates: the backward recomputes the chunks one at a time, each with its own
+    graph, and adds up their input gradients, so at most one chunk's [rows, Tk] tensors are alive. (A
+    non-reentrant checkpoint per chunk keeps many chunks' recomputed tensors alive during the backward; a
+    reentrant one calls `.backward()` inside and so breaks `torch.autograd.grad` through the backend.) With
+    `random` (training dropout) each chunk's recompute replays the random state its forward started from."""
+
+    @staticmethod
+    def forward(ctx, rows, starts, random: bool, query, key, value, *tables):
+        ctx.rows, ctx.starts, ctx.states = rows, starts, []
+        outs = []
+        for qs in starts:
+            if random:
+                ctx.states.append(_random_state(query.device))
+            outs.append(rows(qs, query[:, :, qs:qs + starts.step], key, value, *tables))
+        ctx.save_for_backward(query, key, value, *tables)
+        b, h, _, d_head = query.shape
+        return torch.cat(outs, dim=1) if outs else query.new_zeros(b, 0, h, d_head)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout):
+        query, key, value, *tables = ctx.saved_tensors
+        wanted = ctx.needs_input_grad[3:]
+        grads = [torch.zeros_like(t) if need else None for t, need in zip((query, key, value, *tables), wanted,
+                                                                          strict=True)]
+        step = ctx.starts.step
+        for i, qs in enumerate(ctx.starts):
+            inputs = [t.detach().requires_grad_(need)
+                      for t, need in zip((query[:, :, qs:qs + step], key, value, *tables), wanted, strict=True)]
+            cuda = [query.device] if query.device.type == "cuda" else []
+            with torch.enable_grad(), torch.random.fork_rng(devices=cuda, enabled=bool(ctx.states)):
+                if ctx.states:  # the forward's draw; fork_rng restores the caller's state afterwards
+                    _set_random_state(ctx.states[i], query.device)
+                out = ctx.rows(qs, *inputs)
+            needed = [t for t in inputs if t.requires_grad]
+            chunk_grads = iter(torch.autograd.grad(out, needed, dout[:, qs:qs + step], allow_unused=True))
+            for j, t in enumerate(inputs):
+                if t.requires_grad:
+                    g = next(chunk_grads)
+                    if g is not None:
+                        (grads[j][:, :, qs:qs + step] if j == 0 else grads[j]).add_(g)
+        return (None, None, None, *grads)
+
+
+def _random_state(device: torch.device) -> tuple:
+    """The CPU random state and, on CUDA, the device's (what dropout draws from)."""
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_random_state(state: tuple, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 def topk_attention_reference(
