@@ -19,6 +19,7 @@ from hf_attn.attention.linear import linear_attention_forward, linear_attention_
 from hf_attn.attention.local import local_attention_forward, local_attention_reference
 from hf_attn.attention.topk import topk_attention_forward, topk_attention_reference
 from hf_attn.kernels.band import Band, band, distances, pair_mask
+from hf_attn.modeling.distance_masks import AdaptiveSpanMask, safe_log
 from hf_attn.modeling.layers import (
     alibi_distance_bias,
     alibi_slopes,
@@ -264,10 +265,12 @@ BANDED_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(BANDED_CASES))
-def test_banded_path_matches_dense_reference(case):
-    """The banded path (sdpa over key slabs, the mask gradient recomputed per slab chunk) against the dense
-    reference: outputs and gradients of q, k, v and of every parameter the distance table was built from."""
+@pytest.mark.parametrize(("case", "trained"), [(case, False) for case in BANDED_CASES]
+                         + [(case, True) for case, spec in BANDED_CASES.items() if spec[8] is not None])
+def test_banded_path_matches_dense_reference(case, trained):
+    """The banded path (sdpa over key slabs, the mask gradient recomputed per slab chunk; with `trained`, the
+    CPU flash kernel's log-sum-exp and the table gradient on declared distances, here all of them) against the
+    dense reference: outputs and gradients of q, k, v and of every parameter the distance table was built from."""
     b, h, hkv, tq, tk, causal, window, max_distance, kind, length, pad = BANDED_CASES[case]
     q, k, v = qkv(b=b, h=h, hkv=hkv, tq=tq, tk=tk, d=8, seed=3)
     mask = None
@@ -280,13 +283,45 @@ def test_banded_path_matches_dense_reference(case):
     rule = band(causal, window, max_distance, length)
     assert blockwise._plan(rule, tq, tk, 8)[0] == "banded"
 
+    everywhere = torch.tensor([[0, length]] * h) if trained else None
     fast, _ = blockwise_attention(q, k, v, scaling=0.4, is_causal=causal, key_padding_mask=mask,
-                                  distance_bias=table, max_distance=max_distance, window=window, block_size=8)
+                                  distance_bias=table, max_distance=max_distance, window=window, block_size=8,
+                                  trained_distances=everywhere)
     assert blockwise.BLOCKS_VISITED == -(-tq // 8)  # one step per query block: the banded path ran
     ref = dense_reference(q, k, v, scaling=0.4, rule=rule, key_padding_mask=mask, table=table)
     if pad == "left" and causal:
         assert (fast[-1, :7 - (tk - tq)] == 0).all()  # queries that see only padding get zeros
     assert_same(fast, ref, (q, k, v, *params))
+
+
+@pytest.mark.parametrize("pad", [None, "left"])
+def test_table_gradient_on_the_span_ramp(pad):
+    """The adaptive span's table depends on the span only on its ramp (`AdaptiveSpanMask.ramp`): a gradient
+    computed there only gives the span parameters exactly the dense reference's gradient, and the table itself
+    gets 0 elsewhere (proof that the ranged path ran)."""
+    q, k, v = qkv(b=2, h=4, hkv=2, tq=61, tk=61, d=8, seed=5)
+    mask = None
+    if pad:
+        mask = torch.ones(2, 61, dtype=torch.bool)
+        mask[-1, :9] = False
+    span = AdaptiveSpanMask(4, max_span=40, softness=6.0, init_ratio=0.3)
+    with torch.no_grad():
+        span.span_logit.copy_(torch.tensor([-2.0, -0.7, 0.1, 0.9]))
+    table = safe_log(span(torch.arange(40, dtype=torch.float32)))
+    table.retain_grad()
+    ramp = span.ramp()
+    assert ((ramp[:, 1] - ramp[:, 0]) <= 6 + 2).all()  # R + 2 distances per head
+    fast, _ = blockwise_attention(q, k, v, scaling=0.4, is_causal=True, key_padding_mask=mask, distance_bias=table,
+                                  block_size=8, trained_distances=ramp)
+    ref = dense_reference(q, k, v, scaling=0.4, rule=band(True, None, None, 40), key_padding_mask=mask, table=table)
+    probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(7))
+    (fast * probe).sum().backward(retain_graph=True)
+    on_ramp = torch.zeros(table.shape, dtype=torch.bool)
+    for head, (lo, hi) in enumerate(ramp.tolist()):
+        on_ramp[head, lo:hi] = True
+    assert (table.grad[~on_ramp] == 0).all() and (table.grad[on_ramp] != 0).any()
+    table.grad = None
+    assert_same(fast, ref, (q, k, v, span.span_logit))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])

@@ -105,6 +105,10 @@ def test_attention_bias_kwargs_dispatch_by_capability():
     assert dense["position_bias"].shape == (3, 2, 4, 4) and dense["position_bias"].dtype == torch.bfloat16
     assert attention_bias_kwargs(native, table, query, 4, max_distance=3) == {"distance_bias": table, "max_distance": 3}
     assert attention_bias_kwargs(plain, None, query, 4) == {}
+    # where the table is trained reaches table backends only (others get the dense bias, nothing else)
+    trained = torch.tensor([[1, 3], [0, 4]])
+    assert attention_bias_kwargs(native, table, query, 4, 3, trained)["trained_distances"] is trained
+    assert set(attention_bias_kwargs(plain, table, query, 4, 3, trained)) == {"position_bias"}
 
 
 def test_alibi_slopes_match_paper():

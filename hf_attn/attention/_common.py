@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-BIAS_KWARGS = ("distance_bias", "max_distance", "position_bias")
+BIAS_KWARGS = ("distance_bias", "max_distance", "position_bias", "trained_distances")
 
 
 def check_heads(num_heads: int, num_kv_heads: int) -> int:

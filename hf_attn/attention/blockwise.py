@@ -120,6 +120,67 @@ class _MaskGradient(torch.autograd.Function):
         return dout, dmask.to(mask.dtype), None, None, None, None
 
 
+class _TableGradientOnRanges(torch.autograd.Function):
+    """Identity on the banded path's output out [B, Tq, H, D] whose backward also returns the gradient of the
+    distance-bias table [H, L], computed only at the distances `trained` declares: lo_h <= d < hi_h for head h.
+
+    The caller declares that the table depends on trained parameters only there (the adaptive span's ramp: the
+    mask is flat 1 before it and 0 after), so every parameter's gradient is exact; the table's own gradient is
+    left 0 elsewhere. dtable[h, d] = sum over pairs at distance d of P (dP - delta), with P = exp(logit - lse)
+    from the forward's log-sum-exp and dP = dO V^T: each run of `rows` queries of head h against the
+    rows + hi - lo - 1 keys its distances in [lo, hi) reach, far less than the whole slab `_MaskGradient` redoes.
+    """
+
+    rows = 64
+
+    @staticmethod
+    def forward(ctx, out, lse, table, trained, q, k, v, keep, rule, scale):
+        ctx.save_for_backward(out, lse, q, k, v, keep)
+        ctx.trained, ctx.rule, ctx.scale, ctx.table = trained, rule, scale, table.detach()
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, dout):
+        out, lse, q, k, v, keep = ctx.saved_tensors
+        if not ctx.needs_input_grad[2]:
+            return (dout, *[None] * 9)
+        table, rule, r = ctx.table.float(), ctx.rule, _TableGradientOnRanges.rows
+        b, h, q_len, d_head = q.shape
+        hkv, k_len = k.shape[1], k.shape[2]
+        n = -(-q_len // r)  # runs of r queries, the last one padded
+
+        def runs(x: Tensor) -> Tensor:  # [B, Tq, ...] -> [B, n, r, ...], zero rows past Tq
+            return F.pad(x, (0, 0) * (x.dim() - 2) + (0, n * r - q_len)).reshape(b, n, r, *x.shape[2:])
+
+        do = dout.float()  # [B, Tq, H, D]
+        delta = (do * out.float()).sum(-1)  # [B, Tq, H]
+        real = torch.arange(n * r, device=q.device).reshape(n, r, 1) < q_len  # [n, r, 1]: not a padded row
+        lse_ok = torch.isfinite(lse)  # a row that sees no key has lse = -inf and no gradient
+        lse, lse_ok = runs(lse.masked_fill(~lse_ok, 0.0).transpose(1, 2)), runs(lse_ok.transpose(1, 2))
+        do, delta, q = runs(do), runs(delta), runs(q.float().transpose(1, 2))
+        ok = torch.ones(1, k_len, dtype=torch.bool, device=q.device) if keep is None else keep
+        dtable = torch.zeros_like(table)
+        for head, (lo, hi) in enumerate(ctx.trained.tolist()):
+            lo, hi = max(lo, 0), min(hi, table.shape[1], rule.back + 1)
+            if hi <= lo:
+                continue
+            # Run i (queries at key positions k_len - q_len + i*r + a) against keys first + i*r + c, c < span:
+            # distance d = a + hi - 1 - c, so the runs cover every pair with lo <= d < hi.
+            span, first, kv = r + hi - lo - 1, k_len - q_len - hi + 1, head // (h // hkv)
+            ks = _slabs(k[:, kv:kv + 1].float(), first, n, span, r).reshape(b, n, span, d_head)
+            vs = _slabs(v[:, kv:kv + 1].float(), first, n, span, r).reshape(b, n, span, d_head)
+            seen = _slabs(ok[:, None, :, None], first, n, span, r, fill=False).reshape(-1, n, 1, span)
+            dist = torch.arange(r, device=q.device)[:, None] + hi - 1 - torch.arange(span, device=q.device)
+            on = (dist >= lo) & (dist < hi) & rule.allows(dist)  # [r, span]
+            use = on & seen & real & lse_ok[:, :, :, head, None]  # [B, n, r, span]
+            logit = (q[:, :, :, head] @ ks.transpose(-1, -2)) * ctx.scale + table[head, dist.clamp(0, hi - 1)]
+            p = torch.where(use, torch.exp(logit - lse[:, :, :, head, None]), 0.0)
+            dp = do[:, :, :, head] @ vs.transpose(-1, -2)
+            ds = ((dp - delta[:, :, :, head, None]) * p).sum((0, 1))  # [r, span], summed over batch and runs
+            dtable[head].index_add_(0, dist[on], ds[on])
+        return (dout, None, dtable.to(ctx.table.dtype), *[None] * 7)
+
+
 def _slabs(x: torch.Tensor, first: int, count: int, span: int, step: int, fill=0.0) -> torch.Tensor:
     """Overlapping windows of dim 2 of x [B, Hx, T, D]: window i holds positions first + i*step + c (c < span),
     zero-filled outside [0, T). Returns [B * count, Hx, span, D] (a copy: span / step times x's size)."""
@@ -139,7 +200,8 @@ def _slab_ranges(n: int, first: int, span: int, block: int, k_len: int) -> list[
     return [r for r in ((0, front), (front, back_start), (back_start, n)) if r[1] > r[0]]
 
 
-def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: float, dropout: float):
+def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: float, dropout: float,
+            trained: Tensor | None = None):
     """Every query block against its slab of `block + back + fwd` keys, through torch's fused sdpa.
 
     q [B, H, Tq, D], k/v [B, Hkv, Tk, D], table [H, L] or None. Query block i holds key positions
@@ -149,12 +211,17 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
     masks of their own in a separate call (as do all slabs when there is key padding). K/V are not repeated for
     GQA (sdpa's enable_gqa). Memory is linear in T: slabs are span / block times the size of K and V, and sdpa
     keeps no score matrix for its backward. Returns [B, Tq, H, D].
+
+    When the table needs a gradient and `trained` ([H, 2]: lo, hi per head) says where it depends on trained
+    parameters, CPU runs take the log-sum-exp from torch's CPU flash kernel and `_TableGradientOnRanges` computes
+    the table's gradient on those distances only; otherwise `_MaskGradient` recomputes it over whole slabs.
     """
     b, h, q_len, d_head = q.shape
     hkv, k_len = k.shape[1], k.shape[2]
     # fp32 on CPU (half-precision CPU kernels are slow); CUDA keeps its dtype.
     dtype = q.dtype if q.is_cuda else torch.promote_types(q.dtype, torch.float32)
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    q_in = q
     left, right = rule.back, rule.fwd
     n = -(-q_len // block)
     span = block + left + right
@@ -165,9 +232,12 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
     keep = None if key_padding_mask is None else keep_keys(key_padding_mask, k_len, q.device)
     dist = torch.arange(block, device=q.device)[:, None] + left - torch.arange(span, device=q.device)[None, :]
     allowed = rule.allows(dist)  # [block, span]
+    table_grad = table is not None and table.requires_grad and torch.is_grad_enabled()
+    on_ranges = table_grad and trained is not None and q.device.type == "cpu"  # `_TableGradientOnRanges`
     tile = None
     if table is not None:  # [1, H, block, span], the excluded pairs at -inf
-        tile = table.to(q.dtype)[:, dist.clamp(0, table.shape[-1] - 1)].masked_fill(~allowed, float("-inf"))[None]
+        tile = (table.detach() if on_ranges else table).to(q.dtype)[:, dist.clamp(0, table.shape[-1] - 1)]
+        tile = tile.masked_fill(~allowed, float("-inf"))[None]
     tap = tile is not None and tile.requires_grad
 
     def attend(i0: int, i1: int) -> torch.Tensor:
@@ -188,16 +258,26 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
                 mask = allowed[None, None] & ok
             else:
                 mask = tile + torch.zeros((), dtype=tile.dtype, device=q.device).masked_fill(~ok, float("-inf"))
+        if on_ranges:  # torch's CPU flash kernel (what sdpa runs here), which also returns the log-sum-exp
+            ki, vi = ki.repeat_interleave(h // hkv, dim=1), vi.repeat_interleave(h // hkv, dim=1)
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                qi, ki, vi, dropout, False, attn_mask=mask, scale=scaling)
+            return out.reshape(b, count, h, block, d_head), lse.reshape(b, count, h, block)
         out = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask.detach() if tap else mask,
                                              dropout_p=dropout, scale=scaling, enable_gqa=hkv != h)
         if tap:
             out = _MaskGradient.apply(out, mask, qi.detach(), ki.detach(), vi.detach(), scaling)
-        return out.reshape(b, count, h, block, d_head)
+        return out.reshape(b, count, h, block, d_head), None
 
     ranges = [(0, n)] if keep is not None else _slab_ranges(n, first, span, block, k_len)
     parts = [attend(i0, i1) for i0, i1 in ranges]
-    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, n, H, block, D]
-    return out.transpose(2, 3).reshape(b, n * block, h, d_head)[:, :q_len]
+    out = parts[0][0] if len(parts) == 1 else torch.cat([o for o, _ in parts], dim=1)  # [B, n, H, block, D]
+    out = out.transpose(2, 3).reshape(b, n * block, h, d_head)[:, :q_len]
+    if on_ranges:
+        lse = torch.cat([lse for _, lse in parts], dim=1).transpose(1, 2).reshape(b, h, n * block)[..., :q_len]
+        out = _TableGradientOnRanges.apply(out, lse, table, trained, q_in.detach(), k.detach(), v.detach(), keep,
+                                           rule, scaling)
+    return out
 
 
 def _takes_banded_path(rule: Band, q_len: int, k_len: int, block: int, distance_bias: Tensor | None,
@@ -306,7 +386,7 @@ def blockwise_attention(
     query: Tensor, key: Tensor, value: Tensor, *, scaling: float, is_causal: bool,
     key_padding_mask: Tensor | None = None, distance_bias: Tensor | None = None, max_distance: int | None = None,
     window: int | None = None, dropout: float = 0.0, training: bool = False, block_size: int = 128,
-    attn_mask: Tensor | None = None, position_bias: Tensor | None = None,
+    attn_mask: Tensor | None = None, position_bias: Tensor | None = None, trained_distances: Tensor | None = None,
 ) -> tuple[Tensor, None]:
     """Exact softmax attention computed block by block, on the banded path or the loop (module docstring).
 
@@ -326,6 +406,10 @@ def blockwise_attention(
         attn_mask: optional dense mask [B|1, H|1, Tq, Tk], bool (True = attend) or additive float, for callers
             that were handed a 4D mask; it is sliced per block (it cannot make blocks skip).
         position_bias: optional dense additive bias [B|1, H|1, Tq, Tk] (transformers' `position_bias`).
+        trained_distances: optional [H, 2] long (lo, hi): the caller's promise that `distance_bias` depends on
+            trained parameters only at distances lo_h <= d < hi_h of head h (the adaptive span's ramp). The banded
+            path on CPU then computes the table's gradient there only (exact for every parameter; the table's
+            own gradient is 0 elsewhere). None: the whole table's gradient.
 
     Returns:
         (out [B, Tq, H, D] in query's dtype, None). A query that can see no key gets zeros.
@@ -339,7 +423,8 @@ def blockwise_attention(
     q_len, k_len = query.shape[2], key.shape[2]
     dense = attn_mask is not None or position_bias is not None
     if _takes_banded_path(rule, q_len, k_len, block_size, distance_bias, dense, dropout):
-        out = _banded(query, key, value, key_padding_mask, distance_bias, rule, block_size, scaling, dropout)
+        out = _banded(query, key, value, key_padding_mask, distance_bias, rule, block_size, scaling, dropout,
+                      trained_distances)
         BLOCKS_VISITED = -(-q_len // block_size)  # one sdpa step per query block
     else:
         out, BLOCKS_VISITED = _loop(query, key, value, rule, scaling, block_size, dropout, key_padding_mask,

@@ -134,6 +134,7 @@ def blockwise_attention_forward(
     attention_mask: None or [B, Tk] bool key padding (True = real token); a 4D mask falls back to eager.
     distance_bias: [H, L] table added at distance d = q_pos - k_pos (see ``hf_attn.modeling.layers``);
     max_distance: pairs with d >= max_distance are excluded and their blocks skipped.
+    trained_distances: [H, 2] (lo, hi), where the table depends on trained parameters (``blockwise_attention``).
     """
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     if kwargs.get("position_bias") is not None or (attention_mask is not None and attention_mask.dim() == 4):
@@ -149,7 +150,8 @@ def blockwise_attention_forward(
         out = _triton_or_sdpa(query, key, value, **args)
         if out is not None:
             return out, None
-    return blockwise_attention(query, key, value, **args, dropout=dropout, training=training)
+    return blockwise_attention(query, key, value, **args, dropout=dropout, training=training,
+                               trained_distances=kwargs.get("trained_distances"))
 
 
 blockwise_attention_forward.accepts_distance_bias = True

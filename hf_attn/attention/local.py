@@ -33,8 +33,8 @@ def local_attention_forward(
 
     query [B, H, Tq, D], key/value [B, Hkv, Tk, D]; `attention_mask` None, [B, Tk] bool key padding (what
     transformers hands hf_* backends) or a 4D bool/additive mask. Optional kwargs: `distance_bias` [H, L] with
-    `max_distance`, or a dense `position_bias` [1, H, Tq, Tk]. Returns (out [B, Tq, H, D], None): the weights are
-    never materialised.
+    `max_distance` (and `trained_distances`, see `blockwise_attention`), or a dense `position_bias`
+    [1, H, Tq, Tk]. Returns (out [B, Tq, H, D], None): the weights are never materialised.
     """
     window = resolve_window(module, kwargs)
     check_heads(query.shape[1], key.shape[1])
@@ -44,6 +44,7 @@ def local_attention_forward(
         is_causal=resolve_is_causal(module, kwargs), key_padding_mask=key_padding_mask,
         distance_bias=kwargs.get("distance_bias"), max_distance=kwargs.get("max_distance"), window=window,
         dropout=dropout, training=is_training(module), attn_mask=dense_mask, position_bias=kwargs.get("position_bias"),
+        trained_distances=kwargs.get("trained_distances"),
     )
 
 

@@ -80,6 +80,12 @@ class AdaptiveSpanMask(nn.Module):
             return math.ceil(self.max_span + self.softness)
         return span_max_distance(self.spans(), self.softness)
 
+    def ramp(self) -> torch.Tensor:
+        """[H, 2] long (lo, hi): the distances lo <= d < hi where the mask depends on the span, its ramp
+        floor(z) <= d <= ceil(z + R) (1 before it, 0 after; clamp passes the gradient at its ends too)."""
+        z = self.spans().detach()
+        return torch.stack([z.floor(), (z + self.softness).ceil() + 1], dim=-1).long()
+
     def forward(self, distance: torch.Tensor) -> torch.Tensor:
         """distance [L] float -> mask [H, L] in [0, 1]."""
         return adaptive_span_mask(self.spans(), self.softness, distance)

@@ -139,17 +139,21 @@ def attention_bias_kwargs(
     query: torch.Tensor,
     k_len: int,
     max_distance: int | None = None,
+    trained_distances: torch.Tensor | None = None,
 ) -> dict:
     """The kwargs that carry a distance bias table to `attention_fn` in the form it understands.
 
     `query` [B, H, Tq, D] gives the batch size, query length and dtype of the dense form: transformers'
     flex_attention indexes `position_bias` by batch entry, so the dense bias gets a (free, expanded) batch
-    dimension, and sdpa wants it in the query's dtype.
+    dimension, and sdpa wants it in the query's dtype. `trained_distances` ([H, 2] lo, hi: the table depends
+    on trained parameters only at lo_h <= d < hi_h) goes to table backends, which may then compute the table's
+    gradient there only.
     """
     if table is None:
         return {}
     if getattr(attention_fn, "accepts_distance_bias", False):
-        return {"distance_bias": table, "max_distance": max_distance}
+        kwargs = {"distance_bias": table, "max_distance": max_distance}
+        return kwargs if trained_distances is None else {**kwargs, "trained_distances": trained_distances}
     b, _, q_len, _ = query.shape
     dense = dense_distance_bias(table, q_len, k_len).to(query.dtype)
     return {"position_bias": dense.expand(b, -1, -1, -1)}

@@ -134,6 +134,14 @@ class AdaptiveSpanAttention(nn.Module):
             table = alibi if table is None else table + alibi
         return table, max_distance
 
+    def trained_distances(self) -> torch.Tensor | None:
+        """[H, 2] (lo, hi): where the distance table depends on trained parameters, for backends that then
+        compute its gradient there only (`attention_bias_kwargs`). Only the span is trained: its ramp. The
+        triangle wave moves the table at every distance: None (as when nothing is trained)."""
+        if self.span_mask is None or self.triangle_mask is not None or not torch.is_grad_enabled():
+            return None
+        return self.span_mask.ramp() if self.span_mask.span_logit.requires_grad else None
+
     def regularizer_terms(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(spans [H], spans * kept fraction of the triangle mask over d < max_span [H] or None)."""
         spans = self.span_mask.spans()
@@ -166,7 +174,8 @@ class AdaptiveSpanAttention(nn.Module):
             self.config._attn_implementation, eager_attention_forward
         )
         table, max_distance = self.distance_bias(k_len, q.device)
-        bias_kwargs = attention_bias_kwargs(attention_interface, table, q, k_len, max_distance)
+        bias_kwargs = attention_bias_kwargs(attention_interface, table, q, k_len, max_distance,
+                                            self.trained_distances())
         for name in ("sliding_window", "attention_topk"):  # for hf_local / hf_topk; others ignore them
             if getattr(self.config, name) is not None:
                 kwargs.setdefault(name, getattr(self.config, name))
