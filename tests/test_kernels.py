@@ -324,6 +324,26 @@ def test_hf_blockwise_equals_eager(monkeypatch, force_triton):
     assert rel_err(out4d, ref4d) < RTOL
 
 
+def test_hf_blockwise_on_cpu_takes_sdpa_when_nothing_can_be_skipped(monkeypatch):
+    """Off CUDA, a call with no table, window or max_distance (causal with Tq == Tk) runs torch's fused SDPA, the
+    same function as eager; anything with keys to skip still runs the blockwise core."""
+    from hf_attn.attention import blockwise, blockwise_backend
+
+    monkeypatch.delenv("HF_ATTN_FORCE_TRITON", raising=False)
+    calls = []
+    monkeypatch.setattr(blockwise_backend, "blockwise_attention",
+                        lambda *a, **k: calls.append(k) or blockwise.blockwise_attention(*a, **k))
+    inputs = make_inputs(2, 4, 2, 23, 23, 16, padding=True, table_len=30, neg_inf=True)
+    q, k, v, mask, table = (t.cpu() for t in inputs)
+    module = _Attn(is_causal=True).eval()
+    out, _ = blockwise_attention_forward(module, q, k, v, mask, 0.25)
+    assert calls == []
+    assert rel_err(out, eager_attention_forward(module, q, k, v, mask, 0.25)[0]) < RTOL
+    blockwise_attention_forward(module, q, k, v, mask, 0.25, distance_bias=table, max_distance=30)
+    blockwise_attention_forward(module, q[:, :, -5:], k, v, mask, 0.25)  # decoding: Tq < Tk
+    assert len(calls) == 2
+
+
 def test_hf_blockwise_routes_by_architecture():
     """Below sm_80 exact attention goes to SDPA (or blockwise when SDPA computes another function); from sm_80
     the kernel, unless no launch configuration fits, then blockwise: decided before any launch."""

@@ -9,7 +9,8 @@ Same function as ``eager_attention_forward`` (and sdpa / flex_attention); only t
 | CUDA below sm_80 (T4: no tensor-core tl.dot) | SDPA when it computes the same function (no table, window or |
 |                                         | max_distance; causal only with Tq == Tk), else blockwise         |
 | CUDA, no launch config fits (dtype/head dim) | blockwise, said once                                        |
-| elsewhere (CPU, MPS, no triton)         | blockwise online softmax, ``hf_attn.attention.blockwise``        |
+| CPU, nothing to skip (no table, window or max_distance; causal only with Tq == Tk) | SDPA (torch's fused kernel) |
+| elsewhere (CPU, MPS, no triton)         | blockwise core, ``hf_attn.attention.blockwise``                 |
 | training with attention dropout > 0     | blockwise (the Triton kernel has no dropout)                     |
 | a 4D ``attention_mask`` or ``position_bias`` | dense eager reference (a dense mask cannot skip blocks)     |
 
@@ -100,6 +101,13 @@ def _dense_fallback(module, query, key, value, attention_mask, scaling, dropout,
     return out, None
 
 
+def sdpa_computes_it(query: Tensor, key: Tensor, args: dict) -> bool:
+    """True when `sdpa_attention` computes the same function for these arguments (`args`: the keyword arguments
+    of ``flash_attention``): no distance table, window or max_distance; causal only with Tq == Tk."""
+    return (args["distance_bias"] is None and args["max_distance"] is None and args["window"] is None
+            and (not args["is_causal"] or query.shape[2] == key.shape[2]))
+
+
 def _triton_or_sdpa(query: Tensor, key: Tensor, value: Tensor, **args) -> Tensor | None:
     """The Triton kernel or SDPA, as `choose_path` picks for this GPU and these arguments (`args`: the keyword
     arguments of ``flash_attention``); None when the blockwise path should run instead."""
@@ -108,9 +116,8 @@ def _triton_or_sdpa(query: Tensor, key: Tensor, value: Tensor, **args) -> Tensor
     cc = torch.cuda.get_device_capability(query.device) if query.is_cuda else None
     table = args["distance_bias"]
     backward = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (query, key, value, table))
-    sdpa_ok = (table is None and args["max_distance"] is None and args["window"] is None
-               and (not args["is_causal"] or query.shape[2] == key.shape[2]))
-    path = choose_path(cc, kernel_fits=kernel_fits(query, table is not None, backward), sdpa_ok=sdpa_ok)
+    path = choose_path(cc, kernel_fits=kernel_fits(query, table is not None, backward),
+                       sdpa_ok=sdpa_computes_it(query, key, args))
     if path == "triton":
         return flash_attention(query, key, value, **args)
     if path == "sdpa":
@@ -146,10 +153,15 @@ def blockwise_attention_forward(
     training = is_training(module)
     args = dict(scaling=scaling, is_causal=resolve_is_causal(module, kwargs), key_padding_mask=attention_mask,
                 distance_bias=distance_bias, max_distance=max_distance, window=window)
-    if use_triton_kernels(query) and not (dropout > 0.0 and training) and query.shape[-1] <= 256:
+    dropout_on = dropout > 0.0 and training
+    if use_triton_kernels(query) and not dropout_on and query.shape[-1] <= 256:
         out = _triton_or_sdpa(query, key, value, **args)
         if out is not None:
             return out, None
+    elif not query.is_cuda and not dropout_on and sdpa_computes_it(query, key, args):
+        # Nothing to skip: torch's fused CPU kernel, forward and backward, beats the blockwise loop.
+        return sdpa_attention(query, key, value, scaling=scaling, is_causal=args["is_causal"],
+                              key_padding_mask=attention_mask), None
     return blockwise_attention(query, key, value, **args, dropout=dropout, training=training,
                                trained_distances=kwargs.get("trained_distances"))
 

@@ -1,6 +1,7 @@
 """Where the span model's training step goes: one attention layer of the CPU benchmark's shape (B=1, H=4, T=4096,
 D=32), causal sdpa against hf_blockwise with adaptive spans ~T/8 (max_distance 800, the banded path), with and
-without the gradient of the distance table (what the span parameters learn from). Medians of 3, interleaved.
+without the gradient of the distance table (what the span parameters learn from); with it, over whole slabs and
+on the span ramp only (`trained_distances`, what AdaptiveSpanGPT declares). Medians of 3, interleaved.
 
     python studies/span_training_step/attention_parts.py [--head-dim 32] [--no-table-grad]
 """
@@ -44,6 +45,13 @@ def main() -> None:
         out, _ = blockwise_attention_forward(module, q, k, v, None, distance_bias=table, max_distance=max_distance)
         out.sum().backward()
 
+    ramp = torch.stack([spans.floor(), (spans + 32.0).ceil() + 1], dim=-1).long()  # AdaptiveSpanMask.ramp
+
+    def blockwise_span_on_ramp():
+        out, _ = blockwise_attention_forward(module, q, k, v, None, distance_bias=table, max_distance=max_distance,
+                                             trained_distances=ramp)
+        out.sum().backward()
+
     def sdpa_forward():
         with torch.no_grad():
             torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -56,6 +64,7 @@ def main() -> None:
         "sdpa fwd+bwd": sdpa,
         "hf_blockwise dense fwd+bwd": blockwise_dense,
         "hf_blockwise spans ~T/8 fwd+bwd": blockwise_span,
+        "hf_blockwise spans ~T/8 fwd+bwd, table grad on the ramp": blockwise_span_on_ramp,
         "sdpa fwd": sdpa_forward,
         "hf_blockwise spans ~T/8 fwd": blockwise_span_forward,
     }
@@ -71,7 +80,7 @@ def main() -> None:
     print(f"B={b} H={h} T={t} D={d}, max_distance {max_distance}, table grad {not args.no_table_grad}")
     for name, samples in times.items():
         ms = statistics.median(samples) * 1e3
-        print(f"{name:34s} {ms:8.1f} ms  ({base * 1e3 / ms:.2f}x of sdpa fwd+bwd)")
+        print(f"{name:56s} {ms:8.1f} ms  ({base * 1e3 / ms:.2f}x of sdpa fwd+bwd)")
 
 
 if __name__ == "__main__":
