@@ -371,9 +371,10 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
         position_embeddings = self.rotary_emb(hidden_states, position_ids) if self.rotary_emb is not None else None
 
         # The span mask is exactly zero at d >= max span + R in every head of every layer: make that a hard limit
-        # of the mask too, so flex_attention's BlockMask skips those blocks (values are unchanged).
+        # of flex_attention's BlockMask too, so it skips those blocks (values are unchanged). Other backends get
+        # the limit with the distance table; reading it here (one device sync per layer) would only repeat that.
         and_mask_function = None
-        if self.config.use_adaptive_attention:
+        if self.config.use_adaptive_attention and self.config._attn_implementation == "flex_attention":
             limit = max(layer.attn.max_distance() for layer in self.layers)
             and_mask_function = distance_limit_mask_function(torch.tensor(limit, device=inputs_embeds.device))
         causal_mask = create_causal_mask(
