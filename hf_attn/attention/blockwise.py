@@ -14,6 +14,9 @@ with fewer score entries (weighted by their per-entry cost) and `score_entries` 
   visited. Plain PyTorch, differentiated by autograd; it also takes dense 4D masks / position biases, and
   training dropout with a table that needs a gradient.
 
+Causal windows under autograd on CPU go to `window_parts` instead (unmasked fused calls merged by log-sum-exp,
+faster to train than the slabs).
+
 Positions: queries are the LAST Tq of the Tk key positions (KV-cache decoding), query i sits at key position
 Tk - Tq + i, and the distance of a (query, key) pair is d = q_pos - k_pos (bottom-right causal alignment).
 """
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..kernels.band import Band, band
+from . import window_parts
 from ._common import check_heads, group_heads, keep_keys
 
 # Number of (query block, key block) pairs computed by the last `blockwise_attention` call; tests read it to
@@ -422,6 +426,11 @@ def blockwise_attention(
     dropout = dropout if training and dropout > 0.0 else 0.0
     q_len, k_len = query.shape[2], key.shape[2]
     dense = attn_mask is not None or position_bias is not None
+    if window_parts.applies(query, key, value, is_causal=is_causal, window=window, dense=dense,
+                            padded=key_padding_mask is not None, table=distance_bias is not None,
+                            max_distance=max_distance, dropout=dropout):
+        BLOCKS_VISITED = 0  # no key blocks: three fused calls over every query block
+        return window_parts.sliding_window_attention(query, key, value, window=window, scaling=scaling), None
     if _takes_banded_path(rule, q_len, k_len, block_size, distance_bias, dense, dropout):
         out = _banded(query, key, value, key_padding_mask, distance_bias, rule, block_size, scaling, dropout,
                       trained_distances)

@@ -59,28 +59,29 @@ def run(data, steps: int, mask_lr_scale: float, init_period: float, seed: int = 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return model, before, periods(model), float(loss)
+    return model, before, periods(model), loss.item()
 
 
 def plot(model, out: Path) -> None:
+    """One heat map per layer: each head's learned span x triangle-wave mask over the distance."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     layers = [m for m in model.modules() if hasattr(m, "triangle_mask") and m.triangle_mask is not None]
-    fig, axes = plt.subplots(len(layers), 1, figsize=(8, 2.2 * len(layers)), squeeze=False)
-    d = torch.arange(128, dtype=torch.float32)
+    fig, axes = plt.subplots(len(layers), 1, figsize=(9, 1.2 + 0.45 * layers[0].num_heads * len(layers)),
+                             squeeze=False, layout="constrained")
     for ax, layer in zip(axes[:, 0], layers, strict=True):
         with torch.no_grad():
-            mask = layer.distance_mask(len(d))
-        for h, row in enumerate(mask):
-            ax.plot(d, row, label=f"head {h}, P={layer.triangle_mask.periods()[h]:.2f}")
-        ax.set_ylabel(f"layer {layer.layer_idx}")
-        ax.legend(fontsize=6, loc="upper right")
-    axes[-1, 0].set_xlabel("distance d = q - k")
+            mask = layer.distance_mask(layer.config.max_span).cpu()
+            period = layer.triangle_mask.periods().cpu()
+        image = ax.imshow(mask, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_yticks(range(len(period)), [f"head {h}, P={p:.2f}" for h, p in enumerate(period.tolist())])
+        ax.set_title(f"layer {layer.layer_idx}", fontsize=9)
+    axes[-1, 0].set_xlabel("distance d = q - k (tokens)")
+    fig.colorbar(image, ax=axes[:, 0].tolist(), label="mask (0 = key excluded)")
     fig.suptitle("learned span x triangle-wave mask per head")
-    fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "learned_masks.png", dpi=100)
 
