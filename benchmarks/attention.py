@@ -3,6 +3,7 @@
     python benchmarks/attention.py              # T in {512, 2048, 4096, 8192, 16384}
     python benchmarks/attention.py --quick      # T in {512, 2048}
     python benchmarks/attention.py --out FILE   # also write the Markdown tables to FILE
+    python benchmarks/attention.py --backends hf_local local-attention   # only these (and sdpa)
 
 B=1, H=8, D=64, causal, fp32. For each device (CPU, and CUDA when present) and each T: forward time, forward +
 backward time (median of `--repeats` runs after one warm-up) and peak memory, each shown as `value (ratio to
@@ -197,11 +198,11 @@ def fmt_mem(nbytes: int | None, ref: int | None) -> str:
     return f"{nbytes / 2**20:.1f} MiB{ratio}"
 
 
-def run_device(device: str, lengths: list[int], repeats: int) -> str:
+def run_device(device: str, lengths: list[int], repeats: int, backends: list[str]) -> str:
     rows = []
     for t in lengths:
         results = {}
-        for name in BACKENDS:
+        for name in backends:
             cell = {}
             for backward in (False, True):
                 key = "fwd_bwd" if backward else "fwd"
@@ -213,7 +214,7 @@ def run_device(device: str, lengths: list[int], repeats: int) -> str:
                 print(f"  {device} T={t} {name} {key}: {r['time'] * 1e3:.1f} ms", file=sys.stderr, flush=True)
             results[name] = cell
         ref = results["sdpa"]
-        for name in BACKENDS:
+        for name in backends:
             if results[name]["fwd"] is None and results[name]["fwd_bwd"] is None and name == PEER:
                 continue
             fwd, fb = results[name]["fwd"], results[name]["fwd_bwd"]
@@ -243,7 +244,10 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="*", help="override the sequence lengths")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median reported)")
     parser.add_argument("--out", help="also write the Markdown tables to this file")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=BACKENDS,
+                        help="backends to measure (sdpa, the baseline, always runs)")
     args = parser.parse_args()
+    backends = ["sdpa", *[name for name in args.backends if name != "sdpa"]]
     lengths = args.lengths or ([512, 2048] if args.quick else [512, 2048, 4096, 8192, 16384])
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -254,7 +258,7 @@ def main() -> None:
         f"python benchmarks/attention.py {' '.join(sys.argv[1:])} -->\n"
     ]
     for device in devices:
-        tables.append(run_device(device, lengths, args.repeats))
+        tables.append(run_device(device, lengths, args.repeats, backends))
     text = "\n".join(tables)
     print(text)
     if args.out:
