@@ -130,7 +130,9 @@ def test_blockwise_skips_blocks_outside_window(causal):
     v_bad[:, :, : 56 - window + 1] = float("nan")
     poisoned, _ = blockwise_attention(q, k_bad, v_bad, scaling=0.3, is_causal=causal, window=window, block_size=8)
     torch.testing.assert_close(poisoned, clean)
-    assert blockwise.BLOCKS_VISITED == 1  # keys 51..63 taken in one step; the 51 keys before are never read
+    # keys 51..63: one slab step (causal) or, bidirectional, one call over two key blocks (the per-block path:
+    # the slab would take 5 more keys than it needs); the 51 keys before are never read
+    assert blockwise.BLOCKS_VISITED == (1 if causal else 2)
 
     # The same through max_distance and through the length of a distance bias table.
     table = bias_table(length=window)
@@ -155,9 +157,10 @@ def test_blockwise_window_cost_is_linear():
     # score_entries counts the work of the same two paths: full blocks of the causal loop, one slab per window block
     assert blockwise.score_entries(128, 128, is_causal=True, block_size=16) == full * 16 * 16
     assert blockwise.score_entries(128, 128, is_causal=True, window=16, block_size=16) == n * 16 * (16 + 15)
-    # a bounded reach that still takes the banded path can compute more than the causal loop it replaces
-    banded = blockwise.score_entries(512, 512, is_causal=True, max_distance=258, block_size=128)
-    assert banded == 4 * 128 * (128 + 257) > blockwise.score_entries(512, 512, is_causal=True, block_size=128)
+    # a reach whose slabs would compute far more than the keys in reach takes the per-block path: exactly the
+    # key ranges, 128 x (128 + 256 + 384 + 385) entries instead of the slabs' 4 x 128 x (128 + 257)
+    per_block = blockwise.score_entries(512, 512, is_causal=True, max_distance=258, block_size=128)
+    assert per_block == 128 * (128 + 256 + 384 + 385) < 4 * 128 * (128 + 257)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -265,12 +268,15 @@ BANDED_CASES = {
 }
 
 
+@pytest.mark.parametrize("path", ["banded", "blocks"])
 @pytest.mark.parametrize(("case", "trained"), [(case, False) for case in BANDED_CASES]
                          + [(case, True) for case, spec in BANDED_CASES.items() if spec[8] is not None])
-def test_banded_path_matches_dense_reference(case, trained):
-    """The banded path (sdpa over key slabs, the mask gradient recomputed per slab chunk; with `trained`, the
-    CPU flash kernel's log-sum-exp and the table gradient on declared distances, here all of them) against the
-    dense reference: outputs and gradients of q, k, v and of every parameter the distance table was built from."""
+def test_banded_path_matches_dense_reference(case, trained, path, monkeypatch):
+    """The two fused paths, forced through `BANDED_SLACK`: "banded" (sdpa over key slabs) and "blocks" (one sdpa
+    call per query block over its key range). The mask gradient is recomputed per call; with `trained`, the CPU
+    flash kernel's log-sum-exp gives the table gradient on declared distances, here all of them. Against the dense
+    reference: outputs and gradients of q, k, v and of every parameter the distance table was built from."""
+    monkeypatch.setattr(blockwise, "BANDED_SLACK", float("inf") if path == "banded" else 0.0)
     b, h, hkv, tq, tk, causal, window, max_distance, kind, length, pad = BANDED_CASES[case]
     q, k, v = qkv(b=b, h=h, hkv=hkv, tq=tq, tk=tk, d=8, seed=3)
     mask = None
@@ -281,13 +287,14 @@ def test_banded_path_matches_dense_reference(case, trained):
         mask[-1, :7] = False
     table, params = distance_table(kind, h, length) if kind else (None, [])
     rule = band(causal, window, max_distance, length)
-    assert blockwise._plan(rule, tq, tk, 8)[0] == "banded"
+    assert blockwise._plan(rule, tq, tk, 8)[0] == path
 
     everywhere = torch.tensor([[0, length]] * h) if trained else None
     fast, _ = blockwise_attention(q, k, v, scaling=0.4, is_causal=causal, key_padding_mask=mask,
                                   distance_bias=table, max_distance=max_distance, window=window, block_size=8,
                                   trained_distances=everywhere)
-    assert blockwise.BLOCKS_VISITED == -(-tq // 8)  # one step per query block: the banded path ran
+    if path == "banded":
+        assert blockwise.BLOCKS_VISITED == -(-tq // 8)  # one step per query block: the banded path ran
     ref = dense_reference(q, k, v, scaling=0.4, rule=rule, key_padding_mask=mask, table=table)
     if pad == "left" and causal:
         assert (fast[-1, :7 - (tk - tq)] == 0).all()  # queries that see only padding get zeros
@@ -424,9 +431,9 @@ def test_path_choice_and_score_entries_agree():
         rule = band(True, kw.get("window"), kw.get("max_distance"))
         path, entries = blockwise._plan(rule, t, t, 16)
         assert blockwise.score_entries(t, t, is_causal=True, block_size=16, **kw) == entries
-        loop = blockwise._loop_entries(rule, t, t, 16)
+        per_block = blockwise._block_entries(rule, t, t, 16)
         banded = -(-t // 16) * 16 * (16 + rule.back + rule.fwd)
-        assert path == ("banded" if banded <= blockwise.LOOP_ENTRY_COST * loop else "loop")
+        assert path == ("banded" if banded <= blockwise.BANDED_SLACK * per_block else "blocks")
         if t <= 512:
             q, k, v = qkv(b=1, h=2, hkv=2, tq=t, tk=t, d=4)
             with torch.no_grad():

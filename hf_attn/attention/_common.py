@@ -10,6 +10,7 @@ registered for hf_* backends hands them) or a 4D mask. Distance biases arrive as
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 BIAS_KWARGS = ("distance_bias", "max_distance", "position_bias", "trained_distances")
 
@@ -83,3 +84,14 @@ def excluded_as_neg_inf(bias: torch.Tensor | None) -> torch.Tensor | None:
     if bias is None:
         return None
     return bias.masked_fill(bias <= torch.finfo(torch.float32).min / 2, float("-inf"))
+
+
+def slabs(x: torch.Tensor, first: int, count: int, span: int, step: int, fill=0.0) -> torch.Tensor:
+    """Overlapping windows of dim 2 of x [B, Hx, T, D]: window i holds positions first + i*step + c (c < span),
+    zero-filled outside [0, T). Returns [B * count, Hx, span, D] (a copy: span / step times x's size)."""
+    t = x.shape[2]
+    end = first + (count - 1) * step + span
+    lo = max(first, 0)
+    x = F.pad(x[:, :, lo:min(end, t)], (0, 0, max(0, -first), max(0, end - t)), value=fill)
+    x = x.unfold(2, span, step)  # [B, Hx, count, D, span], a view
+    return x.permute(0, 2, 1, 4, 3).reshape(x.shape[0] * count, x.shape[1], span, x.shape[3])

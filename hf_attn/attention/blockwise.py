@@ -1,18 +1,22 @@
 """Blockwise exact softmax attention: the shared core of `hf_local` and of `hf_blockwise` off CUDA.
 
 Which (query, key) pairs count is the band rule of `hf_attn.kernels.band` (causality, window, max_distance,
-the distance-bias table's length) plus key padding. Two paths compute the same function; `_plan` picks the one
-with fewer score entries (weighted by their per-entry cost) and `score_entries` reports that path's work:
+the distance-bias table's length) plus key padding. Three paths compute the same function:
 
 - **banded** (bounded band): queries in blocks of `block_size`, each against its slab of `block + back + fwd`
   keys, all blocks in one call of torch's fused `scaled_dot_product_attention`, forward and backward (its
   backward skips exactly what the forward skips). The band / distance-bias tile depends only on q - k, so one
-  [block, slab] tile gathered from the [H, L] table serves every slab; when the table needs a gradient the tile
-  goes into sdpa detached and `_MaskGradient` recomputes dS per slab chunk for it. Memory is linear in T.
+  [block, slab] tile gathered from the [H, L] table serves every slab. Memory is linear in T.
+- **blocks**: each query block against exactly the keys it can see, one fused call per block: for bands the
+  slabs would overcompute (no bound, or a reach close to the sequence).
 - **loop**: for each query block the keys it can see are visited in blocks, an *online softmax* (running max
   `m`, normaliser `l`, weighted sum `acc`) folding each in; key blocks no query of the block can see are never
-  visited. Plain PyTorch, differentiated by autograd; it also takes dense 4D masks / position biases, and
-  training dropout with a table that needs a gradient.
+  visited. Plain PyTorch, differentiated by autograd; only for dense 4D masks / position biases, and training
+  dropout with a table that needs a gradient.
+
+`_plan` picks banded or blocks by the score entries each computes (the banded path within `BANDED_SLACK`);
+`score_entries` reports that path's work. On the fused paths a table that needs a gradient goes into the kernel
+detached, and `table_gradient` adds its gradient.
 
 Causal windows under autograd on CPU go to `window_parts` instead (unmasked fused calls merged by log-sum-exp,
 faster to train than the slabs).
@@ -29,22 +33,23 @@ from torch import Tensor
 
 from ..kernels.band import Band, band
 from . import window_parts
-from ._common import check_heads, group_heads, keep_keys
+from ._common import check_heads, group_heads, keep_keys, slabs
+from .table_gradient import MaskGradient, TableGradientOnRanges
 
 # Number of (query block, key block) pairs computed by the last `blockwise_attention` call; tests read it to
 # check that blocks outside the window really are skipped. A debugging aid only, not part of the API.
 BLOCKS_VISITED = 0
 
 
-# Relative cost of one score entry on each path, for the path choice: the banded path runs torch's fused
-# scaled_dot_product_attention kernels (forward and backward) over key slabs; the loop runs an online softmax as a
-# chain of PyTorch ops, differentiated op by op by autograd. Indicative CPU measurement (fp32, one thread,
-# fwd+bwd, T=1024..4096, reach 128..512): a loop entry costs about 3x a banded entry.
-LOOP_ENTRY_COST = 3.0
+# The banded path runs one fused call for all query blocks with one shared tile; the per-block path one call, and
+# one tile, per query block. The banded path runs while it computes at most this many times the per-block entries.
+# Measured on 2 CPU threads (B=1, H=4, T=4096, D=32, span table, fwd+bwd): at 1.03x the entries the banded path
+# took 203 ms against 260 ms per block; at 2.0x, 974 ms against 659 ms.
+BANDED_SLACK = 1.25
 
 
-def _loop_entries(rule: Band, q_len: int, k_len: int, block: int) -> int:
-    """Score entries the online-softmax loop computes: each query block against its visible key range."""
+def _block_entries(rule: Band, q_len: int, k_len: int, block: int) -> int:
+    """Score entries of each query block against its visible key range (the per-block path and the loop)."""
     offset = k_len - q_len
     total = 0
     for qs in range(0, q_len, block):
@@ -55,18 +60,18 @@ def _loop_entries(rule: Band, q_len: int, k_len: int, block: int) -> int:
 
 
 def _plan(rule: Band, q_len: int, k_len: int, block: int) -> tuple[str, int]:
-    """("banded" | "loop", score entries of that path per head).
+    """("banded" | "blocks", score entries of that path per head).
 
     The banded path exists when the band is bounded both ways (and not empty); it computes `block + back + fwd`
     keys for every query block, including the zero-padded slab ends before the first and after the last key. The
-    loop computes each query block against its visible key range only. The cheaper one runs, entries weighted by
-    `LOOP_ENTRY_COST`.
+    per-block path computes each query block against its visible key range only. The banded path runs while its
+    entries are within `BANDED_SLACK` of the per-block path's (its one call and one tile cost less per entry).
     """
-    loop = _loop_entries(rule, q_len, k_len, block)
+    blocks = _block_entries(rule, q_len, k_len, block)
     if not rule.bounded or rule.empty or q_len == 0 or k_len == 0:
-        return "loop", loop
+        return "blocks", blocks
     banded = -(-q_len // block) * block * (block + rule.back + rule.fwd)
-    return ("banded", banded) if banded <= LOOP_ENTRY_COST * loop else ("loop", loop)
+    return ("banded", banded) if banded <= BANDED_SLACK * blocks else ("blocks", blocks)
 
 
 def score_entries(q_len: int, k_len: int, *, is_causal: bool, window: int | None = None,
@@ -74,126 +79,37 @@ def score_entries(q_len: int, k_len: int, *, is_causal: bool, window: int | None
     """Query-key score entries `blockwise_attention` computes for one head (no dense mask), padding included.
 
     The same path choice as the function (`_plan`): the banded path computes `block + back + fwd` keys for every
-    query block; the loop computes each query block against its visible key range. This is the work actually
+    query block; the per-block path (and the loop, which dense masks take) each query block against its visible
+    key range. This is the work actually
     done, which can exceed the entries a mask keeps (a slab's padded ends, the edges of the band).
     """
     return _plan(band(is_causal, window, max_distance), q_len, k_len, block_size)[1]
 
 
-class _MaskGradient(torch.autograd.Function):
-    """Identity on the output of one `scaled_dot_product_attention` call whose backward also returns the
-    gradient of its additive float mask, so the mask can go into the fused kernel detached (sdpa falls back to
-    its unfused math path when the mask needs a gradient).
-
-    The gradient of an additive mask is the gradient of the logits, dS = P * (dO V^T - rowsum(dO * O)),
-    recomputed here in slab chunks (P from the logits and their logsumexp) and summed over the slabs the mask is
-    broadcast across. q [N, H, M, D], k/v [N, Hkv, S, D], mask [N|1, H, M, S], out [N, H, M, D].
-    """
-
-    @staticmethod
-    def forward(ctx, out, mask, q, k, v, scale):
-        ctx.save_for_backward(out, mask, q, k, v)
-        ctx.scale = scale
-        return out.view_as(out)
-
-    @staticmethod
-    def backward(ctx, dout):
-        out, mask, q, k, v = ctx.saved_tensors
-        if not ctx.needs_input_grad[1]:
-            return dout, None, None, None, None, None
-        n, h, m, d_head = q.shape
-        hkv, span = k.shape[1], k.shape[2]
-        g = h // hkv
-        shared = mask.shape[0] == 1
-        dmask = torch.zeros(mask.shape, dtype=torch.float32 if shared else mask.dtype, device=mask.device)
-        per = max(1, (8 << 20) // (4 * h * m * span))  # slabs per chunk: ~8 MiB of logits
-        for i in range(0, n, per):
-            j = min(i + per, n)
-            # A kv head's G query heads stacked along the rows: [c, Hkv, G*M, .] views, no repeated K/V.
-            qi = q[i:j].reshape(j - i, hkv, g * m, d_head)
-            mi = (mask if shared else mask[i:j]).reshape(-1, hkv, g * m, span)
-            s = torch.matmul(qi, k[i:j].transpose(-1, -2)).mul_(ctx.scale).add_(mi)  # the logits
-            p = torch.softmax(s, dim=-1).nan_to_num_(0.0)  # a row with no visible key: 0
-            do = dout[i:j].reshape(j - i, hkv, g * m, d_head)
-            delta = (do * out[i:j].reshape(do.shape)).sum(-1, keepdim=True)
-            ds = torch.matmul(do, v[i:j].transpose(-1, -2)).sub_(delta).mul_(p).reshape(j - i, h, m, span)
-            if shared:
-                dmask += ds.sum(0, keepdim=True, dtype=torch.float32)
-            else:
-                dmask[i:j] = ds
-        return dout, dmask.to(mask.dtype), None, None, None, None
+def _table_gradient(table: Tensor | None, trained: Tensor | None, q: Tensor) -> tuple[bool, bool]:
+    """(on_ranges, tap): how the fused paths give the table its gradient. on_ranges: `TableGradientOnRanges`
+    (CPU, `trained` given); tap: `MaskGradient` on each call's tile; neither when the table needs none."""
+    needs = table is not None and table.requires_grad and torch.is_grad_enabled()
+    on_ranges = needs and trained is not None and q.device.type == "cpu"
+    return on_ranges, needs and not on_ranges
 
 
-class _TableGradientOnRanges(torch.autograd.Function):
-    """Identity on the banded path's output out [B, Tq, H, D] whose backward also returns the gradient of the
-    distance-bias table [H, L], computed only at the distances `trained` declares: lo_h <= d < hi_h for head h.
-
-    The caller declares that the table depends on trained parameters only there (the adaptive span's ramp: the
-    mask is flat 1 before it and 0 after), so every parameter's gradient is exact; the table's own gradient is
-    left 0 elsewhere. dtable[h, d] = sum over pairs at distance d of P (dP - delta), with P = exp(logit - lse)
-    from the forward's log-sum-exp and dP = dO V^T: each run of `rows` queries of head h against the
-    rows + hi - lo - 1 keys its distances in [lo, hi) reach, far less than the whole slab `_MaskGradient` redoes.
-    """
-
-    rows = 64
-
-    @staticmethod
-    def forward(ctx, out, lse, table, trained, q, k, v, keep, rule, scale):
-        ctx.save_for_backward(out, lse, q, k, v, keep)
-        ctx.trained, ctx.rule, ctx.scale, ctx.table = trained, rule, scale, table.detach()
-        return out.view_as(out)
-
-    @staticmethod
-    def backward(ctx, dout):
-        out, lse, q, k, v, keep = ctx.saved_tensors
-        if not ctx.needs_input_grad[2]:
-            return (dout, *[None] * 9)
-        table, rule, r = ctx.table.float(), ctx.rule, _TableGradientOnRanges.rows
-        b, h, q_len, d_head = q.shape
-        hkv, k_len = k.shape[1], k.shape[2]
-        n = -(-q_len // r)  # runs of r queries, the last one padded
-
-        def runs(x: Tensor) -> Tensor:  # [B, Tq, ...] -> [B, n, r, ...], zero rows past Tq
-            return F.pad(x, (0, 0) * (x.dim() - 2) + (0, n * r - q_len)).reshape(b, n, r, *x.shape[2:])
-
-        do = dout.float()  # [B, Tq, H, D]
-        delta = (do * out.float()).sum(-1)  # [B, Tq, H]
-        real = torch.arange(n * r, device=q.device).reshape(n, r, 1) < q_len  # [n, r, 1]: not a padded row
-        lse_ok = torch.isfinite(lse)  # a row that sees no key has lse = -inf and no gradient
-        lse, lse_ok = runs(lse.masked_fill(~lse_ok, 0.0).transpose(1, 2)), runs(lse_ok.transpose(1, 2))
-        do, delta, q = runs(do), runs(delta), runs(q.float().transpose(1, 2))
-        ok = torch.ones(1, k_len, dtype=torch.bool, device=q.device) if keep is None else keep
-        dtable = torch.zeros_like(table)
-        for head, (lo, hi) in enumerate(ctx.trained.tolist()):
-            lo, hi = max(lo, 0), min(hi, table.shape[1], rule.back + 1)
-            if hi <= lo:
-                continue
-            # Run i (queries at key positions k_len - q_len + i*r + a) against keys first + i*r + c, c < span:
-            # distance d = a + hi - 1 - c, so the runs cover every pair with lo <= d < hi.
-            span, first, kv = r + hi - lo - 1, k_len - q_len - hi + 1, head // (h // hkv)
-            ks = _slabs(k[:, kv:kv + 1].float(), first, n, span, r).reshape(b, n, span, d_head)
-            vs = _slabs(v[:, kv:kv + 1].float(), first, n, span, r).reshape(b, n, span, d_head)
-            seen = _slabs(ok[:, None, :, None], first, n, span, r, fill=False).reshape(-1, n, 1, span)
-            dist = torch.arange(r, device=q.device)[:, None] + hi - 1 - torch.arange(span, device=q.device)
-            on = (dist >= lo) & (dist < hi) & rule.allows(dist)  # [r, span]
-            use = on & seen & real & lse_ok[:, :, :, head, None]  # [B, n, r, span]
-            logit = (q[:, :, :, head] @ ks.transpose(-1, -2)) * ctx.scale + table[head, dist.clamp(0, hi - 1)]
-            p = torch.where(use, torch.exp(logit - lse[:, :, :, head, None]), 0.0)
-            dp = do[:, :, :, head] @ vs.transpose(-1, -2)
-            ds = ((dp - delta[:, :, :, head, None]) * p).sum((0, 1))  # [r, span], summed over batch and runs
-            dtable[head].index_add_(0, dist[on], ds[on])
-        return (dout, None, dtable.to(ctx.table.dtype), *[None] * 7)
-
-
-def _slabs(x: torch.Tensor, first: int, count: int, span: int, step: int, fill=0.0) -> torch.Tensor:
-    """Overlapping windows of dim 2 of x [B, Hx, T, D]: window i holds positions first + i*step + c (c < span),
-    zero-filled outside [0, T). Returns [B * count, Hx, span, D] (a copy: span / step times x's size)."""
-    t = x.shape[2]
-    end = first + (count - 1) * step + span
-    lo = max(first, 0)
-    x = F.pad(x[:, :, lo:min(end, t)], (0, 0, max(0, -first), max(0, end - t)), value=fill)
-    x = x.unfold(2, span, step)  # [B, Hx, count, D, span], a view
-    return x.permute(0, 2, 1, 4, 3).reshape(x.shape[0] * count, x.shape[1], span, x.shape[3])
+def _fused(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scaling: float, dropout: float, on_ranges: bool,
+           tap: bool) -> tuple[Tensor, Tensor | None]:
+    """One call of torch's fused attention, q [N, H, M, D], k/v [N, Hkv, S, D], mask [N|1, H|1, M, S] or None:
+    (out [N, H, M, D], lse [N, H, M] when `on_ranges`, else None). With `on_ranges` the CPU flash kernel (what sdpa
+    runs on CPU) is called directly, for its log-sum-exp; with `tap` the mask goes in detached and `MaskGradient`
+    adds its gradient."""
+    h, hkv = q.shape[1], k.shape[1]
+    if on_ranges:
+        k, v = k.repeat_interleave(h // hkv, dim=1), v.repeat_interleave(h // hkv, dim=1)
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, dropout, False, attn_mask=mask,
+                                                                          scale=scaling)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.detach() if tap else mask, dropout_p=dropout,
+                                         scale=scaling, enable_gqa=hkv != h)
+    if tap:
+        out = MaskGradient.apply(out, mask, q.detach(), k.detach(), v.detach(), scaling)
+    return out, None
 
 
 def _slab_ranges(n: int, first: int, span: int, block: int, k_len: int) -> list[tuple[int, int]]:
@@ -217,11 +133,11 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
     keeps no score matrix for its backward. Returns [B, Tq, H, D].
 
     When the table needs a gradient and `trained` ([H, 2]: lo, hi per head) says where it depends on trained
-    parameters, CPU runs take the log-sum-exp from torch's CPU flash kernel and `_TableGradientOnRanges` computes
-    the table's gradient on those distances only; otherwise `_MaskGradient` recomputes it over whole slabs.
+    parameters, CPU runs take the log-sum-exp from torch's CPU flash kernel and `TableGradientOnRanges` computes
+    the table's gradient on those distances only; otherwise `MaskGradient` recomputes it over whole slabs.
     """
     b, h, q_len, d_head = q.shape
-    hkv, k_len = k.shape[1], k.shape[2]
+    k_len = k.shape[2]
     # fp32 on CPU (half-precision CPU kernels are slow); CUDA keeps its dtype.
     dtype = q.dtype if q.is_cuda else torch.promote_types(q.dtype, torch.float32)
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
@@ -236,13 +152,11 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
     keep = None if key_padding_mask is None else keep_keys(key_padding_mask, k_len, q.device)
     dist = torch.arange(block, device=q.device)[:, None] + left - torch.arange(span, device=q.device)[None, :]
     allowed = rule.allows(dist)  # [block, span]
-    table_grad = table is not None and table.requires_grad and torch.is_grad_enabled()
-    on_ranges = table_grad and trained is not None and q.device.type == "cpu"  # `_TableGradientOnRanges`
+    on_ranges, tap = _table_gradient(table, trained, q)
     tile = None
     if table is not None:  # [1, H, block, span], the excluded pairs at -inf
         tile = (table.detach() if on_ranges else table).to(q.dtype)[:, dist.clamp(0, table.shape[-1] - 1)]
         tile = tile.masked_fill(~allowed, float("-inf"))[None]
-    tap = tile is not None and tile.requires_grad
 
     def attend(i0: int, i1: int) -> torch.Tensor:
         """Query blocks [i0, i1) against their slabs: [(i1 - i0) * B, H, block, D] (slab-major)."""
@@ -250,28 +164,20 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
         qi = q[:, :, i0 * block:i1 * block].reshape(b, h, count, block, d_head).transpose(1, 2)
         qi = qi.reshape(b * count, h, block, d_head)
         start = first + i0 * block
-        ki, vi = _slabs(k, start, count, span, block), _slabs(v, start, count, span, block)
+        ki, vi = slabs(k, start, count, span, block), slabs(v, start, count, span, block)
         inside = start >= 0 and start + (count - 1) * block + span <= k_len
         if keep is None and inside:  # one tile for every slab
             mask = allowed[None, None] if tile is None else tile
         else:  # the tile and each slab's own exclusions (keys outside [0, Tk), padding)
             ok = torch.ones(1, k_len, dtype=torch.bool, device=q.device) if keep is None else keep
-            ok = _slabs(ok[:, None, :, None], start, count, span, block, fill=False).reshape(-1, 1, 1, span)
+            ok = slabs(ok[:, None, :, None], start, count, span, block, fill=False).reshape(-1, 1, 1, span)
             ok = ok.reshape(-1, count, 1, 1, span).expand(b, -1, -1, -1, -1).reshape(b * count, 1, 1, span)
             if tile is None:
                 mask = allowed[None, None] & ok
             else:
                 mask = tile + torch.zeros((), dtype=tile.dtype, device=q.device).masked_fill(~ok, float("-inf"))
-        if on_ranges:  # torch's CPU flash kernel (what sdpa runs here), which also returns the log-sum-exp
-            ki, vi = ki.repeat_interleave(h // hkv, dim=1), vi.repeat_interleave(h // hkv, dim=1)
-            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                qi, ki, vi, dropout, False, attn_mask=mask, scale=scaling)
-            return out.reshape(b, count, h, block, d_head), lse.reshape(b, count, h, block)
-        out = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask.detach() if tap else mask,
-                                             dropout_p=dropout, scale=scaling, enable_gqa=hkv != h)
-        if tap:
-            out = _MaskGradient.apply(out, mask, qi.detach(), ki.detach(), vi.detach(), scaling)
-        return out.reshape(b, count, h, block, d_head), None
+        out, lse = _fused(qi, ki, vi, mask, scaling, dropout, on_ranges, tap)
+        return out.reshape(b, count, h, block, d_head), None if lse is None else lse.reshape(b, count, h, block)
 
     ranges = [(0, n)] if keep is not None else _slab_ranges(n, first, span, block, k_len)
     parts = [attend(i0, i1) for i0, i1 in ranges]
@@ -279,20 +185,60 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
     out = out.transpose(2, 3).reshape(b, n * block, h, d_head)[:, :q_len]
     if on_ranges:
         lse = torch.cat([lse for _, lse in parts], dim=1).transpose(1, 2).reshape(b, h, n * block)[..., :q_len]
-        out = _TableGradientOnRanges.apply(out, lse, table, trained, q_in.detach(), k.detach(), v.detach(), keep,
+        out = TableGradientOnRanges.apply(out, lse, table, trained, q_in.detach(), k.detach(), v.detach(), keep,
                                            rule, scaling)
     return out
 
 
-def _takes_banded_path(rule: Band, q_len: int, k_len: int, block: int, distance_bias: Tensor | None,
-                       dense: bool, dropout: float) -> bool:
-    """Whether the banded path runs: `_plan` picks it and nothing needs the loop, i.e. no dense mask or bias
-    (only the loop slices those per block) and not training dropout with a table that needs a gradient (the
-    loop's dropout is explicit; the banded path would need the dropped weights to recompute dS)."""
+def _per_block(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: float, dropout: float,
+               trained: Tensor | None = None) -> tuple[Tensor, int]:
+    """Each query block against exactly the keys it can see (`Band.key_range`), one fused call per block: the
+    loop's work at the fused kernel's speed, for bands the slabs would overcompute (unbounded, or reaching most of
+    the keys). Same inputs and table gradients as `_banded`. Returns (out [B, Tq, H, D], key blocks visited)."""
+    b, h, q_len, d_head = q.shape
+    k_len = k.shape[2]
+    dtype = q.dtype if q.is_cuda else torch.promote_types(q.dtype, torch.float32)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    offset = k_len - q_len
+    keep = None if key_padding_mask is None else keep_keys(key_padding_mask, k_len, q.device)
+    on_ranges, tap = _table_gradient(table, trained, q)
+    tab = None if table is None else (table.detach() if on_ranges else table).to(dtype)
+    outs, lses, visited = [], [], 0
+    for qs in range(0, q_len, block):
+        qe = min(qs + block, q_len)
+        lo, hi = rule.key_range(offset + qs, offset + qe, k_len)
+        if hi <= lo:  # no key in reach: zeros, as for any row that sees none
+            outs.append(q.new_zeros(b, h, qe - qs, d_head))
+            lses.append(q.new_full((b, h, qe - qs), float("-inf")))
+            continue
+        visited += -(-(hi - lo) // block)
+        dist = torch.arange(offset + qs, offset + qe, device=q.device)[:, None] - torch.arange(lo, hi, device=q.device)
+        allowed = rule.allows(dist)[None, None]  # [1, 1, bq, S]
+        if keep is not None:
+            allowed = allowed & keep[:, None, None, lo:hi]
+        if tab is not None:
+            mask = tab[:, dist.clamp(0, tab.shape[-1] - 1)][None].masked_fill(~allowed, float("-inf"))
+        else:  # no mask where the band keeps every pair of the block (decided without reading a tensor)
+            mask = None if keep is None and rule.covers(offset + qs - (hi - 1), offset + qe - 1 - lo) else allowed
+        out, lse = _fused(q[:, :, qs:qe], k[:, :, lo:hi], v[:, :, lo:hi], mask, scaling, dropout, on_ranges, tap)
+        outs.append(out)
+        lses.append(lse)
+    out = (torch.cat(outs, dim=2) if outs else q.new_zeros(b, h, 0, d_head)).transpose(1, 2)
+    if on_ranges and outs:
+        out = TableGradientOnRanges.apply(out, torch.cat(lses, dim=2), table, trained, q.detach(), k.detach(),
+                                          v.detach(), keep, rule, scaling)
+    return out, visited
+
+
+def _path(rule: Band, q_len: int, k_len: int, block: int, distance_bias: Tensor | None, dense: bool,
+          dropout: float) -> str:
+    """"banded" | "blocks" (as `_plan` picks) or "loop": the loop when a dense mask or bias is given (only the
+    loop slices those per block) or training dropout meets a table that needs a gradient (the loop's dropout is
+    explicit; the fused paths would need the dropped weights to recompute dS)."""
     table_grad = distance_bias is not None and distance_bias.requires_grad and torch.is_grad_enabled()
     if dense or (dropout and table_grad):
-        return False
-    return _plan(rule, q_len, k_len, block)[0] == "banded"
+        return "loop"
+    return _plan(rule, q_len, k_len, block)[0]
 
 
 class _TileLogits:
@@ -431,10 +377,14 @@ def blockwise_attention(
                             max_distance=max_distance, dropout=dropout):
         BLOCKS_VISITED = 0  # no key blocks: three fused calls over every query block
         return window_parts.sliding_window_attention(query, key, value, window=window, scaling=scaling), None
-    if _takes_banded_path(rule, q_len, k_len, block_size, distance_bias, dense, dropout):
+    path = _path(rule, q_len, k_len, block_size, distance_bias, dense, dropout)
+    if path == "banded":
         out = _banded(query, key, value, key_padding_mask, distance_bias, rule, block_size, scaling, dropout,
                       trained_distances)
         BLOCKS_VISITED = -(-q_len // block_size)  # one sdpa step per query block
+    elif path == "blocks":
+        out, BLOCKS_VISITED = _per_block(query, key, value, key_padding_mask, distance_bias, rule, block_size,
+                                         scaling, dropout, trained_distances)
     else:
         out, BLOCKS_VISITED = _loop(query, key, value, rule, scaling, block_size, dropout, key_padding_mask,
                                     distance_bias, attn_mask, position_bias)
