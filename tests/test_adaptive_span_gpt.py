@@ -400,6 +400,29 @@ def test_input_errors():
         assert alibi(torch.zeros(1, 70, dtype=torch.long)).logits.shape == (1, 70, 64)  # ALiBi has no hard limit
 
 
+def test_input_value_checks_read_the_device_once(monkeypatch):
+    """ids, a 0/1 mask and position ids are checked with one host read (one sync on a GPU); a failing check is
+    then named, each with its own message."""
+    from hf_attn.modeling.input_checks import check_model_inputs
+
+    config = tiny_config(position_embedding="learned")
+    ids, mask = torch.randint(0, 64, (2, 9)), torch.ones(2, 9, dtype=torch.long)
+    positions = torch.arange(9)[None]
+    reads = []
+    for name in ("__bool__", "__int__", "item"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, _f=original: reads.append(1) or _f(self))
+    check_model_inputs(config, ids, None, mask, position_ids=positions)
+    assert len(reads) == 1
+    monkeypatch.undo()
+    for bad, match in [(dict(attention_mask=mask * 2), "only 1 .token. and 0"), (dict(input_ids=ids + 64), "vocab"),
+                       (dict(position_ids=positions + 60), "position_ids must lie in")]:
+        args = {**dict(input_ids=ids, attention_mask=mask, position_ids=positions), **bad}
+        with pytest.raises(ValueError, match=match):
+            check_model_inputs(config, args["input_ids"], None, args["attention_mask"],
+                               position_ids=args["position_ids"])
+
+
 def test_base_model_and_untied_head():
     model = tiny_model(tie_word_embeddings=False)
     assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()

@@ -131,29 +131,50 @@ def check_model_inputs(
 
     if is_tracing():
         return
+    # The value checks: each a tensor that is True when the input is fine, all read from the device at once (one
+    # host sync per forward); only when one fails are they read one by one, for the message.
+    checks = []
+    if attention_mask is not None and isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
+        if attention_mask.dtype != torch.bool:
+            checks.append((((attention_mask == 0) | (attention_mask == 1)).all(), lambda: _bad_mask(attention_mask)))
     if input_ids is not None:
-        vocab = config.vocab_size
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= vocab:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"Token id {bad} is outside the vocabulary [0, {vocab}) (vocab_size={vocab}); is the tokenizer the "
-                "one this model was trained with?"
-            )
+        checks.append((((input_ids >= 0) & (input_ids < config.vocab_size)).all(), lambda: _bad_ids(config, input_ids)))
     if position_ids is not None and limit is not None and position_ids.numel():
-        low, high = int(position_ids.min()), int(position_ids.max())
-        if low < 0 or high >= limit:
-            raise ValueError(
-                f"position_ids must lie in [0, {limit}) ({describe_length_limit(config)}), got values in "
-                f"[{low}, {high}]."
-            )
+        in_table = ((position_ids >= 0) & (position_ids < limit)).all()
+        checks.append((in_table, lambda: _bad_positions(config, limit, position_ids)))
+    if checks and not bool(torch.stack([ok for ok, _ in checks]).all()):
+        for ok, error in checks:
+            if not bool(ok):
+                raise error()
+
+
+def _bad_mask(attention_mask: torch.Tensor) -> ValueError:
+    return ValueError(
+        "`attention_mask` must hold only 1 (token) and 0 (padding), got other values "
+        f"(range [{attention_mask.min().item()}, {attention_mask.max().item()}]); pass the tokenizer's mask "
+        "or `mask.bool()`."
+    )
+
+
+def _bad_ids(config, input_ids: torch.Tensor) -> ValueError:
+    vocab = config.vocab_size
+    low, high = int(input_ids.min()), int(input_ids.max())
+    return ValueError(
+        f"Token id {low if low < 0 else high} is outside the vocabulary [0, {vocab}) (vocab_size={vocab}); is the "
+        "tokenizer the one this model was trained with?"
+    )
+
+
+def _bad_positions(config, limit: int, position_ids: torch.Tensor) -> ValueError:
+    low, high = int(position_ids.min()), int(position_ids.max())
+    return ValueError(
+        f"position_ids must lie in [0, {limit}) ({describe_length_limit(config)}), got values in [{low}, {high}]."
+    )
 
 
 def check_attention_mask(attention_mask: torch.Tensor, batch: int, seq_len: int, past_length: int = 0) -> None:
-    """A [batch, cached + new] padding mask of 0/1 (or bool), or a prepared 4D mask [batch|1, heads|1, new, keys].
-
-    Values are checked outside tracing only (see `check_model_inputs`).
-    """
+    """A [batch, cached + new] padding mask, or a prepared 4D mask [batch|1, heads|1, new, keys]: the shapes.
+    `check_model_inputs` checks that a 2D mask holds only 0 and 1, with the other values it reads."""
     if not isinstance(attention_mask, torch.Tensor):
         return  # a flex_attention BlockMask or another prepared object: transformers passes it through
     keys = past_length + seq_len
@@ -163,14 +184,6 @@ def check_attention_mask(attention_mask: torch.Tensor, batch: int, seq_len: int,
             raise ValueError(
                 f"`attention_mask` has shape {tuple(attention_mask.shape)} but the input needs [batch, tokens] = "
                 f"[{batch}, {keys}]{cached}: one 1/0 (token/padding) per token, from the same tokenizer call."
-            )
-        if is_tracing():
-            return
-        if attention_mask.dtype != torch.bool and not ((attention_mask == 0) | (attention_mask == 1)).all():
-            raise ValueError(
-                "`attention_mask` must hold only 1 (token) and 0 (padding), got other values "
-                f"(range [{attention_mask.min().item()}, {attention_mask.max().item()}]); pass the tokenizer's mask "
-                "or `mask.bool()`."
             )
     elif attention_mask.dim() == 4:
         if attention_mask.shape[0] not in (1, batch) or attention_mask.shape[-2] != seq_len or (
