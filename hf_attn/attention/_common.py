@@ -91,7 +91,8 @@ def slabs(x: torch.Tensor, first: int, count: int, span: int, step: int, fill=0.
     zero-filled outside [0, T). Returns [B * count, Hx, span, D] (a copy: span / step times x's size)."""
     t = x.shape[2]
     end = first + (count - 1) * step + span
-    lo = max(first, 0)
-    x = F.pad(x[:, :, lo:min(end, t)], (0, 0, max(0, -first), max(0, end - t)), value=fill)
+    x = x[:, :, max(first, 0):min(end, t)]
+    if first < 0 or end > t:  # zero-fill the positions outside [0, T) (inside, no copy before the one below)
+        x = F.pad(x, (0, 0, max(0, -first), max(0, end - t)), value=fill)
     x = x.unfold(2, span, step)  # [B, Hx, count, D, span], a view
     return x.permute(0, 2, 1, 4, 3).reshape(x.shape[0] * count, x.shape[1], span, x.shape[3])

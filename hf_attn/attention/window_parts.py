@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._common import slabs
+
 _flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu  # what sdpa runs on CPU; also returns lse
 _flash_backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 
@@ -83,13 +85,6 @@ class _MergedParts(torch.autograd.Function):
         return (None, None, None, *grads)
 
 
-def _blocks(x: Tensor, start: int, count: int, length: int, step: int) -> Tensor:
-    """Windows of dim 2 of x [B, H, T, D]: window i holds positions start + i * step + c (c < length), all inside
-    [0, T). Returns [B * count, H, length, D]."""
-    x = x[:, :, start:start + (count - 1) * step + length].unfold(2, length, step)  # [B, H, count, D, length]
-    return x.permute(0, 2, 1, 4, 3).reshape(-1, x.shape[1], length, x.shape[3])
-
-
 def sliding_window_attention(query: Tensor, key: Tensor, value: Tensor, *, window: int, scaling: float) -> Tensor:
     """Causal sliding-window attention (see the module docstring); query [B, H, T, D], key/value [B, Hkv, T, D].
     Returns [B, T, H, D] in query's dtype."""
@@ -105,11 +100,11 @@ def sliding_window_attention(query: Tensor, key: Tensor, value: Tensor, *, windo
         n = -(-(t - window) // blk)
         pad = window + n * blk - t  # the last block runs past T: zero rows, whose keys only they see (causal)
         q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
-        qb = _blocks(q, window, n, blk, blk)  # block i starts at s = window + i * blk
-        own = (qb, _blocks(k, window, n, blk, blk), _blocks(v, window, n, blk, blk))
-        far = (qb.flip(2), _blocks(k, 1, n, blk, blk).flip(2), _blocks(v, 1, n, blk, blk).flip(2))  # from s - W + 1
+        qb = slabs(q, window, n, blk, blk)  # block i starts at s = window + i * blk
+        own = (qb, slabs(k, window, n, blk, blk), slabs(v, window, n, blk, blk))
+        far = (qb.flip(2), slabs(k, 1, n, blk, blk).flip(2), slabs(v, 1, n, blk, blk).flip(2))  # from s - W + 1
         middle = window - blk - 1  # keys [s - W + blk + 1, s): at least blk - 1 as window >= 2 * blk
-        mid = (qb, _blocks(k, blk + 1, n, middle, blk), _blocks(v, blk + 1, n, middle, blk))
+        mid = (qb, slabs(k, blk + 1, n, middle, blk), slabs(v, blk + 1, n, middle, blk))
         rest = _MergedParts.apply(scaling, (True, True, False), (False, True, False),
                                   *[p[0] for p in (own, far, mid)], *[p[1] for p in (own, far, mid)],
                                   *[p[2] for p in (own, far, mid)])
