@@ -39,6 +39,23 @@ def option(default, help: str, **meta):
     return dataclasses.field(default=default, metadata={"help": help, **meta})
 
 
+@dataclasses.dataclass
+class RunArguments:
+    """The options every training recipe shares, with the same meaning and default: the YAML file, device and
+    precision, checkpoints kept and resumed, logging and the tracker, the Hub repo's visibility. A recipe's
+    arguments dataclass subclasses it and adds its own."""
+
+    config: str | None = option(None, "YAML file of option defaults (command-line flags win)")
+    cpu: bool = option(False, "force CPU even when an accelerator is present")
+    mixed_precision: str = option("no", "Accelerate mixed precision", choices=("no", "fp16", "bf16"))
+    save_total_limit: int = option(2, "checkpoints kept")
+    resume_from_checkpoint: str | None = option(None, "checkpoint folder, or 'latest'")
+    logging_steps: int = option(10, "log every N steps")
+    report_to: str = option("none", "Accelerate tracker", choices=("none", "tensorboard", "trackio", "wandb"))
+    hub_private: bool = option(False, "create the Hub repo private (with --push-to-hub)")
+    _config_applied: bool = False  # set by the parser once --config has been merged
+
+
 def _base_type(tp):
     """(python type, is_list) for a field annotation such as ``int | None`` or ``list[int] | None``."""
     origin = typing.get_origin(tp)

@@ -6,20 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import registry
-from .args import build_parser, option, parse_into, resolve_config_and_quick, track_explicit
+from .args import RunArguments, build_parser, option, parse_into, resolve_config_and_quick, track_explicit
 
 MODELS = registry.model_types("embedder")
 
 
 @track_explicit
 @dataclass
-class EmbedTrainingArguments:
+class EmbedTrainingArguments(RunArguments):
     """Every option of ``recipes/train_embed.py``. Defaults are the GQAEmbedder's T4 recipe (batch 32, grad-accum 8,
     10 epochs); ``quick=True`` swaps in a CPU config that finishes in a couple of minutes (``QUICK``)."""
 
     # what to train
     model: str = option("gqa_embedder", "architecture", choices=MODELS)
-    config: str | None = option(None, "YAML file of option defaults (command-line flags win)")
     quick: bool = option(False, "small CPU config that finishes in minutes (overrides options left at default)")
     hidden_size: int | None = option(None, "model width (default: the config class default)")
     num_hidden_layers: int | None = option(None, "model depth")
@@ -93,24 +92,16 @@ class EmbedTrainingArguments:
                                                    "finished (final dev evaluation, best model, summary); the LR "
                                                    "schedule still follows --max-steps/--num-epochs")
     max_grad_norm: float = option(1.0, "gradient clipping (0 = off)")
-    mixed_precision: str = option("no", "Accelerate mixed precision", choices=("no", "fp16", "bf16"))
     compile: bool = option(False, "torch.compile the encoder")
     seed: int = option(42, "seed for init, data order and dropout")
     num_workers: int = option(0, "DataLoader workers")
-    cpu: bool = option(False, "force CPU even when an accelerator is present")
     # evaluation, checkpoints, logging
     output_dir: str = option("outputs/train_embed", "where checkpoints, best_model/ and summary.json go")
     eval_steps: int = option(500, "STS-B dev evaluation every N optimizer steps (0 = only at the end)")
     eval_max_rows: int | None = option(None, "evaluate on the first N STS-B dev pairs only")
     save_steps: int = option(500, "checkpoint every N optimizer steps (0 = never)")
-    save_total_limit: int = option(2, "checkpoints kept")
-    resume_from_checkpoint: str | None = option(None, "checkpoint folder, or 'latest'")
-    logging_steps: int = option(10, "log every N steps")
-    report_to: str = option("none", "Accelerate tracker", choices=("none", "tensorboard", "trackio", "wandb"))
     run_name: str | None = option(None, "tracker run name")
     push_to_hub: str | None = option(None, "repo id: export best_model with hf_attn.hub and push it")
-    hub_private: bool = option(False, "push as a private repo")
-    _config_applied: bool = False  # set by the parser once --config has been merged
 
 
 # --quick: a 2-core CPU finishes this in about a minute (tokenizer, ~120 steps, 3 dev evaluations).

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .args import build_parser, option, parse_into, resolve_config_and_quick, track_explicit
+from .args import RunArguments, build_parser, option, parse_into, resolve_config_and_quick, track_explicit
 
 
 @track_explicit
 @dataclass
-class LMTrainingArguments:
+class LMTrainingArguments(RunArguments):
     """Options of ``recipes/train_lm.py`` (the adaptive-span GPT's original flags keep their names)."""
 
-    config: str | None = option(None, "YAML file of option defaults")
     quick: bool = option(False, "tiny CPU config (minutes)")
     data: str | None = option(None, "enwik8 file, any text file, or jsonl(.gz) with a 'text' column")
     data_dir: str | None = option(None, "folder laid out like ../shared/data (default data: its Wikipedia extract)")
@@ -48,22 +47,14 @@ class LMTrainingArguments:
     weight_decay: float = option(0.1, "AdamW weight decay")
     max_grad_norm: float = option(1.0, "clipping")
     optimizer: str = option("adamw", "adamw or muon", choices=("adamw", "muon"))
-    mixed_precision: str = option("no", "Accelerate mixed precision", choices=("no", "fp16", "bf16"))
     compile: bool = option(False, "torch.compile the model (the adaptive-span GPT recipe trains with it)")
     seed: int = option(1337, "seed")
-    cpu: bool = option(False, "force CPU")
     eval_steps: int = option(250, "evaluate every N steps (0 = only at the end)")
     eval_batches: int = option(20, "validation batches per evaluation")
     save_steps: int = option(1000, "checkpoint every N steps (0 = never)")
-    save_total_limit: int = option(2, "checkpoints kept")
-    resume_from_checkpoint: str | None = option(None, "checkpoint folder or 'latest'")
-    logging_steps: int = option(10, "log every N steps")
-    report_to: str = option("none", "Accelerate tracker", choices=("none", "tensorboard", "trackio", "wandb"))
     push_to_hub: str | None = option(
         None, "repo id: export best_model (lowest validation loss) with hf_attn.hub and push it"
     )
-    hub_private: bool = option(False, "create the Hub repo private")
-    _config_applied: bool = False  # set by the parser once --config has been merged
 
 
 LM_QUICK = dict(
