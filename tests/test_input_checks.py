@@ -47,7 +47,20 @@ def rope(**params):
         (dict(rope_parameters=rope(rope_theta="10000")), "rope_theta.*string"),
         (dict(rope_parameters=rope(rope_type="yarn", factor=1e9, original_max_position_embeddings=32)), "factor"),
         (dict(rope_parameters=rope(rope_type="bogus")), "Unknown.*rope_type.*bogus"),
-        (dict(rope_parameters=rope(rope_type="dynamic", factor=2.0)), "dynamic NTK"),
+        (dict(rope_parameters=rope(rope_type="dynamic")), "dynamic RoPE needs .*factor"),
+        (dict(rope_parameters=rope(rope_type="yarn", factor=2.0, original_max_position_embeddings="16")),
+         "original_max_position_embeddings.*string"),
+        (dict(rope_parameters=rope(partial_rotary_factor=0.0)), "partial_rotary_factor"),
+        (dict(rope_parameters=rope(partial_rotary_factor=1.5)), "partial_rotary_factor"),
+        (dict(rope_parameters=rope(partial_rotary_factor=0.1)), "no position would reach attention"),
+        (dict(rope_parameters=rope(rope_type="longrope", short_factor=[1.0] * 3, long_factor=[2.0] * 4,
+                                   original_max_position_embeddings=16)), "short_factor.*list of 4"),
+        (dict(rope_parameters=rope(rope_type="llama3", factor=2.0, low_freq_factor=4.0, high_freq_factor=1.0,
+                                   original_max_position_embeddings=16)), "low_freq_factor"),
+        (dict(rope_parameters=rope(rope_type="llama3", factor=2.0, original_max_position_embeddings=16)),
+         "low_freq_factor"),
+        (dict(pad_token_id=50), "pad_token_id.*vocab_size=50"),
+        (dict(pad_token_id=-1), "pad_token_id"),
         (dict(attention_dropout=1.5), "attention_dropout"),
         (dict(attention_dropout=-0.1), "attention_dropout"),
         (dict(initializer_range=-0.02), "initializer_range"),
@@ -113,16 +126,32 @@ def test_rotary_embedding_builds_from_the_config_alone(kind):
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))
-@pytest.mark.parametrize("scaling, limit", [("linear", 64), ("yarn", 128)])
-def test_length_limit_follows_the_rope_scaling(kind, scaling, limit):
-    params = rope(rope_type="linear", factor=2.0) if scaling == "linear" else rope(
-        rope_type="yarn", factor=4.0, original_max_position_embeddings=32)
+@pytest.mark.parametrize("scaling, context", [("default", 32), ("linear", 64), ("yarn", 128), ("dynamic", 64)])
+def test_rope_models_run_past_the_context_their_scaling_covers_with_a_warning(kind, scaling, context, caplog):
+    """As transformers' RoPE models (Llama runs any length): no hard limit, `max_sequence_length` follows the scaling
+    factor, and an input longer than it runs with one warning naming the scaling."""
+    params = {"default": rope(), "linear": rope(rope_type="linear", factor=2.0),
+              "dynamic": rope(rope_type="dynamic", factor=2.0),
+              "yarn": rope(rope_type="yarn", factor=4.0, original_max_position_embeddings=32)}[scaling]
     model = make_model(kind, rope_parameters=params)
-    with torch.no_grad():
-        out = model(torch.ones(1, limit, dtype=torch.long))
-    assert torch.isfinite(out[0]).all()
-    with pytest.raises(ValueError, match=f"limit of {limit} tokens.*{scaling}"):
-        model(torch.ones(1, limit + 1, dtype=torch.long))
+    assert model.config.max_sequence_length == context
+    with torch.no_grad(), caplog.at_level("WARNING"):
+        model(torch.ones(1, context, dtype=torch.long))
+        assert "RoPE covers" not in caplog.text
+        out = model(torch.ones(1, context + 3, dtype=torch.long))
+    assert torch.isfinite(out[0]).all() and out[0].shape[1] == context + 3
+    assert f"sequence length {context + 3} is longer than the {context} tokens its RoPE covers" in caplog.text
+    assert (scaling if scaling != "default" else "max_position_embeddings=32") in caplog.text
+
+
+@pytest.mark.parametrize("position_embedding", ["learned", "sinusoidal"])
+def test_a_position_table_is_a_hard_limit(position_embedding):
+    model = make_model("adaptive_span_gpt", position_embedding=position_embedding)
+    model(torch.ones(1, 32, dtype=torch.long))
+    with pytest.raises(ValueError, match="limit of 32 tokens"):
+        model(torch.ones(1, 33, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"position_ids must lie in \[0, 32\)"):
+        model(torch.ones(1, 2, dtype=torch.long), position_ids=torch.tensor([[0, 32]]))
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))

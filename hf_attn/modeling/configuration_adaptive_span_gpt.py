@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import HfAttnConfigMixin, check_numbers, check_rope_parameters, check_sizes
+from .config_checks import (
+    HfAttnConfigMixin,
+    check_numbers,
+    check_rope_parameters,
+    check_sizes,
+    check_special_token_ids,
+)
 
 _DEFAULT_ROPE = {"rope_type": "default", "rope_theta": 10000.0}
 
@@ -128,6 +134,7 @@ class AdaptiveSpanGPTConfig(HfAttnConfigMixin, PreTrainedConfig):
     def validate_architecture(self) -> None:
         """Raise ValueError naming the field and the fix for an impossible setting."""
         check_sizes(self, extra=("max_span", "triangle_wave_fourier_terms"))
+        check_special_token_ids(self)
         check_numbers(
             self,
             positive=("layer_norm_epsilon", "softness_span_mask", "period_min_triangle_wave_masking",

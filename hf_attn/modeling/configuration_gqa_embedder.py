@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import HfAttnConfigMixin, check_numbers, check_rope_parameters, check_sizes
+from .config_checks import (
+    HfAttnConfigMixin,
+    check_numbers,
+    check_rope_parameters,
+    check_sizes,
+    check_special_token_ids,
+)
 
 
 class GQAEmbedderConfig(HfAttnConfigMixin, PreTrainedConfig):
@@ -100,6 +106,7 @@ class GQAEmbedderConfig(HfAttnConfigMixin, PreTrainedConfig):
     def validate_architecture(self) -> None:
         """Raise ValueError naming the field and the fix for an impossible setting."""
         check_sizes(self, extra=("embedding_size",))
+        check_special_token_ids(self)
         check_numbers(self, positive=("rms_norm_eps",), non_negative=("initializer_range",),
                       probabilities=("attention_dropout", "hidden_dropout"))
         if self.head_dim % 2:

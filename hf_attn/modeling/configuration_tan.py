@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import HfAttnConfigMixin, check_numbers, check_rope_parameters, check_sizes
+from .config_checks import (
+    HfAttnConfigMixin,
+    check_numbers,
+    check_rope_parameters,
+    check_sizes,
+    check_special_token_ids,
+)
 
 TOKEN_CODES = ("id", "hashed", "teacher")
 
@@ -125,6 +131,7 @@ class TanConfig(HfAttnConfigMixin, PreTrainedConfig):
     def validate_architecture(self) -> None:
         """Raise ValueError naming the field and the fix for an impossible setting."""
         check_sizes(self, extra=("embedding_size",))
+        check_special_token_ids(self)
         if self.vocab_size < 2:
             raise ValueError(
                 f"`vocab_size` must be at least 2 (ids are normalised by vocab_size - 1), got {self.vocab_size}"
