@@ -197,3 +197,65 @@ def test_lm_mask_must_cover_the_cached_tokens():
         with pytest.raises(ValueError, match=r"cached 4 \+ new 2"):
             model(ids[:, 4:], cache=cache, attention_mask=torch.ones(1, 2, dtype=torch.long))
         model(ids[:, 4:], cache=cache, attention_mask=torch.ones(1, 6, dtype=torch.long))
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_inputs_of_the_wrong_type_name_the_argument(kind):
+    model = make_model(kind)
+    ids = torch.ones(2, 6, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"`attention_mask` must be a torch.Tensor .* got list"):
+        model(ids, attention_mask=[[1] * 6, [1] * 6])
+    with pytest.raises(TypeError, match=r"`inputs_embeds` has dtype torch.float16 .* weights are torch.float32"):
+        model(inputs_embeds=torch.zeros(2, 6, 32, dtype=torch.float16))
+    with pytest.raises(TypeError, match=r"`inputs_embeds` must be floating point"):
+        model(inputs_embeds=torch.zeros(2, 6, 32, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"`inputs_embeds` must be a torch.Tensor"):
+        model(inputs_embeds=[[0.0] * 32])
+    for position_ids in (torch.arange(6), torch.arange(7)[None], torch.arange(6)[None].expand(3, 6)):
+        with pytest.raises(ValueError, match=r"`position_ids` must be \[batch \(=2\) or 1, seq_len \(=6\)\]"):
+            model(ids, position_ids=position_ids)
+    with pytest.raises(TypeError, match=r"`position_ids` must hold integer positions"):
+        model(ids, position_ids=torch.zeros(1, 6))
+    with torch.no_grad():  # the accepted forms give the same output: [1, T] and [B, T] positions; autocast
+        ref = model(ids)[0]
+        for position_ids in (torch.arange(6)[None], torch.arange(6)[None].expand(2, 6)):
+            torch.testing.assert_close(model(ids, position_ids=position_ids)[0], ref, rtol=0, atol=0)
+        embeds = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(0))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.isfinite(model(inputs_embeds=embeds.bfloat16())[0]).all()
+
+
+def test_lm_labels_outside_the_vocabulary_name_the_fix():
+    model = make_model("adaptive_span_gpt")
+    ids = torch.ones(2, 6, dtype=torch.long)
+    for bad in (50, -5):
+        labels = ids.clone()
+        labels[1, 3] = bad
+        with pytest.raises(ValueError, match=rf"`labels` must be token ids in \[0, vocab_size=50\) or -100 .* {bad}"):
+            model(ids, labels=labels)
+    with pytest.raises(ValueError, match=r"shape of the input, \[batch, seq_len\] = \[2, 6\], got \(2, 5\)"):
+        model(ids, labels=ids[:, :5])
+    with pytest.raises(TypeError, match="integer token ids"):
+        model(ids, labels=ids.float())
+    labels = ids.clone()
+    labels[:, :2] = -100  # ignored positions are fine, and ignored
+    loss = model(ids, labels=labels).loss
+    logits = model(ids).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 50), labels[:, 1:].reshape(-1))
+    torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_loading_nan_weights_names_the_parameter(kind, tmp_path):
+    model = make_model(kind)
+    name, param = next((n, p) for n, p in model.named_parameters() if p.dim() == 2)
+    with torch.no_grad():
+        param[0, 0] = float("nan")
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=rf"NaN or inf values in 1 parameter\(s\): {name}\. The checkpoint"):
+        type(model).from_pretrained(tmp_path)
+    with torch.no_grad():
+        param[0, 0] = 0.0
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path)  # a finite model loads as before
+    torch.testing.assert_close(dict(loaded.named_parameters())[name], param, rtol=0, atol=0)
