@@ -1,12 +1,14 @@
 """RoPE as transformers does it, in every model that has it (TAN, GQAEmbedder, AdaptiveSpanGPT with rope positions).
 
-- every rope_type of the installed transformers (default, linear, dynamic, yarn, llama3, longrope) gives the same
-  cos / sin as transformers' own `LlamaRotaryEmbedding` for the same parameters, dynamic NTK and longrope included
-  past the trained length (their frequencies change in forward, through transformers' `dynamic_rope_update`);
+- every rope_type of the installed transformers (default, linear, dynamic, yarn, llama3, longrope, proportional)
+  gives the same cos / sin as transformers' own `LlamaRotaryEmbedding` for the same parameters, dynamic NTK and
+  longrope included past the trained length (their frequencies change in forward, through transformers'
+  `dynamic_rope_update`);
 - `partial_rotary_factor` rotates only the first features of each head, as GPT-NeoX does, in every model;
 - the frequency buffers stay fp32 when a model is cast, so `.to(torch.bfloat16)` equals a bf16 load;
 - a folder saved with the legacy config keys (`rope_scaling`, top-level `rope_theta` / `partial_rotary_factor`)
-  loads with the same outputs.
+  loads with the same outputs;
+- a legacy `config.rope_scaling` set after construction works as in transformers' common model tests.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ ROPE = {  # one set of parameters per rope_type; context = the length the scalin
                 "original_max_position_embeddings": 16, "rope_theta": 10000.0}, 64),
     "longrope": ({"rope_type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.5], "long_factor": [1.0, 2.0, 4.0, 8.0],
                   "original_max_position_embeddings": 16, "factor": 2.0}, 32),
+    # Gemma's: the first half of the frequencies rotate, the rest are zero (those features pass through)
+    "proportional": ({"rope_type": "proportional", "partial_rotary_factor": 0.5, "rope_theta": 10000.0}, 32),
 }
 
 
@@ -180,3 +184,30 @@ def test_a_folder_with_the_legacy_rope_keys_loads_with_the_same_outputs(kind, le
     ids = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(first_output(loaded(ids)), first_output(model(ids)), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("scaling_type", ["linear", "dynamic", "yarn"])
+def test_rope_scaling_set_on_the_config_as_transformers_common_tests_do(kind, scaling_type):
+    """transformers' `test_model_rope_scaling_from_config`: the unscaled model runs 1.5 x max_position_embeddings;
+    a legacy `config.rope_scaling = {"type": ..., "factor": 10.0}` set after construction takes effect; dynamic NTK
+    leaves inputs shorter than max_position_embeddings unchanged and changes longer ones, the others change both."""
+    config = make_config(kind)
+    short = torch.randint(0, 50, (1, 10), generator=torch.Generator().manual_seed(0))
+    long = torch.randint(0, 50, (1, 48), generator=torch.Generator().manual_seed(1))
+    model_class = registry.get(kind).export_class
+    torch.manual_seed(42)
+    original = model_class(config).eval()
+    with torch.no_grad(), pytest.warns(FutureWarning, match="rope_scaling"):
+        original_short, original_long = first_output(original(short)), first_output(original(long))
+        config.rope_scaling = {"type": scaling_type, "factor": 10.0}
+    assert config.rope_parameters["rope_type"] == scaling_type
+    torch.manual_seed(42)
+    scaled = model_class(config).eval()
+    with torch.no_grad():
+        scaled_short, scaled_long = first_output(scaled(short)), first_output(scaled(long))
+    if scaling_type == "dynamic":
+        torch.testing.assert_close(scaled_short, original_short, rtol=1e-5, atol=1e-5)
+    else:
+        assert not torch.allclose(scaled_short, original_short, atol=1e-5)
+    assert not torch.allclose(scaled_long, original_long, atol=1e-5)
