@@ -6,9 +6,12 @@ masks, shapes), shared by TAN, GQAEmbedder and AdaptiveSpanGPT.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.utils import logging as transformers_logging
 
 import hf_attn  # noqa: F401  (registers hf_blockwise)
 from hf_attn import registry
@@ -135,12 +138,13 @@ def test_rope_models_run_past_the_context_their_scaling_covers_with_a_warning(ki
               "yarn": rope(rope_type="yarn", factor=4.0, original_max_position_embeddings=32)}[scaling]
     model = make_model(kind, rope_parameters=params)
     assert model.config.max_sequence_length == context
+    transformers_logging.warning_once.cache_clear()  # the message may have been shown once already in this process
     with torch.no_grad(), caplog.at_level("WARNING"):
         model(torch.ones(1, context, dtype=torch.long))
         assert "RoPE covers" not in caplog.text
         out = model(torch.ones(1, context + 3, dtype=torch.long))
     assert torch.isfinite(out[0]).all() and out[0].shape[1] == context + 3
-    assert f"sequence length {context + 3} is longer than the {context} tokens its RoPE covers" in caplog.text
+    assert f"an input longer than the {context} tokens its RoPE covers" in caplog.text
     assert (scaling if scaling != "default" else "max_position_embeddings=32") in caplog.text
 
 
@@ -259,3 +263,25 @@ def test_loading_nan_weights_names_the_parameter(kind, tmp_path):
     model.save_pretrained(tmp_path)
     loaded = type(model).from_pretrained(tmp_path)  # a finite model loads as before
     torch.testing.assert_close(dict(loaded.named_parameters())[name], param, rtol=0, atol=0)
+
+
+def test_generating_past_the_rope_context_warns_once():
+    model = make_model("adaptive_span_gpt", max_position_embeddings=8)
+    transformers_logging.warning_once.cache_clear()
+    prompt = torch.ones(1, 6, dtype=torch.long)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("hf_attn.modeling.input_checks")
+    logger.addHandler(handler)
+    try:
+        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False,
+                             pad_token_id=0)
+    finally:
+        logger.removeHandler(handler)
+    assert out.shape == (1, 12)
+    assert [r.getMessage() for r in records if "RoPE covers" in r.getMessage()] == [
+        "AdaptiveSpanGPTModel: an input longer than the 8 tokens its RoPE covers (max_position_embeddings=8) runs, "
+        "but the model was not made for that length: raise `rope_parameters['factor']` (or add a scaling such as "
+        "YaRN) to cover it, or truncate the input."
+    ]

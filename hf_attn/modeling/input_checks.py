@@ -135,9 +135,11 @@ def check_model_inputs(
         )
     context = max_sequence_length(config)
     if limit is None and context is not None and total > context and not is_tracing():
+        # One message per model type and context (warning_once keys on the text): generation would otherwise repeat it
+        # at every new token.
         logger.warning_once(
-            f"{model_name}: sequence length {total}{cached} is longer than the {context} tokens its RoPE covers "
-            f"({describe_length_limit(config)}); it runs, but the model was not made for that length: raise "
+            f"{model_name}: an input longer than the {context} tokens its RoPE covers "
+            f"({describe_length_limit(config)}) runs, but the model was not made for that length: raise "
             "`rope_parameters['factor']` (or add a scaling such as YaRN) to cover it, or truncate the input."
         )
 
