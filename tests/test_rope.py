@@ -211,3 +211,43 @@ def test_rope_scaling_set_on_the_config_as_transformers_common_tests_do(kind, sc
     else:
         assert not torch.allclose(scaled_short, original_short, atol=1e-5)
     assert not torch.allclose(scaled_long, original_long, atol=1e-5)
+
+
+_REMOTE_CHILD = """
+import torch
+from transformers import AutoModel
+for folder in {folders!r}:
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    assert not type(model).__module__.startswith("hf_attn"), type(model).__module__
+    with torch.no_grad():
+        out = model(torch.load(folder + "/ids.pt"))
+    torch.save(out[0], folder + "/remote.pt")
+print("remote-ok")
+"""
+
+
+@pytest.mark.slow  # a fresh Python importing transformers: ~20 s on the shared 2-core CI machine
+def test_remote_code_runs_dynamic_partial_and_longrope_without_hf_attn(tmp_path):
+    """The rope utilities are transformers' own, so a folder loaded as remote code (no hf_attn) computes the same
+    (the common suite's remote-code test covers YaRN in `make test`)."""
+    from hf_attn.export_check import run_without_hf_attn
+
+    cases = {
+        "lm-dynamic-partial": ("adaptive_span_gpt", {"rope_parameters": {"rope_type": "dynamic", "factor": 2.0,
+                                                                          "partial_rotary_factor": 0.5}}),
+        "embedder-longrope": ("gqa_embedder", {"rope_parameters": dict(ROPE["longrope"][0])}),
+    }
+    ids = torch.randint(0, 50, (2, 40), generator=torch.Generator().manual_seed(0))  # past both trained lengths
+    expected = {}
+    for name, (kind, overrides) in cases.items():
+        model = make_model(kind, **overrides)
+        folder = tmp_path / name
+        model.save_pretrained(folder)
+        torch.save(ids, folder / "ids.pt")
+        with torch.no_grad():
+            expected[name] = model.base_model(ids)[0]
+    proc = run_without_hf_attn(_REMOTE_CHILD.format(folders=[str(tmp_path / name) for name in cases]),
+                               env={"OMP_NUM_THREADS": "1"})
+    assert "remote-ok" in proc.stdout
+    for name in cases:
+        torch.testing.assert_close(torch.load(tmp_path / name / "remote.pt"), expected[name], rtol=1e-5, atol=1e-5)
