@@ -68,11 +68,13 @@ class TanConfig(HfAttnConfigMixin, PreTrainedConfig):
             the ablation in docs/RESULTS.md: distilled from all-MiniLM-L6-v2 for 200 steps, STS-B dev 0.746 with a
             teacher code, against 0.731 for 16 x 32 and 0.693 for the original one-coordinate design (1 x 256).
         max_position_embeddings (`int`, *optional*, defaults to 512):
-            Longest sequence accepted; longer inputs raise ValueError.
+            The trained length (tokens), which RoPE scaling in `rope_parameters` extends (`max_sequence_length`);
+            longer inputs still run, with a warning, as in transformers' RoPE models.
         rope_parameters (`dict`, *optional*):
             Rotary embedding parameters in transformers' format (`{"rope_type": "default", "rope_theta": 10000.0}`
-            by default; any type of transformers' `ROPE_INIT_FUNCTIONS`, e.g. `"yarn"`, works). A legacy
-            `rope_scaling` dict is accepted and converted to this field.
+            by default; any type of transformers' `ROPE_INIT_FUNCTIONS`, e.g. `"yarn"`, works;
+            `partial_rotary_factor` rotates only that fraction of each head). A legacy `rope_scaling` dict is
+            accepted and converted to this field.
         rope_theta (`float`, *optional*, defaults to 10000.0):
             Legacy keyword for the RoPE base wavelength: stored as `rope_parameters["rope_theta"]` (transformers 5
             convention, unless `rope_parameters` sets it) and readable as `config.rope_theta`.
