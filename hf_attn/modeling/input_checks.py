@@ -134,9 +134,9 @@ def check_model_inputs(
             f"max_length={limit}), or generate fewer tokens."
         )
     context = max_sequence_length(config)
-    if limit is None and context is not None and total > context and not is_tracing():
-        # One message per model type and context (warning_once keys on the text): generation would otherwise repeat it
-        # at every new token.
+    if limit is None and context is not None and not is_tracing() and total > context:
+        # Not while tracing: comparing a symbolic length would add an export guard. One message per model type and
+        # context (warning_once keys on the text): generation would otherwise repeat it at every new token.
         logger.warning_once(
             f"{model_name}: an input longer than the {context} tokens its RoPE covers "
             f"({describe_length_limit(config)}) runs, but the model was not made for that length: raise "
