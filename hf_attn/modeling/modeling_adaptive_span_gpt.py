@@ -459,7 +459,7 @@ class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin
         `output_attentions` reach the base model, whose `capture_outputs` records them.
         """
         check_forward_kwargs(kwargs, type(self).__name__)
-        if labels is not None:
+        if labels is not None:  # before any kernel of this step is queued: its read waits only for tiny reductions
             x = input_ids if input_ids is not None else inputs_embeds
             if x is not None:  # without either, the base model names what is missing
                 check_labels(self.config, labels, x.shape[0], x.shape[1])
