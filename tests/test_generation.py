@@ -148,13 +148,16 @@ def test_forward_accepts_old_cache_name_and_refuses_unknown_keywords():
     with torch.no_grad():
         full = model(ids, use_cache=False).logits
         cache = model(ids[:, :8], use_cache=True).cache
-        new = model(ids[:, 8:], past_key_values=cache).logits  # the old keyword is still honoured
+        new = model(ids[:, 8:], past_key_values=cache).logits  # the old keywords are still honoured
+        cache = model(ids[:, :8], use_cache=True).cache
+        from_params = model(ids[:, 8:], cache_params=cache).logits
     torch.testing.assert_close(new, full[:, 8:], rtol=0, atol=ATOL)
+    torch.testing.assert_close(from_params, full[:, 8:], rtol=0, atol=ATOL)
     with pytest.raises(TypeError, match="past_key_value"):
         model(ids, past_key_value=cache)  # a misspelt cache must not be dropped silently
     with pytest.raises(TypeError, match="foo"):
         model.model(ids, foo=1)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="once: got `cache` and `past_key_values`"):
         model(ids, cache=cache, past_key_values=model(ids[:, :2]).cache)
     with torch.no_grad():  # transformers' own keywords still pass
         model(ids, cache_position=torch.arange(12), output_attentions=False, num_items_in_batch=3)

@@ -6,9 +6,12 @@ masks, shapes), shared by TAN, GQAEmbedder and AdaptiveSpanGPT.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.utils import logging as transformers_logging
 
 import hf_attn  # noqa: F401  (registers hf_blockwise)
 from hf_attn import registry
@@ -47,7 +50,20 @@ def rope(**params):
         (dict(rope_parameters=rope(rope_theta="10000")), "rope_theta.*string"),
         (dict(rope_parameters=rope(rope_type="yarn", factor=1e9, original_max_position_embeddings=32)), "factor"),
         (dict(rope_parameters=rope(rope_type="bogus")), "Unknown.*rope_type.*bogus"),
-        (dict(rope_parameters=rope(rope_type="dynamic", factor=2.0)), "dynamic NTK"),
+        (dict(rope_parameters=rope(rope_type="dynamic")), "dynamic RoPE needs .*factor"),
+        (dict(rope_parameters=rope(rope_type="yarn", factor=2.0, original_max_position_embeddings="16")),
+         "original_max_position_embeddings.*string"),
+        (dict(rope_parameters=rope(partial_rotary_factor=0.0)), "partial_rotary_factor"),
+        (dict(rope_parameters=rope(partial_rotary_factor=1.5)), "partial_rotary_factor"),
+        (dict(rope_parameters=rope(partial_rotary_factor=0.1)), "no position would reach attention"),
+        (dict(rope_parameters=rope(rope_type="longrope", short_factor=[1.0] * 3, long_factor=[2.0] * 4,
+                                   original_max_position_embeddings=16)), "short_factor.*list of 4"),
+        (dict(rope_parameters=rope(rope_type="llama3", factor=2.0, low_freq_factor=4.0, high_freq_factor=1.0,
+                                   original_max_position_embeddings=16)), "low_freq_factor"),
+        (dict(rope_parameters=rope(rope_type="llama3", factor=2.0, original_max_position_embeddings=16)),
+         "low_freq_factor"),
+        (dict(pad_token_id=50), "pad_token_id.*vocab_size=50"),
+        (dict(pad_token_id=-1), "pad_token_id"),
         (dict(attention_dropout=1.5), "attention_dropout"),
         (dict(attention_dropout=-0.1), "attention_dropout"),
         (dict(initializer_range=-0.02), "initializer_range"),
@@ -113,16 +129,33 @@ def test_rotary_embedding_builds_from_the_config_alone(kind):
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))
-@pytest.mark.parametrize("scaling, limit", [("linear", 64), ("yarn", 128)])
-def test_length_limit_follows_the_rope_scaling(kind, scaling, limit):
-    params = rope(rope_type="linear", factor=2.0) if scaling == "linear" else rope(
-        rope_type="yarn", factor=4.0, original_max_position_embeddings=32)
+@pytest.mark.parametrize("scaling, context", [("default", 32), ("linear", 64), ("yarn", 128), ("dynamic", 64)])
+def test_rope_models_run_past_the_context_their_scaling_covers_with_a_warning(kind, scaling, context, caplog):
+    """As transformers' RoPE models (Llama runs any length): no hard limit, `max_sequence_length` follows the scaling
+    factor, and an input longer than it runs with one warning naming the scaling."""
+    params = {"default": rope(), "linear": rope(rope_type="linear", factor=2.0),
+              "dynamic": rope(rope_type="dynamic", factor=2.0),
+              "yarn": rope(rope_type="yarn", factor=4.0, original_max_position_embeddings=32)}[scaling]
     model = make_model(kind, rope_parameters=params)
-    with torch.no_grad():
-        out = model(torch.ones(1, limit, dtype=torch.long))
-    assert torch.isfinite(out[0]).all()
-    with pytest.raises(ValueError, match=f"limit of {limit} tokens.*{scaling}"):
-        model(torch.ones(1, limit + 1, dtype=torch.long))
+    assert model.config.max_sequence_length == context
+    transformers_logging.warning_once.cache_clear()  # the message may have been shown once already in this process
+    with torch.no_grad(), caplog.at_level("WARNING"):
+        model(torch.ones(1, context, dtype=torch.long))
+        assert "RoPE covers" not in caplog.text
+        out = model(torch.ones(1, context + 3, dtype=torch.long))
+    assert torch.isfinite(out[0]).all() and out[0].shape[1] == context + 3
+    assert f"an input longer than the {context} tokens its RoPE covers" in caplog.text
+    assert (scaling if scaling != "default" else "max_position_embeddings=32") in caplog.text
+
+
+@pytest.mark.parametrize("position_embedding", ["learned", "sinusoidal"])
+def test_a_position_table_is_a_hard_limit(position_embedding):
+    model = make_model("adaptive_span_gpt", position_embedding=position_embedding)
+    model(torch.ones(1, 32, dtype=torch.long))
+    with pytest.raises(ValueError, match="limit of 32 tokens"):
+        model(torch.ones(1, 33, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"position_ids must lie in \[0, 32\)"):
+        model(torch.ones(1, 2, dtype=torch.long), position_ids=torch.tensor([[0, 32]]))
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))
@@ -168,3 +201,87 @@ def test_lm_mask_must_cover_the_cached_tokens():
         with pytest.raises(ValueError, match=r"cached 4 \+ new 2"):
             model(ids[:, 4:], cache=cache, attention_mask=torch.ones(1, 2, dtype=torch.long))
         model(ids[:, 4:], cache=cache, attention_mask=torch.ones(1, 6, dtype=torch.long))
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_inputs_of_the_wrong_type_name_the_argument(kind):
+    model = make_model(kind)
+    ids = torch.ones(2, 6, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"`attention_mask` must be a torch.Tensor .* got list"):
+        model(ids, attention_mask=[[1] * 6, [1] * 6])
+    with pytest.raises(TypeError, match=r"`inputs_embeds` has dtype torch.float16 .* weights are torch.float32"):
+        model(inputs_embeds=torch.zeros(2, 6, 32, dtype=torch.float16))
+    with pytest.raises(TypeError, match=r"`inputs_embeds` must be floating point"):
+        model(inputs_embeds=torch.zeros(2, 6, 32, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"`inputs_embeds` must be a torch.Tensor"):
+        model(inputs_embeds=[[0.0] * 32])
+    for position_ids in (torch.arange(6), torch.arange(7)[None], torch.arange(6)[None].expand(3, 6)):
+        with pytest.raises(ValueError, match=r"`position_ids` must be \[batch \(=2\) or 1, seq_len \(=6\)\]"):
+            model(ids, position_ids=position_ids)
+    with pytest.raises(TypeError, match=r"`position_ids` must hold integer positions"):
+        model(ids, position_ids=torch.zeros(1, 6))
+    with torch.no_grad():  # the accepted forms give the same output: [1, T] and [B, T] positions; autocast
+        ref = model(ids)[0]
+        for position_ids in (torch.arange(6)[None], torch.arange(6)[None].expand(2, 6)):
+            torch.testing.assert_close(model(ids, position_ids=position_ids)[0], ref, rtol=0, atol=0)
+        embeds = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(0))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.isfinite(model(inputs_embeds=embeds.bfloat16())[0]).all()
+
+
+def test_lm_labels_outside_the_vocabulary_name_the_fix():
+    model = make_model("adaptive_span_gpt")
+    ids = torch.ones(2, 6, dtype=torch.long)
+    for bad in (50, -5):
+        labels = ids.clone()
+        labels[1, 3] = bad
+        with pytest.raises(ValueError, match=rf"`labels` must be token ids in \[0, vocab_size=50\) or -100 .* {bad}"):
+            model(ids, labels=labels)
+    with pytest.raises(ValueError, match=r"shape of the input, \[batch, seq_len\] = \[2, 6\], got \(2, 5\)"):
+        model(ids, labels=ids[:, :5])
+    with pytest.raises(TypeError, match="integer token ids"):
+        model(ids, labels=ids.float())
+    labels = ids.clone()
+    labels[:, :2] = -100  # ignored positions are fine, and ignored
+    loss = model(ids, labels=labels).loss
+    logits = model(ids).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 50), labels[:, 1:].reshape(-1))
+    torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_loading_nan_weights_names_the_parameter(kind, tmp_path):
+    model = make_model(kind)
+    name, param = next((n, p) for n, p in model.named_parameters() if p.dim() == 2)
+    with torch.no_grad():
+        param[0, 0] = float("nan")
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=rf"NaN or inf values in 1 parameter\(s\): {name}\. The checkpoint"):
+        type(model).from_pretrained(tmp_path)
+    with torch.no_grad():
+        param[0, 0] = 0.0
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path)  # a finite model loads as before
+    torch.testing.assert_close(dict(loaded.named_parameters())[name], param, rtol=0, atol=0)
+
+
+def test_generating_past_the_rope_context_warns_once():
+    model = make_model("adaptive_span_gpt", max_position_embeddings=8)
+    transformers_logging.warning_once.cache_clear()
+    prompt = torch.ones(1, 6, dtype=torch.long)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("hf_attn.modeling.input_checks")
+    logger.addHandler(handler)
+    try:
+        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False,
+                             pad_token_id=0)
+    finally:
+        logger.removeHandler(handler)
+    assert out.shape == (1, 12)
+    assert [r.getMessage() for r in records if "RoPE covers" in r.getMessage()] == [
+        "AdaptiveSpanGPTModel: an input longer than the 8 tokens its RoPE covers (max_position_embeddings=8) runs, "
+        "but the model was not made for that length: raise `rope_parameters['factor']` (or add a scaling such as "
+        "YaRN) to cover it, or truncate the input."
+    ]

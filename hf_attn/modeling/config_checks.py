@@ -1,12 +1,15 @@
 """Checks shared by the three configurations, so a bad field gets the same message in every model.
 
-Kept free of torch: configuration files import it (as a sibling, which transformers' remote code copies along).
+Imports nothing but transformers' rope utilities (which `PreTrainedConfig` itself is built on): configuration files
+import it (as a sibling, which transformers' remote code copies along).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 
 class HfAttnConfigMixin:
@@ -107,25 +110,23 @@ def check_numbers(
             )
 
 
-SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn", "llama3")
+# Every rope_type of the installed transformers: plain RoPE and each of its `ROPE_INIT_FUNCTIONS` (linear, dynamic
+# NTK, YaRN, longrope, llama3, ... in transformers 5).
+SUPPORTED_ROPE_TYPES = ("default", *ROPE_INIT_FUNCTIONS)
+FACTOR_REQUIRED = ("linear", "dynamic", "yarn", "llama3")  # transformers' validators require `factor` for these
 MAX_ROPE_FACTOR = 256.0  # a 256x longer context than trained is already far past what scaled RoPE recovers
 
 
 def check_rope_parameters(config) -> None:
-    """`rope_parameters` of a model that uses RoPE: a supported `rope_type`, a positive `rope_theta`, a sane
-    `factor`, and the keys transformers' `validate_rope` requires. Dynamic NTK is refused here: its frequencies
-    depend on the running length, which the models' RotaryEmbedding (one table, like transformers' default rope)
-    does not recompute."""
+    """`rope_parameters` of a model that uses RoPE, each failure one ValueError naming the key and the fix: a
+    `rope_type` the installed transformers knows, a positive `rope_theta`, a sane `factor`, a `partial_rotary_factor`
+    that leaves at least one rotated pair, longrope's per-frequency factors of the right length, llama3's frequency
+    band, and the keys transformers' `validate_rope` requires (its KeyError becomes a ValueError here)."""
     params = config.rope_parameters
     if not isinstance(params, dict):
         raise ValueError(f"`rope_parameters` must be a dict such as {{'rope_type': 'default', 'rope_theta': 10000.0}}, "
                          f"got {params!r}.")
     rope_type = params.get("rope_type", "default")
-    if rope_type == "dynamic":
-        raise ValueError(
-            "`rope_parameters['rope_type']='dynamic'` (dynamic NTK) is not supported: its frequencies change with "
-            "the sequence length. Use 'yarn' or 'linear' with factor = target length / max_position_embeddings."
-        )
     if rope_type not in SUPPORTED_ROPE_TYPES:
         raise ValueError(
             f"Unknown `rope_parameters['rope_type']` {rope_type!r}; supported: {', '.join(SUPPORTED_ROPE_TYPES)}."
@@ -136,19 +137,66 @@ def check_rope_parameters(config) -> None:
             f"`rope_theta` (rope_parameters['rope_theta']) must be a positive number, got {_got(theta)}; "
             "the usual value is 10000.0."
         )
-    if rope_type != "default":
-        factor = params.get("factor")
-        if not _is_number(factor) or not 1.0 <= factor <= MAX_ROPE_FACTOR:
-            raise ValueError(
-                f"`rope_parameters['factor']` for {rope_type} RoPE must be a number in [1, {MAX_ROPE_FACTOR:g}] "
-                f"(target length / trained length), got {_got(factor)}."
-            )
+    factor = params.get("factor")
+    if rope_type in FACTOR_REQUIRED and factor is None:
+        raise ValueError(
+            f"{rope_type} RoPE needs `rope_parameters['factor']` (target length / trained length), e.g. 2.0."
+        )
+    if factor is not None and (not _is_number(factor) or not 1.0 <= factor <= MAX_ROPE_FACTOR):
+        raise ValueError(
+            f"`rope_parameters['factor']` for {rope_type} RoPE must be a number in [1, {MAX_ROPE_FACTOR:g}] "
+            f"(target length / trained length), got {_got(factor)}."
+        )
     original = params.get("original_max_position_embeddings")
     if original is not None and (not isinstance(original, int) or isinstance(original, bool) or original < 1):
         raise ValueError(
             f"`rope_parameters['original_max_position_embeddings']` must be a positive integer, got {_got(original)}."
         )
-    config.validate_rope()  # then transformers' own checks of the keys each rope_type needs
+    rotary_dim = config.head_dim
+    partial = params.get("partial_rotary_factor")
+    if partial is not None:
+        if not _is_number(partial) or not 0.0 < partial <= 1.0:
+            raise ValueError(
+                f"`partial_rotary_factor` (the fraction of each head's features that RoPE rotates) must be in (0, 1], "
+                f"got {_got(partial)}."
+            )
+        rotary_dim = int(config.head_dim * partial)
+        if rotary_dim < 2:
+            raise ValueError(
+                f"`partial_rotary_factor`={partial} rotates int({config.head_dim} * {partial}) = {rotary_dim} features "
+                f"of a {config.head_dim}-wide head: no position would reach attention. Use at least "
+                f"{2 / config.head_dim:g}."
+            )
+    if rope_type == "longrope":
+        pairs = len(range(0, rotary_dim, 2))
+        for key in ("short_factor", "long_factor"):
+            values = params.get(key)
+            if not isinstance(values, list) or len(values) != pairs or not all(_is_number(v) and v > 0 for v in values):
+                raise ValueError(
+                    f"longrope needs `rope_parameters['{key}']`: a list of {pairs} positive numbers (one per rotated "
+                    f"frequency), got {_got(values)}."
+                )
+    if rope_type == "llama3":
+        low, high = params.get("low_freq_factor"), params.get("high_freq_factor")
+        if not (_is_number(low) and _is_number(high) and 0 < low < high):
+            raise ValueError(
+                "llama3 RoPE needs numbers 0 < `rope_parameters['low_freq_factor']` < "
+                f"`rope_parameters['high_freq_factor']` (Llama 3.1: 1.0 and 4.0), got {_got(low)} and {_got(high)}."
+            )
+    try:
+        config.validate_rope()  # then transformers' own checks of the keys each rope_type needs
+    except KeyError as err:  # "Missing required keys in `rope_parameters` ..."
+        raise ValueError(f"{err.args[0] if err.args else err}; add them to `rope_parameters`.") from None
+
+
+def check_special_token_ids(config) -> None:
+    """`pad_token_id` must be None or a token id inside the vocabulary, [0, vocab_size)."""
+    pad = getattr(config, "pad_token_id", None)
+    if pad is not None and (not isinstance(pad, int) or isinstance(pad, bool) or not 0 <= pad < config.vocab_size):
+        raise ValueError(
+            f"`pad_token_id` must be None or a token id in [0, vocab_size={config.vocab_size}), got {_got(pad)}; use "
+            "the tokenizer's `pad_token_id` (or raise `vocab_size`)."
+        )
 
 
 def check_head_grouping(config) -> None:
@@ -176,31 +224,42 @@ def uses_rope(config) -> bool:
 
 
 def max_sequence_length(config) -> int | None:
-    """Longest input (cached + new tokens) the model accepts; None when there is no limit (ALiBi).
+    """Longest input (cached + new tokens) the model is made for; None when there is no such length (ALiBi).
 
-    Without RoPE scaling it is `max_position_embeddings`. Linear scaling stretches positions by `factor`, so the
-    limit is `max_position_embeddings * factor`; YaRN and llama3 scaling extend the pre-training length
-    `original_max_position_embeddings` (default `max_position_embeddings`) by `factor`.
+    Learned and sinusoidal positions: `max_position_embeddings`, a hard limit (`enforced_length_limit`). RoPE: the
+    context the scaling in force covers. Without scaling it is `max_position_embeddings`; linear, dynamic NTK and
+    proportional scaling stretch it by `factor`; YaRN, llama3 and longrope extend the pre-training length
+    `original_max_position_embeddings` (default `max_position_embeddings`) by `factor` (longrope without `factor`:
+    `max_position_embeddings`, Phi-3's convention). Longer RoPE inputs still run, as in transformers' RoPE models,
+    with a warning (`check_model_inputs`).
     """
     if getattr(config, "position_embedding", "rope") == "alibi":
         return None
     params = (config.rope_parameters or {}) if uses_rope(config) else {}
-    rope_type = params.get("rope_type", "default")
-    if rope_type == "linear":
-        return int(config.max_position_embeddings * params["factor"])
-    if rope_type in ("yarn", "llama3"):
-        original = params.get("original_max_position_embeddings") or config.max_position_embeddings
-        return int(original * params["factor"])
+    rope_type, factor = params.get("rope_type", "default"), params.get("factor")
+    if rope_type == "default" or factor is None:
+        return config.max_position_embeddings
+    base = config.max_position_embeddings
+    if rope_type in ("yarn", "llama3", "longrope"):
+        base = params.get("original_max_position_embeddings") or base
+    return int(base * factor)
+
+
+def enforced_length_limit(config) -> int | None:
+    """The length a forward pass refuses to exceed: `max_position_embeddings` for a learned or sinusoidal position
+    table; None for RoPE (no table: any position can be rotated, as in transformers' RoPE models) and ALiBi."""
+    if uses_rope(config) or getattr(config, "position_embedding", None) == "alibi":
+        return None
     return config.max_position_embeddings
 
 
 def describe_length_limit(config) -> str:
-    """Where `max_sequence_length` comes from, for error messages."""
+    """Where `max_sequence_length` comes from, for messages."""
     params = (config.rope_parameters or {}) if uses_rope(config) else {}
-    rope_type = params.get("rope_type", "default")
-    if rope_type == "linear":
-        return f"max_position_embeddings={config.max_position_embeddings} x linear RoPE factor={params['factor']}"
-    if rope_type in ("yarn", "llama3"):
+    rope_type, factor = params.get("rope_type", "default"), params.get("factor")
+    if rope_type == "default" or factor is None:
+        return f"max_position_embeddings={config.max_position_embeddings}"
+    if rope_type in ("yarn", "llama3", "longrope"):
         original = params.get("original_max_position_embeddings") or config.max_position_embeddings
-        return f"{rope_type} RoPE: original_max_position_embeddings={original} x factor={params['factor']}"
-    return f"max_position_embeddings={config.max_position_embeddings}"
+        return f"{rope_type} RoPE: original_max_position_embeddings={original} x factor={factor}"
+    return f"max_position_embeddings={config.max_position_embeddings} x {rope_type} RoPE factor={factor}"

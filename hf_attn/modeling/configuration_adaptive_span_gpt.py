@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import HfAttnConfigMixin, check_numbers, check_rope_parameters, check_sizes
+from .config_checks import (
+    HfAttnConfigMixin,
+    check_numbers,
+    check_rope_parameters,
+    check_sizes,
+    check_special_token_ids,
+)
 
 _DEFAULT_ROPE = {"rope_type": "default", "rope_theta": 10000.0}
 
@@ -25,11 +31,14 @@ class AdaptiveSpanGPTConfig(HfAttnConfigMixin, PreTrainedConfig):
         num_attention_heads (`int`, 8): query heads.
         num_key_value_heads (`int`, None): key/value heads (grouped-query attention); None = `num_attention_heads`.
         intermediate_size (`int`, None): MLP width; None = 4 * `hidden_size` (nanoGPT).
-        max_position_embeddings (`int`, 512): block size: the longest sequence for `learned`, `sinusoidal` and
-            `rope` positions (ALiBi has no hard limit).
+        max_position_embeddings (`int`, 512): block size: the longest sequence for `learned` and `sinusoidal`
+            positions; with `rope` the trained length that `rope_parameters` scaling extends (longer inputs run
+            with a warning, see `max_sequence_length`); ALiBi has no limit.
         position_embedding (`str`, "learned"): one of "learned" | "sinusoidal" | "rope" | "alibi".
         rope_parameters (`dict`, None): RoPE settings as transformers reads them (`rope_type`, `rope_theta`, ...);
-            None = default RoPE with theta 10000. A legacy `rope_theta` / `rope_scaling` kwarg is folded in.
+            None = default RoPE with theta 10000. Every `rope_type` of transformers' `ROPE_INIT_FUNCTIONS` works
+            (linear, dynamic, yarn, llama3, longrope, ...), and `partial_rotary_factor` rotates only that fraction
+            of each head. A legacy `rope_theta` / `rope_scaling` / `partial_rotary_factor` kwarg is folded in.
         bias (`bool`, True): biases in the linear layers and LayerNorms (nanoGPT's `bias`).
         dropout (`float`, 0.0): residual / embedding dropout (nanoGPT's `dropout`).
         attention_dropout (`float`, 0.0): dropout on attention weights.
@@ -128,6 +137,7 @@ class AdaptiveSpanGPTConfig(HfAttnConfigMixin, PreTrainedConfig):
     def validate_architecture(self) -> None:
         """Raise ValueError naming the field and the fix for an impossible setting."""
         check_sizes(self, extra=("max_span", "triangle_wave_fourier_terms"))
+        check_special_token_ids(self)
         check_numbers(
             self,
             positive=("layer_norm_epsilon", "softness_span_mask", "period_min_triangle_wave_masking",

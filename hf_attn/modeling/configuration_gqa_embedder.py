@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import HfAttnConfigMixin, check_numbers, check_rope_parameters, check_sizes
+from .config_checks import (
+    HfAttnConfigMixin,
+    check_numbers,
+    check_rope_parameters,
+    check_sizes,
+    check_special_token_ids,
+)
 
 
 class GQAEmbedderConfig(HfAttnConfigMixin, PreTrainedConfig):
@@ -33,9 +39,9 @@ class GQAEmbedderConfig(HfAttnConfigMixin, PreTrainedConfig):
             Inner width of the GELU feed-forward. 3200 brings the default model to ~39M parameters, the size of the
             original GQA embedder recipe.
         max_position_embeddings (`int`, *optional*, defaults to 512):
-            Longest input (tokens) the model accepts without RoPE scaling. With YaRN the limit is
-            `rope_parameters["original_max_position_embeddings"] * rope_parameters["factor"]` instead
-            (see `max_sequence_length`).
+            The trained length (tokens). RoPE scaling extends it: with YaRN to
+            `rope_parameters["original_max_position_embeddings"] * rope_parameters["factor"]` (see
+            `max_sequence_length`); longer inputs still run, with a warning, as in transformers' RoPE models.
         rope_theta (`float`, *optional*, defaults to 10000.0):
             Legacy keyword for the RoPE base wavelength: stored as `rope_parameters["rope_theta"]` unless that is
             already set, and readable as `config.rope_theta`.
@@ -43,7 +49,9 @@ class GQAEmbedderConfig(HfAttnConfigMixin, PreTrainedConfig):
             transformers' RoPE parameters, e.g. `{"rope_type": "yarn", "factor": 4.0,
             "original_max_position_embeddings": 512}`. The legacy name `rope_scaling` is accepted as a keyword and
             standardised into this field by transformers. Inverse frequencies come from transformers'
-            `ROPE_INIT_FUNCTIONS`. `None` means plain RoPE (`{"rope_type": "default"}`).
+            `ROPE_INIT_FUNCTIONS` (every `rope_type` it has: linear, dynamic, yarn, llama3, longrope, ...);
+            `partial_rotary_factor` rotates only that fraction of each head. `None` means plain RoPE
+            (`{"rope_type": "default"}`).
         sliding_window (`int`, *optional*):
             Window (tokens) of the `hf_local` attention backend; other backends attend to the whole sequence.
             Must be positive when set.
@@ -70,7 +78,7 @@ class GQAEmbedderConfig(HfAttnConfigMixin, PreTrainedConfig):
     >>> from hf_attn import GQAEmbedderConfig, GQAEmbedderModel
     >>> config = GQAEmbedderConfig(rope_scaling={"rope_type": "yarn", "factor": 4.0,
     ...                                          "original_max_position_embeddings": 512})
-    >>> model = GQAEmbedderModel(config)  # accepts up to 2048 tokens
+    >>> model = GQAEmbedderModel(config)  # made for inputs up to 2048 tokens (config.max_sequence_length)
     ```
     """
 
@@ -100,6 +108,7 @@ class GQAEmbedderConfig(HfAttnConfigMixin, PreTrainedConfig):
     def validate_architecture(self) -> None:
         """Raise ValueError naming the field and the fix for an impossible setting."""
         check_sizes(self, extra=("embedding_size",))
+        check_special_token_ids(self)
         check_numbers(self, positive=("rms_norm_eps",), non_negative=("initializer_range",),
                       probabilities=("attention_dropout", "hidden_dropout"))
         if self.head_dim % 2:

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .config_checks import HfAttnConfigMixin, check_numbers, check_rope_parameters, check_sizes
+from .config_checks import (
+    HfAttnConfigMixin,
+    check_numbers,
+    check_rope_parameters,
+    check_sizes,
+    check_special_token_ids,
+)
 
 TOKEN_CODES = ("id", "hashed", "teacher")
 
@@ -62,11 +68,13 @@ class TanConfig(HfAttnConfigMixin, PreTrainedConfig):
             the ablation in docs/RESULTS.md: distilled from all-MiniLM-L6-v2 for 200 steps, STS-B dev 0.746 with a
             teacher code, against 0.731 for 16 x 32 and 0.693 for the original one-coordinate design (1 x 256).
         max_position_embeddings (`int`, *optional*, defaults to 512):
-            Longest sequence accepted; longer inputs raise ValueError.
+            The trained length (tokens), which RoPE scaling in `rope_parameters` extends (`max_sequence_length`);
+            longer inputs still run, with a warning, as in transformers' RoPE models.
         rope_parameters (`dict`, *optional*):
             Rotary embedding parameters in transformers' format (`{"rope_type": "default", "rope_theta": 10000.0}`
-            by default; any type of transformers' `ROPE_INIT_FUNCTIONS`, e.g. `"yarn"`, works). A legacy
-            `rope_scaling` dict is accepted and converted to this field.
+            by default; any type of transformers' `ROPE_INIT_FUNCTIONS`, e.g. `"yarn"`, works;
+            `partial_rotary_factor` rotates only that fraction of each head). A legacy `rope_scaling` dict is
+            accepted and converted to this field.
         rope_theta (`float`, *optional*, defaults to 10000.0):
             Legacy keyword for the RoPE base wavelength: stored as `rope_parameters["rope_theta"]` (transformers 5
             convention, unless `rope_parameters` sets it) and readable as `config.rope_theta`.
@@ -125,6 +133,7 @@ class TanConfig(HfAttnConfigMixin, PreTrainedConfig):
     def validate_architecture(self) -> None:
         """Raise ValueError naming the field and the fix for an impossible setting."""
         check_sizes(self, extra=("embedding_size",))
+        check_special_token_ids(self)
         if self.vocab_size < 2:
             raise ValueError(
                 f"`vocab_size` must be at least 2 (ids are normalised by vocab_size - 1), got {self.vocab_size}"

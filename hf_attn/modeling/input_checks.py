@@ -11,8 +11,11 @@ transformers and its `.`-siblings.
 from __future__ import annotations
 
 import torch
+from transformers.utils import logging
 
-from .config_checks import describe_length_limit, max_sequence_length
+from .config_checks import describe_length_limit, enforced_length_limit, max_sequence_length
+
+logger = logging.get_logger(__name__)
 
 try:  # the keywords transformers itself passes to a model's forward (generate, Trainer, attention kernels)
     from transformers.utils import TransformersKwargs as _TransformersKwargs
@@ -23,8 +26,9 @@ try:
 except ImportError:  # pragma: no cover
     _FlashAttentionKwargs = None
 
-# transformers renamed the cache keyword of forward from `past_key_values` to `cache`; generate() passes whichever
-# name the installed version uses. Models accept both (`resolve_cache`) and refuse any keyword they do not know
+# transformers renamed the cache keyword of forward from `past_key_values` (and `cache_params`, for state-space models)
+# to `cache`, and still accepts the old names (`utils.generic._rename_kwargs_for_bc`); generate() passes whichever name
+# the installed version uses. Models accept all three (`resolve_cache`) and refuse any keyword they do not know
 # (`check_forward_kwargs`), so a renamed argument can never again fall silently into **kwargs.
 
 FORWARD_KWARGS = frozenset(
@@ -46,11 +50,15 @@ def check_forward_kwargs(kwargs: dict, owner: str, extra: tuple[str, ...] = ()) 
         )
 
 
-def resolve_cache(cache, past_key_values):
-    """The cache passed under transformers' current name (`cache`) or its old one (`past_key_values`)."""
-    if cache is not None and past_key_values is not None and cache is not past_key_values:
-        raise ValueError("Pass the KV cache once: as `cache` (current transformers) or `past_key_values`, not both.")
-    return cache if cache is not None else past_key_values
+def resolve_cache(cache, past_key_values, cache_params=None):
+    """The cache passed under transformers' current name (`cache`) or an old one (`past_key_values`,
+    `cache_params`); ValueError when two different caches are given."""
+    given = [(name, c) for name, c in (("cache", cache), ("past_key_values", past_key_values),
+                                      ("cache_params", cache_params)) if c is not None]
+    if any(c is not given[0][1] for _, c in given[1:]):
+        names = " and ".join(f"`{name}`" for name, _ in given)
+        raise ValueError(f"Pass the KV cache once: got {names}; use `cache` (current transformers).")
+    return given[0][1] if given else None
 
 
 def is_tracing() -> bool:
@@ -75,14 +83,17 @@ def check_model_inputs(
     *,
     past_length: int = 0,
     position_ids: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
     model_name: str = "the model",
 ) -> None:
     """The input checks of all three models, each failure one ValueError / TypeError that names the fix.
 
-    Shapes, dtypes and the length limit (`max_sequence_length`: the RoPE scaling in force, None for ALiBi) are
-    checked always; they only read sizes, which torch.export / torch.compile turn into guards. Checks that read
-    tensor *values* (ids inside the vocabulary, mask values in {0, 1}, position ids inside a learned table) are
-    skipped while tracing or compiling (`is_tracing`), where they would need `.item()`.
+    Types, shapes, dtypes (`inputs_embeds` must have the model's float `dtype` unless autocast is on) and the length
+    limit are checked always; they only read sizes, which torch.export / torch.compile turn into guards. A position
+    table (learned, sinusoidal) is a hard limit (`enforced_length_limit`); RoPE has none, as in transformers' RoPE
+    models, and an input longer than the context its scaling covers (`max_sequence_length`) gets a warning, once.
+    Checks that read tensor *values* (ids inside the vocabulary, mask values in {0, 1}, position ids inside a
+    position table) are skipped while tracing or compiling (`is_tracing`), where they would need `.item()`.
     """
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError(f"Pass exactly one of `input_ids` or `inputs_embeds` to {model_name}.")
@@ -104,10 +115,7 @@ def check_model_inputs(
             )
         x = input_ids
     else:
-        hidden = config.hidden_size
-        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != hidden:
-            shape = tuple(inputs_embeds.shape)
-            raise ValueError(f"`inputs_embeds` must be [batch, seq_len, hidden_size={hidden}], got shape {shape}.")
+        check_inputs_embeds(config, inputs_embeds, dtype)
         x = inputs_embeds
     batch, seq_len = x.shape[0], x.shape[1]
     if batch == 0:
@@ -116,18 +124,29 @@ def check_model_inputs(
         raise ValueError(
             f"Zero-length input: {model_name} got {tuple(x.shape)}; every sequence needs at least one token."
         )
-    limit = max_sequence_length(config)
+    limit = enforced_length_limit(config)
     total = past_length + seq_len
+    cached = f" (cached {past_length} + new {seq_len})" if past_length else ""
     if limit is not None and total > limit:
-        cached = f" (cached {past_length} + new {seq_len})" if past_length else ""
         raise ValueError(
             f"Sequence length {total}{cached} exceeds the model's limit of {limit} tokens "
             f"({describe_length_limit(config)}); truncate the input, e.g. tokenizer(..., truncation=True, "
             f"max_length={limit}), or generate fewer tokens."
         )
+    context = max_sequence_length(config)
+    if limit is None and context is not None and not is_tracing() and total > context:
+        # Not while tracing: comparing a symbolic length would add an export guard. One message per model type and
+        # context (warning_once keys on the text): generation would otherwise repeat it at every new token.
+        logger.warning_once(
+            f"{model_name}: an input longer than the {context} tokens its RoPE covers "
+            f"({describe_length_limit(config)}) runs, but the model was not made for that length: raise "
+            "`rope_parameters['factor']` (or add a scaling such as YaRN) to cover it, or truncate the input."
+        )
 
     if attention_mask is not None:
         check_attention_mask(attention_mask, batch, seq_len, past_length)
+    if position_ids is not None:
+        check_position_ids(position_ids, batch, seq_len)
 
     if is_tracing():
         return
@@ -146,6 +165,63 @@ def check_model_inputs(
         for ok, error in checks:
             if not bool(ok):
                 raise error()
+
+
+def check_inputs_embeds(config, inputs_embeds, dtype: torch.dtype | None) -> None:
+    """A float tensor [batch, seq_len, hidden_size] in the model's `dtype` (any float dtype under autocast)."""
+    if not isinstance(inputs_embeds, torch.Tensor):
+        raise TypeError(f"`inputs_embeds` must be a torch.Tensor [batch, seq_len, hidden_size], got "
+                        f"{type(inputs_embeds).__name__}.")
+    hidden = config.hidden_size
+    if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != hidden:
+        shape = tuple(inputs_embeds.shape)
+        raise ValueError(f"`inputs_embeds` must be [batch, seq_len, hidden_size={hidden}], got shape {shape}.")
+    if not inputs_embeds.is_floating_point():
+        raise TypeError(f"`inputs_embeds` must be floating point vectors, got dtype {inputs_embeds.dtype}; for token "
+                        "ids pass `input_ids`.")
+    if dtype is not None and inputs_embeds.dtype != dtype and not torch.is_autocast_enabled(inputs_embeds.device.type):
+        raise TypeError(
+            f"`inputs_embeds` has dtype {inputs_embeds.dtype} but the model's weights are {dtype}; pass "
+            f"`inputs_embeds.to({dtype})`, cast the model (`model.to({inputs_embeds.dtype})`) or run under "
+            "torch.autocast."
+        )
+
+
+def check_position_ids(position_ids, batch: int, seq_len: int) -> None:
+    """Integer positions [batch or 1, seq_len], one per new token."""
+    if not isinstance(position_ids, torch.Tensor):
+        raise TypeError(f"`position_ids` must be a torch.Tensor [batch, seq_len], got {type(position_ids).__name__}.")
+    if position_ids.is_floating_point() or position_ids.is_complex() or position_ids.dtype == torch.bool:
+        raise TypeError(f"`position_ids` must hold integer positions, got dtype {position_ids.dtype}; pass "
+                        "`position_ids.long()`.")
+    if position_ids.dim() != 2 or position_ids.shape[0] not in (1, batch) or position_ids.shape[1] != seq_len:
+        raise ValueError(
+            f"`position_ids` must be [batch (={batch}) or 1, seq_len (={seq_len})]: one position per input token, "
+            f"got shape {tuple(position_ids.shape)}; e.g. torch.arange(seq_len)[None]."
+        )
+
+
+def check_labels(config, labels, batch: int, seq_len: int) -> None:
+    """Causal LM labels: integer token ids [batch, seq_len] in [0, vocab_size), or -100 (ignored). The value check
+    reads the device (one host sync), skipped while tracing."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"`labels` must be a torch.Tensor [batch, seq_len] of token ids, got {type(labels).__name__}.")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"`labels` must hold integer token ids, got dtype {labels.dtype}; pass `labels.long()`.")
+    if tuple(labels.shape) != (batch, seq_len):
+        raise ValueError(
+            f"`labels` must have the shape of the input, [batch, seq_len] = [{batch}, {seq_len}], got "
+            f"{tuple(labels.shape)}."
+        )
+    if is_tracing():
+        return
+    vocab = config.vocab_size
+    if not bool((((labels >= 0) & (labels < vocab)) | (labels == -100)).all()):
+        bad = labels[((labels < 0) | (labels >= vocab)) & (labels != -100)]
+        raise ValueError(
+            f"`labels` must be token ids in [0, vocab_size={vocab}) or -100 (ignored), got {int(bad[0])}; are the "
+            "labels from the tokenizer this model was trained with?"
+        )
 
 
 def _bad_mask(attention_mask: torch.Tensor) -> ValueError:
@@ -176,7 +252,12 @@ def check_attention_mask(attention_mask: torch.Tensor, batch: int, seq_len: int,
     """A [batch, cached + new] padding mask, or a prepared 4D mask [batch|1, heads|1, new, keys]: the shapes.
     `check_model_inputs` checks that a 2D mask holds only 0 and 1, with the other values it reads."""
     if not isinstance(attention_mask, torch.Tensor):
-        return  # a flex_attention BlockMask or another prepared object: transformers passes it through
+        if type(attention_mask).__name__ == "BlockMask":
+            return  # a prepared flex_attention mask: transformers passes it through
+        raise TypeError(
+            f"`attention_mask` must be a torch.Tensor [batch, tokens] (1 = token, 0 = padding), got "
+            f"{type(attention_mask).__name__}; use tokenizer(..., return_tensors='pt') or torch.tensor(mask)."
+        )
     keys = past_length + seq_len
     if attention_mask.dim() == 2:
         if attention_mask.shape[0] != batch or attention_mask.shape[1] != keys:

@@ -7,8 +7,9 @@ live beside it, in ``input_checks.py``):
 - the attention seam: the eager reference, mask normalisation, the per-head *distance bias* and how it reaches
   each backend;
 - positional encodings: RoPE in transformers' convention (`RotaryEmbedding(config)`: inverse frequencies from
-  `compute_default_rope_parameters` or transformers' ``ROPE_INIT_FUNCTIONS``, so YaRN and the other scalings are
-  transformers' own, and rebuilt by transformers' own `_init_weights`), sinusoidal, ALiBi;
+  `compute_default_rope_parameters` or transformers' ``ROPE_INIT_FUNCTIONS``, updated by its `dynamic_rope_update`,
+  so every scaling transformers knows is transformers' own, rebuilt by transformers' own `_init_weights`; partial
+  rotary), sinusoidal, ALiBi;
 - layers: ``DecomposedLinear`` (TAN's low-rank maps), masked mean pooling, the encoders' bidirectional attention.
 
 Shapes: ``B`` batch, ``H`` query heads, ``Hkv`` key/value heads, ``Tq``/``Tk`` query/key lengths, ``D`` head dim.
@@ -22,7 +23,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 # The hf_* attention backends register themselves when hf_attn is imported. A model loaded as remote code (its
@@ -181,6 +182,34 @@ class HfAttnPreTrainedMixin:
             names = ", ".join(f'"{name}"' for name in known)
             raise ValueError(f"{err} Registered attention backends: {names}.") from None
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' `from_pretrained`, then one finite check of the loaded weights (`check_finite_weights`):
+        a NaN or inf weight would turn every output into NaN without a word."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        check_finite_weights(loaded[0] if isinstance(loaded, tuple) else loaded)
+        return loaded
+
+
+def check_finite_weights(model: nn.Module) -> None:
+    """Raise ValueError naming the parameters that hold NaN or inf (a damaged file, or a run that diverged).
+
+    One pass over the floating-point weights at load time, read from the device once; weights still on the meta
+    device (offloaded) are skipped.
+    """
+    params = [(name, p) for name, p in model.named_parameters() if p.is_floating_point() and p.device.type != "meta"]
+    if not params:
+        return
+    finite = torch.stack([torch.isfinite(p).all() for _, p in params])
+    if bool(finite.all()):
+        return
+    bad = [name for (name, _), ok in zip(params, finite.tolist(), strict=True) if not ok]
+    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    raise ValueError(
+        f"The loaded weights hold NaN or inf values in {len(bad)} parameter(s): {shown}. The checkpoint is damaged "
+        "or its training diverged; load an earlier checkpoint (or retrain with a lower learning rate)."
+    )
+
 
 def softmax_or_zero(scores: torch.Tensor) -> torch.Tensor:
     """softmax over the last dim, with zero weights in a row whose logits are all excluded (-inf or finfo.min).
@@ -238,49 +267,76 @@ def eager_attention_forward(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class RotaryEmbedding(nn.Module):
+class Fp32ConstantBuffers(nn.Module):
+    """Base of a module whose fp32 buffers are constants (RoPE frequencies, TAN's token codes), not weights.
+
+    `nn.Module.to(dtype)` / `.half()` / `.bfloat16()` cast every floating buffer; here they follow the device only and
+    stay fp32, as in a model loaded with `from_pretrained(..., dtype=torch.bfloat16)`, so a cast model computes
+    exactly what the same weights loaded in that dtype compute.
+    """
+
+    def _apply(self, fn, recurse: bool = True):
+        kept = {name: b for name, b in self._buffers.items() if b is not None and b.dtype == torch.float32}
+        super()._apply(fn, recurse)
+        for name, before in kept.items():
+            after = self._buffers[name]
+            if after is not None and after.dtype != torch.float32:
+                self._buffers[name] = before.to(device=after.device)
+        return self
+
+
+class RotaryEmbedding(Fp32ConstantBuffers):
     """Rotary position embedding in transformers' convention (as `LlamaRotaryEmbedding(config)`).
 
     Built from the config alone: reads `config.rope_parameters` (transformers standardises a legacy `rope_scaling`
-    into it) and the head dim (`config.head_dim`, else hidden_size / num_attention_heads). The inverse frequencies
-    come from `rope_init_fn`: `compute_default_rope_parameters` for plain RoPE, transformers' `ROPE_INIT_FUNCTIONS`
-    for linear, YaRN and llama3 scaling. `inv_freq` and `original_inv_freq` are non-persistent buffers, which
-    transformers' own `PreTrainedModel._init_weights` recomputes from `config` and `rope_type` (after loading from
-    the meta device, say), so no model re-initialises them itself. The frequencies are fixed: dynamic NTK, whose
-    frequencies follow the running length, is refused by the configurations (`check_rope_parameters`).
-    forward(x, position_ids [B, T]) -> (cos, sin), each [B, T, head_dim].
+    / `rope_theta` / `partial_rotary_factor` into it) and the head dim (`config.head_dim`, else hidden_size /
+    num_attention_heads). The inverse frequencies come from `compute_default_rope_parameters` for plain RoPE and
+    from transformers' `ROPE_INIT_FUNCTIONS` for every other `rope_type` (linear, dynamic, yarn, longrope, llama3,
+    ...), and transformers' `dynamic_rope_update` recomputes them in forward where the type asks for it (dynamic
+    NTK grows them with the running length, longrope switches to its long factors past the original length).
+    With `partial_rotary_factor` < 1 only the first `int(head_dim * factor)` features of each head are rotated
+    (`apply_rotary_pos_emb` reads that width from `cos`).
+
+    `inv_freq` and `original_inv_freq` are non-persistent fp32 buffers, which transformers' own
+    `PreTrainedModel._init_weights` recomputes from `config` and `rope_type` (after loading from the meta device,
+    say), so no model re-initialises them itself. They stay fp32 when the model is cast (`Fp32ConstantBuffers`).
+    forward(x, position_ids [B, T]) -> (cos, sin), each [B, T, rotary_dim] in x's dtype.
     """
 
     def __init__(self, config, device: torch.device | None = None):
         super().__init__()
         self.config = config
+        self.max_seq_len_cached = config.max_position_embeddings  # read by dynamic NTK's `dynamic_rope_update`
+        self.original_max_seq_len = config.max_position_embeddings
         self.rope_type = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
         if self.rope_type == "default":
             rope_init_fn: Callable = self.compute_default_rope_parameters
-        elif self.rope_type in ROPE_INIT_FUNCTIONS and self.rope_type != "dynamic":
+        elif self.rope_type in ROPE_INIT_FUNCTIONS:
             rope_init_fn = ROPE_INIT_FUNCTIONS[self.rope_type]
         else:
-            raise ValueError(
-                f"RotaryEmbedding does not support rope_type={self.rope_type!r}; use 'default', 'linear', 'yarn' or "
-                "'llama3' in `rope_parameters`."
-            )
+            known = ", ".join(repr(name) for name in ("default", *ROPE_INIT_FUNCTIONS))
+            raise ValueError(f"`rope_parameters['rope_type']` must be one of {known}, got {self.rope_type!r}.")
         inv_freq, self.attention_scaling = rope_init_fn(config, device)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
 
     @staticmethod
     def compute_default_rope_parameters(
-        config, device: torch.device | None = None, seq_len: int | None = None
+        config, device: torch.device | None = None, seq_len: int | None = None, **kwargs
     ) -> tuple[torch.Tensor, float]:
-        """Plain RoPE (Su et al. 2021): inverse frequencies theta^(-2i / head_dim), and no attention scaling."""
-        base = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
-        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        """Plain RoPE (Su et al. 2021): inverse frequencies theta^(-2i / dim) over the rotated width
+        dim = int(head_dim * partial_rotary_factor), and no attention scaling."""
+        params = getattr(config, "rope_parameters", None) or {}
+        base = params.get("rope_theta", 10000.0)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        dim = int(head_dim * params.get("partial_rotary_factor", 1.0))
         inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float, device=device) / dim))
         return inv_freq, 1.0
 
     @torch.no_grad()
+    @dynamic_rope_update  # dynamic NTK and longrope recompute `inv_freq` from the positions; a no-op otherwise
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = position_ids[..., None].float() * self.inv_freq.to(x.device)  # [B, T, D/2]
+        freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)  # [B, T, D/2]
         emb = torch.cat((freqs, freqs), dim=-1)
         return (emb.cos() * self.attention_scaling).to(x.dtype), (emb.sin() * self.attention_scaling).to(x.dtype)
 
@@ -291,9 +347,20 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary_pos_emb(q, k, cos, sin):
-    """q [B, H, T, D], k [B, Hkv, T, D], cos/sin [B, T, D] -> rotated q, k."""
+    """q [B, H, T, D], k [B, Hkv, T, D], cos/sin [B, T, R] -> rotated q, k.
+
+    The first R features of each head are rotated and the other D - R pass through unchanged (partial rotary, as
+    GPT-NeoX and transformers' `partial_rotary_factor`); R = D rotates the whole head.
+    """
     cos, sin = cos[:, None], sin[:, None]
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    rotary_dim = cos.shape[-1]
+    if rotary_dim == q.shape[-1]:
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    q_rot, q_pass = q[..., :rotary_dim], q[..., rotary_dim:]
+    k_rot, k_pass = k[..., :rotary_dim], k[..., rotary_dim:]
+    q_rot = q_rot * cos + rotate_half(q_rot) * sin
+    k_rot = k_rot * cos + rotate_half(k_rot) * sin
+    return torch.cat((q_rot, q_pass), dim=-1), torch.cat((k_rot, k_pass), dim=-1)
 
 
 def sinusoidal_position_embedding(position_ids: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:

@@ -50,7 +50,7 @@ from .distance_masks import (
     distance_limit_mask_function,
     safe_log,
 )
-from .input_checks import check_forward_kwargs, check_model_inputs, is_tracing, resolve_cache
+from .input_checks import check_forward_kwargs, check_labels, check_model_inputs, is_tracing, resolve_cache
 from .layers import (
     HfAttnPreTrainedMixin,
     RotaryEmbedding,
@@ -343,18 +343,20 @@ class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         past_key_values: Cache | None = None,
+        cache_params: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        """The KV cache comes as `cache` (transformers' current name) or `past_key_values` (the old one)."""
+        """The KV cache comes as `cache` (transformers' current name) or an old one (`past_key_values`,
+        `cache_params`), as transformers' own models accept them."""
         check_forward_kwargs(kwargs, type(self).__name__)
         kwargs.pop("cache_position", None)  # positions come from the cache length; older callers still send it
-        past_key_values = resolve_cache(cache, past_key_values)
+        past_key_values = resolve_cache(cache, past_key_values, cache_params)
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
         check_model_inputs(
             self.config, input_ids, inputs_embeds, attention_mask, past_length=past_len, position_ids=position_ids,
-            model_name=type(self).__name__,
+            dtype=self.norm.weight.dtype, model_name=type(self).__name__,
         )
 
         if inputs_embeds is None:
@@ -446,20 +448,26 @@ class AdaptiveSpanGPTForCausalLM(AdaptiveSpanGPTPreTrainedModel, GenerationMixin
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
+        cache_params: Cache | None = None,
         **kwargs,
     ) -> AdaptiveSpanCausalLMOutput:
         """Logits [B, T, V]; with `labels`, loss = shifted cross-entropy (ignore -100) + span regulariser.
 
-        The KV cache comes as `cache` (transformers' current name, what generate() passes) or `past_key_values`
-        (the old name); an unknown keyword raises TypeError instead of being ignored. `output_hidden_states` /
+        The KV cache comes as `cache` (transformers' current name, what generate() passes) or an old name
+        (`past_key_values`, `cache_params`); an unknown keyword raises TypeError instead of being ignored. `labels`
+        must be ids in [0, vocab_size) or -100 (`check_labels`). `output_hidden_states` /
         `output_attentions` reach the base model, whose `capture_outputs` records them.
         """
         check_forward_kwargs(kwargs, type(self).__name__)
+        if labels is not None:  # before any kernel of this step is queued: its read waits only for tiny reductions
+            x = input_ids if input_ids is not None else inputs_embeds
+            if x is not None:  # without either, the base model names what is missing
+                check_labels(self.config, labels, x.shape[0], x.shape[1])
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=resolve_cache(cache, past_key_values),
+            cache=resolve_cache(cache, past_key_values, cache_params),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             return_dict=True,

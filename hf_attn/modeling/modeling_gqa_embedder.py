@@ -127,7 +127,10 @@ class GQAEmbedderModel(GQAEmbedderPreTrainedModel):
         **kwargs,
     ) -> BaseModelOutputWithPooling:
         """`token_type_ids` is accepted (tokenizers such as BERT's emit it) and ignored: the model has no segments."""
-        check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, model_name=type(self).__name__)
+        check_model_inputs(
+            self.config, input_ids, inputs_embeds, attention_mask, position_ids=position_ids,
+            dtype=self.norm.weight.dtype, model_name=type(self).__name__,
+        )
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # [B, T, C]
         if position_ids is None:

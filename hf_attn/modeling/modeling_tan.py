@@ -27,6 +27,7 @@ from .input_checks import check_model_inputs, is_tracing
 from .layers import (
     BidirectionalRopeAttention,
     DecomposedLinear,
+    Fp32ConstantBuffers,
     HfAttnPreTrainedMixin,
     RotaryEmbedding,
     masked_mean_pool,
@@ -106,7 +107,7 @@ def default_token_coordinates(vocab_size: int, token_code: str, num_coordinates:
     return torch.stack(cols, dim=1).float()
 
 
-class TanChebyshevEmbedding(nn.Module):
+class TanChebyshevEmbedding(Fp32ConstantBuffers):
     """Token ids [B, T] -> features [B, T, C] without a learned embedding table.
 
     Each id has a fixed code of M coordinates, u0 = token_coordinates[id] in [-1, 1]^M (see `TanConfig.token_code`).
@@ -114,7 +115,7 @@ class TanChebyshevEmbedding(nn.Module):
     (initialised to scale 2, shift 0: u spans about [-0.96, 0.96], nearly the whole interval, while staying off
     +-1 where dT_k/du = k U_{k-1} grows like k^2), is expanded into T_0 .. T_{K-1}, and the M x K features are
     projected: x = chebyshev_project(u, W [C, M K], b [C]); then a DecomposedLinear residual mix and an RMSNorm:
-    out = RMSNorm(x + mix(x)).
+    out = RMSNorm(x + mix(x)). The codes stay fp32 when the model is cast (`Fp32ConstantBuffers`).
     """
 
     def __init__(self, config: TanConfig):
@@ -304,7 +305,10 @@ class TanModel(TanPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,  # accepted for BERT-style tokenizers, unused
         **kwargs,
     ) -> BaseModelOutputWithPooling:
-        check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, model_name=type(self).__name__)
+        check_model_inputs(
+            self.config, input_ids, inputs_embeds, attention_mask, position_ids=position_ids,
+            dtype=self.norm.weight.dtype, model_name=type(self).__name__,
+        )
         if inputs_embeds is None:
             inputs_embeds = self.embeddings(input_ids)  # [B, T, C]
         b, t = inputs_embeds.shape[:2]
