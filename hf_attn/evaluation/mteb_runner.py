@@ -28,7 +28,6 @@ import contextlib
 import difflib
 import functools
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -361,20 +360,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        out = evaluate(
-            args.model,
-            tasks=args.tasks,
-            data_dir=args.data_dir,
-            output_dir=args.output_dir,
-            batch_size=args.batch_size,
-            splits=args.splits,
-            model_name=args.model_name,
-            device=args.device,
-        )
-    except (ValueError, FileNotFoundError, NotImplementedError) as e:
-        print(f"hf-attn eval: error: {e}", file=sys.stderr)
-        return 2
+    out = evaluate(
+        args.model,
+        tasks=args.tasks,
+        data_dir=args.data_dir,
+        output_dir=args.output_dir,
+        batch_size=args.batch_size,
+        splits=args.splits,
+        model_name=args.model_name,
+        device=args.device,
+    )
     if args.json:
         slim = {
             **out,

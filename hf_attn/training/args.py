@@ -25,10 +25,11 @@ import argparse
 import dataclasses
 import difflib
 import functools
-import sys
 import types
 import typing
 from pathlib import Path
+
+from ..errors import UsageError, cli_errors  # noqa: F401  (hf_attn.training.args.UsageError, as before)
 
 
 def option(default, help: str, **meta):
@@ -96,28 +97,6 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> argparse.Ar
             kwargs["type"] = tp
         parser.add_argument(*names, **kwargs)
     return parser
-
-
-class UsageError(ValueError):
-    """A problem the user can fix (a bad option, data file, output folder or checkpoint): the recipes print its
-    message, which names the option / file / line and the fix, without a traceback and exit with code 2."""
-
-
-def cli_errors(prog: str):
-    """Decorator for a recipe's ``main``: a ``UsageError`` becomes one line on stderr and exit code 2."""
-
-    def decorate(main):
-        @functools.wraps(main)
-        def wrapper(*args, **kwargs):
-            try:
-                return main(*args, **kwargs)
-            except UsageError as e:
-                print(f"{prog}: error: {e}", file=sys.stderr)
-                return 2
-
-        return wrapper
-
-    return decorate
 
 
 class ConfigError(UsageError):
