@@ -44,6 +44,30 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def check_device(name: str, flag: str = "--device") -> str:
+    """``name`` resolved ('auto' -> cuda when available, else cpu) if this machine has that device, else
+    ``UsageError`` saying which devices it has."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"{flag} {name}: not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"{flag} {name}: CUDA is not available on this machine; use {flag} cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                             f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"{flag} {name}: MPS is not available on this machine; use {flag} cpu (or auto)")
+    elif device.type not in ("cpu", "mps", "xpu"):
+        raise UsageError(f"{flag} {name}: unsupported device type; use auto, cpu or cuda")
+    return name
+
+
 def debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("HF_ATTN_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
@@ -98,5 +122,5 @@ def cli_errors(prog: str):
     return decorate
 
 
-__all__ = ["HfAttnError", "RunFailedError", "UsageError", "cli_errors", "debug_requested", "exit_code", "one_line",
-           "run_entry_point"]
+__all__ = ["HfAttnError", "RunFailedError", "UsageError", "check_device", "cli_errors", "debug_requested", "exit_code",
+           "one_line", "run_entry_point"]

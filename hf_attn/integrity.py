@@ -157,5 +157,35 @@ def check_manifest(folder: str | Path, name: str = MODEL_MANIFEST) -> str | None
     return None
 
 
+def prepare_model_folder(folder: str | Path, keep: set[str]) -> None:
+    """Before a model is saved into ``folder``: refuse a file there (``NotADirectoryError``: transformers would only
+    log it and save nothing), and remove what an earlier, different model left that the new save would not
+    overwrite: the remote-code modules its config.json ``auto_map`` named other than those in ``keep`` (the new
+    model's module files), and the manifest (which could no longer vouch for the folder)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"save_pretrained: {folder} is a file, not a folder (pass a folder path; it is "
+                                 "created if missing)")
+    if not folder.is_dir():
+        return
+
+    def modules(auto_map) -> set[str]:
+        out = set()
+        for ref in (auto_map or {}).values():
+            for r in ref if isinstance(ref, (list, tuple)) else [ref]:
+                if isinstance(r, str) and "." in r and "--" not in r:
+                    out.add(r.rsplit(".", 1)[0] + ".py")
+        return out
+
+    try:
+        old = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = {}
+    stale = modules(old.get("auto_map") if isinstance(old, dict) else None) - set(keep)
+    for name in stale:
+        (folder / name).unlink(missing_ok=True)
+    (folder / MODEL_MANIFEST).unlink(missing_ok=True)
+
+
 __all__ = ["MODEL_MANIFEST", "check_file", "check_json", "check_manifest", "check_safetensors", "check_zip",
-           "manifest_files", "sha256", "write_manifest"]
+           "manifest_files", "prepare_model_folder", "sha256", "write_manifest"]

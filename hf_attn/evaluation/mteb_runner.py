@@ -360,6 +360,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.device is not None:
+        from hf_attn.errors import check_device
+
+        args.device = check_device(args.device)
     out = evaluate(
         args.model,
         tasks=args.tasks,

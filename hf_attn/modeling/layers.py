@@ -181,6 +181,15 @@ class HfAttnPreTrainedMixin:
             names = ", ".join(f'"{name}"' for name in known)
             raise ValueError(f"{err} Registered attention backends: {names}.") from None
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """As transformers', but a file at ``save_directory`` is refused (transformers logs it and saves nothing),
+        and an earlier model's remote code and manifest there are removed (``integrity.prepare_model_folder``)."""
+        from hf_attn.integrity import prepare_model_folder
+
+        keep = {f"{cls.__module__.rsplit('.', 1)[-1]}.py" for cls in (type(self), type(self.config))}
+        prepare_model_folder(save_directory, keep)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
 
 def softmax_or_zero(scores: torch.Tensor) -> torch.Tensor:
     """softmax over the last dim, with zero weights in a row whose logits are all excluded (-inf or finfo.min).

@@ -16,7 +16,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, check_device
 from .attention import MultiHeadAttention, SelfAttention, causal_mask
 from .trainer import MODEL_TYPES, AttentionTrainer, ToyConfig
 
@@ -113,22 +113,7 @@ def prompt_for_options(args: argparse.Namespace) -> argparse.Namespace:
 def _device(name: str) -> str:
     import torch
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name}: not a torch device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu (or auto)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
-            )
-    elif device.type not in ("cpu", "mps", "xpu"):
-        raise ValueError(f"--device {name}: unsupported device type; use auto, cpu or cuda")
+    name = check_device(name)
     if name == "cpu":
         # The toy's matrices are tiny: thread hand-offs cost more than they save (10x slower on a busy 2-core box).
         torch.set_num_threads(1)

@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import difflib
 import functools
+import sys
 import types
 import typing
 from pathlib import Path
@@ -200,6 +201,10 @@ def parse_into(cls, parser: argparse.ArgumentParser, argv=None):
     config_path = getattr(ns, "config", None)
     if config_path:
         values.update(load_yaml_config(config_path, cls))
+        for key, value in vars(ns).items():
+            if key in values and values[key] != value and not key.startswith("_"):
+                print(f"note: --config {config_path} sets {key}: {values[key]!r}; the command line's "
+                      f"--{key.replace('_', '-')} {value!r} wins", file=sys.stderr)
     values.update(vars(ns))
     if config_path and "_config_applied" in {f.name for f in dataclasses.fields(cls)}:
         values["_config_applied"] = True
@@ -287,6 +292,8 @@ _VALUE_RULES = {
     "dropout": ("frac_open", "a probability in [0, 1)"),
     "topk": ("pos", "a positive number of keys"),
     "window": ("pos", "a positive window"),
+    "distill_pool": ("nonneg", "0 (no pool) or a positive number of sentences"),
+    "scaling_seq_lens": ("pos", "positive sequence lengths"),
 }
 
 

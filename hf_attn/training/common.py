@@ -29,6 +29,11 @@ def make_accelerator(args, **kwargs):
     from .trackers import require_tracker
 
     require_tracker(args.report_to)  # Accelerate would skip a missing tracker silently
+    if args.mixed_precision == "fp16" and (use_cpu(args.cpu) or not torch.cuda.is_available()):
+        from .args import UsageError
+
+        raise UsageError("--mixed-precision fp16: fp16 autocast needs a CUDA GPU and this run is on the CPU (use "
+                         "--mixed-precision bf16 on a CPU, or no)")
     return Accelerator(mixed_precision=args.mixed_precision, project_dir=str(args.output_dir), cpu=use_cpu(args.cpu),
                        log_with=None if args.report_to == "none" else args.report_to, **kwargs)
 

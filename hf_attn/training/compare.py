@@ -67,7 +67,7 @@ class CompareArguments:
     window: int | None = option(None, "hf_local window (default seq_len / 4)")
     eval_batches: int = option(10, "validation batches")
     scaling_seq_lens: list[int] = option([128, 256, 512, 1024], "sequence lengths of the time/memory plot")
-    scaling_position: str = option("rope", "positional encoding used for the scaling measurement")
+    scaling_position: str = option("rope", "positional encoding used for the scaling measurement", choices=POSITIONS)
     seed: int = option(0, "seed (same for every run)")
     cpu: bool = option(False, "force CPU")
     _config_applied: bool = False  # set by the parser once --config has been merged

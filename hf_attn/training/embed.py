@@ -39,7 +39,7 @@ from torch import nn
 from .. import registry
 from ..push import push_best_model
 from . import checkpoint as ckpt
-from .args import cli_errors
+from .args import UsageError, cli_errors
 from .common import (
     NonFiniteLoss,
     RunRecord,
@@ -50,7 +50,7 @@ from .common import (
     start_trackers,
     write_summary,
 )
-from .embed_args import EmbedTrainingArguments, finalize_args, parse_args
+from .embed_args import EmbedTrainingArguments, finalize_args, model_kwargs, parse_args
 from .embed_data import build_train_loader, get_tokenizer, load_training_data, trained_on
 from .embed_eval import DevSelection
 from .teacher import setup_teacher
@@ -62,12 +62,16 @@ def build_model(args: EmbedTrainingArguments, tokenizer) -> nn.Module:
     kwargs = {k: getattr(args, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                             "num_key_value_heads", "intermediate_size", "embedding_size")
               if getattr(args, k) is not None}
-    if args.model_kwargs:
-        kwargs.update(json.loads(args.model_kwargs))
+    kwargs.update(model_kwargs(args, entry.config_class, log=lambda *a: None))  # finalize_args said which wins
     kwargs["vocab_size"] = len(tokenizer)
     kwargs["pad_token_id"] = tokenizer.pad_token_id
     kwargs.setdefault("max_position_embeddings", max(512, args.max_seq_length))
     config = entry.config_class(**kwargs)
+    limit = getattr(config, "max_sequence_length", None) or config.max_position_embeddings
+    if isinstance(limit, int) and args.max_seq_length > limit:
+        raise UsageError(f"--max-seq-length {args.max_seq_length} is beyond the model's limit of {limit} positions "
+                         f"(pass --max-seq-length {limit} or less, or a larger max_position_embeddings in "
+                         "--model-kwargs)")
     if args.attn_implementation:
         config._attn_implementation = args.attn_implementation
     return entry.model_class(config)
