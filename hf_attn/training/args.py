@@ -316,6 +316,10 @@ def check_values(args) -> None:
     lo, hi = getattr(args, "min_temperature", None), getattr(args, "max_temperature", None)
     if lo is not None and hi is not None and lo > hi:
         raise UsageError(f"--min-temperature {lo} is above --max-temperature {hi}")
+    if getattr(args, "push_to_hub", None):  # before training, not after it
+        from hf_attn.push import check_repo_id
+
+        check_repo_id(args.push_to_hub)
 
 
 def to_flat_dict(obj) -> dict:

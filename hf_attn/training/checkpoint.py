@@ -184,11 +184,12 @@ def check_output_dir(path: str | Path, flag: str = "--output-dir") -> Path:
 
 
 @contextlib.contextmanager
-def locked_output_dir(path: str | Path, flag: str = "--output-dir", log=print):
+def locked_output_dir(path: str | Path, flag: str = "--output-dir", log=None):
     """``check_output_dir``, then hold the folder's lock (``atomic.FolderLock``) for the run: a second run into the
     same folder stops at once with ``FolderLockedError`` naming the running process; a stale lock (dead process on
-    this host) is taken over. The lock is taken by the launch's first process only (``RANK`` 0), before the
-    Accelerator exists. A ``best_model/`` replace that a crash interrupted is finished or undone first."""
+    this host) is taken over, saying so (``log``, default stderr). The lock is taken by the launch's first process
+    only (``RANK`` 0), before the Accelerator exists. A ``best_model/`` replace that a crash interrupted is finished
+    or undone first."""
     path = check_output_dir(path, flag)
     if int(os.environ.get("RANK", "0")) != 0:
         yield path

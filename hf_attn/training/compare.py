@@ -324,9 +324,7 @@ def train_or_fail(variant: str, position: str, args: CompareArguments, splits, a
 def run_comparison(args: CompareArguments, log=None) -> dict:
     """Run the matrix; returns {"rows", "scaling", "paths", "total_time_s"} (``paths`` None off the main process,
     which alone writes the outputs). ``log`` defaults to ``accelerator.print`` (the main process)."""
-    from accelerate import Accelerator
-
-    from .checkpoint import check_output_dir
+    from .checkpoint import locked_output_dir
 
     args = resolve_config_and_quick(args, COMPARE_QUICK)
     for v in args.variants:
@@ -334,11 +332,17 @@ def run_comparison(args: CompareArguments, log=None) -> dict:
     bad = [p for p in args.positions if p not in POSITIONS]
     if bad:
         raise ValueError(f"unknown position encodings {bad}; expected {POSITIONS}")
+    with locked_output_dir(args.output_dir):  # one run per output folder
+        return _run_comparison(args, log)
+
+
+def _run_comparison(args: CompareArguments, log=None) -> dict:
+    from accelerate import Accelerator
+
     accelerator = Accelerator(cpu=use_cpu(args.cpu))
     log = log or accelerator.print
     t_start = time.perf_counter()
     splits = resolve_data(args, log)
-    check_output_dir(args.output_dir)
     rows = [train_or_fail(variant, position, args, splits, accelerator, log)
             for variant in args.variants for position in args.positions]
     scaling = []
