@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 try:
-    from hf_attn.errors import UsageError
-except ImportError:  # loaded by path, outside the package (the kill tests)
+    from .errors import UsageError
+except ImportError:  # loaded by path, outside the package (the kill tests: no torch import, a fast start)
     UsageError = ValueError
 
 LOCK_NAME = ".hf_attn.lock"

@@ -233,6 +233,7 @@ def test_debug_flag_and_env_show_the_traceback(env, capsys, monkeypatch):
     assert code == 2 and "Traceback" in err and "train_embed.py: error: --batch-size 0" in err
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and transformers: 5-20 s
 def test_a_recipe_run_as_a_script_prints_one_line(env):
     proc = subprocess.run([sys.executable, str(REPO / "recipes" / "train_embed.py"), "--model-kwargs", "not json"],
                           capture_output=True, text=True, timeout=300, cwd=env["root"],
