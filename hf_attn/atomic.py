@@ -84,7 +84,19 @@ class FolderLock:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def acquire(self) -> FolderLock:
+    def acquire(self, wait: float = 0.0) -> FolderLock:
+        """Take the lock; a live owner makes it raise ``FolderLockedError`` at once, or after ``wait`` seconds of
+        polling (for short writes of a shared folder, such as a cache)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._acquire()
+            except FolderLockedError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+
+    def _acquire(self) -> FolderLock:
         key = str(self.path.resolve())
         if FolderLock._held.get(key):
             FolderLock._held[key] += 1

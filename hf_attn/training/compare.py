@@ -324,6 +324,8 @@ def train_or_fail(variant: str, position: str, args: CompareArguments, splits, a
 def run_comparison(args: CompareArguments, log=None) -> dict:
     """Run the matrix; returns {"rows", "scaling", "paths", "total_time_s"} (``paths`` None off the main process,
     which alone writes the outputs). ``log`` defaults to ``accelerator.print`` (the main process)."""
+    from accelerate import Accelerator
+
     from .checkpoint import locked_output_dir
 
     args = resolve_config_and_quick(args, COMPARE_QUICK)
@@ -332,35 +334,29 @@ def run_comparison(args: CompareArguments, log=None) -> dict:
     bad = [p for p in args.positions if p not in POSITIONS]
     if bad:
         raise ValueError(f"unknown position encodings {bad}; expected {POSITIONS}")
-    with locked_output_dir(args.output_dir):  # one run per output folder
-        return _run_comparison(args, log)
-
-
-def _run_comparison(args: CompareArguments, log=None) -> dict:
-    from accelerate import Accelerator
-
     accelerator = Accelerator(cpu=use_cpu(args.cpu))
     log = log or accelerator.print
     t_start = time.perf_counter()
     splits = resolve_data(args, log)
-    rows = [train_or_fail(variant, position, args, splits, accelerator, log)
-            for variant in args.variants for position in args.positions]
-    scaling = []
-    for variant in args.variants:
-        try:
-            scaling += measure_scaling(variant, args, accelerator.device)
-        except Exception as e:  # noqa: BLE001
-            log(f"scaling {variant} FAILED: {type(e).__name__}: {e}")
-    paths = write_outputs(rows, scaling, args, Path(args.output_dir)) if accelerator.is_main_process else None
-    total = time.perf_counter() - t_start
-    if accelerator.is_main_process:
-        (Path(args.output_dir) / "summary.json").write_text(json.dumps(
-            {"total_time_s": total, "device": str(accelerator.device), "num_processes": accelerator.num_processes,
-             "args": dataclasses.asdict(args), "rows": [{k: v for k, v in r.items() if k != "curve"} for r in rows],
-             "scaling": scaling}, indent=1, default=str))
-        log(paths["md"].read_text())
-    log(f"total time {total:.1f} s; outputs in {args.output_dir}")
-    accelerator.wait_for_everyone()
+    with locked_output_dir(args.output_dir):  # one run per output folder; nothing is created before the data
+        rows = [train_or_fail(variant, position, args, splits, accelerator, log)
+                for variant in args.variants for position in args.positions]
+        scaling = []
+        for variant in args.variants:
+            try:
+                scaling += measure_scaling(variant, args, accelerator.device)
+            except Exception as e:  # noqa: BLE001
+                log(f"scaling {variant} FAILED: {type(e).__name__}: {e}")
+        paths = write_outputs(rows, scaling, args, Path(args.output_dir)) if accelerator.is_main_process else None
+        total = time.perf_counter() - t_start
+        if accelerator.is_main_process:
+            (Path(args.output_dir) / "summary.json").write_text(json.dumps(
+                {"total_time_s": total, "device": str(accelerator.device), "num_processes": accelerator.num_processes,
+                 "args": dataclasses.asdict(args), "rows": [{k: v for k, v in r.items() if k != "curve"} for r in rows],
+                 "scaling": scaling}, indent=1, default=str))
+            log(paths["md"].read_text())
+        log(f"total time {total:.1f} s; outputs in {args.output_dir}")
+        accelerator.wait_for_everyone()
     return {"rows": rows, "scaling": scaling, "paths": paths, "total_time_s": total}
 
 
