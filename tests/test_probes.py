@@ -100,7 +100,9 @@ CLI_ROWS = [
     ("te-model-kwargs-typo", "train_embed", ["--model", "tan", "--model-kwargs", '{"chebyshev_degre": 4}'], 2,
      "did you mean 'chebyshev_degree'"),
     ("te-model-kwargs-unknown", "train_embed", ["--model-kwargs", '{"zzzqqq": 1}'], 2, "not a field"),
-    ("te-vocab-size-5", "train_embed", ["--vocab-size", "5"], 2, "--vocab-size 5"),
+    ("te-vocab-size-5-bpe", "train_embed", ["--vocab-size", "5", "--tokenizer-type", "bpe"], 2, "--vocab-size 5"),
+    ("te-vocab-size-5", "train_embed", [*TINY_EMBED, "--vocab-size", "5", "--data-dir", "{data}", "--output-dir",
+                                        "{root}/v5"], 2, "smallest wordpiece tokenizer"),
     ("te-unknown-flag", "train_embed", ["--no-such-flag"], 2, "unrecognized"),
     ("te-model-choice", "train_embed", ["--model", "bogus"], 2, "invalid choice"),
     ("te-config-missing", "train_embed", ["--config", "{nowhere}.yaml"], 2, "no such file"),
@@ -544,6 +546,7 @@ def test_two_trainings_into_one_folder(tmp_path, data_dir, capsys):
     # resuming with other settings than the run saved, or fewer steps than done, is refused naming the difference
     for extra, word in ((["--batch-size", "4"], "was trained with --batch-size 8"),
                         (["--hidden-size", "64", "--intermediate-size", "64"], "another architecture"),
+                        (["--model", "tan"], "another architecture"),
                         (["--max-steps", "1"], "already done 2 steps")):
         code, err = run_cli("train_embed", [*argv, *extra, "--resume-from-checkpoint", "latest"], capsys)
         assert code == 2 and word in err, err

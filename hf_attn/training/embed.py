@@ -39,6 +39,7 @@ from torch import nn
 from .. import registry
 from ..push import push_best_model
 from . import checkpoint as ckpt
+from . import common
 from .args import UsageError, cli_errors
 from .common import (
     NonFiniteLoss,
@@ -202,6 +203,7 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
     best_step, steps, final_loss, status ("completed" | "non_finite_loss"), last_checkpoint, history, ...
     """
     args = finalize_args(args)
+    common.check_run_options(args)  # before the output folder is created
     with ckpt.locked_output_dir(args.output_dir):  # one run per output folder
         return _train_embedder(args)
 

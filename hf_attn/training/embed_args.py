@@ -159,13 +159,13 @@ def finalize_args(args: EmbedTrainingArguments) -> EmbedTrainingArguments:
     if args.distill_pool and not args.teacher:
         raise ValueError("--distill-pool needs --teacher (the model whose embeddings are the training targets)")
     model_kwargs(args, registry.get(args.model).config_class)  # refuse a bad --model-kwargs before any data is read
-    if not args.tokenizer:
+    if not args.tokenizer and args.tokenizer_type == "bpe":  # (wordpiece: checked once trained, see tokenizer.py)
         from .tokenizer import SPECIAL_TOKENS
 
-        floor = 256 + len(SPECIAL_TOKENS)  # both kinds start from the 256 byte symbols, plus the special tokens
+        floor = 256 + len(SPECIAL_TOKENS)  # byte-level BPE starts from the 256 byte symbols, plus the special tokens
         if args.vocab_size < floor:
-            raise UsageError(f"--vocab-size {args.vocab_size}: expected at least {floor} (the tokenizer starts with "
-                             f"256 byte symbols and {len(SPECIAL_TOKENS)} special tokens; e.g. 4000-16384)")
+            raise UsageError(f"--vocab-size {args.vocab_size}: expected at least {floor} for --tokenizer-type bpe (it "
+                             f"starts with 256 byte symbols and {len(SPECIAL_TOKENS)} special tokens; e.g. 4000-16384)")
     return args
 
 

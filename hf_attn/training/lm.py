@@ -101,6 +101,7 @@ def evaluate_and_save(accelerator, model, valid: ByteBatches, args, state: dict,
 def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     """Train AdaptiveSpanGPT on bytes; returns a summary (also OUTPUT_DIR/summary.json, metrics.jsonl)."""
     args = finalize_args(args)
+    common.check_run_options(args)  # before the output folder is created
     with ckpt.locked_output_dir(args.output_dir):  # one run per output folder
         return _train_lm(args, log_fn)
 

@@ -145,6 +145,12 @@ def get_or_train_tokenizer(texts: Sequence[str], cache_dir: str | Path, kind: st
         raise UsageError(require_cached)
     log(f"tokenizer: training {kind} (vocab {vocab_size}) on {len(texts)} texts")
     tokenizer = train_tokenizer(texts, kind=kind, vocab_size=vocab_size, model_max_length=model_max_length)
+    if len(tokenizer) > vocab_size:  # every character of the data and the special tokens come first
+        from .args import UsageError
+
+        raise UsageError(f"--vocab-size {vocab_size}: the smallest {kind} tokenizer of this data has {len(tokenizer)} "
+                         f"tokens (one per character it contains, and the special tokens); pass --vocab-size "
+                         f"{len(tokenizer)} or more (e.g. 4000-16384)")
 
     def write(tmp: Path) -> None:
         tokenizer.save_pretrained(str(tmp))
