@@ -418,6 +418,14 @@ def test_api_probe(row_id, call, expected, word, env, embedder):
     assert word in str(info.value)
 
 
+def test_toy_save_path_into_missing_folders_saves_there(tmp_path, capsys):
+    target = tmp_path / "new" / "dir" / "toy.pt"
+    code, err = run_cli("hf-attn", ["toy", "--epochs", "1", "--seq_length", "4", "--embed_dim", "16", "--save_path",
+                                    str(target), "--plot-dir", ""], capsys)
+    assert code == 0, err
+    assert target.is_file() and target.stat().st_size > 0
+
+
 def test_the_probe_table_is_large_enough():
     assert len(CLI_ROWS) + len(API_ROWS) >= 80
 
