@@ -513,6 +513,21 @@ def test_an_export_killed_during_its_swap_keeps_the_earlier_export(env, tmp_path
     assert code == 0, err
 
 
+def test_interrupted_checkpoint_writes_are_recovered_before_resuming(tmp_path, capsys):
+    """A checkpoint saved again and killed with the old one aside comes back; a half-deleted rotated checkpoint and a
+    half-written new one are removed -- before ``latest`` is looked for."""
+    from hf_attn.training.checkpoint import latest_checkpoint, locked_output_dir
+
+    ckpts = tmp_path / "run" / "checkpoints"
+    for name in (".checkpoint-4.old", ".checkpoint-2.del", ".tmp-checkpoint-6"):
+        (ckpts / name).mkdir(parents=True)
+        (ckpts / name / "trainer_state.json").write_text('{"step": 4}')
+    with locked_output_dir(tmp_path / "run"):
+        assert latest_checkpoint(ckpts) == ckpts / "checkpoint-4"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-4"]
+    assert "restored" in capsys.readouterr().err
+
+
 def test_push_refuses_an_export_that_does_not_match_its_manifest(env, tmp_path, capsys):
     out = tmp_path / "OUT"
     shutil.copytree(env["exported"], out)

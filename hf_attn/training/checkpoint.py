@@ -189,13 +189,15 @@ def locked_output_dir(path: str | Path, flag: str = "--output-dir", log=None):
     same folder stops at once with ``FolderLockedError`` naming the running process; a stale lock (dead process on
     this host) is taken over, saying so (``log``, default stderr). The lock is taken by the launch's first process
     only (``RANK`` 0), before the Accelerator exists. A ``best_model/`` replace that a crash interrupted is finished
-    or undone first."""
+    or undone first, as are interrupted checkpoint writes (``clean_leftovers``)."""
     path = check_output_dir(path, flag)
     if int(os.environ.get("RANK", "0")) != 0:
         yield path
         return
     with atomic.FolderLock(path, log=log):
         atomic.recover(path / "best_model", log=log)
+        if (path / "checkpoints").is_dir():  # before resuming looks for the newest checkpoint
+            clean_leftovers(path / "checkpoints", log=log)
         yield path
 
 
@@ -331,7 +333,7 @@ def save_checkpoint(accelerator, checkpoint_dir: str | Path, step: int, state: d
     return final
 
 
-def clean_leftovers(checkpoint_dir: Path, log=print) -> None:
+def clean_leftovers(checkpoint_dir: Path, log=None) -> None:
     """Remove what an interrupted save left in ``checkpoint_dir`` (``.tmp-checkpoint-*``), and finish or undo an
     interrupted replace or removal of a checkpoint (``atomic.recover``)."""
     for stale in [*checkpoint_dir.glob(".tmp-checkpoint-*"), *checkpoint_dir.glob(".checkpoint-*.del")]:
