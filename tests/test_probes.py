@@ -184,6 +184,7 @@ CLI_ROWS = [
     ("toy-interactive-no-tty", "hf-attn", ["toy", "--interactive"], 2, "terminal"),
     # --- hf-attn itself
     ("cli-unknown-command", "hf-attn", ["frobnicate"], 2, "invalid choice"),
+    ("bench-unknown", "hf-attn", ["bench", "no_such_benchmark"], 2, "no benchmark named"),
     ("quickstart-data-dir-missing", "hf-attn", ["quickstart", "--data-dir", "{nowhere}"], 2, "does not exist"),
     ("quickstart-model-choice", "hf-attn", ["quickstart", "--model", "bogus"], 2, "invalid choice"),
 ]
