@@ -101,8 +101,9 @@ def inject_local_data(task, data_dir: str | Path):
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data_dir {data_dir} does not exist")
     if task.metadata.is_multilingual:
-        raise NotImplementedError(
-            f"--data-dir supports monolingual tasks only; {task.metadata.name!r} is multilingual"
+        raise ValueError(
+            f"--data-dir supports monolingual tasks only; {task.metadata.name!r} is multilingual (leave out --data-dir "
+            "to load it from the Hub)"
         )
     splits = {split: _load_local_split(task, split, data_dir) for split in task.eval_splits}
     task.dataset = datasets.DatasetDict(splits)
