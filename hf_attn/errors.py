@@ -37,10 +37,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     (``ValueError`` naming argument, expected and got), missing or clashing files, and a missing optional package."""
     types: list[type[BaseException]] = [HfAttnError, ValueError, FileNotFoundError, FileExistsError,
                                         NotADirectoryError, IsADirectoryError, PermissionError, ImportError]
-    for module, name in (("hf_attn.export_check", "ExportVerificationError"),):
-        mod = sys.modules.get(module)  # only modules already imported can have raised their errors
-        if mod is not None:
-            types.append(getattr(mod, name))
+    export_check = sys.modules.get("hf_attn.export_check")  # only an imported module can have raised its error
+    if export_check is not None:
+        types.append(export_check.ExportVerificationError)
     return tuple(types)
 
 
