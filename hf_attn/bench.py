@@ -20,15 +20,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from .errors import UsageError
+
     bench_dir = _benchmarks_dir()
     if bench_dir is None:
-        print("hf-attn bench: no benchmarks/ folder found; run it from a clone of the hf_attn repository.")
-        return 2
+        raise UsageError("no benchmarks/ folder found (run it from a clone of the hf_attn repository)")
     script = bench_dir / f"{args.name}.py"
     if not script.exists():
         names = sorted(p.stem for p in bench_dir.glob("*.py") if not p.stem.startswith("_"))
-        print(f"hf-attn bench: no benchmark named {args.name!r}; available: {', '.join(names)}")
-        return 2
+        raise UsageError(f"no benchmark named {args.name!r} (available: {', '.join(names)})")
     sys.argv = [str(script), *args.script_args]
     runpy.run_path(str(script), run_name="__main__")
     return 0

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from .errors import run_entry_point
+
 # name -> (module, function prefix, help)
 SUBCOMMANDS = {
     "quickstart": ("hf_attn.quickstart", "", "train, evaluate and export a small embedder end to end"),
@@ -33,17 +35,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run ``hf-attn COMMAND ...``. A user error (a bad value, a missing file, a Hub failure) prints one line,
+    ``hf-attn COMMAND: error: ...``, and exits with 2 (``hf_attn.errors``); ``--debug`` or ``HF_ATTN_DEBUG=1`` adds
+    the traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    words = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
-        parser.parse_args(argv)  # prints help or the "invalid choice" error and exits
+    if not words or words[0] in ("-h", "--help") or words[0] not in SUBCOMMANDS:
+        parser.parse_args(words)  # prints help or the "invalid choice" error and exits
         return 2
-    name = argv[0]
+    name = words[0]
+    i = argv.index(name)  # only --debug can come before it
+    return run_entry_point(f"hf-attn {name}", _run_subcommand, argv[:i] + argv[i + 1:], name)
+
+
+def _run_subcommand(argv: list[str], name: str) -> int:
     module_name, prefix, help_text = SUBCOMMANDS[name]
     module = importlib.import_module(module_name)
-    sub_parser = argparse.ArgumentParser(prog=f"hf-attn {name}", description=help_text)
+    sub_parser = argparse.ArgumentParser(prog=f"hf-attn {name}", description=help_text,
+                                         epilog="--debug (or HF_ATTN_DEBUG=1): show the traceback behind an error")
     getattr(module, f"{prefix}add_arguments")(sub_parser)
-    args = sub_parser.parse_args(argv[1:])
+    args = sub_parser.parse_args(argv)
     return int(getattr(module, f"{prefix}run")(args) or 0)
 
 

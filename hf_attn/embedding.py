@@ -82,6 +82,9 @@ def save_sentence_transformer(
     Returns the folder path.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"save_sentence_transformer: {path} is a file, not a folder (pass a folder path; it "
+                                 "is created if missing)")
     path.mkdir(parents=True, exist_ok=True)
     dim = _embedding_dim(model)
     if getattr(model.config, "projection_dim", None) != dim:
@@ -117,6 +120,10 @@ def save_sentence_transformer(
             )
         )
         modules.append({"idx": 1, "name": "1", "path": "1_Normalize", "type": ST_NORMALIZE})
+    elif (path / "1_Normalize").is_dir():  # left by an earlier, normalising model saved here
+        import shutil
+
+        shutil.rmtree(path / "1_Normalize")
     (path / "modules.json").write_text(json.dumps(modules, indent=2))
 
     import sentence_transformers
@@ -139,6 +146,9 @@ def save_sentence_transformer(
             indent=2,
         )
     )
+    from .integrity import write_manifest
+
+    write_manifest(path)  # last: load_model checks every file against it
     return path
 
 
@@ -191,6 +201,7 @@ def _check_local_folder(folder: Path) -> None:
         if not any((root / f).is_file() for f in _TOKENIZER_FILES):
             raise FileNotFoundError(f"missing file {root / 'tokenizer.json'} (tokenizer; none of {_TOKENIZER_FILES})")
         _check_files_whole(root)
+        _check_manifest(folder)
         config = json.loads((root / "config.json").read_text())
         for ref in (config.get("auto_map") or {}).values():
             ref = ref[0] if isinstance(ref, (list, tuple)) else ref
@@ -224,11 +235,33 @@ def _check_files_whole(root: Path) -> None:
                 )
 
 
+def _check_manifest(folder: Path) -> None:
+    """Raise ValueError naming the first file that differs from the folder's sha256 manifest (when it has one)."""
+    from hf_attn.integrity import check_manifest
+
+    problem = check_manifest(folder)
+    if problem:
+        raise ValueError(f"{folder}: {problem}. Re-save or re-download the model (a training run keeps its best model "
+                         "in OUTPUT_DIR/best_model and its checkpoints in OUTPUT_DIR/checkpoints)")
+
+
+def _check_collection(texts, what: str) -> None:
+    """A dict or set of texts would be read in an order the caller did not choose (a dict's keys, a set's hash
+    order), so the rows could not be matched back to the texts: refuse them, saying what to pass."""
+    if isinstance(texts, dict):
+        raise TypeError(f"{what} must be a string or a list of strings, got a dict (iterating it gives its keys); "
+                        "pass list(d.values()) or list(d.keys())")
+    if isinstance(texts, (set, frozenset)):
+        raise TypeError(f"{what} must be a string or a list of strings, got a {type(texts).__name__} (its order is "
+                        "arbitrary, so rows would not match your texts); pass sorted(s) or a list")
+
+
 def _check_texts(texts) -> None:
     if texts is None:
         raise TypeError("encode expects a string or a list of strings, got None")
     if isinstance(texts, (bytes, bytearray)):
         raise TypeError("encode expects str, got bytes: decode it first, e.g. encode(data.decode('utf-8'))")
+    _check_collection(texts, "encode: texts")
 
 
 class Embedder:
@@ -307,14 +340,23 @@ class Embedder:
             hint = " (decode bytes first, e.g. b.decode('utf-8'))" if isinstance(t, (bytes, bytearray)) else ""
             raise TypeError(f"encode expects strings, got {type(t).__name__} at position {i}{hint}")
         self._warn_if_truncated(items)
-        emb = self.model.encode(
-            items,
-            batch_size=batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=normalize,
-            show_progress_bar=show_progress_bar,
-            **kwargs,
-        )
+        try:
+            emb = self.model.encode(
+                items,
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=normalize,
+                show_progress_bar=show_progress_bar,
+                **kwargs,
+            )
+        except KeyError as e:  # an output this model's modules do not produce (e.g. token_embeddings)
+            if "output_value" not in kwargs:
+                raise
+            raise ValueError(
+                f"encode: output_value={kwargs['output_value']!r} is not an output of this model (it has no {e}); "
+                "hf_attn embedders return only 'sentence_embedding' (for per-token states call "
+                "embedder.model[0].model(...) and read last_hidden_state)"
+            ) from None
         emb = np.asarray(emb, dtype=np.float32)
         return emb[0] if single else emb
 
@@ -331,6 +373,7 @@ class Embedder:
         """
         if not isinstance(query, str):
             raise TypeError(f"find_similar: query must be a string, got {type(query).__name__}")
+        _check_collection(candidates, "find_similar: candidates")
         if isinstance(candidates, (str, bytes, bytearray)) or candidates is None:
             raise TypeError(
                 f"find_similar: candidates must be a list of strings, got a {type(candidates).__name__}"

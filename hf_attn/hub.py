@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import atomic
 from .export_check import ExportVerificationError, run_without_hf_attn, verify_export
+from .integrity import write_manifest
 from .model_cards import architecture, render_model_card
-from .push import HubError, folder_files, human_size, push  # noqa: F401  (hf_attn.hub.push, as documented)
+from .push import HubError, check_license, folder_files, human_size, push  # noqa: F401  (hf_attn.hub.push, as documented)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Export
@@ -219,13 +218,33 @@ def export(
 
     An earlier export in `out_dir` is replaced; any other non-empty folder is refused.
     """
+    check_license(license)
+    if throughput is not None and isinstance(throughput, (int, float)) and not throughput > 0:
+        raise ValueError(f"throughput: expected a positive rate (sentences/s), got {throughput}")
     source = resolve_checkpoint(checkpoint_dir)
     out_dir = Path(out_dir).resolve()
     if out_dir == source.resolve():
         raise ValueError("export: OUT_DIR must differ from the checkpoint folder")
     if onnx:  # refuse before loading anything (the config names the architecture)
         _check_onnx_request(json.loads((source / "config.json").read_text()).get("model_type"))
-    _prepare_out_dir(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file, not a folder (pass a folder for the export: new, empty, or an "
+                              "earlier export)")
+    with atomic.FolderLock(out_dir, beside=True):  # one export into OUT_DIR at a time
+        atomic.recover(out_dir)  # an earlier export killed during its swap: put the complete version back
+        _prepare_out_dir(out_dir)
+        model, tokenizer = _write_export(source, out_dir, eval_results, training_config, throughput, verify,
+                                         model_name, model_id, datasets, license, base_model, onnx)
+
+    if verify:
+        verify_export(out_dir, model, tokenizer)
+    return out_dir
+
+
+def _write_export(source: Path, out_dir: Path, eval_results, training_config, throughput, verify, model_name,
+                  model_id, datasets, license, base_model, onnx):
+    """The body of `export`, under OUT_DIR's lock: load the model, write the folder beside OUT_DIR, swap it in;
+    returns (model, tokenizer) for the verification."""
     model, tokenizer, model_type = load_checkpoint(source)
     arch = architecture(model_type)
     if arch.kind == "embedder" and tokenizer is None:
@@ -233,12 +252,11 @@ def export(
     if training_config is None:
         training_config = _training_summary(source)
 
-    # Write into a sibling temp folder, then swap it in: an interrupted export never leaves half a folder.
+    # Written beside OUT_DIR, then swapped in (old aside, new in, old deleted): an export killed at any point leaves a
+    # complete folder, the old or the new one, under OUT_DIR or a name `atomic.recover` restores at the next run.
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; an export is an ordinary folder
+    tmp = atomic.temp_path(out_dir)
+    tmp.mkdir()
     try:
         tokenizer = _save_model_and_tokenizer(model, tokenizer, arch.kind, tmp)
         name = model_name or out_dir.name
@@ -262,15 +280,11 @@ def export(
                 export_folder_onnx(tmp, model, verify=verify)
             except OnnxVerificationError as exc:
                 raise ExportVerificationError(str(exc).replace(str(tmp), str(out_dir))) from exc
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        write_manifest(tmp)  # last: the size and sha256 of every file above, checked by load_model and push
+        atomic.replace_folder(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-    if verify:
-        verify_export(out_dir, model, tokenizer)
-    return out_dir
+    return model, tokenizer
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -315,34 +329,51 @@ def export_add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_mapping(path: str) -> dict:
-    text = Path(path).read_text()
+    """The settings in a ``--training-config`` JSON or YAML file; ``ValueError`` naming the file and line if not."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--training-config {path}: no such file") from None
+    except (IsADirectoryError, UnicodeDecodeError) as e:
+        raise ValueError(f"--training-config {path}: not a text file ({e})") from None
     if path.endswith((".yaml", ".yml")):
         import yaml
 
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"--training-config {path}{where}: not valid YAML ({getattr(e, 'problem', e)}) "
+                             "(fix that line)") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--training-config {path} line {e.lineno}, column {e.colno}: not valid JSON ({e.msg}) "
+                             "(fix that line; name the file .yaml for YAML)") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--training-config {path}: expected a mapping of setting names to values, got a "
+                         f"{type(data).__name__}")
+    return data
 
 
 def export_run(args: argparse.Namespace) -> int:
-    try:
-        training_config = _read_mapping(args.training_config) if args.training_config else None
-        out = export(
-            args.checkpoint,
-            args.out_dir,
-            eval_results=args.eval_results,
-            training_config=training_config,
-            throughput=args.throughput,
-            verify=not args.no_verify,
-            model_name=args.model_name,
-            model_id=args.repo_id,
-            datasets=args.datasets,
-            license=args.license,
-            base_model=args.base_model,
-            onnx=args.onnx,
-        )
-    except (FileNotFoundError, FileExistsError, ValueError, ExportVerificationError, ImportError) as exc:
-        print(f"hf-attn export: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, ExportVerificationError) else 2
+    training_config = _read_mapping(args.training_config) if args.training_config else None
+    out = export(
+        args.checkpoint,
+        args.out_dir,
+        eval_results=args.eval_results,
+        training_config=training_config,
+        throughput=args.throughput,
+        verify=not args.no_verify,
+        model_name=args.model_name,
+        model_id=args.repo_id,
+        datasets=args.datasets,
+        license=args.license,
+        base_model=args.base_model,
+        onnx=args.onnx,
+    )
     print(f"exported to {out}" + ("" if args.no_verify else " (verified: loads without hf_attn, outputs match)"))
     for rel, size in folder_files(out):
         print(f"  {rel:<40} {human_size(size):>9}")

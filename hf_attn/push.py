@@ -8,18 +8,83 @@ that line, never a traceback.
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 from pathlib import Path
 
+from .errors import HfAttnError
+from .integrity import write_manifest
 from .model_cards import set_model_id
 
 # Files an upload leaves out (editor/OS litter and caches; hidden files are never part of an export).
 UPLOAD_IGNORE = [".*", "**/.*", "__pycache__", "**/__pycache__/**", "*.pyc"]
 
 
-class HubError(RuntimeError):
+class HubError(HfAttnError, RuntimeError):
     """A failure the user can fix; ``str(error)`` is one line saying what to do."""
+
+
+# The license identifiers the Hub accepts in a card's metadata (huggingface.co/docs/hub/repositories-licenses).
+HUB_LICENSES = (
+    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m", "bigscience-bloom-rail-1.0",
+    "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd", "bsd-2-clause", "bsd-3-clause",
+    "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0", "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0",
+    "cc-by-sa-4.0", "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0",
+    "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0", "cdla-sharing-1.0",
+    "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0", "epl-1.0", "epl-2.0", "etalab-2.0", "eupl-1.1",
+    "eupl-1.2", "agpl-3.0", "gfdl", "gpl", "gpl-2.0", "gpl-3.0", "lgpl", "lgpl-2.1", "lgpl-3.0", "isc", "lppl-1.3c",
+    "ms-pl", "mpl-2.0", "odc-by", "odbl", "openrail++", "osl-3.0", "postgresql", "ofl-1.1", "ncsa", "unlicense",
+    "zlib", "pddl", "lgpl-lr", "deepfloyd-if-license", "llama2", "llama3", "llama3.1", "llama3.2", "llama3.3",
+    "gemma", "unknown", "other",
+)
+
+
+def check_license(license: str) -> str:
+    """``license`` if the Hub knows it, else ``ValueError`` naming the closest identifiers."""
+    import difflib
+
+    if license in HUB_LICENSES:
+        return license
+    close = difflib.get_close_matches(str(license).lower(), HUB_LICENSES, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    raise ValueError(f"--license {license!r} is not a Hub license identifier ({hint}use 'other' for a license the "
+                     "Hub does not list; see huggingface.co/docs/hub/repositories-licenses)")
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` if it is a valid Hub model id (NAME or OWNER/NAME), else ``HubError`` saying why
+    (``huggingface_hub.utils.validate_repo_id``'s rules)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        if not repo_id or repo_id.strip() != repo_id:
+            raise HFValidationError("it is empty or has spaces around it")
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise HubError(f"invalid --repo-id {repo_id!r}: {str(e).splitlines()[0]} (use NAME or YOUR_NAME/NAME with "
+                       "letters, digits, '-', '_' and '.')") from None
+    return repo_id
+
+
+def check_export_folder(out_dir: str | Path) -> None:
+    """``HubError`` unless ``out_dir`` is a complete export: config.json and README.md present, and every file its
+    manifest (``integrity.MODEL_MANIFEST``, written by ``hf-attn export``) lists there with its size and sha256."""
+    from .atomic import aside_path, temp_path
+    from .integrity import MODEL_MANIFEST, check_manifest
+
+    out_dir = Path(out_dir)
+    if not (out_dir / "config.json").is_file() or not (out_dir / "README.md").is_file():
+        leftovers = [p.name for p in (temp_path(out_dir), aside_path(out_dir)) if p.exists()]
+        hint = (f"; {', '.join(leftovers)} beside it is left from an interrupted export: rerun `hf-attn export` "
+                "(it recovers the folder)") if leftovers else ": run `hf-attn export` first"
+        raise HubError(f"{out_dir} is not an exported model folder (no config.json / README.md){hint}")
+    if not (out_dir / MODEL_MANIFEST).is_file():
+        raise HubError(f"{out_dir} has no {MODEL_MANIFEST} (the size and sha256 of each file `hf-attn export` "
+                       "wrote), so it cannot be checked before upload: export it again with `hf-attn export`")
+    problem = check_manifest(out_dir)
+    if problem:
+        raise HubError(f"{out_dir} does not match its manifest ({problem}): the folder changed or is incomplete "
+                       "since it was exported; export it again with `hf-attn export` before pushing")
 
 
 def folder_files(folder: str | Path) -> list[tuple[str, int]]:
@@ -96,12 +161,8 @@ def push(
     from huggingface_hub import ModelCard
 
     out_dir = Path(out_dir)
-    if not (out_dir / "config.json").is_file() or not (out_dir / "README.md").is_file():
-        raise HubError(
-            f"{out_dir} is not an exported model folder (no config.json / README.md): run `hf-attn export` first"
-        )
-    if not repo_id or repo_id.count("/") > 1 or repo_id.strip() != repo_id:
-        raise HubError(f"invalid repo id {repo_id!r}: use NAME or YOUR_NAME/NAME")
+    check_repo_id(repo_id)
+    check_export_folder(out_dir)
     files = folder_files(out_dir)
     metadata = ModelCard((out_dir / "README.md").read_text(encoding="utf-8")).data.to_dict()
     report = {"repo_id": repo_id, "private": private, "revision": revision, "files": files, "metadata": metadata}
@@ -134,6 +195,7 @@ def push(
         full_id = getattr(repo_url, "repo_id", None) or repo_id
         readme = out_dir / "README.md"
         readme.write_text(set_model_id(readme.read_text(encoding="utf-8"), full_id), encoding="utf-8")
+        write_manifest(out_dir)  # the card now names the repo: the manifest vouches for the folder as uploaded
         if revision:
             api.create_branch(full_id, branch=revision, exist_ok=True, repo_type="model")
         commit = api.upload_folder(
@@ -166,12 +228,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        push(args.out_dir, args.repo_id, private=args.private, revision=args.revision, dry_run=args.dry_run)
-    except HubError as exc:
-        print(f"hf-attn push: {exc}", file=sys.stderr)
-        return 1
+    push(args.out_dir, args.repo_id, private=args.private, revision=args.revision, dry_run=args.dry_run)
     return 0
 
 
-__all__ = ["HubError", "UPLOAD_IGNORE", "add_arguments", "folder_files", "human_size", "push", "run"]
+def push_best_model(best_dir: str | Path, output_dir: str | Path, repo_id: str, private: bool = False, log=print,
+                    **export_kwargs) -> dict:
+    """After a finished training run: ``hf_attn.hub.export`` the best model to OUTPUT_DIR/export and push it to
+    ``repo_id``.
+
+    A failed upload (no network, no token, no permission) does not fail the run: the trained model is on disk, so
+    the error is logged with the command that finishes the upload, and returned as ``{"error": message}``.
+    """
+    from . import hub
+
+    export_dir = Path(output_dir) / "export"
+    try:
+        out = hub.export(best_dir, export_dir, **export_kwargs)
+        return push(out, repo_id, private=private)
+    except HubError as err:
+        log(f"push to the Hub failed: {err} Upload later with: hf-attn push {export_dir} --repo-id {repo_id}")
+        return {"error": str(err)}
+
+
+__all__ = ["HUB_LICENSES", "HubError", "UPLOAD_IGNORE", "add_arguments", "check_export_folder", "check_license",
+           "check_repo_id", "folder_files", "human_size", "push", "push_best_model", "run"]

@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from . import registry
+from .errors import RunFailedError
 
 MODELS = registry.model_types("embedder")
 DEFAULT_OUTPUT_DIR = "outputs/quickstart"
@@ -51,7 +51,7 @@ DISTILL = dict(
 )
 
 NO_DATA_MESSAGE = (
-    "hf-attn quickstart: no training data: the Hugging Face Hub is unreachable (offline) and no --data-dir was "
+    "no training data: the Hugging Face Hub is unreachable (offline) and no --data-dir was "
     "given; point it at a local copy with `hf-attn quickstart --data-dir DIR` (a folder with stsb/ and pair files "
     "such as snli_devtest_esnli/, like ../shared/data), or run `make quickstart`, which passes ../shared/data when "
     "it exists."
@@ -102,14 +102,14 @@ def check_data(data_dir: str | Path | None) -> tuple[Path | None, Path | None]:
         return None, None
     data_dir = Path(data_dir).expanduser()
     if not data_dir.is_dir():
-        raise ValueError(f"hf-attn quickstart: --data-dir {data_dir} does not exist; pass a folder laid out like "
+        raise ValueError(f"--data-dir {data_dir} does not exist; pass a folder laid out like "
                          f"../shared/data (stsb/ and pair files such as snli_devtest_esnli/)")
     stsb = data_dir / "stsb" / "stsb-en-test.csv"
     if stsb.is_file():
         return data_dir, data_dir
     if hub_reachable():
         return data_dir, None  # STS-B from the Hub
-    raise ValueError(f"hf-attn quickstart: --data-dir {data_dir} has no stsb/stsb-en-test.csv and the Hub is "
+    raise ValueError(f"--data-dir {data_dir} has no stsb/stsb-en-test.csv and the Hub is "
                      f"unreachable; add STS-B there (stsb/stsb-en-{{train,dev,test}}.csv) or run with network")
 
 
@@ -181,7 +181,7 @@ def run_quickstart(
     from hf_attn.training.embed import train_embedder
 
     if model not in MODELS:
-        raise ValueError(f"hf-attn quickstart: --model must be one of {', '.join(MODELS)}, got {model!r}")
+        raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
     start = time.perf_counter()
     train_dir, stsb_dir = check_data(data_dir)
     output_dir = Path(output_dir)
@@ -195,7 +195,7 @@ def run_quickstart(
     summary = train_embedder(args)
     if summary.get("status") not in (None, "completed") or not summary.get("best_model_dir"):
         why = summary.get("message") or summary.get("status")
-        raise RuntimeError(f"hf-attn quickstart: training did not finish: {why}")
+        raise RunFailedError(f"training did not finish: {why}")
     best = Path(summary["best_model_dir"])
 
     log("[2/3] evaluating on STS-B test with MTEB")
@@ -331,15 +331,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_attn.training.data import DataError
-
-    try:
-        run_quickstart(args.model, args.data_dir, args.output_dir, tiny=args.tiny, max_steps=args.max_steps)
-    except (ValueError, DataError, FileNotFoundError, RuntimeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(message if message.startswith("hf-attn quickstart") else f"hf-attn quickstart: {message}",
-              file=sys.stderr)
-        return 2
+    run_quickstart(args.model, args.data_dir, args.output_dir, tiny=args.tiny, max_steps=args.max_steps)
     return 0
 
 

@@ -34,5 +34,6 @@ def test_every_subcommand_module_provides_its_arguments():
 
 def test_bench_names_the_available_scripts(capsys):
     assert cli.main(["bench", "no_such_benchmark"]) == 2
-    out = capsys.readouterr().out
-    assert "no_such_benchmark" in out and "attention" in out and "triton_kernels" in out
+    err = capsys.readouterr().err
+    assert err.startswith("hf-attn bench: error: ")
+    assert "no_such_benchmark" in err and "attention" in err and "triton_kernels" in err

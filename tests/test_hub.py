@@ -595,7 +595,7 @@ def test_push_failures_are_one_clear_line(export_dir, monkeypatch, capsys, make_
     monkeypatch.setattr(huggingface_hub, "HfApi", _failing_api(make_exc()))
     with pytest.raises(HubError, match=expected):
         push(export_dir, "someone/tan-small")
-    assert main(["push", str(export_dir), "--repo-id", "someone/tan-small"]) == 1
+    assert main(["push", str(export_dir), "--repo-id", "someone/tan-small"]) == 2  # one line, exit 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1 and "Traceback" not in err
 

@@ -132,7 +132,7 @@ def test_no_network_and_no_data_stops_at_once(tmp_path, monkeypatch, capsys):
     assert rc == 2
     assert time.perf_counter() - start < 10
     err = capsys.readouterr().err
-    assert err.strip() == quickstart.NO_DATA_MESSAGE
+    assert err.strip() == "hf-attn quickstart: error: " + quickstart.NO_DATA_MESSAGE
     assert err.count("\n") == 1 and "--data-dir" in err
     assert not (tmp_path / "qs").exists()  # nothing was started
 
@@ -146,7 +146,7 @@ def test_unreachable_hub_without_data(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(quickstart.socket, "create_connection", refused)
     assert main(["quickstart", "--output-dir", str(tmp_path / "qs")]) == 2
-    assert capsys.readouterr().err.strip() == quickstart.NO_DATA_MESSAGE
+    assert capsys.readouterr().err.strip() == "hf-attn quickstart: error: " + quickstart.NO_DATA_MESSAGE
 
 
 def test_bad_data_dir_is_one_line(tmp_path, monkeypatch, capsys):

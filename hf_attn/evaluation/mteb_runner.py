@@ -28,7 +28,6 @@ import contextlib
 import difflib
 import functools
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -102,8 +101,9 @@ def inject_local_data(task, data_dir: str | Path):
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data_dir {data_dir} does not exist")
     if task.metadata.is_multilingual:
-        raise NotImplementedError(
-            f"--data-dir supports monolingual tasks only; {task.metadata.name!r} is multilingual"
+        raise ValueError(
+            f"--data-dir supports monolingual tasks only; {task.metadata.name!r} is multilingual (leave out --data-dir "
+            "to load it from the Hub)"
         )
     splits = {split: _load_local_split(task, split, data_dir) for split in task.eval_splits}
     task.dataset = datasets.DatasetDict(splits)
@@ -361,20 +361,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        out = evaluate(
-            args.model,
-            tasks=args.tasks,
-            data_dir=args.data_dir,
-            output_dir=args.output_dir,
-            batch_size=args.batch_size,
-            splits=args.splits,
-            model_name=args.model_name,
-            device=args.device,
-        )
-    except (ValueError, FileNotFoundError, NotImplementedError) as e:
-        print(f"hf-attn eval: error: {e}", file=sys.stderr)
-        return 2
+    if args.device is not None:
+        from hf_attn.errors import check_device
+
+        args.device = check_device(args.device)
+    out = evaluate(
+        args.model,
+        tasks=args.tasks,
+        data_dir=args.data_dir,
+        output_dir=args.output_dir,
+        batch_size=args.batch_size,
+        splits=args.splits,
+        model_name=args.model_name,
+        device=args.device,
+    )
     if args.json:
         slim = {
             **out,

@@ -190,6 +190,17 @@ class HfAttnPreTrainedMixin:
         check_finite_weights(loaded[0] if isinstance(loaded, tuple) else loaded)
         return loaded
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """As transformers', but a file at ``save_directory`` is refused (transformers logs it and saves nothing),
+        and an earlier model's remote code and manifest there are removed (``integrity.prepare_model_folder``)."""
+        try:
+            from hf_attn.integrity import prepare_model_folder
+        except ImportError:  # remote code without hf_attn installed: transformers' own save
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        keep = {f"{cls.__module__.rsplit('.', 1)[-1]}.py" for cls in (type(self), type(self.config))}
+        prepare_model_folder(save_directory, keep)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
 
 def check_finite_weights(model: nn.Module) -> None:
     """Raise ValueError naming the parameters that hold NaN or inf (a damaged file, or a run that diverged).

@@ -14,6 +14,8 @@ no bos / eos, so generation runs to ``max_new_tokens``. Give a model vocab_size 
 
 from __future__ import annotations
 
+import functools
+
 BYTE_VOCAB_SIZE = 256
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<pad>"
@@ -56,7 +58,19 @@ def byte_level_tokenizer(model_max_length: int | None = None, vocab_size: int = 
     )
     assert fast.convert_tokens_to_ids(EOS_TOKEN) == EOS_TOKEN_ID
     assert fast.pad_token_id == (PAD_TOKEN_ID if vocab_size >= VOCAB_SIZE_WITH_SPECIALS else 0)
+    fast._decode = functools.partial(_decode_checked, fast)  # this instance only: the saved folder stays plain
     return fast
+
+
+def _decode_checked(self, token_ids, *args, **kwargs) -> str:
+    """``_decode`` refusing ids outside the vocabulary (the Rust decoder drops a too-large id silently and
+    overflows on a negative one)."""
+    ids = [token_ids] if isinstance(token_ids, int) else token_ids
+    bad = [i for i in ids if isinstance(i, int) and not 0 <= i < len(self)]
+    if bad:
+        raise ValueError(f"decode: token id {bad[0]} is outside this tokenizer's vocabulary (0..{len(self) - 1}): "
+                         "expected ids the model produced")
+    return type(self)._decode(self, token_ids, *args, **kwargs)
 
 
 

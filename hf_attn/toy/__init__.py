@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
+from pathlib import Path
 
+from ..errors import UsageError, check_device
 from .attention import MultiHeadAttention, SelfAttention, causal_mask
 from .trainer import MODEL_TYPES, AttentionTrainer, ToyConfig
 
@@ -33,7 +35,7 @@ INTERACTIVE_OPTIONS = (
 )
 
 NOT_A_TTY_MESSAGE = (
-    "hf-attn toy: --interactive needs a terminal to prompt on, but stdin is not a TTY; "
+    "--interactive needs a terminal to prompt on, but stdin is not a TTY; "
     "pass the options as flags instead, e.g. `hf-attn toy --model selfhead --epochs 20`."
 )
 
@@ -99,7 +101,7 @@ def _ask(name: str, kind: type, help_text: str, default):
 def prompt_for_options(args: argparse.Namespace) -> argparse.Namespace:
     """Ask for each of the seed's options, showing the current value as the default. Needs a TTY on stdin."""
     if not sys.stdin.isatty():
-        raise RuntimeError(NOT_A_TTY_MESSAGE)
+        raise UsageError(NOT_A_TTY_MESSAGE)
     print("Press Enter to keep the value in brackets.")
     for name, kind, help_text in INTERACTIVE_OPTIONS:
         if name == "num_heads" and args.model != "multihead":
@@ -111,22 +113,7 @@ def prompt_for_options(args: argparse.Namespace) -> argparse.Namespace:
 def _device(name: str) -> str:
     import torch
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name}: not a torch device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu (or auto)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
-            )
-    elif device.type not in ("cpu", "mps", "xpu"):
-        raise ValueError(f"--device {name}: unsupported device type; use auto, cpu or cuda")
+    name = check_device(name)
     if name == "cpu":
         # The toy's matrices are tiny: thread hand-offs cost more than they save (10x slower on a busy 2-core box).
         torch.set_num_threads(1)
@@ -144,30 +131,41 @@ def _finish(trainer: AttentionTrainer, plot_dir: str | None) -> None:
         print(f"attention heatmaps ({len(paths)} head{'s' if len(paths) > 1 else ''}) saved to {paths[0].parent}/")
 
 
+def _check_output_paths(save_path: str | None, plot_dir: str | None) -> None:
+    """Refuse, before any training, a --save_path or --plot-dir that cannot be written (missing folders are made)."""
+    if save_path:
+        path = Path(save_path)
+        if path.is_dir():
+            raise UsageError(f"--save_path {path} is a folder (pass a file name, e.g. {path / 'toy.pt'})")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--save_path {path}: cannot create its folder {path.parent} ({e.strerror or e}) "
+                             "(pass a path you can write to)") from None
+    if plot_dir and Path(plot_dir).exists() and not Path(plot_dir).is_dir():
+        raise UsageError(f"--plot-dir {plot_dir} is a file, not a folder (pass a folder; it is created if missing)")
+
+
 def run(args: argparse.Namespace) -> int:
-    try:
-        if args.interactive:
+    if args.interactive:
+        try:
             args = prompt_for_options(args)
-        device = _device(args.device)
-        if args.load:
-            trainer = AttentionTrainer.load(args.load, device=device)
-            c = trainer.config
-            print(
-                f"loaded {args.load}: {c.model}, embed_dim {c.embed_dim}, "
-                f"{'num_heads ' + str(c.num_heads) + ', ' if c.model == 'multihead' else ''}"
-                f"seq_length {c.seq_length}, trained {len(trainer.history)} epochs"
-            )
-            _finish(trainer, args.plot_dir)
-            return 0
-        config = ToyConfig(**{f.name: getattr(args, f.name) for f in fields(ToyConfig) if hasattr(args, f.name)})
-        trainer = AttentionTrainer(config, device=device)
-    except EOFError:
-        print("\nhf-attn toy: input ended before all options were answered; nothing was run.", file=sys.stderr)
-        return 2
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
-        message = str(exc)
-        print(message if message.startswith("hf-attn toy:") else f"hf-attn toy: {message}", file=sys.stderr)
-        return 2
+        except EOFError:
+            raise UsageError("input ended before all options were answered; nothing was run") from None
+    _check_output_paths(args.save_path, args.plot_dir)
+    device = _device(args.device)
+    if args.load:
+        trainer = AttentionTrainer.load(args.load, device=device)
+        c = trainer.config
+        print(
+            f"loaded {args.load}: {c.model}, embed_dim {c.embed_dim}, "
+            f"{'num_heads ' + str(c.num_heads) + ', ' if c.model == 'multihead' else ''}"
+            f"seq_length {c.seq_length}, trained {len(trainer.history)} epochs"
+        )
+        _finish(trainer, args.plot_dir)
+        return 0
+    config = ToyConfig(**{f.name: getattr(args, f.name) for f in fields(ToyConfig) if hasattr(args, f.name)})
+    trainer = AttentionTrainer(config, device=device)
 
     c = trainer.config
     heads = f", num_heads {c.num_heads}" if c.model == "multihead" else ""

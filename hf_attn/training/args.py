@@ -30,6 +30,8 @@ import types
 import typing
 from pathlib import Path
 
+from ..errors import UsageError, cli_errors  # noqa: F401  (hf_attn.training.args.UsageError, as before)
+
 
 def option(default, help: str, **meta):
     """A field of an arguments dataclass: its default, its ``--help`` text and argparse extras (``choices``,
@@ -96,28 +98,6 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> argparse.Ar
             kwargs["type"] = tp
         parser.add_argument(*names, **kwargs)
     return parser
-
-
-class UsageError(ValueError):
-    """A problem the user can fix (a bad option, data file, output folder or checkpoint): the recipes print its
-    message, which names the option / file / line and the fix, without a traceback and exit with code 2."""
-
-
-def cli_errors(prog: str):
-    """Decorator for a recipe's ``main``: a ``UsageError`` becomes one line on stderr and exit code 2."""
-
-    def decorate(main):
-        @functools.wraps(main)
-        def wrapper(*args, **kwargs):
-            try:
-                return main(*args, **kwargs)
-            except UsageError as e:
-                print(f"{prog}: error: {e}", file=sys.stderr)
-                return 2
-
-        return wrapper
-
-    return decorate
 
 
 class ConfigError(UsageError):
@@ -221,6 +201,10 @@ def parse_into(cls, parser: argparse.ArgumentParser, argv=None):
     config_path = getattr(ns, "config", None)
     if config_path:
         values.update(load_yaml_config(config_path, cls))
+        for key, value in vars(ns).items():
+            if key in values and values[key] != value and not key.startswith("_"):
+                print(f"note: --config {config_path} sets {key}: {values[key]!r}; the command line's "
+                      f"--{key.replace('_', '-')} {value!r} wins", file=sys.stderr)
     values.update(vars(ns))
     if config_path and "_config_applied" in {f.name for f in dataclasses.fields(cls)}:
         values["_config_applied"] = True
@@ -308,6 +292,8 @@ _VALUE_RULES = {
     "dropout": ("frac_open", "a probability in [0, 1)"),
     "topk": ("pos", "a positive number of keys"),
     "window": ("pos", "a positive window"),
+    "distill_pool": ("nonneg", "0 (no pool) or a positive number of sentences"),
+    "scaling_seq_lens": ("pos", "positive sequence lengths"),
 }
 
 
@@ -330,6 +316,10 @@ def check_values(args) -> None:
     lo, hi = getattr(args, "min_temperature", None), getattr(args, "max_temperature", None)
     if lo is not None and hi is not None and lo > hi:
         raise UsageError(f"--min-temperature {lo} is above --max-temperature {hi}")
+    if getattr(args, "push_to_hub", None):  # before training, not after it
+        from hf_attn.push import check_repo_id
+
+        check_repo_id(args.push_to_hub)
 
 
 def to_flat_dict(obj) -> dict:

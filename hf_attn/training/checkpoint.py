@@ -3,7 +3,10 @@
 A checkpoint is written to ``<dir>/.tmp-checkpoint-<step>``, completed with ``trainer_state.json`` (written last),
 then renamed to ``checkpoint-<step>`` in one ``os.replace``. A crash at any point leaves either the previous
 checkpoints untouched plus a stale ``.tmp-*`` folder (ignored, removed on the next save), or the new complete
-checkpoint. ``latest_checkpoint`` only considers folders that contain ``trainer_state.json``.
+checkpoint. ``latest_checkpoint`` only considers folders that contain ``trainer_state.json``. A step saved again
+replaces its folder in ``hf_attn.atomic``'s four steps, and rotation renames an old checkpoint aside before
+deleting it, so no half-deleted checkpoint is ever seen under its name. ``best_model/`` is replaced the same way
+(``atomic_write_dir``) and carries the manifest too.
 
 A checkpoint also carries the run's tokenizer (``tokenizer/``, when the run has one), so a resumed run uses the
 tokenizer its weights were trained with whatever happened to the tokenizer cache, and ``checkpoint_files.json``:
@@ -15,12 +18,15 @@ folder) raises ``OutputError`` naming the folder; the previous checkpoint stays 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 from pathlib import Path
 
+from .. import atomic
+from ..integrity import write_manifest
 from .args import UsageError
 
 STATE_FILE = "trainer_state.json"
@@ -62,7 +68,7 @@ def verify_checkpoint(checkpoint: str | Path) -> str | None:
     (checkpoints written before it existed) the model weights must be there and every known file must pass its
     structural check (``hf_attn.integrity``).
     """
-    from hf_attn.integrity import check_file, check_json, sha256
+    from hf_attn.integrity import check_file, check_json, check_manifest
 
     p = Path(checkpoint)
     problem = check_json(p / STATE_FILE)
@@ -71,20 +77,14 @@ def verify_checkpoint(checkpoint: str | Path) -> str | None:
     state = json.loads((p / STATE_FILE).read_text())
     if not isinstance(state, dict) or "step" not in state:
         return f"{STATE_FILE}: corrupt (no 'step' entry)"
-    manifest = p / MANIFEST_FILE
-    if manifest.exists():
-        problem = check_json(manifest)
-        if problem:
-            return f"{MANIFEST_FILE}: {problem}"
-        for rel, info in json.loads(manifest.read_text()).items():
-            f = p / rel
-            if not f.is_file():
-                return f"{rel}: missing"
-            if f.stat().st_size != info["size"]:
-                return f"{rel}: truncated or corrupt ({f.stat().st_size} bytes, {info['size']} when saved)"
-            if sha256(f) != info["sha256"]:
-                return f"{rel}: corrupt (its content changed since it was saved: sha256 differs)"
-        return None
+    step = state["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f"{STATE_FILE}: corrupt (step {step!r} is not a count of optimizer steps)"
+    m = _CKPT.match(p.name)
+    if m and int(m.group(1)) != step:
+        return f"{STATE_FILE}: says step {step}, but its folder is {p.name} (edited or copied from another checkpoint)"
+    if (p / MANIFEST_FILE).exists():
+        return check_manifest(p, MANIFEST_FILE)
     weights = sorted(p.glob("model*.safetensors")) + sorted(p.glob("pytorch_model*.bin"))
     if not weights:
         return "model.safetensors: missing (no model weights in the checkpoint)"
@@ -183,6 +183,63 @@ def check_output_dir(path: str | Path, flag: str = "--output-dir") -> Path:
     return path
 
 
+@contextlib.contextmanager
+def locked_output_dir(path: str | Path, flag: str = "--output-dir", log=None):
+    """``check_output_dir``, then hold the folder's lock (``atomic.FolderLock``) for the run: a second run into the
+    same folder stops at once with ``FolderLockedError`` naming the running process; a stale lock (dead process on
+    this host) is taken over, saying so (``log``, default stderr). The lock is taken by the launch's first process
+    only (``RANK`` 0), before the Accelerator exists. A ``best_model/`` replace that a crash interrupted is finished
+    or undone first, as are interrupted checkpoint writes (``clean_leftovers``)."""
+    path = check_output_dir(path, flag)
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield path
+        return
+    with atomic.FolderLock(path, log=log):
+        atomic.recover(path / "best_model", log=log)
+        if (path / "checkpoints").is_dir():  # before resuming looks for the newest checkpoint
+            clean_leftovers(path / "checkpoints", log=log)
+        yield path
+
+
+def check_resume(checkpoint: str | Path, module, settings: dict, total_steps: int | None = None) -> None:
+    """Refuse a resume that cannot continue the saved run, naming what differs: another architecture (the weights
+    in ``checkpoint`` against ``module``'s state dict: a missing or extra tensor, or another shape), other training
+    ``settings`` than those saved with it (e.g. batch size), or ``total_steps`` below the steps already done."""
+    from safetensors import safe_open
+
+    checkpoint = Path(checkpoint)
+    hint = "resume with the options of the run that wrote it, or pass another --output-dir to start a new run"
+    weights = checkpoint / "model.safetensors"
+    if weights.is_file():
+        def key(k: str) -> str:  # the same tensor, whether saved through DDP or torch.compile wrappers or not
+            return k.replace("_orig_mod.", "").removeprefix("module.")
+
+        with safe_open(str(weights), framework="pt") as f:
+            saved = {key(k): list(f.get_slice(k).get_shape()) for k in f.keys()}
+        here = {key(k): list(v.shape) for k, v in module.state_dict().items()}
+        for k in sorted(here):
+            if k not in saved:
+                raise CheckpointError(f"{checkpoint} holds another architecture: it has no tensor {k!r} that this "
+                                      f"model has ({hint})")
+            if saved[k] != here[k]:
+                raise CheckpointError(f"{checkpoint} holds another architecture: {k} is {saved[k]} there, {here[k]} "
+                                      f"here ({hint})")
+        extra = sorted(set(saved) - set(here))
+        if extra:
+            raise CheckpointError(f"{checkpoint} holds another architecture: it has tensors this model lacks "
+                                  f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}) ({hint})")
+    state = read_state(checkpoint)
+    for name, value in (state.get("settings") or {}).items():
+        if name in settings and settings[name] != value:
+            flag = f"--{name.replace('_', '-')}"
+            raise CheckpointError(f"{checkpoint} was trained with {flag} {value}, this run has {flag} {settings[name]}"
+                                  f" (the data order and schedule would not continue the saved run; {hint})")
+    done = state.get("step", 0)
+    if total_steps is not None and done > total_steps:
+        raise CheckpointError(f"{checkpoint} has already done {done} steps, more than the {total_steps} this run "
+                              f"trains for (pass a larger --max-steps, or another --output-dir to start over)")
+
+
 def _why(e: BaseException) -> str:
     import errno
 
@@ -223,16 +280,6 @@ def _disk_free(path: Path) -> str:
     return "free space unknown"
 
 
-def _write_manifest(folder: Path) -> None:
-    from hf_attn.integrity import sha256
-
-    files = {}
-    for f in sorted(folder.rglob("*")):
-        if f.is_file() and f.name not in (STATE_FILE, MANIFEST_FILE):
-            files[str(f.relative_to(folder))] = {"size": f.stat().st_size, "sha256": sha256(f)}
-    (folder / MANIFEST_FILE).write_text(json.dumps(files, indent=1))
-
-
 def read_state(checkpoint: str | Path) -> dict:
     """The run state saved in ``checkpoint`` (``trainer_state.json``)."""
     return json.loads((Path(checkpoint) / STATE_FILE).read_text())
@@ -258,17 +305,15 @@ def save_checkpoint(accelerator, checkpoint_dir: str | Path, step: int, state: d
     try:
         if accelerator.is_main_process:
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            for stale in checkpoint_dir.glob(".tmp-checkpoint-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+            clean_leftovers(checkpoint_dir)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
-            _write_manifest(tmp)
+            write_manifest(tmp, MANIFEST_FILE, exclude=(STATE_FILE,))
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
-            _fsync_dir(tmp)
     except (OSError, RuntimeError) as e:
         if not _is_write_failure(e):
             raise
@@ -279,72 +324,43 @@ def save_checkpoint(accelerator, checkpoint_dir: str | Path, step: int, state: d
             f"{'the previous checkpoint ' + str(previous) + ' is intact' if previous else 'no earlier checkpoint'}. "
             f"{_fix(e)[0].upper() + _fix(e)[1:]}") from e
     if accelerator.is_main_process:
-        if final.exists():  # the same step saved twice: swap, then drop the old one
-            trash = checkpoint_dir / f".tmp-old-{step}"
-            os.replace(final, trash)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(checkpoint_dir)
+        atomic.replace_folder(tmp, final)  # the same step saved again: the old one goes aside, then away
         if keep is not None and keep > 0:
             for old in list_checkpoints(checkpoint_dir)[:-keep]:
                 if old != final:
-                    shutil.rmtree(old, ignore_errors=True)
+                    atomic.remove_folder(old)
     accelerator.wait_for_everyone()
     return final
 
 
-def atomic_write_dir(final: str | Path, write_fn) -> Path:
-    """Run ``write_fn(tmp_path)`` then move the folder to ``final`` (replacing it) in one rename."""
+def clean_leftovers(checkpoint_dir: Path, log=None) -> None:
+    """Remove what an interrupted save left in ``checkpoint_dir`` (``.tmp-checkpoint-*``), and finish or undo an
+    interrupted replace or removal of a checkpoint (``atomic.recover``)."""
+    for stale in [*checkpoint_dir.glob(".tmp-checkpoint-*"), *checkpoint_dir.glob(".checkpoint-*.del")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    for aside in checkpoint_dir.glob(".checkpoint-*.old"):
+        atomic.recover(checkpoint_dir / aside.name[1:-len(".old")], log=log)
+
+
+def atomic_write_dir(final: str | Path, write_fn, manifest: bool = True) -> Path:
+    """Write a new version of the folder ``final`` with ``write_fn(tmp_path)`` and swap it in (``atomic.write_folder``:
+    beside, old aside, new in, old deleted). With ``manifest``, the folder gets the size + sha256 manifest of its
+    files (``integrity.write_manifest``), which ``load_model`` checks. A failed write raises ``OutputError``; the
+    previous version stays intact."""
+    from hf_attn.integrity import write_manifest
+
     final = Path(final)
-    tmp = final.parent / f".tmp-{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+
+    def write(tmp: Path) -> None:
         write_fn(tmp)
+        if manifest:
+            write_manifest(tmp)
+
+    try:
+        return atomic.write_folder(final, write, log=print)
     except (OSError, RuntimeError) as e:
         if not _is_write_failure(e):
             raise
-        shutil.rmtree(tmp, ignore_errors=True)
         kept = f"the previous {final} is intact" if final.exists() else f"{final} was not written"
         raise OutputError(f"could not write {final} ({_why(e)}; {_disk_free(final.parent)}); {kept}. "
                           f"{_fix(e)[0].upper() + _fix(e)[1:]}") from e
-    if final.exists():
-        trash = final.parent / f".old-{final.name}"
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    return final
-
-
-def push_best_model(best_dir: str | Path, output_dir: str | Path, repo_id: str, private: bool = False, log=print,
-                    **export_kwargs) -> dict:
-    """After a finished run: ``hf_attn.hub.export`` the best model to OUTPUT_DIR/export and push it to ``repo_id``.
-
-    A failed upload (no network, no token, no permission) does not fail the run: the trained model is on disk, so
-    the error is logged with the command that finishes the upload, and returned as ``{"error": message}``.
-    """
-    from hf_attn import hub
-
-    export_dir = Path(output_dir) / "export"
-    try:
-        out = hub.export(best_dir, export_dir, **export_kwargs)
-        return hub.push(out, repo_id, private=private)
-    except hub.HubError as err:
-        log(f"push to the Hub failed: {err} Upload later with: hf-attn push {export_dir} --repo-id {repo_id}")
-        return {"error": str(err)}
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass

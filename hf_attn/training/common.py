@@ -21,14 +21,23 @@ def use_cpu(flag: bool) -> bool:
     return world > 1 and not torch.cuda.is_available()
 
 
-def make_accelerator(args, **kwargs):
-    """The run's ``Accelerator`` from its arguments (``mixed_precision``, ``report_to``, ``output_dir``, ``cpu``);
-    ``kwargs`` go to the constructor. A ``--report-to`` tracker that is not installed stops the run here."""
-    from accelerate import Accelerator
-
+def check_run_options(args) -> None:
+    """What a run's Accelerator could not honour, refused before anything is created: a ``--report-to`` tracker
+    that is not installed (Accelerate would skip it silently), ``--mixed-precision fp16`` without a CUDA GPU."""
+    from .args import UsageError
     from .trackers import require_tracker
 
-    require_tracker(args.report_to)  # Accelerate would skip a missing tracker silently
+    require_tracker(args.report_to)
+    if args.mixed_precision == "fp16" and (use_cpu(args.cpu) or not torch.cuda.is_available()):
+        raise UsageError("--mixed-precision fp16: fp16 autocast needs a CUDA GPU and this run is on the CPU (use "
+                         "--mixed-precision bf16 on a CPU, or no)")
+
+
+def make_accelerator(args, **kwargs):
+    """The run's ``Accelerator`` from its arguments (``mixed_precision``, ``report_to``, ``output_dir``, ``cpu``,
+    checked by ``check_run_options``); ``kwargs`` go to the constructor."""
+    from accelerate import Accelerator
+
     return Accelerator(mixed_precision=args.mixed_precision, project_dir=str(args.output_dir), cpu=use_cpu(args.cpu),
                        log_with=None if args.report_to == "none" else args.report_to, **kwargs)
 
@@ -107,5 +116,5 @@ def json_copy(state: dict) -> dict:
     return json.loads(json.dumps(state))
 
 
-__all__ = ["NonFiniteLoss", "RunRecord", "check_finite", "json_copy", "make_accelerator", "progress_bar",
-           "start_trackers", "use_cpu", "write_summary"]
+__all__ = ["NonFiniteLoss", "RunRecord", "check_finite", "check_run_options", "json_copy", "make_accelerator",
+           "progress_bar", "start_trackers", "use_cpu", "write_summary"]

@@ -67,7 +67,7 @@ class CompareArguments:
     window: int | None = option(None, "hf_local window (default seq_len / 4)")
     eval_batches: int = option(10, "validation batches")
     scaling_seq_lens: list[int] = option([128, 256, 512, 1024], "sequence lengths of the time/memory plot")
-    scaling_position: str = option("rope", "positional encoding used for the scaling measurement")
+    scaling_position: str = option("rope", "positional encoding used for the scaling measurement", choices=POSITIONS)
     seed: int = option(0, "seed (same for every run)")
     cpu: bool = option(False, "force CPU")
     _config_applied: bool = False  # set by the parser once --config has been merged
@@ -326,7 +326,7 @@ def run_comparison(args: CompareArguments, log=None) -> dict:
     which alone writes the outputs). ``log`` defaults to ``accelerator.print`` (the main process)."""
     from accelerate import Accelerator
 
-    from .checkpoint import check_output_dir
+    from .checkpoint import locked_output_dir
 
     args = resolve_config_and_quick(args, COMPARE_QUICK)
     for v in args.variants:
@@ -338,25 +338,25 @@ def run_comparison(args: CompareArguments, log=None) -> dict:
     log = log or accelerator.print
     t_start = time.perf_counter()
     splits = resolve_data(args, log)
-    check_output_dir(args.output_dir)
-    rows = [train_or_fail(variant, position, args, splits, accelerator, log)
-            for variant in args.variants for position in args.positions]
-    scaling = []
-    for variant in args.variants:
-        try:
-            scaling += measure_scaling(variant, args, accelerator.device)
-        except Exception as e:  # noqa: BLE001
-            log(f"scaling {variant} FAILED: {type(e).__name__}: {e}")
-    paths = write_outputs(rows, scaling, args, Path(args.output_dir)) if accelerator.is_main_process else None
-    total = time.perf_counter() - t_start
-    if accelerator.is_main_process:
-        (Path(args.output_dir) / "summary.json").write_text(json.dumps(
-            {"total_time_s": total, "device": str(accelerator.device), "num_processes": accelerator.num_processes,
-             "args": dataclasses.asdict(args), "rows": [{k: v for k, v in r.items() if k != "curve"} for r in rows],
-             "scaling": scaling}, indent=1, default=str))
-        log(paths["md"].read_text())
-    log(f"total time {total:.1f} s; outputs in {args.output_dir}")
-    accelerator.wait_for_everyone()
+    with locked_output_dir(args.output_dir):  # one run per output folder; nothing is created before the data
+        rows = [train_or_fail(variant, position, args, splits, accelerator, log)
+                for variant in args.variants for position in args.positions]
+        scaling = []
+        for variant in args.variants:
+            try:
+                scaling += measure_scaling(variant, args, accelerator.device)
+            except Exception as e:  # noqa: BLE001
+                log(f"scaling {variant} FAILED: {type(e).__name__}: {e}")
+        paths = write_outputs(rows, scaling, args, Path(args.output_dir)) if accelerator.is_main_process else None
+        total = time.perf_counter() - t_start
+        if accelerator.is_main_process:
+            (Path(args.output_dir) / "summary.json").write_text(json.dumps(
+                {"total_time_s": total, "device": str(accelerator.device), "num_processes": accelerator.num_processes,
+                 "args": dataclasses.asdict(args), "rows": [{k: v for k, v in r.items() if k != "curve"} for r in rows],
+                 "scaling": scaling}, indent=1, default=str))
+            log(paths["md"].read_text())
+        log(f"total time {total:.1f} s; outputs in {args.output_dir}")
+        accelerator.wait_for_everyone()
     return {"rows": rows, "scaling": scaling, "paths": paths, "total_time_s": total}
 
 

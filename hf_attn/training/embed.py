@@ -37,8 +37,10 @@ import torch
 from torch import nn
 
 from .. import registry
+from ..push import push_best_model
 from . import checkpoint as ckpt
-from .args import cli_errors
+from . import common
+from .args import UsageError, cli_errors
 from .common import (
     NonFiniteLoss,
     RunRecord,
@@ -49,7 +51,7 @@ from .common import (
     start_trackers,
     write_summary,
 )
-from .embed_args import EmbedTrainingArguments, finalize_args, parse_args
+from .embed_args import EmbedTrainingArguments, finalize_args, model_kwargs, parse_args
 from .embed_data import build_train_loader, get_tokenizer, load_training_data, trained_on
 from .embed_eval import DevSelection
 from .teacher import setup_teacher
@@ -61,12 +63,16 @@ def build_model(args: EmbedTrainingArguments, tokenizer) -> nn.Module:
     kwargs = {k: getattr(args, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                             "num_key_value_heads", "intermediate_size", "embedding_size")
               if getattr(args, k) is not None}
-    if args.model_kwargs:
-        kwargs.update(json.loads(args.model_kwargs))
+    kwargs.update(model_kwargs(args, entry.config_class, log=lambda *a: None))  # finalize_args said which wins
     kwargs["vocab_size"] = len(tokenizer)
     kwargs["pad_token_id"] = tokenizer.pad_token_id
     kwargs.setdefault("max_position_embeddings", max(512, args.max_seq_length))
     config = entry.config_class(**kwargs)
+    limit = getattr(config, "max_sequence_length", None) or config.max_position_embeddings
+    if isinstance(limit, int) and args.max_seq_length > limit:
+        raise UsageError(f"--max-seq-length {args.max_seq_length} is beyond the model's limit of {limit} positions "
+                         f"(pass --max-seq-length {limit} or less, or a larger max_position_embeddings in "
+                         "--model-kwargs)")
     if args.attn_implementation:
         config._attn_implementation = args.attn_implementation
     return entry.model_class(config)
@@ -196,18 +202,23 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
     Keys: output_dir, best_model_dir, params, train_time_s, samples_per_s, best_dev_spearman, best_dev_pearson,
     best_step, steps, final_loss, status ("completed" | "non_finite_loss"), last_checkpoint, history, ...
     """
+    args = finalize_args(args)
+    common.check_run_options(args)  # before the output folder is created
+    with ckpt.locked_output_dir(args.output_dir):  # one run per output folder
+        return _train_embedder(args)
+
+
+def _train_embedder(args: EmbedTrainingArguments) -> dict:
     from accelerate.utils import DataLoaderConfiguration, set_seed
 
     from .optim import build_optimizer, build_scheduler
 
-    args = finalize_args(args)
     output_dir = Path(args.output_dir)
     accelerator = make_accelerator(
         args, gradient_accumulation_steps=1,  # --grad-accum-steps enlarges the contrastive batch instead (EmbedStep)
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed))
     log = accelerator.print
     set_seed(args.seed)
-    ckpt.check_output_dir(output_dir)
     resume = ckpt.resolve_resume(args.resume_from_checkpoint, output_dir / "checkpoints", log=log)
 
     dataset = load_training_data(args, log=log)
@@ -233,8 +244,9 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
     accelerator.register_for_checkpointing(scheduler)
 
     state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "best_dev_spearman": None, "best_dev_pearson": None,
-             "best_step": None, "history": [], "evals": []}
+             "best_step": None, "history": [], "evals": [], "settings": resume_settings(args)}
     if resume is not None:
+        ckpt.check_resume(resume, accelerator.unwrap_model(module), state["settings"], total_steps)
         state.update(ckpt.load_checkpoint(accelerator, resume))
         log(f"resumed from {resume} (step {state['step']}, epoch {state['epoch']}, batch {state['batches_in_epoch']})")
     start_trackers(accelerator, args, args.run_name or "train_embed")
@@ -283,10 +295,16 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
     write_summary(accelerator, output_dir, summary)
     log("summary: " + json.dumps({k: v for k, v in summary.items() if k not in ("history", "evals")}))
     if args.push_to_hub and run.status == "completed" and accelerator.is_main_process:
-        summary["hub"] = ckpt.push_best_model(output_dir / "best_model", output_dir, args.push_to_hub,
+        summary["hub"] = push_best_model(output_dir / "best_model", output_dir, args.push_to_hub,
                                               args.hub_private, log=log)
     accelerator.end_training()
     return summary
+
+
+def resume_settings(args: EmbedTrainingArguments) -> dict:
+    """The options a resumed run must share with the run that wrote its checkpoint (saved in its state): the batch
+    composition and the seed decide the data order a resumed run continues."""
+    return {"batch_size": args.batch_size, "grad_accum_steps": args.grad_accum_steps, "seed": args.seed}
 
 
 def warn_if_dropout_pairs_are_identical(args: EmbedTrainingArguments, encoder: nn.Module, log=print) -> None:

@@ -6,7 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import registry
-from .args import RunArguments, build_parser, option, parse_into, resolve_config_and_quick, track_explicit
+from .args import (
+    RunArguments,
+    UsageError,
+    build_parser,
+    explicit_fields,
+    option,
+    parse_into,
+    resolve_config_and_quick,
+    track_explicit,
+)
 
 MODELS = registry.model_types("embedder")
 
@@ -149,7 +158,56 @@ def finalize_args(args: EmbedTrainingArguments) -> EmbedTrainingArguments:
         raise ValueError("--init-from-teacher needs --teacher (the model whose token embeddings to start from)")
     if args.distill_pool and not args.teacher:
         raise ValueError("--distill-pool needs --teacher (the model whose embeddings are the training targets)")
+    model_kwargs(args, registry.get(args.model).config_class)  # refuse a bad --model-kwargs before any data is read
+    if not args.tokenizer and args.tokenizer_type == "bpe":  # (wordpiece: checked once trained, see tokenizer.py)
+        from .tokenizer import SPECIAL_TOKENS
+
+        floor = 256 + len(SPECIAL_TOKENS)  # byte-level BPE starts from the 256 byte symbols, plus the special tokens
+        if args.vocab_size < floor:
+            raise UsageError(f"--vocab-size {args.vocab_size}: expected at least {floor} for --tokenizer-type bpe (it "
+                             f"starts with 256 byte symbols and {len(SPECIAL_TOKENS)} special tokens; e.g. 4000-16384)")
     return args
 
 
-__all__ = ["MODELS", "QUICK", "EmbedTrainingArguments", "build_arg_parser", "finalize_args", "parse_args"]
+def _note(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
+
+
+def model_kwargs(args: EmbedTrainingArguments, config_class, log=_note) -> dict:
+    """The config fields ``--model-kwargs`` sets, checked: valid JSON, a mapping, every key a field of
+    ``config_class`` (else the closest valid name). A field also set by its own flag (``--hidden-size``): the flag
+    wins, and a note says so once."""
+    import difflib
+    import inspect
+    import json
+
+    if not args.model_kwargs:
+        return {}
+    try:
+        extra = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--model-kwargs {args.model_kwargs!r}: not valid JSON ({e.msg} at column {e.colno}) (pass "
+                         "an object such as '{\"chebyshev_degree\": 4}')") from None
+    if not isinstance(extra, dict):
+        raise UsageError(f"--model-kwargs {args.model_kwargs!r}: expected a JSON object of config fields, got a "
+                         f"{type(extra).__name__} (e.g. '{{\"chebyshev_degree\": 4}}')")
+    valid = set(config_class().to_dict()) | set(inspect.signature(config_class.__init__).parameters) - {"self",
+                                                                                                       "kwargs"}
+    for key in extra:
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"see {config_class.__name__}'s documented fields"
+            raise UsageError(f"--model-kwargs: {key!r} is not a field of {config_class.__name__} ({hint})")
+    explicit = explicit_fields(args)
+    for key in sorted(set(extra) & explicit):
+        if getattr(args, key, None) is not None and getattr(args, key) != extra[key]:
+            log(f"note: --{key.replace('_', '-')} {getattr(args, key)} and --model-kwargs {key}={extra[key]!r} both "
+                f"given: --{key.replace('_', '-')} wins")
+            del extra[key]
+    return extra
+
+
+__all__ = ["MODELS", "QUICK", "EmbedTrainingArguments", "build_arg_parser", "finalize_args", "model_kwargs",
+           "parse_args"]

@@ -84,7 +84,7 @@ def training_texts(dataset) -> list[str]:
 def get_tokenizer(args, dataset, accelerator, log=print, resume=None):
     """The run's tokenizer. Resuming: the one saved in the checkpoint (an explicit --tokenizer must match it); a
     checkpoint from before tokenizers were saved in checkpoints needs the cache it was trained with (no retraining)."""
-    from .teacher import resolve_teacher
+    from .teacher import not_loadable, resolve_teacher
     from .tokenizer import get_or_train_tokenizer, load_tokenizer
 
     saved = ckpt.checkpoint_tokenizer(resume) if resume is not None else None
@@ -99,7 +99,10 @@ def get_tokenizer(args, dataset, accelerator, log=print, resume=None):
         log(f"tokenizer: the one saved with {resume}")
         return tokenizer
     if args.tokenizer:
-        return load_tokenizer(resolve_teacher(args.tokenizer))  # all-MiniLM-L6-v2 -> the bundled copy
+        try:
+            return load_tokenizer(resolve_teacher(args.tokenizer))  # all-MiniLM-L6-v2 -> the bundled copy
+        except (OSError, ValueError) as e:
+            raise not_loadable("--tokenizer", args.tokenizer, e) from e
     cache = Path(args.tokenizer_cache or Path(args.output_dir) / "tokenizer")
     refuse = None if resume is None else (
         f"{resume} holds no tokenizer (it was saved before checkpoints carried one) and the tokenizer cache {cache} is "

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .. import registry
+from ..push import push_best_model
 from . import checkpoint as ckpt
 from . import common
 from .args import cli_errors
@@ -99,16 +100,21 @@ def evaluate_and_save(accelerator, model, valid: ByteBatches, args, state: dict,
 
 def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     """Train AdaptiveSpanGPT on bytes; returns a summary (also OUTPUT_DIR/summary.json, metrics.jsonl)."""
+    args = finalize_args(args)
+    common.check_run_options(args)  # before the output folder is created
+    with ckpt.locked_output_dir(args.output_dir):  # one run per output folder
+        return _train_lm(args, log_fn)
+
+
+def _train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     from accelerate.utils import set_seed
 
     from .optim import build_optimizer, build_scheduler
 
-    args = finalize_args(args)
     out_dir = Path(args.output_dir)
     accelerator = common.make_accelerator(args, gradient_accumulation_steps=args.grad_accum_steps)
     log = log_fn or accelerator.print
     set_seed(args.seed)
-    ckpt.check_output_dir(out_dir)
 
     source = resolve_lm_data(args.data, args.data_dir)
     splits = load_byte_splits(source, args.enwik8, args.max_bytes)
@@ -129,9 +135,12 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     model = accelerator.unwrap_model(train_model)
     model = getattr(model, "_orig_mod", model)  # the model itself (not compiled): evaluation, spans, saving
 
-    state = {"step": 0, "history": [], "evals": []}
+    settings = {"batch_size": args.batch_size, "block_size": args.block_size, "grad_accum_steps": args.grad_accum_steps,
+                "seed": args.seed}  # what decides the batches a resumed run continues with
+    state = {"step": 0, "history": [], "evals": [], "settings": settings}
     resume = ckpt.resolve_resume(args.resume_from_checkpoint, out_dir / "checkpoints", log=log)
     if resume is not None:
+        ckpt.check_resume(resume, model, settings, args.max_steps)
         state.update(ckpt.load_checkpoint(accelerator, resume))
         log(f"resumed from {resume} at step {state['step']}")
     common.start_trackers(accelerator, args, "train_lm")
@@ -173,10 +182,10 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     summary = lm_summary(args, model, state, run, peak, n_params, lm_dataset_name(source, args.enwik8))
     common.write_summary(accelerator, out_dir, summary)
     if args.push_to_hub and run.status == "completed" and summary["best_model_dir"] and accelerator.is_main_process:
-        summary["hub"] = ckpt.push_best_model(summary["best_model_dir"], out_dir, args.push_to_hub, args.hub_private,
-                                              log=log, eval_results={"bpc": summary["best_val_bpc"],
-                                                                     "dataset": summary["dataset"][0],
-                                                                     "split": "validation"})
+        summary["hub"] = push_best_model(summary["best_model_dir"], out_dir, args.push_to_hub, args.hub_private,
+                                         log=log, eval_results={"bpc": summary["best_val_bpc"],
+                                                                "dataset": summary["dataset"][0],
+                                                                "split": "validation"})
     accelerator.end_training()
     return summary
 

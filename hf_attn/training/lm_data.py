@@ -103,6 +103,11 @@ def resolve_lm_data(data: str | None, data_dir: str | None) -> Path:
         p = Path(data)
         if not p.exists() and data_dir:
             p = Path(data_dir) / data
+        if p.is_dir():
+            raise DataError(f"--data {data}: is a folder, not a file (pass a text, enwik8 or jsonl(.gz) file, or the "
+                            "folder as --data-dir)")
+        if not p.exists():
+            raise DataError(f"--data {data}: no such file" + (f" (nor in --data-dir {data_dir})" if data_dir else ""))
         return p
     if data_dir:
         for rel in ("wikipedia_en_extract/wiki_en_extract.jsonl.gz", "tiny_shakespeare/input.txt"):

@@ -33,11 +33,24 @@ def resolve_teacher(name_or_path: str) -> str:
     return name_or_path
 
 
+def not_loadable(flag: str, name: str, error: BaseException):
+    """The ``UsageError`` for a ``--teacher`` / ``--tokenizer`` that is neither a local folder nor a loadable Hub id."""
+    from .args import UsageError
+
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    where = "no such local folder" if not Path(name).exists() else "this folder does not hold one"
+    return UsageError(f"{flag} {name}: {where}, and it could not be loaded as a Hub model id either ({first[:200]}) "
+                      "(check the path's spelling, or the repo id and your network / HF_HUB_OFFLINE)")
+
+
 def load_teacher(name_or_path: str, device="cpu", max_seq_length: int | None = None):
     """A sentence-transformers teacher (all-MiniLM-L6-v2 by name resolves to the pip-bundled copy)."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(resolve_teacher(name_or_path), device=str(device), trust_remote_code=True)
+    try:
+        model = SentenceTransformer(resolve_teacher(name_or_path), device=str(device), trust_remote_code=True)
+    except (OSError, ValueError) as e:  # no such folder, not on the Hub, offline, not a sentence-transformers model
+        raise not_loadable("--teacher", name_or_path, e) from e
     model.eval()
     if max_seq_length is not None and (model.max_seq_length is None or max_seq_length < model.max_seq_length):
         model.max_seq_length = max_seq_length

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .. import atomic
+
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                   "mask_token": "[MASK]"}
 _META = "hf_attn_tokenizer.json"
@@ -143,9 +145,24 @@ def get_or_train_tokenizer(texts: Sequence[str], cache_dir: str | Path, kind: st
         raise UsageError(require_cached)
     log(f"tokenizer: training {kind} (vocab {vocab_size}) on {len(texts)} texts")
     tokenizer = train_tokenizer(texts, kind=kind, vocab_size=vocab_size, model_max_length=model_max_length)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(str(cache_dir))
-    meta.write_text(json.dumps({**settings, "fingerprint": key}, indent=1))
+    if len(tokenizer) > vocab_size:  # every character of the data and the special tokens come first
+        from .args import UsageError
+
+        raise UsageError(f"--vocab-size {vocab_size}: the smallest {kind} tokenizer of this data has {len(tokenizer)} "
+                         f"tokens (one per character it contains, and the special tokens); pass --vocab-size "
+                         f"{len(tokenizer)} or more (e.g. 4000-16384)")
+
+    def write(tmp: Path) -> None:
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / _META).write_text(json.dumps({**settings, "fingerprint": key}, indent=1))
+
+    # Swapped in whole (hf_attn.atomic), one writer at a time: a run reading the cache never sees a new tokenizer.json
+    # beside the old fingerprint. Runs sharing a cache wait for each other's write (seconds), not fail.
+    lock = atomic.FolderLock(cache_dir, beside=True).acquire(wait=600)
+    try:
+        atomic.write_folder(cache_dir, write)
+    finally:
+        lock.release()
     return tokenizer
 
 
