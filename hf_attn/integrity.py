@@ -106,14 +106,20 @@ def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 MODEL_MANIFEST = "model_files.json"
 
 
+# The model card is prose its owner edits before pushing (huggingface_hub.ModelCard rewrites it too): vouching for
+# it would make a hand-edited card look like a damaged model.
+UNTRACKED_FILES = ("README.md",)
+
+
 def manifest_files(folder: str | Path, exclude: tuple[str, ...] = ()) -> list[Path]:
-    """The files a manifest of ``folder`` lists: every file below it except hidden ones, caches and ``exclude``."""
+    """The files a manifest of ``folder`` lists: every file below it except hidden ones, caches, the model card
+    (``UNTRACKED_FILES``) and ``exclude``."""
     folder = Path(folder)
     out = []
     for f in sorted(folder.rglob("*")):
         rel = f.relative_to(folder)
         if f.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in rel.parts) \
-                and rel.as_posix() not in exclude:
+                and rel.as_posix() not in (*exclude, *UNTRACKED_FILES):
             out.append(f)
     return out
 

@@ -296,6 +296,14 @@ def _garbage_weights(env):
     return load_model(folder)
 
 
+def _edited_card(env):
+    from hf_attn import load_model
+
+    folder = _copy(env, "card")
+    (folder / "README.md").write_text("# my own words about this model\n")
+    return load_model(folder).encode("a man").shape
+
+
 def _damaged_manifest(env, content):
     from hf_attn import load_model
 
@@ -382,6 +390,7 @@ API_ROWS = [
     ("find-similar-str", lambda env, e: e.find_similar("q", "abc"), TypeError, "wrap a single candidate"),
     ("find-similar-top-k-negative", lambda env, e: e.find_similar("q", ["a"], top_k=-1), ValueError, "0 or more"),
     ("find-similar-top-k-0", lambda env, e: e.find_similar("q", ["a"], top_k=0), "ok", []),
+    ("load-model-hand-edited-card", lambda env, e: _edited_card(env), "ok", (24,)),
     ("load-model-garbage-weights", lambda env, e: _garbage_weights(env), ValueError, "sha256 differs"),
     ("load-model-manifest-list", lambda env, e: _damaged_manifest(env, ["model.safetensors"]), ValueError, "damaged"),
     ("load-model-manifest-no-size", lambda env, e: _damaged_manifest(env, {"config.json": {"sha256": "0"}}),
