@@ -27,50 +27,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .export_check import ExportVerificationError, run_without_hf_attn, verify_export
+from .exported import load_exported_model, model_type_of, resolve_checkpoint
 from .model_cards import architecture, render_model_card
+from .onnx_export import OnnxVerificationError, export_folder_onnx
 from .push import HubError, folder_files, human_size, push  # noqa: F401  (hf_attn.hub.push, as documented)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Export
 # ---------------------------------------------------------------------------------------------------------------
-
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
-
-
-def _model_class(model_type: str):
-    from .registry import get
-
-    return get(model_type).export_class
-
-
-def resolve_checkpoint(checkpoint_dir: str | Path) -> Path:
-    """The folder holding config.json: `checkpoint_dir` itself, or the ``best_model/`` of a training run."""
-    path = Path(checkpoint_dir)
-    if (path / "config.json").is_file():
-        return path
-    if (path / "best_model" / "config.json").is_file():
-        return path / "best_model"
-    if (path / "trainer_state.json").is_file():
-        raise FileNotFoundError(
-            f"{path} is a training-state checkpoint (for resuming), not a model; export the run's best_model/ folder"
-        )
-    raise FileNotFoundError(
-        f"no model in {path}: expected config.json (a save_pretrained folder or a run's best_model/)"
-    )
-
-
-def load_checkpoint(checkpoint_dir: str | Path):
-    """(model in eval mode, tokenizer or None, model_type) from a save_pretrained / sentence-transformers folder."""
-    path = resolve_checkpoint(checkpoint_dir)
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    model = _model_class(model_type).from_pretrained(str(path)).eval()
-    tokenizer = None
-    if any((path / f).is_file() for f in _TOKENIZER_FILES):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-    return model, tokenizer, model_type
-
 
 def _training_summary(path: Path) -> dict:
     """Training facts from a run's summary.json next to best_model/ (what train_embed / train_lm write), if any."""
@@ -224,9 +188,9 @@ def export(
     if out_dir == source.resolve():
         raise ValueError("export: OUT_DIR must differ from the checkpoint folder")
     if onnx:  # refuse before loading anything (the config names the architecture)
-        _check_onnx_request(json.loads((source / "config.json").read_text()).get("model_type"))
+        _check_onnx_request(model_type_of(source))
     _prepare_out_dir(out_dir)
-    model, tokenizer, model_type = load_checkpoint(source)
+    model, tokenizer, model_type = load_exported_model(source)
     arch = architecture(model_type)
     if arch.kind == "embedder" and tokenizer is None:
         raise FileNotFoundError(f"{source} has no tokenizer files; an embedder export needs its tokenizer")
@@ -256,8 +220,6 @@ def export(
         )
         card.save(str(tmp / "README.md"))
         if onnx:
-            from .onnx_export import OnnxVerificationError, export_folder_onnx
-
             try:
                 export_folder_onnx(tmp, model, verify=verify)
             except OnnxVerificationError as exc:
@@ -356,7 +318,7 @@ __all__ = [
     "export_add_arguments",
     "export_run",
     "folder_files",
-    "load_checkpoint",
+    "load_exported_model",
     "push",
     "run_without_hf_attn",
     "verify_export",

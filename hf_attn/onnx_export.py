@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from .exported import load_exported_model, uses_normalize
+
 ONNX_ATOL = 1e-4
 ONNX_SUBDIR = "onnx"
 ONNX_FILE = "model.onnx"
@@ -145,11 +147,6 @@ class OnnxVerificationError(RuntimeError):
     """The ONNX model's outputs differ from the PyTorch model's."""
 
 
-def _uses_normalize(folder: Path) -> bool:
-    modules = folder / "modules.json"
-    return modules.is_file() and any(m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text()))
-
-
 def export_folder_onnx(folder: str | Path, model=None, verify: bool = True) -> dict:
     """Write ``FOLDER/onnx/model.onnx`` for the embedder saved in `folder` (a sentence-transformers / export folder).
 
@@ -157,10 +154,8 @@ def export_folder_onnx(folder: str | Path, model=None, verify: bool = True) -> d
     """
     folder = Path(folder)
     if model is None:
-        from .hub import load_checkpoint
-
-        model, _, _ = load_checkpoint(folder)
-    normalize = _uses_normalize(folder)
+        model, _, _ = load_exported_model(folder)
+    normalize = uses_normalize(folder)
     path = export_onnx(model, folder / ONNX_SUBDIR / ONNX_FILE, normalize=normalize)
     result = {"path": str(path)}
     if verify:

@@ -10,6 +10,7 @@ from test_hub import make_model, make_tokenizer  # the tiny models and tokenizer
 
 import hf_attn
 from hf_attn import onnx_export
+from hf_attn.exported import uses_normalize
 from hf_attn.hub import export
 
 HAVE_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime"))
@@ -33,7 +34,7 @@ def test_onnx_export_matches_pytorch_and_sentence_transformers(arch, tmp_path):
     onnx_file = out / "onnx" / "model.onnx"
     assert onnx_file.is_file()
 
-    result = onnx_export.verify_onnx(model, onnx_file, normalize=onnx_export._uses_normalize(out))
+    result = onnx_export.verify_onnx(model, onnx_file, normalize=uses_normalize(out))
     assert result["max_abs_diff"] <= 1e-4
     assert {b for b, _ in result["shapes"]} >= {1, 2, 3, 8} and len({t for _, t in result["shapes"]}) >= 4
 
