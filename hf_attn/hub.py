@@ -29,16 +29,22 @@ from typing import Any, Mapping
 from .export_check import ExportVerificationError, run_without_hf_attn, verify_export
 from .exported import load_exported_model, model_type_of, resolve_checkpoint
 from .model_cards import architecture, render_model_card
-from .onnx_export import OnnxVerificationError, export_folder_onnx
+from .onnx_export import ONNX_FILE, OnnxVerificationError, export_folder_onnx, quantize_folder
 from .push import HubError, folder_files, human_size, push  # noqa: F401  (hf_attn.hub.push, as documented)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Export
 # ---------------------------------------------------------------------------------------------------------------
 
+TRAINING_RECORD = "training_summary.json"  # the run's facts an export keeps, so a re-export renders the same card
+
+
 def _training_summary(path: Path) -> dict:
-    """Training facts from a run's summary.json next to best_model/ (what train_embed / train_lm write), if any."""
-    summary_file = path.parent / "summary.json"
+    """Training facts for the card: an earlier export's ``training_summary.json``, else the run's summary.json next
+    to best_model/ (what train_embed / train_lm write), else nothing."""
+    summary_file = path / TRAINING_RECORD
+    if not summary_file.is_file():
+        summary_file = path.parent / "summary.json"
     if not summary_file.is_file():
         return {}
     try:
@@ -60,11 +66,14 @@ def _training_summary(path: Path) -> dict:
         "teacher",
         "distill_target",
         "init_from_teacher",
+        "teacher_init",
+        "distill_pool",
         "dataset",
         "datasets",
         "tokens_per_s",
         "best_step",
         "best_val_bpc",
+        "val_bpc",
         "mean_span",
         "mean_period",
         "attention_flops_ratio",
@@ -151,6 +160,18 @@ def _save_model_and_tokenizer(model, tokenizer, kind: str, folder: Path):
     return tokenizer
 
 
+def _write_onnx(folder: Path, out_dir: Path, model, verify: bool, quantize: str | None, stsb_data_dir) -> dict:
+    """onnx/model.onnx (and its int8 version) in `folder` -> the card's ONNX record; failures name `out_dir`."""
+    try:
+        export_folder_onnx(folder, model, verify=verify)
+        record = {"files": {ONNX_FILE: {"bytes": (folder / "onnx" / ONNX_FILE).stat().st_size}}}
+        if quantize:
+            record = quantize_folder(folder, data_dir=stsb_data_dir)
+    except OnnxVerificationError as exc:
+        raise ExportVerificationError(str(exc).replace(str(folder), str(out_dir))) from exc
+    return record
+
+
 def export(
     checkpoint_dir: str | Path,
     out_dir: str | Path,
@@ -165,6 +186,8 @@ def export(
     license: str = "mit",
     base_model: str | None = None,
     onnx: bool = False,
+    quantize: str | None = None,
+    stsb_data_dir: str | Path | None = None,
 ) -> Path:
     """Write a Hub-ready folder for the model in `checkpoint_dir` to `out_dir` and return its path.
 
@@ -179,7 +202,12 @@ def export(
     hf_attn and compared with the source model before returning (`ExportVerificationError` on mismatch).
 
     ``onnx`` (embedders): also write ``onnx/model.onnx`` (`hf_attn.onnx_export`; checked against PyTorch with
-    onnxruntime when ``verify``).
+    onnxruntime when ``verify``). ``quantize="int8"`` (implies ``onnx``): also ``onnx/model_qint8_quantized.onnx``
+    (onnxruntime dynamic quantisation), scored against the fp32 graph on the STS-B test pairs read from
+    ``stsb_data_dir`` (a folder like ../shared/data; None: the Hub); the scores and sizes go into the card.
+
+    Re-exporting an export keeps its card: the training facts (its ``training_summary.json``), the eval results
+    (its card's model-index) and, when it had them, the ONNX graph (rebuilt and verified).
 
     An earlier export in `out_dir` is replaced; any other non-empty folder is refused.
     """
@@ -187,6 +215,9 @@ def export(
     out_dir = Path(out_dir).resolve()
     if out_dir == source.resolve():
         raise ValueError("export: OUT_DIR must differ from the checkpoint folder")
+    if quantize not in (None, "int8"):
+        raise ValueError(f"--quantize: expected int8, got {quantize!r}")
+    onnx = onnx or quantize is not None or (source / "onnx" / "model.onnx").is_file()
     if onnx:  # refuse before loading anything (the config names the architecture)
         _check_onnx_request(model_type_of(source))
     _prepare_out_dir(out_dir)
@@ -196,6 +227,10 @@ def export(
         raise FileNotFoundError(f"{source} has no tokenizer files; an embedder export needs its tokenizer")
     if training_config is None:
         training_config = _training_summary(source)
+    if eval_results is None and (source / "README.md").is_file():  # a re-export keeps the card's model-index
+        from huggingface_hub import ModelCard
+
+        eval_results = ModelCard.load(source / "README.md").data.eval_results
 
     # Write into a sibling temp folder, then swap it in: an interrupted export never leaves half a folder.
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -205,6 +240,9 @@ def export(
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; an export is an ordinary folder
     try:
         tokenizer = _save_model_and_tokenizer(model, tokenizer, arch.kind, tmp)
+        onnx_record = _write_onnx(tmp, out_dir, model, verify, quantize, stsb_data_dir) if onnx else None
+        if training_config:
+            (tmp / TRAINING_RECORD).write_text(json.dumps(dict(training_config), indent=2, default=str) + "\n")
         name = model_name or out_dir.name
         card = render_model_card(
             model,
@@ -217,13 +255,10 @@ def export(
             has_tokenizer=tokenizer is not None,
             license=license,
             base_model=base_model,
+            onnx=onnx_record,
+            tokenizer=tokenizer,
         )
         card.save(str(tmp / "README.md"))
-        if onnx:
-            try:
-                export_folder_onnx(tmp, model, verify=verify)
-            except OnnxVerificationError as exc:
-                raise ExportVerificationError(str(exc).replace(str(tmp), str(out_dir))) from exc
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -273,6 +308,18 @@ def export_add_arguments(parser: argparse.ArgumentParser) -> None:
         help="embedders: also write onnx/model.onnx (dynamic batch and length), checked against "
         "PyTorch with onnxruntime (pip install 'hf-attn[onnx]')",
     )
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="embedders: also write onnx/model_qint8_quantized.onnx (onnxruntime dynamic int8; implies --onnx), "
+        "scored against fp32 on the STS-B test pairs; scores and sizes go into the card",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding stsb/stsb-en-test.csv (like ../shared/data) for --quantize (default: the Hub)",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip loading the folder without hf_attn")
 
 
@@ -301,8 +348,10 @@ def export_run(args: argparse.Namespace) -> int:
             license=args.license,
             base_model=args.base_model,
             onnx=args.onnx,
+            quantize=args.quantize,
+            stsb_data_dir=args.data_dir,
         )
-    except (FileNotFoundError, FileExistsError, ValueError, ExportVerificationError, ImportError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError, ImportError) as exc:  # each one line
         print(f"hf-attn export: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, ExportVerificationError) else 2
     print(f"exported to {out}" + ("" if args.no_verify else " (verified: loads without hf_attn, outputs match)"))
