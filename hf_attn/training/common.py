@@ -54,9 +54,9 @@ class _DeclaredTiesFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if not message.startswith("Removed shared tensor"):
+        if "Removed shared tensor" not in message:  # Accelerate may prefix "[RANK n] "
             return True
-        names = set(re.findall(r"'([^']+)'", message.split(" while saving")[0]))
+        names = set(re.findall(r"'([^']+)'", message.split("Removed shared tensor")[1].split(" while saving")[0]))
         return not names or not names <= self.tied
 
 
