@@ -358,10 +358,15 @@ def load_model(
 ) -> Embedder:
     """Load any sentence-transformers model (ours through remote code, or e.g. all-MiniLM-L6-v2) as an Embedder.
 
-    A local folder is checked first: a missing file raises FileNotFoundError naming it. ``backend="onnx"`` runs
+    A name from ``hf_attn.pretrained()`` that ships with the package loads offline. A local folder is checked
+    first: a missing file raises FileNotFoundError naming it. ``backend="onnx"`` runs
     an exported folder's ``onnx/`` graph with onnxruntime (no optimum, no PyTorch forward); ``file_name`` picks
     the graph (default ``model.onnx``; ``model_qint8_quantized.onnx`` for ``hf-attn export --quantize int8``).
     """
+    from .pretrained_models import pretrained_path, shipped_names
+
+    if isinstance(path_or_repo_id, str) and path_or_repo_id in shipped_names():  # a model shipped in the package
+        path_or_repo_id = pretrained_path(path_or_repo_id)
     if backend == "onnx":
         from .onnx_export import ONNX_FILE, load_onnx_encoder
 
