@@ -139,3 +139,21 @@ def test_int8_that_loses_quality_is_refused(tmp_path):
         onnx_export.quantize_folder(folder, data_dir=data, max_drop=-1.0)
     with pytest.raises(ValueError, match="backend must be 'torch' or 'onnx'"):
         hf_attn.load_model(folder, backend="openvino")
+
+
+def test_stsb_correlations_match_sentence_transformers_evaluator(tmp_path):
+    """Our STS-B scoring (any encode function) = ST's EmbeddingSimilarityEvaluator on a SentenceTransformer."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
+
+    from hf_attn.evaluation.stsb import stsb_correlations
+
+    data = _stsb_fixture(tmp_path / "data")
+    folder = tmp_path / "tan"
+    hf_attn.save_sentence_transformer(make_model("tan"), make_tokenizer(), folder)
+    st = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
+    ours = stsb_correlations(st.encode, "test", data_dir=data)
+    s1, s2, gold = zip(*STS_ROWS, strict=True)
+    theirs = EmbeddingSimilarityEvaluator(list(s1), list(s2), [g / 5 for g in gold], name="sts")(st)
+    assert abs(ours["spearman"] - theirs["sts_spearman_cosine"]) < 1e-6
+    assert abs(ours["pearson"] - theirs["sts_pearson_cosine"]) < 1e-6
