@@ -175,8 +175,8 @@ def warmup_decay_lambda(warmup_steps: int, total_steps: int, schedule: str = "li
     """LR multiplier: linear 0 -> 1 over ``warmup_steps``, then linear (or cosine) decay to 0.
 
     Kept instead of transformers' ``get_linear/cosine_schedule_with_warmup``: theirs gives step 0 a learning rate of
-    0 (``step / warmup``), so the first optimizer step trains nothing; ours starts at ``1 / warmup`` and is theirs
-    shifted by one step, which every measured run in docs/RESULTS.md was trained with."""
+    0 (``step / warmup``), so the first optimizer step trains nothing; ours warms up one step earlier (``(step + 1)
+    / warmup``) and decays exactly as theirs, and switching would change the runs being measured."""
 
     def fn(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
