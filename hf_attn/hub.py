@@ -160,6 +160,31 @@ def _save_model_and_tokenizer(model, tokenizer, kind: str, folder: Path):
     return tokenizer
 
 
+def _check_request(source: Path, out_dir: Path, onnx: bool, quantize: str | None) -> bool:
+    """Refuse a bad request before loading anything; returns whether ONNX is written (asked, implied by
+    ``quantize``, or an earlier export being re-exported had it)."""
+    if out_dir == source.resolve():
+        raise ValueError("export: OUT_DIR must differ from the checkpoint folder")
+    if quantize not in (None, "int8"):
+        raise ValueError(f"--quantize: expected int8, got {quantize!r}")
+    onnx = onnx or quantize is not None or (source / "onnx" / ONNX_FILE).is_file()
+    if onnx:  # the config names the architecture
+        _check_onnx_request(model_type_of(source))
+    return onnx
+
+
+def _earlier_facts(source: Path, training_config, eval_results):
+    """(training facts, eval results) for the card, where the caller gave none: the run's summary.json or an
+    earlier export's training_summary.json, and an earlier export's model-index (a re-export keeps its card)."""
+    if training_config is None:
+        training_config = _training_summary(source)
+    if eval_results is None and (source / "README.md").is_file():
+        from huggingface_hub import ModelCard
+
+        eval_results = ModelCard.load(source / "README.md").data.eval_results
+    return training_config, eval_results
+
+
 def _write_onnx(folder: Path, out_dir: Path, model, verify: bool, quantize: str | None, stsb_data_dir) -> dict:
     """onnx/model.onnx (and its int8 version) in `folder` -> the card's ONNX record; failures name `out_dir`."""
     try:
@@ -213,24 +238,13 @@ def export(
     """
     source = resolve_checkpoint(checkpoint_dir)
     out_dir = Path(out_dir).resolve()
-    if out_dir == source.resolve():
-        raise ValueError("export: OUT_DIR must differ from the checkpoint folder")
-    if quantize not in (None, "int8"):
-        raise ValueError(f"--quantize: expected int8, got {quantize!r}")
-    onnx = onnx or quantize is not None or (source / "onnx" / "model.onnx").is_file()
-    if onnx:  # refuse before loading anything (the config names the architecture)
-        _check_onnx_request(model_type_of(source))
+    onnx = _check_request(source, out_dir, onnx, quantize)
     _prepare_out_dir(out_dir)
     model, tokenizer, model_type = load_exported_model(source)
     arch = architecture(model_type)
     if arch.kind == "embedder" and tokenizer is None:
         raise FileNotFoundError(f"{source} has no tokenizer files; an embedder export needs its tokenizer")
-    if training_config is None:
-        training_config = _training_summary(source)
-    if eval_results is None and (source / "README.md").is_file():  # a re-export keeps the card's model-index
-        from huggingface_hub import ModelCard
-
-        eval_results = ModelCard.load(source / "README.md").data.eval_results
+    training_config, eval_results = _earlier_facts(source, training_config, eval_results)
 
     # Write into a sibling temp folder, then swap it in: an interrupted export never leaves half a folder.
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -275,6 +275,29 @@ def human_bytes(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
 
 
+def _lm_eval_defaults(eval_results, training: Mapping):
+    """A language model's results: its run's own validation bpc when none are given; a bare ``{"bpc": ...}`` is
+    placed on the run's data (validation split)."""
+    if eval_results is None:
+        return lm_eval_from(training)
+    if isinstance(eval_results, Mapping) and "bpc" in eval_results and "dataset" not in eval_results:
+        return {**lm_dataset(training), "split": "validation", **eval_results}
+    return eval_results
+
+
+def _fact_rows(config, num_parameters: int, token_facts, training: Mapping):
+    """(architecture rows with the saved tokenizer's real type and size, training rows without the tokenizer
+    options a run might not have used)."""
+    arch_rows = [("model_type", config.model_type), ("parameters", f"{num_parameters:,}")]
+    arch_rows += [(f, getattr(config, f, None)) for f in ARCHITECTURE_FIELDS]
+    if token_facts:
+        arch_rows.append(("tokenizer", f"{token_facts[0]}, {token_facts[1]:,} entries"))
+    hidden = TOKENIZER_KEYS if token_facts else ()
+    train_rows = [(str(k), v) for k, v in training.items()
+                  if k not in hidden and (not isinstance(v, (dict, list)) or v)]
+    return arch_rows, train_rows
+
+
 def render_model_card(
     model,
     *,
@@ -309,12 +332,7 @@ def render_model_card(
     model_id = model_id or model_name
     training = dict(training_config or {})
     check_eval_results(eval_results, model)
-    if arch.kind == "causal_lm":
-        if eval_results is None:
-            eval_results = lm_eval_from(training)
-        elif isinstance(eval_results, Mapping) and "bpc" in eval_results and "dataset" not in eval_results:
-            eval_results = {**lm_dataset(training), "split": "validation", **eval_results}
-    results = load_eval_results(eval_results)
+    results = load_eval_results(_lm_eval_defaults(eval_results, training) if arch.kind == "causal_lm" else eval_results)
     num_parameters = sum(p.numel() for p in model.parameters())
     datasets = list(datasets) if datasets is not None else datasets_from(training)
     relation = DISTILLED_RELATION if base_model is None and base_model_from(training) else None
@@ -333,13 +351,7 @@ def render_model_card(
         eval_results=results or None,
         **({"base_model_relation": relation} if relation else {}),
     )
-    arch_rows = [("model_type", config.model_type), ("parameters", f"{num_parameters:,}")]
-    arch_rows += [(f, getattr(config, f, None)) for f in ARCHITECTURE_FIELDS]
-    if token_facts:
-        arch_rows.append(("tokenizer", f"{token_facts[0]}, {token_facts[1]:,} entries"))
-    hidden = TOKENIZER_KEYS if token_facts else ()  # the saved tokenizer is stated above, not the one a run might train
-    train_rows = [(str(k), v) for k, v in training.items()
-                  if k not in hidden and (not isinstance(v, (dict, list)) or v)]
+    arch_rows, train_rows = _fact_rows(config, num_parameters, token_facts, training)
     citation_keys = citations_for(config)
     card = ModelCard.from_template(
         card_data,
