@@ -191,10 +191,11 @@ def stsb_quality(folder: str | Path, files: Sequence[str], data_dir: str | Path 
             for name in files}
 
 
-def quantize_folder(folder: str | Path, data_dir: str | Path | None = None, max_drop: float = QUANT_MAX_DROP,
+def quantize_folder(folder: str | Path, data_dir: str | Path | None = None, max_drop: float | None = None,
                     split: str = "test") -> dict:
     """Write ``FOLDER/onnx/model_qint8_quantized.onnx`` from the verified ``onnx/model.onnx`` and score both on the
-    STS-B `split`; raises `OnnxVerificationError` when int8 loses more than `max_drop` Spearman.
+    STS-B `split`; raises `OnnxVerificationError` when int8 loses more than `max_drop` Spearman (default
+    `QUANT_MAX_DROP`).
 
     Returns the record the card shows: ``{"split", "files": {name: {"bytes", "stsb_spearman"}}}``.
     """
@@ -204,6 +205,7 @@ def quantize_folder(folder: str | Path, data_dir: str | Path | None = None, max_
     quantize_onnx(onnx_dir / ONNX_FILE)
     quality = stsb_quality(folder, (ONNX_FILE, QUANTIZED_FILE), data_dir=data_dir, split=split)
     drop = quality[ONNX_FILE] - quality[QUANTIZED_FILE]
+    max_drop = QUANT_MAX_DROP if max_drop is None else max_drop
     if not drop <= max_drop:
         raise OnnxVerificationError(
             f"int8 quantisation loses {drop:.4f} STS-B {split} Spearman ({quality[ONNX_FILE]:.4f} fp32 -> "

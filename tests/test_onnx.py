@@ -93,11 +93,14 @@ def _stsb_fixture(folder):
 
 
 @needs_onnx
-def test_int8_export_is_scored_against_fp32_and_kept_on_reexport(tmp_path):
+def test_int8_export_is_scored_against_fp32_and_kept_on_reexport(tmp_path, monkeypatch):
     """--quantize int8 writes onnx/model_qint8_quantized.onnx, scores both graphs on STS-B pairs (the numbers in the
     card are the ones recomputed here), load_model(backend="onnx") runs it, and a re-export keeps the card."""
     from huggingface_hub import ModelCard
 
+    # An untrained model scores near 0 on 10 pairs, where int8 noise moves Spearman by a few hundredths: the quality
+    # limit is tested on its own below; here every score must reach the card.
+    monkeypatch.setattr(onnx_export, "QUANT_MAX_DROP", 1.0)
     data = _stsb_fixture(tmp_path / "data")
     checkpoint = tmp_path / "checkpoint"
     hf_attn.save_sentence_transformer(make_model("tan"), make_tokenizer(), checkpoint)
