@@ -66,6 +66,10 @@ def test_language_model_reports_its_own_validation_bpc_on_its_data():
     # a bpc given alone takes the dataset from the run; with no run it must name its data
     meta, _ = _render(make_model("adaptive_span_gpt"), training_config=LM_RUN, eval_results={"bpc": 2.0})
     assert meta["model-index"][0]["results"][0]["dataset"]["name"] == "English Wikipedia extract"
+    # what train_lm --push-to-hub passes: the file stem becomes the dataset's name and Hub id
+    meta, _ = _render(make_model("adaptive_span_gpt"),
+                      eval_results={"bpc": 2.0, "dataset": "wiki_en_extract", "split": "validation"})
+    assert meta["model-index"][0]["results"][0]["dataset"]["type"] == "wikimedia/wikipedia"
     with pytest.raises(ValueError, match="needs its dataset"):
         _render(make_model("adaptive_span_gpt"), eval_results={"bpc": 2.0})
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from .record import lm_dataset
+
 
 def _mteb_task_results(data: Mapping) -> list:
     """One MTEB result JSON (``{"task_name", "dataset_revision", "scores": {split: [subset, ...]}}``) -> EvalResults."""
@@ -51,12 +53,12 @@ def _lm_results(data: Mapping) -> list:
     if missing:
         raise ValueError(f"eval results: a language model's bpc needs its {' and '.join(missing)} (which text, which "
                          f"split it was measured on), got keys {sorted(data)}")
-    dataset = str(data["dataset"])
+    named = data if data.get("dataset_id") else lm_dataset({"dataset": [str(data["dataset"])]})  # a file stem: named
     where = dict(
         task_type="text-generation",
         task_name="Language modeling",
-        dataset_type=str(data.get("dataset_id", dataset)),
-        dataset_name=dataset,
+        dataset_type=str(named["dataset_id"]),
+        dataset_name=str(named["dataset"]),
         dataset_split=data["split"],
     )
     metrics = (("bpc", "Bits per character"), ("perplexity", "Perplexity"), ("loss", "Cross-entropy loss"))
