@@ -29,6 +29,7 @@ from typing import Any, Mapping
 from .export_check import ExportVerificationError, run_without_hf_attn, verify_export
 from .exported import load_exported_model, model_type_of, resolve_checkpoint
 from .model_cards import architecture, render_model_card
+from .model_cards.record import card_facts
 from .onnx_export import ONNX_FILE, OnnxVerificationError, export_folder_onnx, quantize_folder
 from .push import HubError, folder_files, human_size, push  # noqa: F401  (hf_attn.hub.push, as documented)
 
@@ -51,38 +52,7 @@ def _training_summary(path: Path) -> dict:
         summary = json.loads(summary_file.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
-    keys = (
-        "model",
-        "params",
-        "steps",
-        "train_time_s",
-        "samples_per_s",
-        "best_dev_spearman",
-        "best_dev_pearson",
-        "batch_size",
-        "learning_rate",
-        "max_seq_length",
-        "unsupervised",
-        "teacher",
-        "distill_target",
-        "init_from_teacher",
-        "teacher_init",
-        "distill_pool",
-        "dataset",
-        "datasets",
-        "tokens_per_s",
-        "best_step",
-        "best_val_bpc",
-        "val_bpc",
-        "mean_span",
-        "mean_period",
-        "attention_flops_ratio",
-        "optimizer",
-        "mixed_precision",
-        "device",
-        "num_processes",
-    )
-    return {k: summary[k] for k in keys if summary.get(k) is not None}
+    return card_facts(summary)
 
 
 def _byte_level_tokenizer_for(model):

@@ -37,6 +37,20 @@ KNOWN_MODEL_HUB_IDS = {
 # possibly started from its token vectors) is closest to finetune: it is trained from that model's knowledge.
 DISTILLED_RELATION = "finetune"
 
+# The keys of a run's summary.json (what train_embed / train_lm write) that a card shows and reasons from.
+RUN_RECORD_KEYS = (
+    "model", "params", "steps", "train_time_s", "samples_per_s", "best_dev_spearman", "best_dev_pearson",
+    "batch_size", "learning_rate", "max_seq_length", "unsupervised", "teacher", "distill_target", "init_from_teacher",
+    "teacher_init", "distill_pool", "dataset", "datasets", "tokens_per_s", "best_step", "best_val_bpc", "val_bpc",
+    "mean_span", "mean_period", "attention_flops_ratio", "optimizer", "mixed_precision", "device", "num_processes",
+)
+
+
+def card_facts(summary: Mapping) -> dict:
+    """The part of a run's summary a card uses (`RUN_RECORD_KEYS`, unset ones left out)."""
+    return {k: summary[k] for k in RUN_RECORD_KEYS if summary.get(k) is not None}
+
+
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
@@ -153,6 +167,7 @@ def check_eval_results(source, model) -> None:
                              f"{', '.join(wrong)}); evaluate this one with `hf-attn eval MODEL_DIR`")
 
 
-__all__ = ["DISTILLED_RELATION", "KNOWN_MODEL_HUB_IDS", "LOCAL_DATASET_HUB_IDS", "TOKENIZER_KEYS", "base_model_from",
+__all__ = ["DISTILLED_RELATION", "KNOWN_MODEL_HUB_IDS", "LOCAL_DATASET_HUB_IDS", "RUN_RECORD_KEYS", "TOKENIZER_KEYS",
+           "base_model_from", "card_facts",
            "check_eval_results", "datasets_from", "lm_dataset", "lm_eval_from", "tokenizer_facts",
            "training_objective"]
