@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# A CPU build of torch 2.13.0 lies on disk here; an unpinned torch would pull a multi-GB CUDA build.
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	@# .[dev] = the package with its [train,eval,onnx] extras (what the recipes, quickstart and tests use) + test tools
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 

@@ -23,8 +23,13 @@ def __getattr__(name):
         from . import embedding
 
         return getattr(embedding, name)
+    if name in ("pretrained", "pretrained_path"):
+        from . import pretrained_models
+
+        return getattr(pretrained_models, name)
     raise AttributeError(f"module 'hf_attn' has no attribute {name!r}")
 
 
-# load_model and save_sentence_transformer resolve through __getattr__ above.
-__all__ = [*_MODEL_CLASSES, "load_model", "save_sentence_transformer", "__version__"]  # noqa: F405
+# load_model, save_sentence_transformer, pretrained and pretrained_path resolve through __getattr__ above.
+__all__ = [*_MODEL_CLASSES, "load_model", "pretrained", "pretrained_path",  # noqa: F405
+           "save_sentence_transformer", "__version__"]  # noqa: F405

@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     "eval": ("hf_attn.evaluation.mteb_runner", "", "evaluate a sentence-transformers model with MTEB (STS-B)"),
     "export": ("hf_attn.hub", "export_", "write a Hub-ready folder (weights, remote code, tokenizer, card)"),
     "push": ("hf_attn.push", "", "upload an exported folder to the Hugging Face Hub"),
+    "encode": ("hf_attn.shell", "encode_", "embed texts with an exported embedder (JSON lines or .npy)"),
+    "generate": ("hf_attn.shell", "generate_", "continue a prompt with an exported language model"),
     "bench": ("hf_attn.bench", "", "run a benchmark script from benchmarks/"),
     "toy": ("hf_attn.toy", "", "train the educational self-/multi-head attention models"),
 }

@@ -393,12 +393,31 @@ class Embedder:
 
 
 def load_model(
-    path_or_repo_id: str | os.PathLike, device: str | None = None, trust_remote_code: bool = True
+    path_or_repo_id: str | os.PathLike,
+    device: str | None = None,
+    trust_remote_code: bool = True,
+    backend: str = "torch",
+    file_name: str | None = None,
 ) -> Embedder:
     """Load any sentence-transformers model (ours through remote code, or e.g. all-MiniLM-L6-v2) as an Embedder.
 
-    A local folder is checked first: a missing file raises FileNotFoundError naming it.
+    A name from ``hf_attn.pretrained()`` that ships with the package loads offline. A local folder is checked
+    first: a missing file raises FileNotFoundError naming it. ``backend="onnx"`` runs
+    an exported folder's ``onnx/`` graph with onnxruntime (no optimum, no PyTorch forward); ``file_name`` picks
+    the graph (default ``model.onnx``; ``model_qint8_quantized.onnx`` for ``hf-attn export --quantize int8``).
     """
+    from .pretrained_models import pretrained_path, shipped_names
+
+    if isinstance(path_or_repo_id, str) and path_or_repo_id in shipped_names():  # a model shipped in the package
+        path_or_repo_id = pretrained_path(path_or_repo_id)
+    if backend == "onnx":
+        from .onnx_export import ONNX_FILE, load_onnx_encoder
+
+        return Embedder(load_onnx_encoder(Path(path_or_repo_id).expanduser(), file_name or ONNX_FILE))
+    if backend != "torch":
+        raise ValueError(f"load_model: backend must be 'torch' or 'onnx', got {backend!r}")
+    if file_name is not None:
+        raise ValueError("load_model: file_name picks an ONNX graph; pass it with backend='onnx'")
     from sentence_transformers import SentenceTransformer
 
     p = Path(path_or_repo_id).expanduser()

@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 from typing import Mapping
 
+from .exported import load_exported_model, uses_normalize
 from .model_cards import EXAMPLE_SENTENCES, architecture
 
 VERIFY_ATOL = 1e-5
@@ -86,11 +87,6 @@ def _reference_inputs(model, tokenizer, kind: str):
     return {"input_ids": torch.randint(0, model.config.vocab_size, (2, length), generator=g)}
 
 
-def _uses_normalize(folder: Path) -> bool:
-    modules = folder / "modules.json"
-    return modules.is_file() and any(m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text()))
-
-
 def _source_outputs(model, tokenizer, inputs: dict, folder: Path, kind: str) -> dict:
     """What the fresh process must reproduce, computed with the in-memory source model."""
     import torch
@@ -107,7 +103,7 @@ def _source_outputs(model, tokenizer, inputs: dict, folder: Path, kind: str) -> 
             enc = tokenizer([text], truncation=limit is not None, max_length=limit, return_tensors="pt")
             single.append(model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).pooler_output[0])
         st = torch.stack(single).float()
-        if _uses_normalize(folder):
+        if uses_normalize(folder):
             st = torch.nn.functional.normalize(st, dim=-1)
         return {"auto": auto, "sentence_transformers": st}
 
@@ -147,9 +143,7 @@ def verify_export(
 
     out_dir = Path(out_dir).resolve()
     if model is None:
-        from .hub import load_checkpoint
-
-        model, tokenizer, _ = load_checkpoint(out_dir)
+        model, tokenizer, _ = load_exported_model(out_dir)
     arch = architecture(model.config.model_type)
     inputs = _reference_inputs(model, tokenizer, arch.kind)
     expected = _source_outputs(model, tokenizer, inputs, out_dir, arch.kind)

@@ -25,90 +25,33 @@ from typing import Any, Mapping
 
 from . import atomic
 from .export_check import ExportVerificationError, run_without_hf_attn, verify_export
+from .exported import load_exported_model, model_type_of, resolve_checkpoint
 from .integrity import write_manifest
 from .model_cards import architecture, render_model_card
+from .model_cards.record import card_facts
+from .onnx_export import ONNX_FILE, OnnxVerificationError, export_folder_onnx, quantize_folder
 from .push import HubError, check_license, folder_files, human_size, push  # noqa: F401  (hf_attn.hub.push, as documented)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Export
 # ---------------------------------------------------------------------------------------------------------------
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
-
-
-def _model_class(model_type: str):
-    from .registry import get
-
-    return get(model_type).export_class
-
-
-def resolve_checkpoint(checkpoint_dir: str | Path) -> Path:
-    """The folder holding config.json: `checkpoint_dir` itself, or the ``best_model/`` of a training run."""
-    path = Path(checkpoint_dir)
-    if (path / "config.json").is_file():
-        return path
-    if (path / "best_model" / "config.json").is_file():
-        return path / "best_model"
-    if (path / "trainer_state.json").is_file():
-        raise FileNotFoundError(
-            f"{path} is a training-state checkpoint (for resuming), not a model; export the run's best_model/ folder"
-        )
-    raise FileNotFoundError(
-        f"no model in {path}: expected config.json (a save_pretrained folder or a run's best_model/)"
-    )
-
-
-def load_checkpoint(checkpoint_dir: str | Path):
-    """(model in eval mode, tokenizer or None, model_type) from a save_pretrained / sentence-transformers folder."""
-    path = resolve_checkpoint(checkpoint_dir)
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    model = _model_class(model_type).from_pretrained(str(path)).eval()
-    tokenizer = None
-    if any((path / f).is_file() for f in _TOKENIZER_FILES):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-    return model, tokenizer, model_type
+TRAINING_RECORD = "training_summary.json"  # the run's facts an export keeps, so a re-export renders the same card
 
 
 def _training_summary(path: Path) -> dict:
-    """Training facts from a run's summary.json next to best_model/ (what train_embed / train_lm write), if any."""
-    summary_file = path.parent / "summary.json"
+    """Training facts for the card: an earlier export's ``training_summary.json``, else the run's summary.json next
+    to best_model/ (what train_embed / train_lm write), else nothing."""
+    summary_file = path / TRAINING_RECORD
+    if not summary_file.is_file():
+        summary_file = path.parent / "summary.json"
     if not summary_file.is_file():
         return {}
     try:
         summary = json.loads(summary_file.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
-    keys = (
-        "model",
-        "params",
-        "steps",
-        "train_time_s",
-        "samples_per_s",
-        "best_dev_spearman",
-        "best_dev_pearson",
-        "batch_size",
-        "learning_rate",
-        "max_seq_length",
-        "unsupervised",
-        "teacher",
-        "distill_target",
-        "init_from_teacher",
-        "dataset",
-        "datasets",
-        "tokens_per_s",
-        "best_step",
-        "best_val_bpc",
-        "mean_span",
-        "mean_period",
-        "attention_flops_ratio",
-        "optimizer",
-        "mixed_precision",
-        "device",
-        "num_processes",
-    )
-    return {k: summary[k] for k in keys if summary.get(k) is not None}
+    return card_facts(summary)
 
 
 def _byte_level_tokenizer_for(model):
@@ -186,6 +129,43 @@ def _save_model_and_tokenizer(model, tokenizer, kind: str, folder: Path):
     return tokenizer
 
 
+def _check_request(source: Path, out_dir: Path, onnx: bool, quantize: str | None) -> bool:
+    """Refuse a bad request before loading anything; returns whether ONNX is written (asked, implied by
+    ``quantize``, or an earlier export being re-exported had it)."""
+    if out_dir == source.resolve():
+        raise ValueError("export: OUT_DIR must differ from the checkpoint folder")
+    if quantize not in (None, "int8"):
+        raise ValueError(f"--quantize: expected int8, got {quantize!r}")
+    onnx = onnx or quantize is not None or (source / "onnx" / ONNX_FILE).is_file()
+    if onnx:  # the config names the architecture
+        _check_onnx_request(model_type_of(source))
+    return onnx
+
+
+def _earlier_facts(source: Path, training_config, eval_results):
+    """(training facts, eval results) for the card, where the caller gave none: the run's summary.json or an
+    earlier export's training_summary.json, and an earlier export's model-index (a re-export keeps its card)."""
+    if training_config is None:
+        training_config = _training_summary(source)
+    if eval_results is None and (source / "README.md").is_file():
+        from huggingface_hub import ModelCard
+
+        eval_results = ModelCard.load(source / "README.md").data.eval_results
+    return training_config, eval_results
+
+
+def _write_onnx(folder: Path, out_dir: Path, model, verify: bool, quantize: str | None, stsb_data_dir) -> dict:
+    """onnx/model.onnx (and its int8 version) in `folder` -> the card's ONNX record; failures name `out_dir`."""
+    try:
+        export_folder_onnx(folder, model, verify=verify)
+        record = {"files": {ONNX_FILE: {"bytes": (folder / "onnx" / ONNX_FILE).stat().st_size}}}
+        if quantize:
+            record = quantize_folder(folder, data_dir=stsb_data_dir)
+    except OnnxVerificationError as exc:
+        raise ExportVerificationError(str(exc).replace(str(folder), str(out_dir))) from exc
+    return record
+
+
 def export(
     checkpoint_dir: str | Path,
     out_dir: str | Path,
@@ -200,6 +180,8 @@ def export(
     license: str = "mit",
     base_model: str | None = None,
     onnx: bool = False,
+    quantize: str | None = None,
+    stsb_data_dir: str | Path | None = None,
 ) -> Path:
     """Write a Hub-ready folder for the model in `checkpoint_dir` to `out_dir` and return its path.
 
@@ -214,7 +196,12 @@ def export(
     hf_attn and compared with the source model before returning (`ExportVerificationError` on mismatch).
 
     ``onnx`` (embedders): also write ``onnx/model.onnx`` (`hf_attn.onnx_export`; checked against PyTorch with
-    onnxruntime when ``verify``).
+    onnxruntime when ``verify``). ``quantize="int8"`` (implies ``onnx``): also ``onnx/model_qint8_quantized.onnx``
+    (onnxruntime dynamic quantisation), scored against the fp32 graph on the STS-B test pairs read from
+    ``stsb_data_dir`` (a folder like ../shared/data; None: the Hub); the scores and sizes go into the card.
+
+    Re-exporting an export keeps its card: the training facts (its ``training_summary.json``), the eval results
+    (its card's model-index) and, when it had them, the ONNX graph (rebuilt and verified).
 
     An earlier export in `out_dir` is replaced; any other non-empty folder is refused.
     """
@@ -223,34 +210,33 @@ def export(
         raise ValueError(f"throughput: expected a positive rate (sentences/s), got {throughput}")
     source = resolve_checkpoint(checkpoint_dir)
     out_dir = Path(out_dir).resolve()
-    if out_dir == source.resolve():
-        raise ValueError("export: OUT_DIR must differ from the checkpoint folder")
-    if onnx:  # refuse before loading anything (the config names the architecture)
-        _check_onnx_request(json.loads((source / "config.json").read_text()).get("model_type"))
+    onnx = _check_request(source, out_dir, onnx, quantize)
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir} is a file, not a folder (pass a folder for the export: new, empty, or an "
                               "earlier export)")
     with atomic.FolderLock(out_dir, beside=True):  # one export into OUT_DIR at a time
         atomic.recover(out_dir)  # an earlier export killed during its swap: put the complete version back
         _prepare_out_dir(out_dir)
-        model, tokenizer = _write_export(source, out_dir, eval_results, training_config, throughput, verify,
-                                         model_name, model_id, datasets, license, base_model, onnx)
+        model, tokenizer = _write_export(
+            source, out_dir, eval_results=eval_results, training_config=training_config, throughput=throughput,
+            verify=verify, model_name=model_name, model_id=model_id, datasets=datasets, license=license,
+            base_model=base_model, onnx=onnx, quantize=quantize, stsb_data_dir=stsb_data_dir,
+        )
 
     if verify:
         verify_export(out_dir, model, tokenizer)
     return out_dir
 
 
-def _write_export(source: Path, out_dir: Path, eval_results, training_config, throughput, verify, model_name,
-                  model_id, datasets, license, base_model, onnx):
+def _write_export(source: Path, out_dir: Path, *, eval_results, training_config, throughput, verify, model_name,
+                  model_id, datasets, license, base_model, onnx, quantize, stsb_data_dir):
     """The body of `export`, under OUT_DIR's lock: load the model, write the folder beside OUT_DIR, swap it in;
     returns (model, tokenizer) for the verification."""
-    model, tokenizer, model_type = load_checkpoint(source)
+    model, tokenizer, model_type = load_exported_model(source)
     arch = architecture(model_type)
     if arch.kind == "embedder" and tokenizer is None:
         raise FileNotFoundError(f"{source} has no tokenizer files; an embedder export needs its tokenizer")
-    if training_config is None:
-        training_config = _training_summary(source)
+    training_config, eval_results = _earlier_facts(source, training_config, eval_results)
 
     # Written beside OUT_DIR, then swapped in (old aside, new in, old deleted): an export killed at any point leaves a
     # complete folder, the old or the new one, under OUT_DIR or a name `atomic.recover` restores at the next run.
@@ -259,6 +245,9 @@ def _write_export(source: Path, out_dir: Path, eval_results, training_config, th
     tmp.mkdir()
     try:
         tokenizer = _save_model_and_tokenizer(model, tokenizer, arch.kind, tmp)
+        onnx_record = _write_onnx(tmp, out_dir, model, verify, quantize, stsb_data_dir) if onnx else None
+        if training_config:
+            (tmp / TRAINING_RECORD).write_text(json.dumps(dict(training_config), indent=2, default=str) + "\n")
         name = model_name or out_dir.name
         card = render_model_card(
             model,
@@ -271,15 +260,10 @@ def _write_export(source: Path, out_dir: Path, eval_results, training_config, th
             has_tokenizer=tokenizer is not None,
             license=license,
             base_model=base_model,
+            onnx=onnx_record,
+            tokenizer=tokenizer,
         )
         card.save(str(tmp / "README.md"))
-        if onnx:
-            from .onnx_export import OnnxVerificationError, export_folder_onnx
-
-            try:
-                export_folder_onnx(tmp, model, verify=verify)
-            except OnnxVerificationError as exc:
-                raise ExportVerificationError(str(exc).replace(str(tmp), str(out_dir))) from exc
         write_manifest(tmp)  # last: the size and sha256 of every file above, checked by load_model and push
         atomic.replace_folder(tmp, out_dir)
     finally:
@@ -324,6 +308,18 @@ def export_add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="embedders: also write onnx/model.onnx (dynamic batch and length), checked against "
         "PyTorch with onnxruntime (pip install 'hf-attn[onnx]')",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="embedders: also write onnx/model_qint8_quantized.onnx (onnxruntime dynamic int8; implies --onnx), "
+        "scored against fp32 on the STS-B test pairs; scores and sizes go into the card",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding stsb/stsb-en-test.csv (like ../shared/data) for --quantize (default: the Hub)",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip loading the folder without hf_attn")
 
@@ -373,6 +369,8 @@ def export_run(args: argparse.Namespace) -> int:
         license=args.license,
         base_model=args.base_model,
         onnx=args.onnx,
+        quantize=args.quantize,
+        stsb_data_dir=args.data_dir,
     )
     print(f"exported to {out}" + ("" if args.no_verify else " (verified: loads without hf_attn, outputs match)"))
     for rel, size in folder_files(out):
@@ -387,7 +385,7 @@ __all__ = [
     "export_add_arguments",
     "export_run",
     "folder_files",
-    "load_checkpoint",
+    "load_exported_model",
     "push",
     "run_without_hf_attn",
     "verify_export",

@@ -20,9 +20,15 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from .exported import load_exported_model, uses_normalize
+
 ONNX_ATOL = 1e-4
 ONNX_SUBDIR = "onnx"
 ONNX_FILE = "model.onnx"
+# sentence-transformers' name for a dynamically quantised int8 graph (``model_<weights dtype>_<config>.onnx``)
+QUANTIZED_FILE = "model_qint8_quantized.onnx"
+# the int8 graph may lose at most this much STS-B Spearman against the fp32 graph it was made from
+QUANT_MAX_DROP = 0.01
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAMES = ("sentence_embedding", "token_embeddings")
 # (batch, sequence length) pairs the verification runs; lengths are capped to the model's limit
@@ -145,11 +151,6 @@ class OnnxVerificationError(RuntimeError):
     """The ONNX model's outputs differ from the PyTorch model's."""
 
 
-def _uses_normalize(folder: Path) -> bool:
-    modules = folder / "modules.json"
-    return modules.is_file() and any(m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text()))
-
-
 def export_folder_onnx(folder: str | Path, model=None, verify: bool = True) -> dict:
     """Write ``FOLDER/onnx/model.onnx`` for the embedder saved in `folder` (a sentence-transformers / export folder).
 
@@ -157,10 +158,8 @@ def export_folder_onnx(folder: str | Path, model=None, verify: bool = True) -> d
     """
     folder = Path(folder)
     if model is None:
-        from .hub import load_checkpoint
-
-        model, _, _ = load_checkpoint(folder)
-    normalize = _uses_normalize(folder)
+        model, _, _ = load_exported_model(folder)
+    normalize = uses_normalize(folder)
     path = export_onnx(model, folder / ONNX_SUBDIR / ONNX_FILE, normalize=normalize)
     result = {"path": str(path)}
     if verify:
@@ -168,15 +167,76 @@ def export_folder_onnx(folder: str | Path, model=None, verify: bool = True) -> d
     return result
 
 
+def quantize_onnx(onnx_file: str | Path, out_file: str | Path | None = None) -> Path:
+    """Dynamic int8 quantisation of an fp32 graph with onnxruntime (``quantize_dynamic``: int8 weights, activations
+    quantised at run time; no calibration data) -> the int8 file (default: ``model_qint8_quantized.onnx`` beside)."""
+    _require_onnx("onnxruntime", "onnx")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    onnx_file = Path(onnx_file)
+    out_file = Path(out_file) if out_file is not None else onnx_file.with_name(QUANTIZED_FILE)
+    quantize_dynamic(onnx_file, out_file, weight_type=QuantType.QInt8)
+    return out_file
+
+
+def stsb_quality(folder: str | Path, files: Sequence[str], data_dir: str | Path | None = None,
+                 split: str = "test") -> dict:
+    """STS-B Spearman (cosine) of each ONNX file in ``FOLDER/onnx/`` with onnxruntime: ``{file: spearman}``.
+
+    ``data_dir``: a folder laid out like ../shared/data (``None``: the Hub's sentence-transformers/stsb).
+    """
+    from .evaluation.stsb import stsb_correlations
+
+    return {name: stsb_correlations(load_onnx_encoder(folder, name).encode, split=split, data_dir=data_dir)["spearman"]
+            for name in files}
+
+
+def quantize_folder(folder: str | Path, data_dir: str | Path | None = None, max_drop: float | None = None,
+                    split: str = "test") -> dict:
+    """Write ``FOLDER/onnx/model_qint8_quantized.onnx`` from the verified ``onnx/model.onnx`` and score both on the
+    STS-B `split`; raises `OnnxVerificationError` when int8 loses more than `max_drop` Spearman (default
+    `QUANT_MAX_DROP`).
+
+    Returns the record the card shows: ``{"split", "files": {name: {"bytes", "stsb_spearman"}}}``.
+    """
+    onnx_dir = Path(folder) / ONNX_SUBDIR
+    if not (onnx_dir / ONNX_FILE).is_file():
+        raise FileNotFoundError(f"no {onnx_dir / ONNX_FILE} to quantise: export with --onnx first")
+    quantize_onnx(onnx_dir / ONNX_FILE)
+    quality = stsb_quality(folder, (ONNX_FILE, QUANTIZED_FILE), data_dir=data_dir, split=split)
+    drop = quality[ONNX_FILE] - quality[QUANTIZED_FILE]
+    max_drop = QUANT_MAX_DROP if max_drop is None else max_drop
+    if not drop <= max_drop:
+        raise OnnxVerificationError(
+            f"int8 quantisation loses {drop:.4f} STS-B {split} Spearman ({quality[ONNX_FILE]:.4f} fp32 -> "
+            f"{quality[QUANTIZED_FILE]:.4f} int8; allowed {max_drop}): keep the fp32 graph (export without --quantize)"
+        )
+    files = {name: {"bytes": (onnx_dir / name).stat().st_size, "stsb_spearman": round(score, 6)}
+             for name, score in quality.items()}
+    return {"split": split, "files": files}
+
+
 class OnnxEncoder:
-    """Sentence embeddings from an exported folder's ``onnx/model.onnx`` with onnxruntime and its tokenizer."""
+    """Sentence embeddings from an ONNX graph with onnxruntime and the folder's tokenizer (no optimum).
+
+    It answers the part of ``SentenceTransformer``'s interface that `hf_attn.embedding.Embedder` uses (``encode``,
+    ``similarity``, ``max_seq_length``, ``tokenizer``, ``get_sentence_embedding_dimension``, ``device``), so
+    ``hf_attn.load_model(folder, backend="onnx")`` wraps it like a SentenceTransformer.
+    """
+
+    device = "cpu"
 
     def __init__(self, onnx_file: str | Path, tokenizer, max_seq_length: int | None = None):
+        self.onnx_file = Path(onnx_file)
         self.session = _session(onnx_file)
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
 
-    def encode(self, sentences: str | Sequence[str], batch_size: int = 32):
+    def get_sentence_embedding_dimension(self) -> int:
+        return int(self.session.get_outputs()[0].shape[-1])
+
+    def encode(self, sentences: str | Sequence[str], batch_size: int = 32, normalize_embeddings: bool = False,
+               **_ignored):
         """-> numpy array [len(sentences), embedding_size] (one row for a single string)."""
         import numpy as np
 
@@ -193,19 +253,33 @@ class OnnxEncoder:
             for row, i in enumerate(idx):
                 out[i] = emb[row]
         if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
+            return np.zeros((0, self.get_sentence_embedding_dimension()), dtype=np.float32)
         result = np.stack(out)
+        if normalize_embeddings:
+            result = result / np.clip(np.linalg.norm(result, axis=-1, keepdims=True), 1e-12, None)
         return result[0] if single else result
 
+    @staticmethod
+    def similarity(a, b):
+        """Cosine similarities [len(a), len(b)] (the similarity function of every hf_attn embedder)."""
+        import numpy as np
 
-def load_onnx_encoder(path: str | Path) -> OnnxEncoder:
-    """An `OnnxEncoder` for an exported folder (``hf-attn export --onnx``) or its ``onnx/model.onnx`` file."""
+        a, b = (np.atleast_2d(np.asarray(x, dtype=np.float64)) for x in (a, b))
+        a = a / np.clip(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12, None)
+        b = b / np.clip(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12, None)
+        return a @ b.T
+
+
+def load_onnx_encoder(path: str | Path, file_name: str = ONNX_FILE) -> OnnxEncoder:
+    """An `OnnxEncoder` for an exported folder (``hf-attn export --onnx``; ``file_name`` picks the graph in its
+    ``onnx/`` folder, e.g. ``model_qint8_quantized.onnx``) or for one ``.onnx`` file inside such a folder."""
     from transformers import AutoTokenizer
 
     path = Path(path)
-    onnx_file = path if path.suffix == ".onnx" else path / ONNX_SUBDIR / ONNX_FILE
+    onnx_file = path if path.suffix == ".onnx" else path / ONNX_SUBDIR / file_name
     if not onnx_file.is_file():
-        raise FileNotFoundError(f"no ONNX model at {onnx_file}: export with `hf-attn export CHECKPOINT OUT --onnx`")
+        raise FileNotFoundError(f"no ONNX model at {onnx_file}: export with `hf-attn export CHECKPOINT OUT --onnx`"
+                                + ("" if file_name == ONNX_FILE else " --quantize int8"))
     folder = onnx_file.parent.parent if onnx_file.parent.name == ONNX_SUBDIR else onnx_file.parent
     tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=True)
     st_config = folder / "sentence_bert_config.json"
@@ -215,11 +289,16 @@ def load_onnx_encoder(path: str | Path) -> OnnxEncoder:
 
 __all__ = [
     "ONNX_ATOL",
+    "QUANTIZED_FILE",
+    "QUANT_MAX_DROP",
     "OnnxEncoder",
     "OnnxUnavailableError",
     "OnnxVerificationError",
     "export_folder_onnx",
     "export_onnx",
     "load_onnx_encoder",
+    "quantize_folder",
+    "quantize_onnx",
+    "stsb_quality",
     "verify_onnx",
 ]

@@ -210,7 +210,7 @@ def run_quickstart(
         best,
         output_dir / "export" / f"{model}-quickstart",
         eval_results=mteb_out,
-        training_config=card_training_config(args, summary, tiny=tiny, distill=distill, local=train_dir is not None),
+        training_config=card_training_config(summary, tiny=tiny),
         throughput={
             "training samples/s": round(float(summary["samples_per_s"]), 1),
             "encode sentences/s (MTEB STS-B run)": round(float(encode_sps), 1),
@@ -241,30 +241,12 @@ def run_quickstart(
     return result
 
 
-def card_training_config(args, summary: dict, tiny: bool, distill: bool, local: bool) -> dict:
-    """How the quickstart model was trained, for its model card: the settings ``train_embedder`` ran with
-    (``--quick`` applied) and what the run reported."""
-    from hf_attn.training.embed_args import finalize_args
+def card_training_config(summary: dict, tiny: bool) -> dict:
+    """How the quickstart model was trained, for its model card: the run's own record (``train_embedder``'s
+    summary: teacher, objective, the data it read, ...), from which the card derives every claim, and the recipe."""
+    from hf_attn.model_cards.record import card_facts
 
-    used = finalize_args(args)
-    config = {
-        "recipe": "hf-attn quickstart" + (" --tiny" if tiny else ""),
-        "dataset": (f"{used.distill_pool} unlabelled sentences of --data-dir (Wikipedia, NLI, paraphrase)"
-                    if distill else list(used.dataset) if used.dataset
-                    else ("local mix of --data-dir" if local else "sentence-transformers/all-nli")),
-        "max_train_samples": None if distill else used.max_train_samples,
-        "loss": (f"distillation from {TEACHER}: MSE to its embeddings (learned projection) + MSE of in-batch "
-                 "cosine similarities" if distill else "symmetric InfoNCE, in-batch negatives, learnable temperature"),
-        "optimizer": used.optimizer,
-        "learning_rate": used.learning_rate,
-        "batch_size": used.batch_size,
-        "max_seq_length": used.max_seq_length,
-        "tokenizer": f"{used.tokenizer_type}, vocab {used.vocab_size}",
-        "steps": summary.get("steps"),
-        "best_dev_spearman (STS-B dev)": summary.get("best_dev_spearman"),
-        "device": summary.get("device"),
-    }
-    return {k: v for k, v in config.items() if v is not None}
+    return {"recipe": "hf-attn quickstart" + (" --tiny" if tiny else ""), **card_facts(summary)}
 
 
 def _baselines(args, stsb_dir, output_dir: Path, log) -> list[dict]:

@@ -249,9 +249,10 @@ def test_card_says_how_a_distilled_embedder_was_trained(arch):
         )
     )
     assert "plus distillation from the sentence-transformers model `all-MiniLM-L6-v2`" in distilled
-    assert "in-batch cosine similarities" in distilled and "token embeddings started from the teacher's" in distilled
+    assert "in-batch cosine-similarity matrices" in distilled
+    assert "started from the teacher's static token vectors" in distilled
     projected = str(render_model_card(model, training_config={"teacher": "t", "distill_target": "embedding"}))
-    assert "a learned projection of the student embedding" in projected and "started from" not in projected
+    assert "a learned projection of the student's embedding" in projected and "started from" not in projected
 
 
 def test_card_throughput_yarn_and_mteb_folder(tmp_path):

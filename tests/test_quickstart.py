@@ -89,6 +89,14 @@ def test_quickstart_tiny_end_to_end(data_dir, tmp_path, capsys):
     readme = (exported / "README.md").read_text()
     assert "model-index" in readme and "cosine_spearman" in readme and "mteb/stsbenchmark-sts" in readme
     assert "## Throughput" in readme and "training samples/s" in readme
+    # the card's claims come from the run: its teacher, the data it read, the tokenizer it really used
+    from huggingface_hub import ModelCard
+    from transformers import AutoTokenizer
+
+    meta = ModelCard(readme).data
+    assert meta.base_model == "sentence-transformers/all-MiniLM-L6-v2" and meta.datasets
+    tokenizer_entries = len(AutoTokenizer.from_pretrained(str(exported), trust_remote_code=True))
+    assert "entries |" in readme and f"{tokenizer_entries:,} entries" in readme and "vocab 16384" not in readme
     # MTEB's own result file, and the teacher targets a second run reuses
     assert list((out_dir / "mteb").rglob("STSBenchmark.json"))
     assert list((out_dir / "teacher_cache").rglob("shard-*.safetensors"))

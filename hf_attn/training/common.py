@@ -4,12 +4,16 @@ record of how a run went, and its summary file."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from .args import UsageError
 
 
 def use_cpu(flag: bool) -> bool:
@@ -21,13 +25,56 @@ def use_cpu(flag: bool) -> bool:
     return world > 1 and not torch.cuda.is_available()
 
 
+# What Accelerate, torchrun and MPI set for the size of a multi-process run.
+_WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def check_launch(env=None) -> None:
+    """Stop a run that asked for several processes but got one: ``accelerate launch --cpu --num_processes N`` uses
+    Accelerate's simple launcher, which starts ONE process (it spawns more only through mpirun, given
+    ``--mpirun_hostfile``); it sets MASTER_ADDR for the N processes it never starts, and no world size."""
+    env = os.environ if env is None else env
+    if env.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in env and not any(
+        v in env for v in _WORLD_SIZE_VARS
+    ):
+        raise UsageError(
+            "`accelerate launch --cpu --num_processes N` starts only one process (Accelerate's --cpu launcher needs "
+            "mpirun for more); launch with `accelerate launch --multi_gpu --num_processes N ...` instead (on a "
+            "machine without GPUs the recipe runs on CPU with gloo), or `torchrun --nproc_per_node N ...`"
+        )
+
+
+class _DeclaredTiesFilter(logging.Filter):
+    """Drops Accelerate's "Removed shared tensor {...} while saving" when every name is a tie the model declares
+    (``_tied_weights_keys``): ``from_pretrained`` and ``load_state`` restore those, so the line is noise."""
+
+    def __init__(self, tied: set[str]):
+        super().__init__()
+        self.tied = tied
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Removed shared tensor" not in message:  # Accelerate may prefix "[RANK n] "
+            return True
+        names = set(re.findall(r"'([^']+)'", message.split("Removed shared tensor")[1].split(" while saving")[0]))
+        return not names or not names <= self.tied
+
+
+def quiet_declared_tied_weights(model) -> None:
+    """Silence Accelerate's save-time notice about `model`'s declared tied weights (other shared tensors still warn)."""
+    tied = set(getattr(model, "_tied_weights_keys", None) or ())
+    if tied:
+        logging.getLogger("accelerate.utils.other").addFilter(_DeclaredTiesFilter(tied))
+
+
 def check_run_options(args) -> None:
     """What a run's Accelerator could not honour, refused before anything is created: a ``--report-to`` tracker
-    that is not installed (Accelerate would skip it silently), ``--mixed-precision fp16`` without a CUDA GPU."""
-    from .args import UsageError
+    that is not installed (Accelerate would skip it silently), ``--mixed-precision fp16`` without a CUDA GPU, a
+    multi-process launch that started one process (``check_launch``)."""
     from .trackers import require_tracker
 
     require_tracker(args.report_to)
+    check_launch()
     if args.mixed_precision == "fp16" and (use_cpu(args.cpu) or not torch.cuda.is_available()):
         raise UsageError("--mixed-precision fp16: fp16 autocast needs a CUDA GPU and this run is on the CPU (use "
                          "--mixed-precision bf16 on a CPU, or no)")
@@ -116,5 +163,6 @@ def json_copy(state: dict) -> dict:
     return json.loads(json.dumps(state))
 
 
-__all__ = ["NonFiniteLoss", "RunRecord", "check_finite", "check_run_options", "json_copy", "make_accelerator",
-           "progress_bar", "start_trackers", "use_cpu", "write_summary"]
+__all__ = ["NonFiniteLoss", "RunRecord", "check_finite", "check_launch", "check_run_options", "json_copy",
+           "make_accelerator", "progress_bar", "quiet_declared_tied_weights", "start_trackers", "use_cpu",
+           "write_summary"]

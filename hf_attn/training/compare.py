@@ -79,7 +79,7 @@ COMPARE_QUICK = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
 
 
 def parse_args(argv=None) -> CompareArguments:
-    parser = build_parser(CompareArguments, "compare_attention.py", __doc__.splitlines()[0])
+    parser = build_parser(CompareArguments, "compare_attention.py", __doc__.splitlines()[0], COMPARE_QUICK)
     return parse_into(CompareArguments, parser, argv)
 
 

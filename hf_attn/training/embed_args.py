@@ -138,7 +138,7 @@ QUICK = dict(
 
 def build_arg_parser():
     return build_parser(EmbedTrainingArguments, "train_embed.py",
-                        "Train a TAN or GQAEmbedder sentence encoder with InfoNCE (Accelerate).")
+                        "Train a TAN or GQAEmbedder sentence encoder with InfoNCE (Accelerate).", QUICK)
 
 
 def parse_args(argv=None) -> EmbedTrainingArguments:

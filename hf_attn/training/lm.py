@@ -124,6 +124,7 @@ def _train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     valid = ByteBatches(splits["validation"], args.block_size, args.batch_size, args.seed + 1)
 
     model = build_lm_model(args)
+    common.quiet_declared_tied_weights(model)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params / 1e6:.2f}M params, attn {model.config._attn_implementation}, positions "
         f"{args.position_embedding}, adaptive span {args.use_adaptive_attention}, triangle wave "
@@ -169,8 +170,8 @@ def _train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
             record["span_reg"] = float(out.span_loss.detach())
         state["history"].append(record)
         if step % args.logging_steps == 0 or step == args.max_steps:
-            log(f"step {step} | loss {loss:.4f} | bpc {loss / math.log(2):.3f} | "
-                f"{record['tokens_per_s']:.0f} tok/s | peak mem {peak.peak_mb:.1f} MB")
+            log(f"step {step} | loss {loss:.4f} | bpc {loss / math.log(2):.3f} | "  # tok/s: the run's mean so far,
+                f"{run.samples_per_s:.0f} tok/s | peak mem {peak.peak_mb:.1f} MB")  # the figure summary.json keeps
             accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
         if (args.eval_steps and step % args.eval_steps == 0) or step == args.max_steps:
             evaluate_and_save(accelerator, model, valid, args, state, log)

@@ -76,7 +76,7 @@ LM_QUICK = dict(
 
 
 def parse_args(argv=None) -> LMTrainingArguments:
-    parser = build_parser(LMTrainingArguments, "train_lm.py", "Byte-level AdaptiveSpanGPT language model.")
+    parser = build_parser(LMTrainingArguments, "train_lm.py", "Byte-level AdaptiveSpanGPT language model.", LM_QUICK)
     return parse_into(LMTrainingArguments, parser, argv)
 
 

@@ -172,7 +172,11 @@ def _fused_ok(groups) -> bool:
 
 
 def warmup_decay_lambda(warmup_steps: int, total_steps: int, schedule: str = "linear"):
-    """LR multiplier: linear 0 -> 1 over ``warmup_steps``, then linear (or cosine) decay to 0."""
+    """LR multiplier: linear 0 -> 1 over ``warmup_steps``, then linear (or cosine) decay to 0.
+
+    Kept instead of transformers' ``get_linear/cosine_schedule_with_warmup``: theirs gives step 0 a learning rate of
+    0 (``step / warmup``), so the first optimizer step trains nothing; ours warms up one step earlier (``(step + 1)
+    / warmup``) and decays exactly as theirs, and switching would change the runs being measured."""
 
     def fn(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
