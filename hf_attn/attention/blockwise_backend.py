@@ -16,8 +16,10 @@ Same function as ``eager_attention_forward`` (and sdpa / flex_attention); only t
 
 Inside models, ``attention_mask`` is None or a [B, Tk] bool key-padding mask (the mask function registered for
 hf_* backends); causality comes from ``resolve_is_causal``; a distance bias table arrives as
-``distance_bias=[H, L], max_distance=...`` (``attention_bias_kwargs``), a sliding window as the
-``sliding_window`` kwarg (as transformers passes it to flash-attention backends) or ``module.sliding_window``.
+``distance_bias=[H, L], max_distance=...`` (``attention_bias_kwargs``); the layer's sliding window, logit
+soft-capping and attention sinks as transformers passes them, ``sliding_window=``, ``softcap=``, ``s_aux=``
+(``_common.layer_features``). Soft-capping and sinks are not in torch's SDPA: those calls take the blockwise
+core (or the Triton kernel, which computes both).
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ from torch import Tensor, nn
 from transformers.utils import logging
 
 from ..modeling.layers import eager_attention_forward, resolve_is_causal
-from ._common import is_training, keep_keys
+from ._common import is_training, keep_keys, layer_features
 from .blockwise import blockwise_attention
+
+# The model features hf_blockwise computes exactly (see ``_common.layer_features``).
+FEATURES = frozenset({"window", "layer_windows", "softcap", "sinks", "distance_bias"})
 
 logger = logging.get_logger(__name__)
 
@@ -103,8 +108,9 @@ def _dense_fallback(module, query, key, value, attention_mask, scaling, dropout,
 
 def sdpa_computes_it(query: Tensor, key: Tensor, args: dict) -> bool:
     """True when `sdpa_attention` computes the same function for these arguments (`args`: the keyword arguments
-    of ``flash_attention``): no distance table, window or max_distance; causal only with Tq == Tk."""
+    of ``flash_attention``): no distance table, window, max_distance, softcap or sinks; causal only with Tq == Tk."""
     return (args["distance_bias"] is None and args["max_distance"] is None and args["window"] is None
+            and args["softcap"] is None and args["sinks"] is None
             and (not args["is_causal"] or query.shape[2] == key.shape[2]))
 
 
@@ -147,12 +153,11 @@ def blockwise_attention_forward(
     if kwargs.get("position_bias") is not None or (attention_mask is not None and attention_mask.dim() == 4):
         return _dense_fallback(module, query, key, value, attention_mask, scaling, dropout, distance_bias,
                                max_distance, **kwargs)
-    window = kwargs.get("sliding_window")
-    if window is None:
-        window = getattr(module, "sliding_window", None)
+    features = layer_features("hf_blockwise", kwargs, FEATURES)
     training = is_training(module)
     args = dict(scaling=scaling, is_causal=resolve_is_causal(module, kwargs), key_padding_mask=attention_mask,
-                distance_bias=distance_bias, max_distance=max_distance, window=window)
+                distance_bias=distance_bias, max_distance=max_distance, window=features.window,
+                softcap=features.softcap, sinks=features.sinks)
     dropout_on = dropout > 0.0 and training
     if use_triton_kernels(query) and not dropout_on and query.shape[-1] <= 256:
         out = _triton_or_sdpa(query, key, value, **args)
