@@ -19,10 +19,13 @@ Keywords that carry a feature no hf_* backend computes (``UNSUPPORTED_KWARGS``) 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from transformers.utils import logging
 
-from dataclasses import dataclass
+logger = logging.get_logger(__name__)
 
 BIAS_KWARGS = ("distance_bias", "max_distance", "position_bias", "trained_distances")
 
@@ -31,6 +34,15 @@ UNSUPPORTED_KWARGS = {
     "sinks": "per-token attention sinks",
     "indices": "sparse attention indices (DeepSeek sparse attention)",
     "block_indices": "block-sparse attention indices",
+}
+
+# The model features a backend may honour (the backend table in ``hf_attn.attention`` says which honours what).
+MODEL_FEATURES = {
+    "window": "a sliding window on every layer (Mistral's `sliding_window`)",
+    "layer_windows": "windows on some layers only (`config.layer_types`: Gemma 2, Qwen 2, ModernBERT, gpt-oss)",
+    "softcap": "logit soft-capping (Gemma 2's `attn_logit_softcapping`)",
+    "sinks": "attention sinks, one logit per head (gpt-oss's `s_aux`)",
+    "distance_bias": "a distance bias on the logits (ALiBi, AdaptiveSpanGPT's adaptive span)",
 }
 
 # Which registered backends honour each model feature; filled from the backend table (``hf_attn.attention``)
@@ -80,9 +92,9 @@ def layer_features(backend: str, kwargs: dict, honoured: frozenset[str] = frozen
             raise UnsupportedFeatureError(backend, name, f"{what}, passed as `{name}=`")
     window, softcap, sinks = kwargs.get("sliding_window"), kwargs.get("softcap"), kwargs.get("s_aux")
     if window is not None and (isinstance(window, bool) or int(window) != window or window <= 0):
-        raise ValueError(f"{backend}: sliding_window must be a positive integer or None, got {window!r}")
+        raise ValueError(f"{backend} needs a positive integer sliding_window or None, got sliding_window={window!r}")
     if softcap is not None and not softcap > 0:
-        raise ValueError(f"{backend}: softcap must be a positive number or None, got {softcap!r}")
+        raise ValueError(f"{backend} needs a positive softcap or None, got softcap={softcap!r}")
     if sinks is not None and sinks.dim() != 1:
         raise UnsupportedFeatureError(backend, "sinks", f"s_aux of shape {tuple(sinks.shape)}; only one sink "
                                                         "logit per head, [H], is computed")
@@ -92,6 +104,16 @@ def layer_features(backend: str, kwargs: dict, honoured: frozenset[str] = frozen
         if feature not in honoured:
             raise UnsupportedFeatureError(backend, feature, detail)
     return features
+
+
+def warn_no_weights(backend: str, kwargs: dict) -> None:
+    """What transformers' sdpa does with `output_attentions=True`: say once that no weights come back."""
+    if kwargs.get("output_attentions"):
+        logger.warning_once(
+            f"`{backend}` attention does not support `output_attentions=True`: it never materialises the weights, "
+            "so the model returns no attention weights. Please set your attention to `eager` if you want them "
+            "(the weights of an approximate backend: its reference, `hf_attn.attention.BACKENDS[name].reference`)."
+        )
 
 
 def declares_layer_windows(module) -> bool:

@@ -116,6 +116,8 @@ class Extra(NamedTuple):
         return self.softcap is not None or self.sinks is not None
 
 
+NO_EXTRA = Extra()
+
 # `_explicit` computes at most this many fp32 logits at once (slabs are taken in groups that fit).
 EXPLICIT_CHUNK_ENTRIES = 16 << 20
 
@@ -162,7 +164,7 @@ def _explicit(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scaling: flo
 
 
 def _fused(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scaling: float, dropout: float, on_ranges: bool,
-           tap: bool, extra: Extra = Extra()) -> tuple[Tensor, Tensor | None]:
+           tap: bool, extra: Extra = NO_EXTRA) -> tuple[Tensor, Tensor | None]:
     """One call of torch's fused attention, q [N, H, M, D], k/v [N, Hkv, S, D], mask [N|1, H|1, M, S] or None:
     (out [N, H, M, D], lse [N, H, M] when `on_ranges`, else None). With `on_ranges` the CPU flash kernel (what sdpa
     runs on CPU) is called directly, for its log-sum-exp; with `tap` the mask goes in detached and `MaskGradient`
@@ -190,7 +192,7 @@ def _slab_ranges(n: int, first: int, span: int, block: int, k_len: int) -> list[
 
 
 def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: float, dropout: float,
-            trained: Tensor | None = None, extra: Extra = Extra()):
+            trained: Tensor | None = None, extra: Extra = NO_EXTRA):
     """Every query block against its slab of `block + back + fwd` keys, through torch's fused sdpa.
 
     q [B, H, Tq, D], k/v [B, Hkv, Tk, D], table [H, L] or None. Query block i holds key positions
@@ -260,7 +262,7 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
 
 
 def _per_block(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: float, dropout: float,
-               trained: Tensor | None = None, extra: Extra = Extra()) -> tuple[Tensor, int]:
+               trained: Tensor | None = None, extra: Extra = NO_EXTRA) -> tuple[Tensor, int]:
     """Each query block against exactly the keys it can see (`Band.key_range`), one fused call per block: the
     loop's work at the fused kernel's speed, for bands the slabs would overcompute (unbounded, or reaching most of
     the keys). Same inputs and table gradients as `_banded`. Returns (out [B, Tq, H, D], key blocks visited)."""
@@ -393,7 +395,7 @@ def _online_softmax(q_blk: Tensor, k: Tensor, v: Tensor, qs: int, logits: _TileL
 
 
 def _loop(query: Tensor, key: Tensor, value: Tensor, rule: Band, scaling: float, block: int, dropout: float,
-          key_padding_mask, distance_bias, attn_mask, position_bias, extra: Extra = Extra()) -> tuple[Tensor, int]:
+          key_padding_mask, distance_bias, attn_mask, position_bias, extra: Extra = NO_EXTRA) -> tuple[Tensor, int]:
     """The loop path in fp32 (fp64 stays fp64), K/V never repeated: a group axis G lets one K/V head serve its
     query heads. Returns (out [B, Tq, H, D], tiles computed)."""
     b, h, q_len, d_head = query.shape

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from transformers.utils import logging
 
 from ..modeling.layers import eager_attention_forward, resolve_is_causal
-from ._common import is_training, keep_keys, layer_features
+from ._common import is_training, keep_keys, layer_features, warn_no_weights
 from .blockwise import blockwise_attention
 
 # The model features hf_blockwise computes exactly (see ``_common.layer_features``).
@@ -154,6 +154,7 @@ def blockwise_attention_forward(
         return _dense_fallback(module, query, key, value, attention_mask, scaling, dropout, distance_bias,
                                max_distance, **kwargs)
     features = layer_features("hf_blockwise", kwargs, FEATURES)
+    warn_no_weights("hf_blockwise", kwargs)
     training = is_training(module)
     args = dict(scaling=scaling, is_causal=resolve_is_causal(module, kwargs), key_padding_mask=attention_mask,
                 distance_bias=distance_bias, max_distance=max_distance, window=features.window,
@@ -169,6 +170,3 @@ def blockwise_attention_forward(
                               key_padding_mask=attention_mask), None
     return blockwise_attention(query, key, value, **args, dropout=dropout, training=training,
                                trained_distances=kwargs.get("trained_distances"))
-
-
-blockwise_attention_forward.accepts_distance_bias = True

@@ -27,6 +27,7 @@ from ._common import (
     layer_features,
     positive_int_setting,
     split_mask,
+    warn_no_weights,
     without,
 )
 from .blockwise import blockwise_attention
@@ -55,6 +56,7 @@ def local_attention_forward(
     [1, H, Tq, Tk]. Returns (out [B, Tq, H, D], None): the weights are never materialised.
     """
     features = layer_features("hf_local", kwargs, FEATURES)
+    warn_no_weights("hf_local", kwargs)
     window = resolve_window(module, kwargs)
     check_heads(query.shape[1], key.shape[1])
     key_padding_mask, dense_mask = split_mask(attention_mask)
@@ -65,10 +67,6 @@ def local_attention_forward(
         dropout=dropout, training=is_training(module), attn_mask=dense_mask, position_bias=kwargs.get("position_bias"),
         trained_distances=kwargs.get("trained_distances"), softcap=features.softcap, sinks=features.sinks,
     )
-
-
-# The models hand this backend the [H, L] distance bias table itself (see `attention_bias_kwargs`).
-local_attention_forward.accepts_distance_bias = True
 
 
 def local_attention_reference(
