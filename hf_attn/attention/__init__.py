@@ -44,6 +44,7 @@ class BackendEntry:
     computes: str  # one line: the function, for the README table
     options: tuple[str, ...]  # config settings the backend itself reads (beyond the model's own)
     features: frozenset[str]  # model features it honours (keys of MODEL_FEATURES); the rest are refused
+    use_for: str  # one line: when to pick it, for the README table
     accepts_distance_bias: bool = False  # takes the [H, L] distance table itself (``attention_bias_kwargs``)
 
     def __post_init__(self):
@@ -58,15 +59,21 @@ BACKENDS: dict[str, BackendEntry] = {
         BackendEntry("hf_blockwise", blockwise_attention_forward, eager_attention_forward, exact=True,
                      computes="exact softmax attention that skips key blocks outside a window, span or distance "
                               "table (Triton kernel on CUDA sm_80+, torch's fused kernel elsewhere)",
-                     options=(), features=blockwise_backend.FEATURES, accepts_distance_bias=True),
+                     options=(), features=blockwise_backend.FEATURES, accepts_distance_bias=True,
+                     use_for="any model, windows, spans and distance biases included: the same function as eager, "
+                             "less work"),
         BackendEntry("hf_local", local_attention_forward, local_attention_reference, exact=False,
                      computes="sliding-window softmax (`sliding_window`); a model's full layers stay full",
-                     options=("sliding_window",), features=local.FEATURES, accepts_distance_bias=True),
+                     options=("sliding_window",), features=local.FEATURES, accepts_distance_bias=True,
+                     use_for="long inputs where local context suffices: cost ~ T x window; exact on a model whose "
+                             "own windows it keeps"),
         BackendEntry("hf_topk", topk_attention_forward, topk_attention_reference, exact=False,
                      computes="top-k sparse softmax (`attention_topk`), inside the layer's window",
-                     options=("attention_topk",), features=topk.FEATURES),
+                     options=("attention_topk",), features=topk.FEATURES,
+                     use_for="sparse attention with O(T x chunk) memory"),
         BackendEntry("hf_linear", linear_attention_forward, linear_attention_reference, exact=False,
-                     computes="ELU+1 kernelised linear attention, O(T)", options=(), features=linear.FEATURES),
+                     computes="ELU+1 kernelised linear attention (Katharopoulos et al. 2020)", options=(),
+                     features=linear.FEATURES, use_for="very long inputs, O(T), on models without logit features"),
     )
 }
 
@@ -95,14 +102,18 @@ def reference_for(impl: str) -> Callable:
 def backend_table_markdown() -> str:
     """The README's backend table, from ``BACKENDS``: per backend what it computes, whether it is exact, the
     settings it reads and the model features it honours (the others are refused with an error)."""
-    rows = ["| backend | computes | exact | reads | honours | refuses |", "|---|---|---|---|---|---|"]
+    rows = ["| backend | computes | exact | reads | model features honoured | refused (an error) | when to pick it |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| `sdpa`, `eager`, `flex_attention` | softmax attention (transformers' own) | yes | - | what the model's "
+            "masks carry (sdpa refuses softcap) | - | the baseline |"]
     for entry in BACKENDS.values():
-        honours = ", ".join(f for f in MODEL_FEATURES if f in entry.features) or "-"
+        honours = ", ".join(f for f in MODEL_FEATURES if f in entry.features) or "none"
         refuses = ", ".join(f for f in MODEL_FEATURES if f not in entry.features) or "-"
         reads = ", ".join(f"`{o}`" for o in entry.options) or "-"
         rows.append(f"| `{entry.name}` | {entry.computes} | {'yes' if entry.exact else 'no'} | {reads} | "
-                    f"{honours} | {refuses} |")
-    return "\n".join(rows)
+                    f"{honours} | {refuses} | {entry.use_for} |")
+    features = "; ".join(f"{name}: {what}" for name, what in MODEL_FEATURES.items())
+    return "\n".join(rows) + f"\n\nModel features: {features}."
 
 
 def register_attention_backends() -> None:
