@@ -27,7 +27,7 @@ from transformers.masking_utils import AttentionMaskInterface, flash_attention_m
 from ..modeling.layers import eager_attention_forward
 from . import _common, blockwise_backend, linear, local, topk
 from ._common import MODEL_FEATURES, UnsupportedFeatureError
-from .blockwise_backend import blockwise_attention_forward
+from .blockwise_backend import blockwise_attention_forward, blockwise_attention_reference
 from .linear import linear_attention_forward, linear_attention_reference
 from .local import local_attention_forward, local_attention_reference
 from .topk import topk_attention_forward, topk_attention_reference
@@ -56,7 +56,7 @@ class BackendEntry:
 BACKENDS: dict[str, BackendEntry] = {
     entry.name: entry
     for entry in (
-        BackendEntry("hf_blockwise", blockwise_attention_forward, eager_attention_forward, exact=True,
+        BackendEntry("hf_blockwise", blockwise_attention_forward, blockwise_attention_reference, exact=True,
                      computes="exact softmax attention that skips key blocks outside a window, span or distance "
                               "table (Triton kernel on CUDA sm_80+, torch's fused kernel elsewhere)",
                      options=(), features=blockwise_backend.FEATURES, accepts_distance_bias=True,
