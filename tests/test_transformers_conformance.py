@@ -44,9 +44,9 @@ KNOWN_KWARGS = {
     "query": "honoured", "key": "honoured", "value": "honoured",
     # model features (hf_attn.attention._common.layer_features; which backend honours which: BACKENDS)
     "sliding_window": "feature", "softcap": "feature", "s_aux": "feature", "position_bias": "feature",
-    # plumbing for other kernels (flash-attention's varlen metadata, its determinism switch), nothing to compute
-    "cu_seq_lens_q": "ignored", "cu_seq_lens_k": "ignored", "max_length_q": "ignored", "max_length_k": "ignored",
-    "deterministic": "ignored", "position_ids": "ignored",
+    # plumbing for other kernels (flash-attention's varlen lengths, its determinism switch), nothing to compute;
+    # the varlen boundaries themselves (cu_seq_lens_*) are refused (UNSUPPORTED_KWARGS)
+    "max_length_q": "ignored", "max_length_k": "ignored", "deterministic": "ignored", "position_ids": "ignored",
     "output_attentions": "warned",  # as transformers' sdpa: said once, no weights
     **{name: "refused" for name in UNSUPPORTED_KWARGS},
 }

@@ -34,6 +34,9 @@ UNSUPPORTED_KWARGS = {
     "sinks": "per-token attention sinks",
     "indices": "sparse attention indices (DeepSeek sparse attention)",
     "block_indices": "block-sparse attention indices",
+    # Packed (padding-free) batches: the sequence boundaries would be crossed; pad the batch instead.
+    "cu_seq_lens_q": "packed sequences (flash-attention's varlen boundaries)",
+    "cu_seq_lens_k": "packed sequences (flash-attention's varlen boundaries)",
 }
 
 # The model features a backend may honour (the backend table in ``hf_attn.attention`` says which honours what).

@@ -124,12 +124,14 @@ EXPLICIT_CHUNK_ENTRIES = 16 << 20
 
 def _explicit_chunk(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scaling: float, softcap: float | None,
                     sinks: Tensor | None, dropout: float) -> Tensor:
-    """softmax(cap(q k^T * scaling) + mask, sink) v written out, q [N, H, M, D], k/v [N, Hkv, S, D], mask
-    [N|1, H|1, M, S] bool or additive (or None), sinks [H]: [N, H, M, D]. A row that sees no key gets 0."""
+    """softmax(cap(q k^T * scaling) + mask, sink) v written out (logits and softmax in fp32 at least), q [N, H, M,
+    D], k/v [N, Hkv, S, D], mask [N|1, H|1, M, S] bool or additive (or None), sinks [H]: [N, H, M, D]. A row that
+    sees no key gets 0."""
     n, h, m, d = q.shape
     hkv = k.shape[1]
     g = h // hkv
-    s = (q.reshape(n, hkv, g, m, d) @ k[:, :, None].transpose(-1, -2)) * scaling  # [N, Hkv, G, M, S]
+    s = q.reshape(n, hkv, g, m, d) @ k[:, :, None].transpose(-1, -2)
+    s = s.to(torch.promote_types(s.dtype, torch.float32)) * scaling  # [N, Hkv, G, M, S]
     if softcap is not None:
         s = torch.tanh(s / softcap) * softcap
     if mask is not None:
@@ -142,7 +144,7 @@ def _explicit_chunk(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scalin
         p = softmax_or_zero(s)
     if dropout > 0.0:
         p = F.dropout(p, p=dropout)
-    return (p @ v[:, :, None]).reshape(n, h, m, d)
+    return (p.to(v.dtype) @ v[:, :, None]).reshape(n, h, m, d)
 
 
 def _explicit(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scaling: float, extra: Extra,
