@@ -10,9 +10,10 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import hf_attn  # noqa: F401  registers the hf_* backends and the Auto classes
 from hf_attn import GQAEmbedderConfig, GQAEmbedderModel
+from hf_attn.attention import BACKENDS
 
 EXACT_BACKENDS = ["flex_attention"]  # sdpa and hf_blockwise: tests/test_models_common.py
-APPROXIMATE_BACKENDS = ["hf_local", "hf_linear", "hf_topk"]
+APPROXIMATE_BACKENDS = [name for name, entry in BACKENDS.items() if not entry.exact]
 
 
 def tiny_config(**overrides) -> GQAEmbedderConfig:

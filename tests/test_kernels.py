@@ -453,3 +453,33 @@ def test_chebyshev_dispatch_falls_back_when_no_config_fits(monkeypatch, caplog):
             fused = cheb.chebyshev_project(u, weight, bias, reference=chebyshev_reference)
     assert torch.equal(fused, chebyshev_reference(u, weight, bias))
     assert sum("PyTorch reference" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("is_causal,window,table_len,q_len", [
+    (True, 9, 30, 37),
+    pytest.param(True, None, None, 37, marks=pytest.mark.slow),
+    pytest.param(False, 9, None, 37, marks=pytest.mark.slow),
+    pytest.param(True, None, None, 5, marks=pytest.mark.slow),
+])
+def test_flash_softcap_and_sinks_equal_eager(is_causal, window, table_len, q_len):
+    """Soft-capping (tanh before the table and the masks; dQ and dK through 1 - tanh^2) and attention sinks (the
+    running softmax starts from the sink; the sink's gradient from lse and delta), with GQA, padding, a window,
+    a table whose gradient is taken after the cap, and decoding-style queries (Tq < Tk)."""
+    q, k, v, mask, table = make_inputs(2, 4, 2, q_len, 37, 16, padding=True, table_len=table_len)
+    sinks = torch.randn(4, device=DEVICE) * 2
+    leaves = [q, k, v, sinks] + ([table] if table is not None else [])
+    for t in leaves:
+        t.requires_grad_(True)
+    out = fa.flash_attention(q, k, v, scaling=0.37, is_causal=is_causal, key_padding_mask=mask, window=window,
+                             distance_bias=table, softcap=1.5, sinks=sinks, block_m=16, block_n=16)
+    d = (torch.arange(37 - q_len, 37)[:, None] - torch.arange(37)[None, :]).to(DEVICE)
+    dense = fa.band(is_causal, window, None, table_len).allows(d)[None, None] & mask[:, None, None, :]
+    bias = None if table is None else table[:, d.clamp(0, table_len - 1)][None]
+    ref, _ = eager_attention_forward(_Attn(False), q, k, v, dense, 0.37, position_bias=bias, softcap=1.5,
+                                     s_aux=sinks)
+    assert rel_err(out, ref) < RTOL
+    grad_out = torch.randn_like(ref)
+    got = torch.autograd.grad(out, leaves, grad_out)
+    want = torch.autograd.grad(ref, leaves, grad_out)
+    for name, g, w in zip(["dq", "dk", "dv", "d_sinks", "d_table"], got, want, strict=False):
+        assert rel_err(g, w) < RTOL, (name, rel_err(g, w))

@@ -32,6 +32,7 @@ from transformers.masking_utils import AttentionMaskInterface
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from hf_attn import registry
+from hf_attn.attention import BACKENDS, UnsupportedFeatureError
 from hf_attn.hub import run_without_hf_attn
 
 CASES = [(model_type, variant) for model_type in registry.MODELS for variant in TINY_CONFIGS.get(model_type, {})]
@@ -200,12 +201,23 @@ def test_exact_backend_equals_eager(case, backend):
 # 2. Approximate backends equal their references
 # ---------------------------------------------------------------------------------------------------------------
 
-# name: (config overrides that make it approximate, module.function of its dense reference)
+# name: config overrides that make it approximate (the dense reference comes from the backend table)
 APPROXIMATE_BACKENDS = {
-    "hf_local": ({"sliding_window": 3}, "local.local_attention_reference"),
-    "hf_linear": ({}, "linear.linear_attention_reference"),
-    "hf_topk": ({"attention_topk": 3}, "topk.topk_attention_reference"),
+    "hf_local": {"sliding_window": 3},
+    "hf_linear": {},
+    "hf_topk": {"attention_topk": 3},
 }
+
+
+def test_the_backend_tables_here_follow_the_backend_table():
+    assert set(APPROXIMATE_BACKENDS) == {name for name, e in BACKENDS.items() if not e.exact}
+    assert {name for name, _ in EXACT_BACKENDS.values()} >= {name for name, e in BACKENDS.items() if e.exact}
+
+
+def has_distance_bias(model) -> bool:
+    """Whether the model's attention adds a distance bias (ALiBi, a span) that hf_linear cannot honour."""
+    return any(m.distance_bias(T, torch.device("cpu"))[0] is not None
+               for m in model.modules() if callable(getattr(m, "distance_bias", None)))
 REFERENCE_CALLS: dict[str, int] = {}
 
 
@@ -215,12 +227,9 @@ def reference_backend(backend: str) -> str:
     It gets what `backend` gets: the same mask function (a [B, Tk] key-padding mask) and, when the backend takes
     the distance-bias table itself, the table. Calls are counted in REFERENCE_CALLS.
     """
-    import importlib
-
     name = f"reference_of_{backend}"
     if name not in AttentionInterface().valid_keys():
-        module_name, fn_name = APPROXIMATE_BACKENDS[backend][1].split(".")
-        reference = getattr(importlib.import_module(f"hf_attn.attention.{module_name}"), fn_name)
+        reference = BACKENDS[backend].reference
 
         def attention(*args, **kwargs):
             REFERENCE_CALLS[name] = REFERENCE_CALLS.get(name, 0) + 1
@@ -235,8 +244,13 @@ def reference_backend(backend: str) -> str:
 @cases
 @pytest.mark.parametrize("backend", list(APPROXIMATE_BACKENDS))
 def test_approximate_backend_equals_its_reference(case, backend):
-    model = build(case, **APPROXIMATE_BACKENDS[backend][0])
+    model = build(case, **APPROXIMATE_BACKENDS[backend])
     ids, mask = batch(model.config)
+    if backend == "hf_linear" and has_distance_bias(model):  # no logits to add it to: refused, by name
+        model.set_attn_implementation(backend)
+        with pytest.raises(UnsupportedFeatureError, match="distance_bias"):
+            model(input_ids=ids, attention_mask=mask)
+        return
     eager = forward_backward(model, ids, mask)
 
     reference_name = reference_backend(backend)

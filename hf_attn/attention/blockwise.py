@@ -14,6 +14,12 @@ the distance-bias table's length) plus key padding. Three paths compute the same
   visited. Plain PyTorch, differentiated by autograd; only for dense 4D masks / position biases, and training
   dropout with a table that needs a gradient.
 
+Logit soft-capping (`softcap`) and attention sinks (`sinks`, one extra logit per head in the softmax
+denominator) are computed exactly on every path: the loop caps each tile's logits and starts its running softmax
+from the sink; the banded and per-block paths hand their tiles to `_explicit` (the same tiles, written as
+matmul, cap, mask, softmax over the keys and the sink, matmul, recomputed in the backward) instead of torch's fused
+kernel, which has neither; `window_parts` does not run for them.
+
 `_plan` picks banded or blocks by the score entries each computes (the banded path within `BANDED_SLACK`);
 `score_entries` reports that path's work. On the fused paths a table that needs a gradient goes into the kernel
 detached, and `table_gradient` adds its gradient.
@@ -27,11 +33,15 @@ Tk - Tq + i, and the distance of a (query, key) pair is d = q_pos - k_pos (botto
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from ..kernels.band import Band, band
+from ..modeling.layers import softmax_or_zero
 from . import window_parts
 from ._common import check_heads, group_heads, keep_keys, slabs
 from .table_gradient import MaskGradient, TableGradientOnRanges
@@ -86,21 +96,84 @@ def score_entries(q_len: int, k_len: int, *, is_causal: bool, window: int | None
     return _plan(band(is_causal, window, max_distance), q_len, k_len, block_size)[1]
 
 
-def _table_gradient(table: Tensor | None, trained: Tensor | None, q: Tensor) -> tuple[bool, bool]:
+def _table_gradient(table: Tensor | None, trained: Tensor | None, q: Tensor, extra: Extra) -> tuple[bool, bool]:
     """(on_ranges, tap): how the fused paths give the table its gradient. on_ranges: `TableGradientOnRanges`
-    (CPU, `trained` given); tap: `MaskGradient` on each call's tile; neither when the table needs none."""
-    needs = table is not None and table.requires_grad and torch.is_grad_enabled()
+    (CPU, `trained` given); tap: `MaskGradient` on each call's tile; neither when the table needs none or the
+    tiles go to `_explicit` (plain autograd: the table's gradient flows through the mask)."""
+    needs = table is not None and table.requires_grad and torch.is_grad_enabled() and not extra.any
     on_ranges = needs and trained is not None and q.device.type == "cpu"
     return on_ranges, needs and not on_ranges
 
 
+class Extra(NamedTuple):
+    """Logit soft-capping and attention sinks [H] of a call (None: absent); torch's fused kernel has neither."""
+
+    softcap: float | None = None
+    sinks: Tensor | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.softcap is not None or self.sinks is not None
+
+
+NO_EXTRA = Extra()
+
+# `_explicit` computes at most this many fp32 logits at once (slabs are taken in groups that fit).
+EXPLICIT_CHUNK_ENTRIES = 16 << 20
+
+
+def _explicit_chunk(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scaling: float, softcap: float | None,
+                    sinks: Tensor | None, dropout: float) -> Tensor:
+    """softmax(cap(q k^T * scaling) + mask, sink) v written out (logits and softmax in fp32 at least), q [N, H, M,
+    D], k/v [N, Hkv, S, D], mask [N|1, H|1, M, S] bool or additive (or None), sinks [H]: [N, H, M, D]. A row that
+    sees no key gets 0."""
+    n, h, m, d = q.shape
+    hkv = k.shape[1]
+    g = h // hkv
+    s = q.reshape(n, hkv, g, m, d) @ k[:, :, None].transpose(-1, -2)
+    s = s.to(torch.promote_types(s.dtype, torch.float32)) * scaling  # [N, Hkv, G, M, S]
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
+    if mask is not None:
+        mask = group_heads(mask, h, g)
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.to(s.dtype)
+    if sinks is not None:  # one more column, the sink's logit; its weight attends to nothing
+        sink = sinks.to(s.dtype).reshape(1, hkv, g, 1, 1).expand(n, hkv, g, m, 1)
+        p = softmax_or_zero(torch.cat([s, sink], dim=-1))[..., :-1]
+    else:
+        p = softmax_or_zero(s)
+    if dropout > 0.0:
+        p = F.dropout(p, p=dropout)
+    return (p.to(v.dtype) @ v[:, :, None]).reshape(n, h, m, d)
+
+
+def _explicit(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scaling: float, extra: Extra,
+              dropout: float) -> Tensor:
+    """`_explicit_chunk` over groups of slabs small enough to hold their logits, each recomputed in the backward
+    (a non-reentrant checkpoint, which replays dropout's random draws), so memory stays linear in T."""
+    n, h, m, _ = q.shape
+    per = max(1, EXPLICIT_CHUNK_ENTRIES // max(1, h * m * k.shape[2]))
+    outs = []
+    for i in range(0, n, per):
+        part = (q[i:i + per], k[i:i + per], v[i:i + per], mask if mask is None or mask.shape[0] == 1
+                else mask[i:i + per])
+        if torch.is_grad_enabled():
+            outs.append(checkpoint(_explicit_chunk, *part, scaling, extra.softcap, extra.sinks, dropout,
+                                   use_reentrant=False))
+        else:
+            outs.append(_explicit_chunk(*part, scaling, extra.softcap, extra.sinks, dropout))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+
 def _fused(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scaling: float, dropout: float, on_ranges: bool,
-           tap: bool) -> tuple[Tensor, Tensor | None]:
+           tap: bool, extra: Extra = NO_EXTRA) -> tuple[Tensor, Tensor | None]:
     """One call of torch's fused attention, q [N, H, M, D], k/v [N, Hkv, S, D], mask [N|1, H|1, M, S] or None:
     (out [N, H, M, D], lse [N, H, M] when `on_ranges`, else None). With `on_ranges` the CPU flash kernel (what sdpa
     runs on CPU) is called directly, for its log-sum-exp; with `tap` the mask goes in detached and `MaskGradient`
-    adds its gradient."""
+    adds its gradient. With a softcap or sinks (`extra`) the tiles go to `_explicit` instead."""
     h, hkv = q.shape[1], k.shape[1]
+    if extra.any:
+        return _explicit(q, k, v, mask, scaling, extra, dropout), None
     if on_ranges:
         k, v = k.repeat_interleave(h // hkv, dim=1), v.repeat_interleave(h // hkv, dim=1)
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, dropout, False, attn_mask=mask,
@@ -121,7 +194,7 @@ def _slab_ranges(n: int, first: int, span: int, block: int, k_len: int) -> list[
 
 
 def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: float, dropout: float,
-            trained: Tensor | None = None):
+            trained: Tensor | None = None, extra: Extra = NO_EXTRA):
     """Every query block against its slab of `block + back + fwd` keys, through torch's fused sdpa.
 
     q [B, H, Tq, D], k/v [B, Hkv, Tk, D], table [H, L] or None. Query block i holds key positions
@@ -152,7 +225,7 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
     keep = None if key_padding_mask is None else keep_keys(key_padding_mask, k_len, q.device)
     dist = torch.arange(block, device=q.device)[:, None] + left - torch.arange(span, device=q.device)[None, :]
     allowed = rule.allows(dist)  # [block, span]
-    on_ranges, tap = _table_gradient(table, trained, q)
+    on_ranges, tap = _table_gradient(table, trained, q, extra)
     tile = None
     if table is not None:  # [1, H, block, span], the excluded pairs at -inf
         tile = (table.detach() if on_ranges else table).to(q.dtype)[:, dist.clamp(0, table.shape[-1] - 1)]
@@ -176,7 +249,7 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
                 mask = allowed[None, None] & ok
             else:
                 mask = tile + torch.zeros((), dtype=tile.dtype, device=q.device).masked_fill(~ok, float("-inf"))
-        out, lse = _fused(qi, ki, vi, mask, scaling, dropout, on_ranges, tap)
+        out, lse = _fused(qi, ki, vi, mask, scaling, dropout, on_ranges, tap, extra)
         return out.reshape(b, count, h, block, d_head), None if lse is None else lse.reshape(b, count, h, block)
 
     ranges = [(0, n)] if keep is not None else _slab_ranges(n, first, span, block, k_len)
@@ -191,7 +264,7 @@ def _banded(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: f
 
 
 def _per_block(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling: float, dropout: float,
-               trained: Tensor | None = None) -> tuple[Tensor, int]:
+               trained: Tensor | None = None, extra: Extra = NO_EXTRA) -> tuple[Tensor, int]:
     """Each query block against exactly the keys it can see (`Band.key_range`), one fused call per block: the
     loop's work at the fused kernel's speed, for bands the slabs would overcompute (unbounded, or reaching most of
     the keys). Same inputs and table gradients as `_banded`. Returns (out [B, Tq, H, D], key blocks visited)."""
@@ -201,13 +274,13 @@ def _per_block(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     offset = k_len - q_len
     keep = None if key_padding_mask is None else keep_keys(key_padding_mask, k_len, q.device)
-    on_ranges, tap = _table_gradient(table, trained, q)
+    on_ranges, tap = _table_gradient(table, trained, q, extra)
     tab = None if table is None else (table.detach() if on_ranges else table).to(dtype)
     outs, lses, visited = [], [], 0
     for qs in range(0, q_len, block):
         qe = min(qs + block, q_len)
         lo, hi = rule.key_range(offset + qs, offset + qe, k_len)
-        if hi <= lo:  # no key in reach: zeros, as for any row that sees none
+        if hi <= lo:  # no key in reach: zeros, as for any row that sees none (the sink attends to nothing)
             outs.append(q.new_zeros(b, h, qe - qs, d_head))
             lses.append(q.new_full((b, h, qe - qs), float("-inf")))
             continue
@@ -220,7 +293,8 @@ def _per_block(q, k, v, key_padding_mask, table, rule: Band, block: int, scaling
             mask = tab[:, dist.clamp(0, tab.shape[-1] - 1)][None].masked_fill(~allowed, float("-inf"))
         else:  # no mask where the band keeps every pair of the block (decided without reading a tensor)
             mask = None if keep is None and rule.covers(offset + qs - (hi - 1), offset + qe - 1 - lo) else allowed
-        out, lse = _fused(q[:, :, qs:qe], k[:, :, lo:hi], v[:, :, lo:hi], mask, scaling, dropout, on_ranges, tap)
+        out, lse = _fused(q[:, :, qs:qe], k[:, :, lo:hi], v[:, :, lo:hi], mask, scaling, dropout, on_ranges, tap,
+                          extra)
         outs.append(out)
         lses.append(lse)
     out = (torch.cat(outs, dim=2) if outs else q.new_zeros(b, h, 0, d_head)).transpose(1, 2)
@@ -247,9 +321,10 @@ class _TileLogits:
     tile, key padding, a dense mask and a dense bias. `tiles` counts the tiles it has been applied to."""
 
     def __init__(self, rule: Band, query: Tensor, k_len: int, groups: int, dtype: torch.dtype,
-                 key_padding_mask, distance_bias, attn_mask, position_bias):
+                 key_padding_mask, distance_bias, attn_mask, position_bias, softcap: float | None = None):
         num_heads, q_len = query.shape[1], query.shape[2]
         self.rule, self.offset, self.dtype, self.tiles = rule, k_len - q_len, dtype, 0
+        self.softcap = softcap
         self.table = None  # [Hkv, G, L]: rows follow the query-head order
         if distance_bias is not None:
             self.table = distance_bias.to(dtype).reshape(num_heads // groups, groups, distance_bias.shape[1])
@@ -268,6 +343,8 @@ class _TileLogits:
     def __call__(self, s: Tensor, qs: int, qe: int, ks: int, ke: int) -> Tensor:
         """Logits s [B, Hkv, G, bq, bk] of query rows [qs, qe) and keys [ks, ke), with everything added."""
         self.tiles += 1
+        if self.softcap is not None:  # the cap comes before every mask and bias
+            s = torch.tanh(s / self.softcap) * self.softcap
         q_pos = torch.arange(self.offset + qs, self.offset + qe, device=s.device)
         d = q_pos[:, None] - torch.arange(ks, ke, device=s.device)[None, :]  # [bq, bk]
         if not self.rule.covers(self.offset + qs - (ke - 1), self.offset + qe - 1 - ks):
@@ -288,14 +365,19 @@ class _TileLogits:
 
 
 def _online_softmax(q_blk: Tensor, k: Tensor, v: Tensor, qs: int, logits: _TileLogits, block: int,
-                    dropout: float) -> Tensor:
+                    dropout: float, sinks: Tensor | None = None) -> Tensor:
     """One query block q_blk [B, Hkv, G, bq, D] (rows from qs) against the key blocks it can see, k/v [B, Hkv, 1,
-    Tk, D], each folded into a running max `m`, normaliser `norm` and weighted sum `acc`. Returns [B, Hkv, G, bq,
+    Tk, D], each folded into a running max `m`, normaliser `norm` and weighted sum `acc`. `sinks` [Hkv, G]: the
+    running softmax starts from the sink's logit (in the normaliser, nothing in the sum). Returns [B, Hkv, G, bq,
     D]; a row that sees no key gets 0."""
     qe = qs + q_blk.shape[3]
     lo, hi = logits.rule.key_range(logits.offset + qs, logits.offset + qe, k.shape[3])
     m = q_blk.new_full((*q_blk.shape[:-1], 1), float("-inf"))
     norm = q_blk.new_zeros((*q_blk.shape[:-1], 1))
+    if sinks is not None:
+        sink = sinks.to(q_blk.dtype)[None, :, :, None, None]  # [1, Hkv, G, 1, 1]
+        m = sink.detach().expand(m.shape)
+        norm = torch.exp(sink - sink.detach()).expand(norm.shape)  # 1, carrying the sink's gradient
     acc = q_blk.new_zeros(q_blk.shape)
     for ks in range(lo, hi, block):
         ke = min(ks + block, hi)
@@ -315,7 +397,7 @@ def _online_softmax(q_blk: Tensor, k: Tensor, v: Tensor, qs: int, logits: _TileL
 
 
 def _loop(query: Tensor, key: Tensor, value: Tensor, rule: Band, scaling: float, block: int, dropout: float,
-          key_padding_mask, distance_bias, attn_mask, position_bias) -> tuple[Tensor, int]:
+          key_padding_mask, distance_bias, attn_mask, position_bias, extra: Extra = NO_EXTRA) -> tuple[Tensor, int]:
     """The loop path in fp32 (fp64 stays fp64), K/V never repeated: a group axis G lets one K/V head serve its
     query heads. Returns (out [B, Tq, H, D], tiles computed)."""
     b, h, q_len, d_head = query.shape
@@ -325,8 +407,9 @@ def _loop(query: Tensor, key: Tensor, value: Tensor, rule: Band, scaling: float,
     q = query.to(acc_dtype).reshape(b, hkv, groups, q_len, d_head) * scaling
     k, v = key.to(acc_dtype)[:, :, None], value.to(acc_dtype)[:, :, None]  # [B, Hkv, 1, Tk, D]
     logits = _TileLogits(rule, query, k_len, groups, acc_dtype, key_padding_mask, distance_bias, attn_mask,
-                         position_bias)
-    outputs = [_online_softmax(q[:, :, :, qs:qs + block], k, v, qs, logits, block, dropout)
+                         position_bias, extra.softcap)
+    sinks = None if extra.sinks is None else extra.sinks.reshape(hkv, groups)
+    outputs = [_online_softmax(q[:, :, :, qs:qs + block], k, v, qs, logits, block, dropout, sinks)
                for qs in range(0, q_len, block)]
     out = torch.cat(outputs, dim=3) if outputs else q.new_zeros(q.shape)  # [B, Hkv, G, Tq, D]
     return out.reshape(b, h, q_len, d_head).transpose(1, 2), logits.tiles
@@ -337,6 +420,7 @@ def blockwise_attention(
     key_padding_mask: Tensor | None = None, distance_bias: Tensor | None = None, max_distance: int | None = None,
     window: int | None = None, dropout: float = 0.0, training: bool = False, block_size: int = 128,
     attn_mask: Tensor | None = None, position_bias: Tensor | None = None, trained_distances: Tensor | None = None,
+    softcap: float | None = None, sinks: Tensor | None = None,
 ) -> tuple[Tensor, None]:
     """Exact softmax attention computed block by block, on the banded path or the loop (module docstring).
 
@@ -360,6 +444,9 @@ def blockwise_attention(
             trained parameters only at distances lo_h <= d < hi_h of head h (the adaptive span's ramp). The banded
             path on CPU then computes the table's gradient there only (exact for every parameter; the table's
             own gradient is 0 elsewhere). None: the whole table's gradient.
+        softcap: logit soft-capping, logits -> softcap * tanh(logits / softcap) before every mask and bias.
+        sinks: [H] attention sinks, one extra logit per head in every row's softmax denominator (attending to
+            nothing): a row's weights sum to less than 1.
 
     Returns:
         (out [B, Tq, H, D] in query's dtype, None). A query that can see no key gets zeros.
@@ -372,7 +459,8 @@ def blockwise_attention(
     dropout = dropout if training and dropout > 0.0 else 0.0
     q_len, k_len = query.shape[2], key.shape[2]
     dense = attn_mask is not None or position_bias is not None
-    if window_parts.applies(query, key, value, is_causal=is_causal, window=window, dense=dense,
+    extra = Extra(softcap, sinks)
+    if not extra.any and window_parts.applies(query, key, value, is_causal=is_causal, window=window, dense=dense,
                             padded=key_padding_mask is not None, table=distance_bias is not None,
                             max_distance=max_distance, dropout=dropout):
         BLOCKS_VISITED = 0  # no key blocks: three fused calls over every query block
@@ -380,12 +468,12 @@ def blockwise_attention(
     path = _path(rule, q_len, k_len, block_size, distance_bias, dense, dropout)
     if path == "banded":
         out = _banded(query, key, value, key_padding_mask, distance_bias, rule, block_size, scaling, dropout,
-                      trained_distances)
+                      trained_distances, extra)
         BLOCKS_VISITED = -(-q_len // block_size)  # one sdpa step per query block
     elif path == "blocks":
         out, BLOCKS_VISITED = _per_block(query, key, value, key_padding_mask, distance_bias, rule, block_size,
-                                         scaling, dropout, trained_distances)
+                                         scaling, dropout, trained_distances, extra)
     else:
         out, BLOCKS_VISITED = _loop(query, key, value, rule, scaling, block_size, dropout, key_padding_mask,
-                                    distance_bias, attn_mask, position_bias)
+                                    distance_bias, attn_mask, position_bias, extra)
     return out.contiguous().to(query.dtype), None

@@ -16,8 +16,10 @@ Same function as ``eager_attention_forward`` (and sdpa / flex_attention); only t
 
 Inside models, ``attention_mask`` is None or a [B, Tk] bool key-padding mask (the mask function registered for
 hf_* backends); causality comes from ``resolve_is_causal``; a distance bias table arrives as
-``distance_bias=[H, L], max_distance=...`` (``attention_bias_kwargs``), a sliding window as the
-``sliding_window`` kwarg (as transformers passes it to flash-attention backends) or ``module.sliding_window``.
+``distance_bias=[H, L], max_distance=...`` (``attention_bias_kwargs``); the layer's sliding window, logit
+soft-capping and attention sinks as transformers passes them, ``sliding_window=``, ``softcap=``, ``s_aux=``
+(``_common.layer_features``). Soft-capping and sinks are not in torch's SDPA: those calls take the blockwise
+core (or the Triton kernel, which computes both).
 """
 
 from __future__ import annotations
@@ -29,9 +31,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.utils import logging
 
+from ..kernels.band import band, distances
 from ..modeling.layers import eager_attention_forward, resolve_is_causal
-from ._common import is_training, keep_keys
+from ._common import is_training, keep_keys, layer_features, warn_no_weights
 from .blockwise import blockwise_attention
+
+# The model features hf_blockwise computes exactly (see ``_common.layer_features``).
+FEATURES = frozenset({"window", "layer_windows", "softcap", "sinks", "distance_bias"})
 
 logger = logging.get_logger(__name__)
 
@@ -84,27 +90,33 @@ def sdpa_attention(query: Tensor, key: Tensor, value: Tensor, *, scaling: float,
     return out.transpose(1, 2)
 
 
-def _dense_fallback(module, query, key, value, attention_mask, scaling, dropout, distance_bias, max_distance,
-                    **kwargs) -> tuple[Tensor, None]:
-    """The eager reference, for a dense 4D mask or `position_bias` (a dense mask cannot skip blocks)."""
-    logger.warning_once(
-        "hf_blockwise received a dense 4D attention_mask or position_bias; it cannot skip blocks with a dense "
-        "mask, so it falls back to the eager reference (pass a [B, Tk] key-padding mask and a distance bias "
-        "table to keep the O(T) path)."
-    )
+def blockwise_attention_reference(module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+                                  scaling: float | None = None, dropout: float = 0.0,
+                                  distance_bias: Tensor | None = None, max_distance: int | None = None,
+                                  **kwargs) -> tuple[Tensor, Tensor]:
+    """What hf_blockwise computes, densely: the eager reference with the layer's window (the `sliding_window`
+    kwarg, which eager does not read: transformers puts it into eager's 4D mask) and `max_distance` as -inf
+    biases; softcap and sinks go to eager. Returns (out, weights)."""
+    window = layer_features("hf_blockwise", kwargs, FEATURES).window
+    kwargs = {k: v for k, v in kwargs.items() if k != "sliding_window"}
     if distance_bias is not None and max_distance is not None:
         idx = torch.arange(distance_bias.shape[1], device=distance_bias.device)
         distance_bias = distance_bias.masked_fill(idx >= max_distance, float("-inf"))
-    out, _ = eager_attention_forward(
-        module, query, key, value, attention_mask, scaling, dropout, distance_bias=distance_bias, **kwargs
-    )
-    return out, None
+    if window is not None:
+        d = distances(query.shape[2], key.shape[2], query.device)
+        outside = torch.zeros(d.shape, device=query.device).masked_fill(
+            ~band(resolve_is_causal(module, kwargs), window).allows(d), float("-inf"))[None, None]
+        bias = kwargs.get("position_bias")
+        kwargs["position_bias"] = outside if bias is None else bias.float() + outside
+    return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout,
+                                   distance_bias=distance_bias, **kwargs)
 
 
 def sdpa_computes_it(query: Tensor, key: Tensor, args: dict) -> bool:
     """True when `sdpa_attention` computes the same function for these arguments (`args`: the keyword arguments
-    of ``flash_attention``): no distance table, window or max_distance; causal only with Tq == Tk."""
+    of ``flash_attention``): no distance table, window, max_distance, softcap or sinks; causal only with Tq == Tk."""
     return (args["distance_bias"] is None and args["max_distance"] is None and args["window"] is None
+            and args["softcap"] is None and args["sinks"] is None
             and (not args["is_causal"] or query.shape[2] == key.shape[2]))
 
 
@@ -144,15 +156,21 @@ def blockwise_attention_forward(
     trained_distances: [H, 2] (lo, hi), where the table depends on trained parameters (``blockwise_attention``).
     """
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    features = layer_features("hf_blockwise", kwargs, FEATURES)
+    warn_no_weights("hf_blockwise", kwargs)
     if kwargs.get("position_bias") is not None or (attention_mask is not None and attention_mask.dim() == 4):
-        return _dense_fallback(module, query, key, value, attention_mask, scaling, dropout, distance_bias,
-                               max_distance, **kwargs)
-    window = kwargs.get("sliding_window")
-    if window is None:
-        window = getattr(module, "sliding_window", None)
+        logger.warning_once(
+            "hf_blockwise received a dense 4D attention_mask or position_bias; it cannot skip blocks with a dense "
+            "mask, so it falls back to the eager reference (pass a [B, Tk] key-padding mask and a distance bias "
+            "table to keep the O(T) path)."
+        )
+        out, _ = blockwise_attention_reference(module, query, key, value, attention_mask, scaling, dropout,
+                                               distance_bias, max_distance, **kwargs)
+        return out, None
     training = is_training(module)
     args = dict(scaling=scaling, is_causal=resolve_is_causal(module, kwargs), key_padding_mask=attention_mask,
-                distance_bias=distance_bias, max_distance=max_distance, window=window)
+                distance_bias=distance_bias, max_distance=max_distance, window=features.window,
+                softcap=features.softcap, sinks=features.sinks)
     dropout_on = dropout > 0.0 and training
     if use_triton_kernels(query) and not dropout_on and query.shape[-1] <= 256:
         out = _triton_or_sdpa(query, key, value, **args)
@@ -164,6 +182,3 @@ def blockwise_attention_forward(
                               key_padding_mask=attention_mask), None
     return blockwise_attention(query, key, value, **args, dropout=dropout, training=training,
                                trained_distances=kwargs.get("trained_distances"))
-
-
-blockwise_attention_forward.accepts_distance_bias = True

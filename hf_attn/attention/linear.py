@@ -11,8 +11,9 @@ softmax(q k^T) is replaced by phi(q) phi(k)^T with phi(x) = elu(x) + 1 > 0, so t
 
 Padding keys get phi(k) = 0, so they add nothing to S or z. GQA: the state S is per key/value head and shared
 by its group of query heads, so K/V are never repeated. As in the paper, `scaling` is not applied (the
-normaliser already makes the output a weighted mean of values). There are no logits, so additive biases
-(`position_bias`, `distance_bias`) cannot be applied; their -inf entries are not honoured either. There is no
+normaliser already makes the output a weighted mean of values). There are no logits, so nothing that acts on them
+can be honoured: a layer's sliding window, logit soft-capping, attention sinks, a distance bias (`distance_bias`,
+`position_bias`: ALiBi, an adaptive span) are refused with `UnsupportedFeatureError`, never dropped. There is no
 probability matrix to drop out, so `dropout` is accepted and ignored.
 
 `linear_attention_forward` is the fast path; `linear_attention_reference` writes the same function as the
@@ -26,7 +27,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..modeling.layers import distance_index, repeat_kv, resolve_is_causal
-from ._common import check_heads, keep_keys
+from ._common import UnsupportedFeatureError, check_heads, keep_keys, layer_features, warn_no_weights
+
+# hf_linear has no logits: it honours none of the model features (see ``_common.layer_features``).
+FEATURES: frozenset[str] = frozenset()
+
+
+def refuse_logit_features(kwargs: dict) -> None:
+    """UnsupportedFeatureError for any feature that acts on logits: window, softcap, sinks, distance bias."""
+    layer_features("hf_linear", kwargs, FEATURES)
+    for name in ("distance_bias", "position_bias"):
+        if kwargs.get(name) is not None:
+            raise UnsupportedFeatureError("hf_linear", "distance_bias",
+                                          f"a position-dependent logit bias (ALiBi, adaptive span) as `{name}=`")
 
 CHUNK_SIZE = 128
 EPS = 1e-6  # keeps a query that sees no key at 0 / eps = 0
@@ -55,6 +68,8 @@ def linear_attention_forward(
     query [B, H, Tq, D], key/value [B, Hkv, Tk, D]; `attention_mask` None or [B, Tk] bool key padding (a 4D mask
     is honoured by falling back to the quadratic reference form). Returns (out [B, Tq, H, D], None).
     """
+    refuse_logit_features(kwargs)
+    warn_no_weights("hf_linear", kwargs)
     b, h, q_len, _ = query.shape
     hkv, k_len, dv = key.shape[1], key.shape[2], value.shape[-1]
     groups = check_heads(h, hkv)
@@ -114,6 +129,7 @@ def linear_attention_reference(
 
     Returns (out [B, Tq, H, D], weights [B, H, Tq, Tk]).
     """
+    refuse_logit_features(kwargs)
     h, q_len, k_len = query.shape[1], query.shape[2], key.shape[2]
     check_heads(h, key.shape[1])
     acc_dtype = torch.promote_types(query.dtype, torch.float32)

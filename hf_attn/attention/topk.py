@@ -4,6 +4,11 @@ Each query keeps only its k highest logits (after masks and biases) and takes th
 key gets weight 0. k comes from the kwarg `attention_topk`, else `module.attention_topk`, else
 `module.config.attention_topk`.
 
+The layer's model features (``_common.layer_features``) are kept: a layer's sliding window (transformers'
+`sliding_window=` kwarg, e.g. Mistral or the window layers of Gemma 2) limits the candidates to the window (top-k
+inside the window); `softcap` caps the logits before the masks and biases (and so before the selection); the
+sinks `s_aux` [H] join the softmax over the kept keys.
+
 `topk_attention_forward` is the fast path: queries in chunks of `chunk_size` rows (kwarg; default so that one
 chunk's [B, H, rows, Tk] logits take ~16 MiB), each chunk's logits, mask and bias built for its rows only, GQA
 through a group axis (no repeated K/V), selection by `torch.topk`. Under autograd no chunk's tensors are kept:
@@ -37,9 +42,14 @@ from ._common import (
     group_heads,
     is_training,
     keep_keys,
+    layer_features,
     positive_int_setting,
+    warn_no_weights,
     without,
 )
+
+# The model features hf_topk keeps (see ``_common.layer_features``); the function itself is top-k, not softmax.
+FEATURES = frozenset({"window", "layer_windows", "softcap", "sinks", "distance_bias"})
 
 CHUNK_BYTES = 16 << 20  # fp32 logits of one query chunk, [B, H, rows, Tk]
 
@@ -50,10 +60,16 @@ def resolve_topk(module, kwargs: dict) -> int:
 
 
 def _logit_bias(module, attention_mask, kwargs, q_len, k_len, device) -> torch.Tensor | None:
-    """Everything added to the logits, fp32 [B|1, H|1, Tq, Tk]: mask (causal/padding/4D) + position/distance bias."""
+    """Everything added to the logits, fp32 [B|1, H|1, Tq, Tk]: mask (causal/padding/4D/window) + position/distance
+    bias."""
     bias = additive_attention_mask(
         attention_mask, resolve_is_causal(module, kwargs), q_len, k_len, torch.float32, device
     )
+    window = kwargs.get("sliding_window")
+    if window is not None and (attention_mask is None or attention_mask.dim() != 4):  # 4D masks carry the window
+        outside = ~band(resolve_is_causal(module, kwargs), window).allows(distances(q_len, k_len, device))
+        bias = (0.0 if bias is None else bias) + torch.zeros(outside.shape, device=device).masked_fill(
+            outside, float("-inf"))[None, None]
     table = distance_table(kwargs)
     position_bias = kwargs.get("position_bias") if table is None else dense_distance_bias(table, q_len, k_len)
     if position_bias is not None:
@@ -70,7 +86,7 @@ def _chunk_bias(module, attention_mask, kwargs, qs: int, qe: int, q_len: int, k_
         bias = torch.zeros((), device=device).masked_fill(~mask, neg) if mask.dtype == torch.bool else mask.float()
     else:
         d = distances(q_len, k_len, device, rows=(qs, qe))  # this chunk's rows only
-        allowed = band(resolve_is_causal(module, kwargs)).allows(d)[None, None]
+        allowed = band(resolve_is_causal(module, kwargs), kwargs.get("sliding_window")).allows(d)[None, None]
         if attention_mask is not None:  # [B, Tk] key padding
             allowed = allowed & keep_keys(attention_mask, k_len, device)[:, None, None, :]
         if not bool(allowed.all()):
@@ -96,7 +112,9 @@ def topk_attention_forward(
     Optional `position_bias` [1, H, Tq, Tk] or `distance_bias` [H, L] (+ `max_distance`); `chunk_size` query
     rows per chunk. Returns (out [B, Tq, H, D], None).
     """
+    features = layer_features("hf_topk", kwargs, FEATURES)
     top_k = resolve_topk(module, kwargs)
+    warn_no_weights("hf_topk", kwargs)
     b, h, q_len, d_head = query.shape
     hkv, k_len = key.shape[1], key.shape[2]
     groups = check_heads(h, hkv)
@@ -105,7 +123,7 @@ def topk_attention_forward(
     training = is_training(module)
     # Tensors that may carry gradients (q, k, v, a distance or position bias) are the chunk's arguments, so the
     # backward can recompute a chunk from them.
-    names = [name for name in ("distance_bias", "position_bias") if kwargs.get(name) is not None]
+    names = [name for name in ("distance_bias", "position_bias", "s_aux") if kwargs.get(name) is not None]
 
     def rows(qs: int, q_chunk: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *tables) -> torch.Tensor:
         """Output [B, rows, H, D] of query rows [qs, qs + rows)."""
@@ -114,6 +132,8 @@ def topk_attention_forward(
         # fp32 ones would); a query head's group shares its key head without repeating it.
         q = q_chunk.float().reshape(b, hkv, groups, qe - qs, d_head)
         scores = (q @ key.float()[:, :, None].transpose(-1, -2)) * scaling
+        if features.softcap is not None:
+            scores = torch.tanh(scores / features.softcap) * features.softcap
         call_kwargs = {**kwargs, **dict(zip(names, tables, strict=True))}
         bias = _chunk_bias(module, attention_mask, call_kwargs, qs, qe, q_len, k_len, query.device)
         if bias is not None:  # [B|1, H|1, rows, Tk] -> group layout [B|1, Hkv|1, G|1, rows, Tk]
@@ -121,7 +141,12 @@ def topk_attention_forward(
         # Keep the k largest logits of each row; the rest become -inf.
         kept = torch.zeros_like(scores, dtype=torch.bool)
         kept.scatter_(-1, scores.topk(min(top_k, k_len), dim=-1).indices, True)
-        weights = softmax_or_zero(scores.masked_fill(~kept, float("-inf")))  # a row with no visible key: zeros
+        scores = scores.masked_fill(~kept, float("-inf"))
+        if call_kwargs.get("s_aux") is not None:  # the sink's column joins the softmax and is dropped after it
+            sink = call_kwargs["s_aux"].float().reshape(1, hkv, groups, 1, 1).expand(*scores.shape[:-1], 1)
+            weights = softmax_or_zero(torch.cat([scores, sink], dim=-1))[..., :-1]
+        else:
+            weights = softmax_or_zero(scores)  # a row with no visible key: zeros
         weights = F.dropout(weights, p=dropout, training=training)
         out = weights @ value.float()[:, :, None]  # [B, Hkv, G, rows, D]
         return out.reshape(b, h, qe - qs, d_head).transpose(1, 2).to(query.dtype)
@@ -198,18 +223,21 @@ def topk_attention_reference(
     scaling: float | None = None, dropout: float = 0.0, **kwargs,
 ) -> tuple[Tensor, Tensor]:
     """Eager attention with an extra -inf bias on every key below the row's k-th largest logit."""
+    features = layer_features("hf_topk", kwargs, FEATURES)
     top_k = resolve_topk(module, kwargs)
     h, q_len, d_head = query.shape[1], query.shape[2], query.shape[3]
     k_len = key.shape[2]
     scaling = d_head**-0.5 if scaling is None else scaling
     bias = _logit_bias(module, attention_mask, kwargs, q_len, k_len, query.device)
     scores = (query @ repeat_kv(key, h // key.shape[1]).transpose(-1, -2)).float() * scaling
+    if features.softcap is not None:  # the selection sees the capped logits, as eager's softmax does
+        scores = torch.tanh(scores / features.softcap) * features.softcap
     if bias is not None:
         scores = scores + bias
     kth = scores.sort(dim=-1, descending=True).values[..., min(top_k, k_len) - 1 : min(top_k, k_len)]
     topk_bias = torch.zeros_like(scores).masked_fill(scores < kth, float("-inf"))
     position_bias = topk_bias if bias is None else topk_bias + bias
     # The mask is inside `position_bias` already, so eager gets no separate mask (and no causal flag).
-    rest = without(kwargs, (*BIAS_KWARGS, "is_causal"))
+    rest = without(kwargs, (*BIAS_KWARGS, "is_causal", "sliding_window"))
     return eager_attention_forward(None, query, key, value, None, scaling, 0.0, position_bias=position_bias,
                                    is_causal=False, **rest)

@@ -93,7 +93,7 @@ def _nvidia_bin(name: str) -> str | None:
     return str(path) if path.exists() else shutil.which(name)
 
 
-def _signature(kernel, dtype: str, constexprs: dict, pointers: dict[str, str], floats=("qk_scale", "sm_scale"),
+def _signature(kernel, dtype: str, constexprs: dict, pointers: dict[str, str], floats=("qk_scale", "sm_scale", "cap"),
                unit_strides=(), aligned_ints=(), tuples=None):
     """(signature, constexprs, attrs) for ``ASTSource``, as the launches specialise: pointers 16-byte aligned,
     `unit_strides` = 1 (constexpr), `aligned_ints` multiples of 16; `tuples` maps a tuple argument to the kinds
@@ -128,12 +128,14 @@ def _flash_source(pass_: str, dtype: str, head_dim: int, has_bias: bool, has_mas
                   precision: str):
     fa = importlib.import_module(".flash_attention", __package__)  # (the package's `flash_attention` is the function)
 
-    const = dict(HAS_BIAS=has_bias, HAS_MASK=has_mask, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-                 BLOCK_D=block_d(head_dim), PRECISION=precision)
+    # Soft-capping and sinks off: the launch configurations are checked for the models' plain calls (the cap
+    # adds a few registers per tile; the sinks two scalars per program).
+    const = dict(HAS_BIAS=has_bias, HAS_MASK=has_mask, HAS_SOFTCAP=False, HAS_SINKS=False, BLOCK_M=cfg.block_m,
+                 BLOCK_N=cfg.block_n, BLOCK_D=block_d(head_dim), PRECISION=precision)
     dt = "dt"
     if pass_ == "fwd":
         kernel = fa._flash_fwd_kernel
-        ptrs = dict(Q=dt, K=dt, V=dt, Out=dt, Lse="fp32", Bias="fp32", Mask="i8")
+        ptrs = dict(Q=dt, K=dt, V=dt, Out=dt, Lse="fp32", Bias="fp32", Mask="i8", Sinks="fp32")
     elif pass_ == "bwd_dkdv":
         kernel = fa._flash_bwd_dkdv_kernel
         ptrs = dict(Q=dt, K=dt, V=dt, DO=dt, Lse="fp32", Delta="fp32", DK=dt, DV=dt, Bias="fp32", Mask="i8")

@@ -16,7 +16,12 @@ with, for every (query, key) pair, the distance d = q_pos - k_pos, queries being
 - ``distance_bias`` [H, L] float table (ALiBi, adaptive-span soft log-mask, triangle-wave log-mask, ...): entry
   [h, d] is added to the logit at distance d; -inf excludes; d < 0 and d >= L are excluded. Its gradient is
   returned, so parameters the table was built from (span, period) get theirs from autograd;
-- ``max_distance``: pairs with d >= max_distance (or d < 0) are excluded.
+- ``max_distance``: pairs with d >= max_distance (or d < 0) are excluded;
+- ``softcap``: logit soft-capping (Gemma 2), logits -> softcap * tanh(logits / softcap) before the table and the
+  masks; the backward multiplies dS by 1 - tanh^2 for dQ and dK (the table's gradient is taken after the cap);
+- ``sinks`` [H]: attention sinks (gpt-oss), one extra logit per head in every row's softmax denominator: the
+  running softmax starts from it (max = sink, normaliser = 1), so lse includes it and the backward needs nothing
+  more; its own gradient, -sum_i p_sink,i * delta_i, is taken on the host from lse and delta.
 
 All the position-dependent exclusions reduce to one band of allowed distances ``-max_fwd <= d <= max_back``
 (plus padding and -inf table entries). Each program visits only the key blocks that intersect the band of its
@@ -115,14 +120,25 @@ if HAS_TRITON:
         return q, do, lse, delta
 
     @triton.jit
+    def _tanh(y):
+        """tanh from exp2 (no tanh in tl.math on every backend); |y| > 20 is +-1 in fp32 already."""
+        e = tl.math.exp2(tl.minimum(tl.maximum(y, -20.0), 20.0) * 2.8853900817779268)  # exp(2y)
+        return (e - 1.0) / (e + 1.0)
+
+    @triton.jit
     def _masked_logits(
         q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back, max_fwd,
-        Bias, stride_bh, L, Mask, stride_mask, qk_scale,
+        Bias, stride_bh, L, Mask, stride_mask, qk_scale, cap,
         HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-        PRECISION: tl.constexpr,
+        PRECISION: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     ):
-        """Logits of one [BLOCK_M, BLOCK_N] tile in log2 units, excluded pairs at -inf; also returns d."""
+        """Logits of one [BLOCK_M, BLOCK_N] tile in log2 units, excluded pairs at -inf; also returns d and (with
+        HAS_SOFTCAP; `cap` = softcap in log2 units) the tanh of the cap, whose derivative the backward needs."""
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        t = s
+        if HAS_SOFTCAP:  # cap(x) = c tanh(x / c) in natural units is the same in log2 units with c * log2(e)
+            t = _tanh(s / cap)
+            s = cap * t
         d = (offset + offs_m)[:, None] - offs_n[None, :]  # distance q_pos - k_pos
         if HAS_BIAS:
             # Clamped gather: out-of-table distances are excluded by the band mask below.
@@ -138,7 +154,14 @@ if HAS_TRITON:
         if HAS_MASK:
             keep = tl.load(Mask + b * stride_mask[0] + offs_n * stride_mask[1], mask=offs_n < Tk, other=0)
             s = tl.where(keep[None, :] != 0, s, float("-inf"))
-        return s, d
+        return s, d, t
+
+    @triton.jit
+    def _uncap(ds, t, HAS_SOFTCAP: tl.constexpr):
+        """The gradient of the logits before the cap from the one after it: dS (1 - tanh^2)."""
+        if HAS_SOFTCAP:
+            ds = ds * (1.0 - t * t)
+        return ds
 
     @triton.jit
     def _logit_grad(s, lse, delta, do, v, PRECISION: tl.constexpr):
@@ -149,9 +172,9 @@ if HAS_TRITON:
 
     @triton.jit
     def _flash_fwd_kernel(
-        Q, K, V, Out, Lse, Bias, Mask, stride_q, stride_k, stride_v, stride_o, stride_bh, stride_mask,
-        H, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale,
-        HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+        Q, K, V, Out, Lse, Bias, Mask, Sinks, stride_q, stride_k, stride_v, stride_o, stride_bh, stride_mask,
+        H, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale, cap,
+        HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_SINKS: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
     ):
         """One program = one block of BLOCK_M queries of one (batch, head), grid (B*H, query blocks).
@@ -166,12 +189,15 @@ if HAS_TRITON:
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max (log2 units)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running normaliser
         acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running weighted sum of values
+        if HAS_SINKS:  # the sink's logit starts the running softmax: max = sink, normaliser = exp2(0) = 1
+            m_i = tl.zeros([BLOCK_M], dtype=tl.float32) + tl.load(Sinks + h) * 1.4426950408889634
+            l_i += 1.0
         lo, hi = _key_range(start_m, offset, Tq, Tk, max_back, max_fwd, BLOCK_M, BLOCK_N)
         for start_n in range(lo, hi, BLOCK_N):
             offs_n, k, v = _key_block(K, V, b, hk, start_n, offs_d, stride_k, stride_v, Tk, D, BLOCK_N)
-            s, d = _masked_logits(q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back, max_fwd,
-                                  Bias, stride_bh, L, Mask, stride_mask, qk_scale,
-                                  HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION)
+            s, d, t = _masked_logits(q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back,
+                                     max_fwd, Bias, stride_bh, L, Mask, stride_mask, qk_scale, cap,
+                                     HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION, HAS_SOFTCAP)
             m_new = tl.maximum(m_i, tl.max(s, 1))
             # Rows that have seen only excluded keys shift by 0, so exp2(-inf - 0) = 0 rather than NaN.
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -190,8 +216,8 @@ if HAS_TRITON:
     @triton.jit
     def _flash_bwd_dkdv_kernel(
         Q, K, V, DO, Lse, Delta, DK, DV, Bias, Mask, stride_q, stride_k, stride_v, stride_do, stride_dk,
-        stride_dv, stride_bh, stride_mask, H, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale, sm_scale,
-        HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+        stride_dv, stride_bh, stride_mask, H, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale, cap, sm_scale,
+        HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_SINKS: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
     ):
         """One program = one block of BLOCK_N keys of one (batch, kv head); it loops over the GROUP query heads
@@ -218,14 +244,15 @@ if HAS_TRITON:
                 offs_m = start_m + tl.arange(0, BLOCK_M)
                 q, do, lse, delta = _query_rows(Q, DO, Lse, Delta, b, h, b * H + h, offs_m, offs_d, stride_q,
                                                 stride_do, Tq, D)
-                s, d = _masked_logits(q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back,
-                                      max_fwd, Bias, stride_bh, L, Mask, stride_mask, qk_scale,
-                                      HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION)
+                s, d, t = _masked_logits(q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back,
+                                         max_fwd, Bias, stride_bh, L, Mask, stride_mask, qk_scale, cap,
+                                         HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION, HAS_SOFTCAP)
                 # dS as in _logit_grad, with dV's update between P and dP: this order keeps ptxas's register
                 # allocation (computing dP first costs up to 16 registers / 16 B more spill, per the AOT compile).
                 p = tl.math.exp2(s - lse[:, None])  # the forward's softmax weights
                 dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
                 ds = p * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
+                ds = _uncap(ds, t, HAS_SOFTCAP)
                 dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
         _store_tile(DK, dk * sm_scale, b, hk, offs_n, offs_d, stride_dk, Tk, D)
         _store_tile(DV, dv, b, hk, offs_n, offs_d, stride_dv, Tk, D)
@@ -233,8 +260,9 @@ if HAS_TRITON:
     @triton.jit
     def _flash_bwd_dq_kernel(
         Q, K, V, DO, Lse, Delta, DQ, Bias, DBias, Mask, stride_q, stride_k, stride_v, stride_do, stride_dq,
-        stride_bh, stride_mask, H, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale, sm_scale,
-        HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, HAS_MASK: tl.constexpr,
+        stride_bh, stride_mask, H, GROUP, Tq, Tk, D, L, max_back, max_fwd, qk_scale, cap, sm_scale,
+        HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, HAS_MASK: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+        HAS_SINKS: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
         BLOCK_R: tl.constexpr,
     ):
@@ -267,11 +295,11 @@ if HAS_TRITON:
         base = offset + start_m - lo - (BLOCK_N - 1)  # distance of diagonal 0 of the current tile
         for start_n in range(lo, hi, BLOCK_N):
             offs_n, k, v = _key_block(K, V, b, hk, start_n, offs_d, stride_k, stride_v, Tk, D, BLOCK_N)
-            s, d = _masked_logits(q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back, max_fwd,
-                                  Bias, stride_bh, L, Mask, stride_mask, qk_scale,
-                                  HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION)
+            s, d, t = _masked_logits(q, k, h, b, offs_m, offs_n, start_m, start_n, offset, Tq, Tk, max_back,
+                                     max_fwd, Bias, stride_bh, L, Mask, stride_mask, qk_scale, cap,
+                                     HAS_BIAS, HAS_MASK, BLOCK_M, BLOCK_N, PRECISION, HAS_SOFTCAP)
             ds = _logit_grad(s, lse, delta, do, v, PRECISION)
-            dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+            dq += tl.dot(_uncap(ds, t, HAS_SOFTCAP).to(k.dtype), k, input_precision=PRECISION)
             if BIAS_GRAD:
                 in_table = (offs_m[:, None] < Tq) & (offs_n[None, :] < Tk) & (d >= 0) & (d <= max_back)
                 skewed = tl.gather(tl.where(in_table, ds, 0.0), skew, axis=1)  # [BLOCK_M, R]
@@ -338,51 +366,55 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
-def _launch_args(q, k, distance_bias, key_padding_mask, scaling, max_back, max_fwd, precision):
-    """What every kernel launch shares: (table, padding mask), the arguments after each kernel's own strides
-    (their strides, sizes, band and log2 logit scale) and the constexprs. Dummy table / mask when absent (never
-    read)."""
+def _launch_args(q, k, distance_bias, key_padding_mask, scaling, max_back, max_fwd, precision, softcap, sinks):
+    """What every kernel launch shares: (table, padding mask, sinks), the arguments after each kernel's own strides
+    (their strides, sizes, band, log2 logit scale and log2 softcap) and the constexprs. Dummy table / mask / sinks
+    when absent (never read)."""
     bias = q.new_zeros((1, 1), dtype=torch.float32) if distance_bias is None else distance_bias
     mask = q.new_zeros((1, 1), dtype=torch.int8) if key_padding_mask is None else key_padding_mask
+    sink = q.new_zeros((1,), dtype=torch.float32) if sinks is None else sinks
     b, h, q_len, d_head = q.shape
     args = (bias.stride(0), mask.stride(), h, h // k.shape[1], q_len, k.shape[2], d_head, bias.shape[1],
-            max_back, max_fwd, scaling * LOG2E)
+            max_back, max_fwd, scaling * LOG2E, 1.0 if softcap is None else softcap * LOG2E)
     consts = dict(HAS_BIAS=distance_bias is not None, HAS_MASK=key_padding_mask is not None,
+                  HAS_SOFTCAP=softcap is not None, HAS_SINKS=sinks is not None,
                   BLOCK_D=block_d(d_head), PRECISION=precision)
-    return (bias, mask), args, consts
+    return (bias, mask, sink), args, consts
 
 
 class FlashAttentionFunction(torch.autograd.Function):
-    """autograd wrapper: (q, k, v, distance_bias) -> out; gradients for q, k, v and the bias table."""
+    """autograd wrapper: (q, k, v, distance_bias, sinks) -> out; gradients for q, k, v, the bias table and the
+    sinks."""
 
     @staticmethod
-    def forward(ctx, q, k, v, distance_bias, key_padding_mask, scaling, max_back, max_fwd, block_m, block_n):
+    def forward(ctx, q, k, v, distance_bias, key_padding_mask, scaling, max_back, max_fwd, block_m, block_n,
+                softcap=None, sinks=None):
         b, h, q_len, d_head = q.shape
         out = torch.empty((b, q_len, h, d_head), device=q.device, dtype=q.dtype)
         lse = torch.empty((b, h, q_len), device=q.device, dtype=torch.float32)
         precision = _precision(q.dtype)
-        (bias, mask), args, consts = _launch_args(q, k, distance_bias, key_padding_mask, scaling, max_back,
-                                                  max_fwd, precision)
+        (bias, mask, sink), args, consts = _launch_args(q, k, distance_bias, key_padding_mask, scaling, max_back,
+                                                        max_fwd, precision, softcap, sinks)
         bm, bn, warps, stages = _block_sizes("fwd", q, distance_bias is not None, block_m, block_n)
         with _device_guard(q):  # B*H on grid axis 0: axes 1 and 2 stop at 65,535
             _flash_fwd_kernel[(b * h, triton.cdiv(q_len, bm))](
-                q, k, v, out, lse, bias, mask, q.stride(), k.stride(), v.stride(), _head_major(out), *args,
+                q, k, v, out, lse, bias, mask, sink, q.stride(), k.stride(), v.stride(), _head_major(out), *args,
                 BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, **consts,
             )
-        ctx.save_for_backward(q, k, v, out, lse, distance_bias, key_padding_mask)
-        ctx.args = (scaling, max_back, max_fwd, block_m, block_n, precision)
+        ctx.save_for_backward(q, k, v, out, lse, distance_bias, key_padding_mask, sinks)
+        ctx.args = (scaling, max_back, max_fwd, block_m, block_n, precision, softcap)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, out, lse, distance_bias, key_padding_mask = ctx.saved_tensors
-        scaling, max_back, max_fwd, block_m, block_n, precision = ctx.args
+        q, k, v, out, lse, distance_bias, key_padding_mask, sinks = ctx.saved_tensors
+        scaling, max_back, max_fwd, block_m, block_n, precision, softcap = ctx.args
         b, h, q_len, _ = q.shape
         # delta_i = sum_d dO_i . O_i = sum_j P_ij dP_ij (the softmax backward's row term); [B, H, Tq] fp32.
         delta = (dout.float() * out.float()).sum(-1).transpose(1, 2).contiguous()
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        (bias, mask), args, consts = _launch_args(q, k, distance_bias, key_padding_mask, scaling, max_back,
-                                                  max_fwd, precision)
+        (bias, mask, sink), args, consts = _launch_args(q, k, distance_bias, key_padding_mask, scaling, max_back,
+                                                        max_fwd, precision, softcap, sinks)
         has_bias = distance_bias is not None
         bias_grad = has_bias and ctx.needs_input_grad[3]
         inputs = (q, k, v, dout, lse, delta)
@@ -403,13 +435,18 @@ class FlashAttentionFunction(torch.autograd.Function):
                 num_warps=warps, num_stages=stages, **consts,
             )
         d_table = dbias.view(b, h, n_blocks, -1).sum((0, 2)).to(distance_bias.dtype) if bias_grad else None
-        return dq, dk, dv, d_table, None, None, None, None, None, None
+        d_sinks = None
+        if sinks is not None and ctx.needs_input_grad[11]:  # d sink_h = -sum_i p_sink,i delta_i
+            p_sink = torch.exp2(sinks.float()[None, :, None] * LOG2E - lse)
+            d_sinks = -(p_sink * delta).sum((0, 2)).to(sinks.dtype)
+        return dq, dk, dv, d_table, None, None, None, None, None, None, None, d_sinks
 
 
 def flash_attention(
     query: Tensor, key: Tensor, value: Tensor, *, scaling: float | None = None, is_causal: bool,
     key_padding_mask: Tensor | None = None, distance_bias: Tensor | None = None, max_distance: int | None = None,
     window: int | None = None, block_m: int | None = None, block_n: int | None = None,
+    softcap: float | None = None, sinks: Tensor | None = None,
 ) -> Tensor:
     """Exact softmax attention with the Triton kernels (see the module docstring for the masks).
 
@@ -422,6 +459,8 @@ def flash_attention(
         max_distance: exclude pairs with d >= max_distance (and d < 0).
         window: sliding window (causal 0 <= d < window, bidirectional |d| < window).
         block_m, block_n: override the block sizes (tests use them to get many blocks on small inputs).
+        softcap: logit soft-capping, softcap * tanh(logits / softcap) before the table and the masks.
+        sinks: [H] attention sinks, one extra logit per head in the softmax denominator; differentiable.
 
     Returns:
         out [B, Tq, H, D] in query's dtype.
@@ -453,7 +492,13 @@ def flash_attention(
     mask = None
     if key_padding_mask is not None:
         mask = key_padding_mask[:, -k_len:].to(device=query.device, dtype=torch.int8).contiguous()
+    if sinks is not None and tuple(sinks.shape) != (h,):
+        raise ValueError(f"sinks must be [H={h}], got {tuple(sinks.shape)}")
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"softcap must be positive, got {softcap!r}")
+    sinks = None if sinks is None else sinks.float().contiguous()
     max_back, max_fwd = band(is_causal, window, max_distance, None if table is None else table.shape[1]).limits(
         q_len, k_len)
-    out = FlashAttentionFunction.apply(query, key, value, table, mask, scaling, max_back, max_fwd, block_m, block_n)
+    out = FlashAttentionFunction.apply(query, key, value, table, mask, scaling, max_back, max_fwd, block_m, block_n,
+                                       None if softcap is None else float(softcap), sinks)
     return out.to(out_dtype)

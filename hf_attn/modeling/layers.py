@@ -242,11 +242,16 @@ def eager_attention_forward(
     dropout: float = 0.0,
     position_bias: torch.Tensor | None = None,
     distance_bias: torch.Tensor | None = None,
+    softcap: float | None = None,
+    s_aux: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain softmax attention, the reference every exact backend is tested against.
 
-    softmax(q k^T * scaling + mask + bias) v, with the softmax in fp32. Returns (out [B, Tq, H, D],
+    softmax(cap(q k^T * scaling) + mask + bias) v, with the softmax in fp32. `softcap` (Gemma 2) caps the logits,
+    cap(x) = softcap * tanh(x / softcap), before any mask or bias; `s_aux` [H] (gpt-oss's attention sinks) is one
+    extra logit per head in every row's softmax denominator, attending to nothing. The `sliding_window` kwarg is
+    not read: transformers puts a layer's window into the 4D mask it hands eager. Returns (out [B, Tq, H, D],
     weights [B, H, Tq, Tk]).
     """
     b, h, q_len, d = query.shape
@@ -256,6 +261,8 @@ def eager_attention_forward(
     value = repeat_kv(value, h // value.shape[1])
 
     scores = torch.matmul(query, key.transpose(2, 3)).float() * scaling  # [B, H, Tq, Tk]
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     mask = additive_attention_mask(
         attention_mask, resolve_is_causal(module, kwargs), q_len, k_len, torch.float32, query.device
     )
@@ -267,7 +274,11 @@ def eager_attention_forward(
         scores = scores + position_bias.float()
     # A query whose keys are all excluded (a padding row) gets zero weights, as in the blockwise and Triton
     # backends, rather than NaN (-inf rows) or a uniform average (rows of finfo.min).
-    weights = softmax_or_zero(scores).to(query.dtype)
+    if s_aux is not None:  # the sink's column joins the softmax and is dropped after it
+        sink = s_aux.float().reshape(1, h, 1, 1).expand(b, h, q_len, 1)
+        weights = softmax_or_zero(torch.cat([scores, sink], dim=-1))[..., :-1].to(query.dtype)
+    else:
+        weights = softmax_or_zero(scores).to(query.dtype)
     weights = F.dropout(weights, p=dropout, training=module.training if module is not None else False)
     out = torch.matmul(weights, value).transpose(1, 2).contiguous()  # [B, Tq, H, D]
     return out, weights

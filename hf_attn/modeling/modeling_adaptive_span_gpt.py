@@ -176,9 +176,8 @@ class AdaptiveSpanAttention(nn.Module):
         table, max_distance = self.distance_bias(k_len, q.device)
         bias_kwargs = attention_bias_kwargs(attention_interface, table, q, k_len, max_distance,
                                             self.trained_distances())
-        for name in ("sliding_window", "attention_topk"):  # for hf_local / hf_topk; others ignore them
-            if getattr(self.config, name) is not None:
-                kwargs.setdefault(name, getattr(self.config, name))
+        # config.sliding_window / attention_topk are hf_local's and hf_topk's own settings, which they read from
+        # `self.config`; they are not passed as `sliding_window=`, which in transformers is the model's window.
 
         out, weights = attention_interface(
             self,

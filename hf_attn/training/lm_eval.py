@@ -9,6 +9,7 @@ import weakref
 
 import torch
 
+from ..attention import reference_for
 from .lm_data import ByteBatches
 
 
@@ -107,17 +108,6 @@ class PeakMemory:
         return self.peak / 2**20
 
 
-def _reference_for(impl: str):
-    """The attention function returning weights that computes the same function as backend ``impl``."""
-    from hf_attn.attention.linear import linear_attention_reference
-    from hf_attn.attention.local import local_attention_reference
-    from hf_attn.attention.topk import topk_attention_reference
-    from hf_attn.modeling.layers import eager_attention_forward
-
-    return {"hf_linear": linear_attention_reference, "hf_local": local_attention_reference,
-            "hf_topk": topk_attention_reference}.get(impl, eager_attention_forward)
-
-
 @torch.no_grad()
 def attention_entropy(model, ids: torch.Tensor) -> float:
     """Mean entropy (nats) of the attention distributions of ``model`` on ``ids``, over layers, heads, queries.
@@ -131,7 +121,7 @@ def attention_entropy(model, ids: torch.Tensor) -> float:
     impl = model.config._attn_implementation or "eager"
     probe = f"hf_attn_entropy_probe_{impl}"
     sums = {"h": 0.0, "n": 0}
-    ref = _reference_for(impl)
+    ref = reference_for(impl)  # the backend table's reference; ValueError for a backend it does not know
 
     def fn(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         out, w = ref(module, query, key, value, attention_mask, scaling, 0.0, **kwargs)
