@@ -137,8 +137,8 @@ def build_tokenlearn(teacher_path: str, folder: Path, args) -> None:
     targets = cached_teacher_embeddings(load_teacher(teacher_path, max_seq_length=args.max_seq_length), texts,
                                         args.teacher_cache)
     print(f"training tokenlearn on {len(texts) - held} cached targets into {folder}", file=sys.stderr)
-    train_tokenlearn_model(teacher_path, texts[: len(texts) - held], targets[: len(texts) - held]).save_pretrained(
-        str(folder))
+    train_tokenlearn_model(teacher_path, texts[: len(texts) - held], targets[: len(texts) - held],
+                           patience=args.tokenlearn_patience).save_pretrained(str(folder))
 
 
 # other genres, scored on the same model after the timed passes: (file under --data-dir, column name in the table)
@@ -250,6 +250,7 @@ def main(argv=None) -> int:
     p.add_argument("--model2vec-dir", default=str(DEFAULT_M2V), help="where the model2vec distillation is kept")
     p.add_argument("--tokenlearn-dir", default=str(DEFAULT_TOKENLEARN), help="where the tokenlearn model is kept")
     p.add_argument("--tokenlearn-pool", type=int, default=98304, help="distillation-pool sentences it trains on")
+    p.add_argument("--tokenlearn-patience", type=int, default=5, help="tokenlearn's early-stopping patience")
     p.add_argument("--heldout-targets", type=int, default=1024, help="held-out pool slice (as the students')")
     p.add_argument("--teacher-cache", default=str(REPO / "outputs" / "teacher_cache"),
                    help="cached MiniLM targets (the students' --teacher-cache)")
@@ -277,7 +278,8 @@ def main(argv=None) -> int:
                "--batch-size", str(args.batch_size), "--max-seq-length", str(args.max_seq_length),
                "--repeats", str(args.repeats), "--model2vec-dir", args.model2vec_dir,
                "--tokenlearn-dir", args.tokenlearn_dir, "--tokenlearn-pool", str(args.tokenlearn_pool),
-               "--heldout-targets", str(args.heldout_targets), "--teacher-cache", args.teacher_cache]
+               "--heldout-targets", str(args.heldout_targets),
+               "--tokenlearn-patience", str(args.tokenlearn_patience), "--teacher-cache", args.teacher_cache]
         cmd += ["--_path", path] if path else []
         cmd += ["--limit", str(args.limit)] if args.limit else []
         cmd += ["--threads", str(args.threads)] if args.threads else []

@@ -271,17 +271,24 @@ def static_model_vectors(static_model, tokenizer, log=print) -> tuple[torch.Tens
 
 
 def train_tokenlearn_model(teacher_path: str, texts: Sequence[str], targets: torch.Tensor, pca_dims: int = 256,
-                           device: str = "cpu"):
+                           device: str = "cpu", patience: int = 5):
     """The tokenlearn static model (MinishLab's recipe behind the potion models) of a teacher, trained on cached
     teacher targets: model2vec's distillation of the teacher (PCA ``pca_dims``, float32 vectors: tokenlearn's
-    trainer fails on float16), then ``tokenlearn.train.train_model`` (MSE to the PCA'd targets, per-token weights
-    learned, early stopping on its last 10% of texts). Returns a ``model2vec.StaticModel``; pip install
-    'hf-attn[bench]'."""
+    trainer fails on float16), then tokenlearn's ``train_model`` steps (targets PCA'd to ``pca_dims``, MSE through a
+    linear head, per-token weights learned, early stopping after ``patience`` evaluations without improvement on
+    its last 10% of texts, at most 10,000; tokenlearn's default is 5). Returns a ``model2vec.StaticModel``; pip
+    install 'hf-attn[bench]'."""
     from model2vec.distill import distill
-    from tokenlearn.train import train_model
+    from sklearn.decomposition import PCA
+    from tokenlearn.pretrain import TextDataset, train_supervised
 
     base = distill(model_name=teacher_path, pca_dims=pca_dims, quantize_to="float32")
-    return train_model(base, list(texts), targets.float().numpy(), device=device, pca_dims=pca_dims)
+    vec = torch.from_numpy(PCA(n_components=pca_dims).fit_transform(targets.float().numpy()))
+    n_val = min(10_000, len(texts) // 10)
+    texts = list(texts)
+    train = TextDataset(texts[:-n_val], vec[:-n_val], base.tokenizer)
+    val = TextDataset(texts[-n_val:], vec[-n_val:], base.tokenizer)
+    return train_supervised(train_dataset=train, validation_dataset=val, model=base, device=device, patience=patience)
 
 
 def static_embedding_model(vectors: torch.Tensor, tokenizer, pca_dims: int | None = 256,
