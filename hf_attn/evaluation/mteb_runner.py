@@ -34,6 +34,16 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 DEFAULT_TASKS = ("STSBenchmark",)
+# Other genres than STS-B's captions and news, both readable offline from ../shared/data (``--other-genres``): tweets
+# (MTEB's TwitterURLCorpus) and news paraphrases (MSRP, the same pair-classification protocol). Main score: MTEB's
+# max_ap, the average precision of the best similarity (cosine, dot, euclidean, manhattan) at telling paraphrases.
+OTHER_GENRE_TASKS = ("TwitterURLCorpus", "MSRPParaphrase")
+# where ``--data-dir`` holds each pair-classification task's test split: (file, column renames)
+_LOCAL_PAIR_FILES = {
+    "TwitterURLCorpus": ("twitter_url_paraphrase/twitter_url_test.jsonl.gz",
+                         {"sentence1": "sent1", "sentence2": "sent2"}),
+    "MSRPParaphrase": ("msrp/msrp_test.jsonl.gz", {}),
+}
 
 # user-facing split aliases -> MTEB split names
 _SPLIT_ALIASES = {"dev": "validation", "valid": "validation"}
@@ -51,10 +61,36 @@ def _all_task_names() -> list[str]:
         return sorted({t.metadata.name for t in mteb.get_tasks(exclude_superseded=False, exclude_beta=False)})
 
 
+@functools.cache
+def _msrp_task_class():
+    """MSRP (Dolan & Brockett 2005) as an MTEB pair-classification task: TwitterURLCorpus's protocol and metadata
+    fields, its own name and source. MTEB has no MSRP task; this one reads only local files (``--data-dir``)."""
+    from mteb.abstasks.pair_classification import AbsTaskPairClassification
+    from mteb.tasks.pair_classification.eng.twitter_url_corpus_pc import TwitterURLCorpus
+
+    class MSRPParaphrase(AbsTaskPairClassification):
+        metadata = TwitterURLCorpus.metadata.model_copy(update={
+            "name": "MSRPParaphrase", "dataset": {"path": "local/msrp", "revision": "local"},
+            "description": "Microsoft Research Paraphrase Corpus test pairs (news sentences), 1 = paraphrase.",
+            "reference": "https://aclanthology.org/I05-5002/", "domains": ["News", "Written"],
+            "date": ("2005-01-01", "2005-12-31"), "prompt": None})
+
+        def dataset_transform(self, num_proc: int | None = None):
+            pass
+
+    return MSRPParaphrase
+
+
 def get_task(name: str, splits: Sequence[str] | None = None):
-    """``mteb.get_task`` with an error listing close matches (difflib) for an unknown name."""
+    """``mteb.get_task`` with an error listing close matches (difflib) for an unknown name; ``MSRPParaphrase`` is
+    hf_attn's own (local data only)."""
     import mteb
 
+    if name == "MSRPParaphrase":
+        task = _msrp_task_class()()
+        if splits:
+            task.metadata = task.metadata.model_copy(update={"eval_splits": list(splits)})
+        return task
     names = _all_task_names()
     if name not in names:
         lowered = {n.lower(): n for n in names}
@@ -81,6 +117,15 @@ def _load_local_split(task, split: str, data_dir: Path):
         from .stsb import load_stsb
 
         return load_stsb({"validation": "dev"}.get(split, split), data_dir)
+    if name in _LOCAL_PAIR_FILES and (data_dir / _LOCAL_PAIR_FILES[name][0]).is_file():
+        file, renames = _LOCAL_PAIR_FILES[name]
+        if split != "test":
+            raise FileNotFoundError(f"{name}: only the test split is available locally ({data_dir / file})")
+        ds = datasets.load_dataset("json", data_files=str(data_dir / file), split="train")
+        ds = ds.filter(lambda r: r["label"] is not None)  # Twitter URL: 3 of 6 votes is neither (the paper's rule)
+        ds = ds.map(lambda r: {"sentence1": r["sentence1"].strip(), "sentence2": r["sentence2"].strip()})
+        ds = ds.select_columns(["sentence1", "sentence2", "label"]).rename_column("label", "labels")
+        return ds.rename_columns(renames) if renames else ds
     folder = data_dir / name
     for ext, builder in (("jsonl", "json"), ("json", "json"), ("csv", "csv"), ("parquet", "parquet")):
         path = folder / f"{split}.{ext}"
@@ -317,13 +362,13 @@ def evaluate(
 
 def format_report(out: dict) -> str:
     lines = [f"model: {out['model']}"]
-    lines.append(f"{'task':<24} {'split':<11} {'cos Pearson':>12} {'cos Spearman':>13}")
+    lines.append(f"{'task':<24} {'split':<11} {'cos Pearson':>12} {'cos Spearman':>13} {'main score':>11}")
     for task, per_split in out["tasks"].items():
         for split, s in per_split.items():
             pear = s["cosine_pearson"]
             spear = s["cosine_spearman"]
             fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
-            lines.append(f"{task:<24} {split:<11} {fmt(pear):>12} {fmt(spear):>13}")
+            lines.append(f"{task:<24} {split:<11} {fmt(pear):>12} {fmt(spear):>13} {fmt(s['main_score']):>11}")
     tp = out["throughput"]
     lines.append(
         f"encode throughput: {tp['sentences_per_second']:.1f} sentences/s "
@@ -351,6 +396,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="save MTEB's JSON results under DIR/results/<model>/<revision>/<Task>.json (default: not saved)",
     )
+    parser.add_argument(
+        "--other-genres",
+        action="store_true",
+        help=f"also evaluate {' and '.join(OTHER_GENRE_TASKS)} (tweets, news paraphrases; offline from --data-dir)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
         "--split", nargs="+", default=None, dest="splits", help="splits to evaluate (default: the task's eval splits)"
@@ -367,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
         args.device = check_device(args.device)
     out = evaluate(
         args.model,
-        tasks=args.tasks,
+        tasks=list(dict.fromkeys(args.tasks + (list(OTHER_GENRE_TASKS) if args.other_genres else []))),
         data_dir=args.data_dir,
         output_dir=args.output_dir,
         batch_size=args.batch_size,

@@ -32,6 +32,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .configuration_gqa_embedder import GQAEmbedderConfig
 from .input_checks import check_model_inputs
 from .layers import BidirectionalRopeAttention, HfAttnPreTrainedMixin, RotaryEmbedding, masked_mean_pool
+from .static_start import content_readout, static_layout
 
 
 class GQAEmbedderAttention(BidirectionalRopeAttention):
@@ -115,6 +116,27 @@ class GQAEmbedderModel(GQAEmbedderPreTrainedModel):
         self.projection = nn.Linear(config.hidden_size, config.embedding_size)
         self.gradient_checkpointing = False
         self.post_init()  # embedding accessors: transformers' defaults find `embed_tokens`
+
+    @torch.no_grad()
+    def init_from_static_vectors(self, vectors: torch.Tensor, weights: torch.Tensor | None = None) -> str:
+        """Start where a static embedding model ends: at step 0 the sentence embedding is the static model's
+        (the weighted mean of its token vectors, normalised); returns what was done, for a training log.
+
+        ``vectors`` [>= vocab_size, D] (row i: token id i of this model's tokenizer), ``weights`` [same rows] or
+        None. The token table becomes ``static_layout(vectors, weights, hidden_size)`` (content columns and a norm
+        channel, rows rescaled to RMS 1); every attention output and MLP output projection is zero, so the layers
+        start as the identity; the projection reads the content columns.
+        """
+        config = self.config
+        rows, k = static_layout(vectors, weights, config.hidden_size, config.vocab_size)
+        rows = rows * (config.hidden_size**0.5 / rows.norm(dim=1).max())  # every row at RMS 1
+        self.embed_tokens.weight.copy_(rows.to(self.embed_tokens.weight.dtype))
+        for layer in self.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        self.projection.weight.copy_(content_readout(k, config.embedding_size, config.hidden_size))
+        self.projection.bias.zero_()
+        return f"static start: token table of {k} static columns + a norm channel, attention/MLP outputs zero"
 
     @capture_outputs
     def forward(

@@ -32,6 +32,7 @@ from .layers import (
     RotaryEmbedding,
     masked_mean_pool,
 )
+from .static_start import content_readout, static_layout
 
 try:  # hf_attn's dispatcher between the fused Triton kernels and the reference below; absent in remote code alone
     from hf_attn.kernels.chebyshev import chebyshev_project as _fused_chebyshev_project
@@ -294,6 +295,54 @@ class TanModel(TanPreTrainedModel):
         c = c / c.abs().amax(dim=0, keepdim=True).clamp_min(1e-12)
         emb.token_coordinates.copy_(c.to(emb.token_coordinates.dtype))
         self.config.token_code = "teacher"
+
+    @torch.no_grad()
+    def init_from_static_vectors(self, vectors: torch.Tensor, weights: torch.Tensor | None = None) -> str:
+        """Start where a static embedding model ends: at step 0 the sentence embedding is the static model's
+        (the weighted mean of its token vectors, up to scale); returns what was done, for a training log.
+
+        ``vectors`` [>= vocab_size, D] (row i: token id i of this model's tokenizer), ``weights`` [same rows] or
+        None. The token code becomes ``static_layout(vectors, weights, M)`` (the weighted vectors' top M - 1
+        uncentred principal coordinates and a norm channel; M = num_token_coordinates <= hidden_size); the
+        Chebyshev projection is fitted (least squares per coordinate, input map scale 0.5 so a degree-K series
+        inverts it closely) to write coordinate j back into hidden column j; the embedding's mix, every attention
+        output and every MLP output are zero, so the blocks start as the identity; the pooler reads the content
+        columns, scaled so tanh stays near its linear range.
+        """
+        emb, config = self.embeddings, self.config
+        m, c, k_deg = emb.token_coordinates.shape[1], config.hidden_size, config.chebyshev_degree
+        if m > c or m < 2 or k_deg < 2:
+            raise ValueError(f"a static start needs 2 <= num_token_coordinates <= hidden_size and chebyshev_degree "
+                             f">= 2, got num_token_coordinates={m}, hidden_size={c}, chebyshev_degree={k_deg}")
+        rows, k = static_layout(vectors, weights, m, config.vocab_size)  # [V, M] float64
+        self.set_token_coordinates(rows)
+        emb.input_scale.fill_(0.5)
+        emb.input_shift.zero_()
+        gram = torch.zeros(m, k_deg, k_deg, dtype=torch.float64)
+        rhs = torch.zeros(m, k_deg, dtype=torch.float64)
+        for start in range(0, config.vocab_size, 4096):
+            ids = torch.arange(start, min(start + 4096, config.vocab_size), device=emb.token_coordinates.device)
+            basis = chebyshev_expand(emb.normalized_ids(ids).double().cpu(), k_deg)  # [n, M, K]
+            gram += torch.einsum("nmk,nml->mkl", basis, basis)
+            rhs += torch.einsum("nmk,nm->mk", basis, rows[start : start + len(ids)])
+        ridge = 1e-9 * gram.diagonal(dim1=1, dim2=2).mean(1)[:, None, None] * torch.eye(k_deg, dtype=torch.float64)
+        coef = torch.linalg.solve(gram + ridge, rhs)  # [M, K]
+        weight = torch.zeros(c, m * k_deg, dtype=torch.float64)
+        for j in range(m):
+            weight[j, j * k_deg : (j + 1) * k_deg] = coef[j]
+        emb.proj_weight.copy_(weight.to(emb.proj_weight.dtype))
+        emb.proj_bias.zero_()
+        branch_outputs = [emb.mix.up] + [mod.up for layer in self.layers
+                                         for mod in (layer.self_attn.o_proj, layer.mlp.up_proj)]
+        for linear in branch_outputs:
+            linear.weight.zero_()
+            linear.bias.zero_()
+        radius = rows.norm(dim=1).max()
+        peak = rows[:, :k].abs().max().clamp_min(1e-12) * c**0.5 / radius  # largest entry after the RMSNorms
+        self.pooler.weight.copy_(content_readout(k, config.embedding_size, c, scale=0.5 / float(peak)))
+        self.pooler.bias.zero_()
+        return (f"static start: token code of {k} static coordinates + a norm channel, Chebyshev projection fitted, "
+                "attention/MLP outputs zero, pooler reads the static columns")
 
     @capture_outputs
     def forward(

@@ -16,8 +16,9 @@ Pieces, each usable alone:
   shard; progress bar.
 - ``static_token_vectors(teacher, tokenizer)``: [V, D] teacher output for each token of a tokenizer alone (cached
   the same way).
-- ``student_init_from_static(student, vectors)``: the GQAEmbedder's token table (PCA/orthonormal map to its width)
-  or TAN's token code (top principal directions) from those vectors.
+- ``static_model_vectors(static_model, tokenizer)``: a model2vec/tokenlearn static model's token vectors and weights
+  re-indexed by a student's tokenizer; ``train_tokenlearn_model``: that static model trained on the cached targets.
+  A student starts from either kind of vectors with its own ``init_from_static_vectors``.
 - ``TargetDataset`` / ``TargetCollator``: (text, target) examples and their tokenised batches.
 """
 
@@ -31,19 +32,21 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-from torch import nn
 
 from . import data as D
 from .teacher import load_teacher  # noqa: F401 - part of this module's API (see __all__)
 
-# Sentence sources of ../shared/data (folders relative to --data-dir): every data file in them. STS-B is evaluation
-# data and is never used.
-POOL_FOLDERS = ("snli_devtest_esnli", "nli_datasets_felsal", "msrp", "twitter_url_paraphrase")
+# Sentence sources of ../shared/data (folders relative to --data-dir). The folders that also hold evaluation splits
+# (STS-B, MSRP, Twitter URL: ``hf-attn eval``) give the sentences of their *train* files only, as text: their dev and
+# test sentences never enter the pool.
+POOL_FOLDERS = ("snli_devtest_esnli", "nli_datasets_felsal", "msrp", "twitter_url_paraphrase", "stsb")
+EVALUATION_FOLDERS = ("stsb", "msrp", "twitter_url_paraphrase")
 _TEXT_COLUMNS = ("premise", "hypothesis", "sentence1", "sentence2", "anchor", "positive", "negative", "text")
 
 
 def _pair_file_sentences(spec: str, data_dir) -> list[str]:
-    ds = D.load_rows(spec, data_dir)
+    no_header = Path(spec).parent.name == "stsb"  # STS-B's csv files have no header row
+    ds = D.load_rows(spec, data_dir, column_names=("sentence1", "sentence2", "score") if no_header else None)
     out = []
     for col in _TEXT_COLUMNS:
         if col in ds.column_names and col != "text":
@@ -62,7 +65,8 @@ def sentence_pool(
     """Unlabelled sentences for distillation: deduplicated, shuffled with ``seed``, the first ``max_sentences``.
 
     With ``data_dir``: the sentences of ``text_source`` (default: the Wikipedia extract, split into sentences) plus
-    every sentence of the NLI and paraphrase files in ``pair_folders`` (default ``POOL_FOLDERS``), mixed in their
+    every sentence of the NLI and paraphrase files in ``pair_folders`` (default ``POOL_FOLDERS``; only the train files
+    of ``EVALUATION_FOLDERS``), mixed in their
     natural proportions. Without: ``text_source`` alone (a Hub id or local file with a ``text`` column). The order
     does not depend on ``max_sentences``, so a smaller pool is a prefix of a larger one and reuses its cached
     teacher targets.
@@ -82,7 +86,7 @@ def sentence_pool(
     if data_dir is not None:
         for folder in POOL_FOLDERS if pair_folders is None else pair_folders:
             for f in sorted((Path(data_dir) / folder).glob("*")) if (Path(data_dir) / folder).is_dir() else []:
-                if D.is_data_file(f):
+                if D.is_data_file(f) and (folder not in EVALUATION_FOLDERS or "train" in f.name):
                     pair_sents.extend(s for s in _pair_file_sentences(str(f), None) if len(s.split()) >= min_words)
     pool = list(dict.fromkeys(text_sents + pair_sents))
     random.Random(seed).shuffle(pool)
@@ -233,42 +237,58 @@ def principal_directions(vectors: torch.Tensor, k: int) -> torch.Tensor:
     return (x @ v[:k].T).float()
 
 
-@torch.no_grad()
-def student_init_from_static(student: nn.Module, vectors: torch.Tensor) -> str:
-    """Start a student from the teacher's static token vectors [V, D]; returns what was done, for the log.
+def static_model_vectors(static_model, tokenizer, log=print) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A model2vec ``StaticModel`` (or its folder; tokenlearn trains the same kind) -> (vectors [len(tokenizer), D],
+    weights [len(tokenizer)] or None), re-indexed by ``tokenizer``'s ids through the token strings: what a model's
+    ``init_from_static_vectors`` takes. Tokens the static model lacks, and ``tokenizer``'s special tokens (a static
+    model encodes without them), get zero rows. Raises ValueError when fewer than half of the tokens match (the
+    static model was built on another tokenizer)."""
+    import numpy as np
+    from model2vec import StaticModel
 
-    TAN: its token code becomes the top-M principal coordinates of the vectors (``TanModel.set_token_coordinates``).
-    A model with an embedding table: the table becomes the vectors (their top principal directions when the student
-    is narrower, a fixed orthonormal map when wider), rescaled to the student's ``initializer_range``.
-    """
-    if hasattr(student, "set_token_coordinates"):
-        m = student.embeddings.token_coordinates.shape[1]
-        n = student.embeddings.token_coordinates.shape[0]
-        if vectors.shape[0] < n:
-            raise ValueError(f"static vectors cover {vectors.shape[0]} tokens, the student's vocabulary has {n}")
-        student.set_token_coordinates(principal_directions(vectors[:n], m))
-        return f"token code: top {m} principal directions of the teacher's static token vectors"
-    table = student.get_input_embeddings()
-    if not isinstance(table, nn.Embedding):
-        raise ValueError(f"{type(student).__name__} has neither a token code nor an embedding table to initialise")
-    n, cs = table.weight.shape
-    if vectors.shape[0] < n:
-        raise ValueError(f"static vectors cover {vectors.shape[0]} tokens, the student's table has {n} rows")
-    src = vectors[:n].double()
-    if cs < src.shape[1]:
-        mapped = principal_directions(src, cs).double()
-        how = f"top {cs} principal directions"
-    else:
-        q, _ = torch.linalg.qr(torch.randn(cs, src.shape[1], generator=torch.Generator().manual_seed(0),
-                                           dtype=torch.float64))
-        mapped = src @ q.T
-        how = f"orthonormal map {src.shape[1]} -> {cs}"
-    std = getattr(student.config, "initializer_range", None) or float(table.weight.std())
-    mapped = mapped * (std / mapped.std().clamp_min(1e-12))
-    table.weight.copy_(mapped.to(table.weight.dtype))
-    if table.padding_idx is not None:
-        table.weight[table.padding_idx].zero_()
-    return f"token table: the teacher's static token vectors ({how})"
+    model = static_model if isinstance(static_model, StaticModel) else StaticModel.from_pretrained(str(static_model))
+    table = torch.from_numpy(np.asarray(model.embedding, dtype=np.float32))
+    static_vocab = model.tokenizer.get_vocab()
+    mapping = None if model.token_mapping is None else np.asarray(model.token_mapping)
+    source_weights = None if model.weights is None else torch.from_numpy(np.asarray(model.weights, dtype=np.float32))
+    vectors = torch.zeros(len(tokenizer), table.shape[1])
+    weights = None if source_weights is None else torch.zeros(len(tokenizer))
+    special = set(tokenizer.all_special_ids)
+    matched = 0
+    for token, i in tokenizer.get_vocab().items():
+        j = static_vocab.get(token)
+        if j is None or i in special or i >= len(tokenizer):
+            continue
+        vectors[i] = table[int(mapping[j]) if mapping is not None else j]
+        if weights is not None:
+            weights[i] = source_weights[j]
+        matched += 1
+    if matched < len(tokenizer) // 2:
+        raise ValueError(f"the static model knows only {matched} of the tokenizer's {len(tokenizer)} tokens: it was "
+                         "built on another tokenizer; build it from the student's tokenizer (the teacher's)")
+    log(f"static model: {matched} of {len(tokenizer)} tokens matched, {table.shape[1]} dims")
+    return vectors, weights
+
+
+def train_tokenlearn_model(teacher_path: str, texts: Sequence[str], targets: torch.Tensor, pca_dims: int = 256,
+                           device: str = "cpu", patience: int = 5):
+    """The tokenlearn static model (MinishLab's recipe behind the potion models) of a teacher, trained on cached
+    teacher targets: model2vec's distillation of the teacher (PCA ``pca_dims``, float32 vectors: tokenlearn's
+    trainer fails on float16), then tokenlearn's ``train_model`` steps (targets PCA'd to ``pca_dims``, MSE through a
+    linear head, per-token weights learned, early stopping after ``patience`` evaluations without improvement on
+    its last 10% of texts, at most 10,000; tokenlearn's default is 5). Returns a ``model2vec.StaticModel``; pip
+    install 'hf-attn[bench]'."""
+    from model2vec.distill import distill
+    from sklearn.decomposition import PCA
+    from tokenlearn.pretrain import TextDataset, train_supervised
+
+    base = distill(model_name=teacher_path, pca_dims=pca_dims, quantize_to="float32")
+    vec = torch.from_numpy(PCA(n_components=pca_dims).fit_transform(targets.float().numpy()))
+    n_val = min(10_000, len(texts) // 10)
+    texts = list(texts)
+    train = TextDataset(texts[:-n_val], vec[:-n_val], base.tokenizer)
+    val = TextDataset(texts[-n_val:], vec[-n_val:], base.tokenizer)
+    return train_supervised(train_dataset=train, validation_dataset=val, model=base, device=device, patience=patience)
 
 
 def static_embedding_model(vectors: torch.Tensor, tokenizer, pca_dims: int | None = 256,
@@ -360,6 +380,7 @@ __all__ = [
     "principal_directions",
     "sentence_pool",
     "static_embedding_model",
+    "static_model_vectors",
     "static_token_vectors",
-    "student_init_from_static",
+    "train_tokenlearn_model",
 ]

