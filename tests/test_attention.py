@@ -19,14 +19,8 @@ from hf_attn.attention.linear import linear_attention_forward, linear_attention_
 from hf_attn.attention.local import local_attention_forward, local_attention_reference
 from hf_attn.attention.topk import topk_attention_forward, topk_attention_reference
 from hf_attn.kernels.band import Band, band, distances, pair_mask
-from hf_attn.modeling.distance_masks import AdaptiveSpanMask, safe_log
-from hf_attn.modeling.layers import (
-    alibi_distance_bias,
-    alibi_slopes,
-    dense_distance_bias,
-    eager_attention_forward,
-    repeat_kv,
-)
+from hf_attn.modeling.distance_masks import AdaptiveSpanMask, alibi_distance_bias, alibi_slopes, safe_log
+from hf_attn.modeling.layers import dense_distance_bias, eager_attention_forward, repeat_kv
 
 
 class Attn(nn.Module):

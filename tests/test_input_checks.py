@@ -15,7 +15,7 @@ from transformers.utils import logging as transformers_logging
 
 import hf_attn  # noqa: F401  (registers hf_blockwise)
 from hf_attn import registry
-from hf_attn.modeling.layers import RotaryEmbedding
+from hf_attn.modeling.rotary import RotaryEmbedding
 
 COMMON = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
               max_position_embeddings=32)

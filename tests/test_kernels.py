@@ -23,11 +23,8 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton")
 
 from hf_attn.attention.blockwise_backend import blockwise_attention_forward  # noqa: E402
-from hf_attn.modeling.layers import (  # noqa: E402
-    alibi_distance_bias,
-    alibi_slopes,
-    eager_attention_forward,
-)
+from hf_attn.modeling.distance_masks import alibi_distance_bias, alibi_slopes  # noqa: E402
+from hf_attn.modeling.layers import eager_attention_forward  # noqa: E402
 
 pytestmark = pytest.mark.triton
 

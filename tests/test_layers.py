@@ -1,4 +1,5 @@
-"""The shared seam in hf_attn.modeling.layers: reference attention, masks, distance biases, positions, layers."""
+"""The shared modeling pieces: the seam in hf_attn.modeling.layers (reference attention, masks, distance biases),
+RoPE (rotary.py), ALiBi (distance_masks.py), sinusoidal positions, DecomposedLinear, pooling."""
 
 import math
 
@@ -9,19 +10,17 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import hf_attn  # noqa: F401  (registers the backends)
+from hf_attn.modeling.distance_masks import alibi_distance_bias, alibi_slopes
+from hf_attn.modeling.encoder import masked_mean_pool
 from hf_attn.modeling.layers import (
-    DecomposedLinear,
-    RotaryEmbedding,
     additive_attention_mask,
-    alibi_distance_bias,
-    alibi_slopes,
-    apply_rotary_pos_emb,
     attention_bias_kwargs,
     dense_distance_bias,
     eager_attention_forward,
-    masked_mean_pool,
-    sinusoidal_position_embedding,
 )
+from hf_attn.modeling.modeling_adaptive_span_gpt import sinusoidal_position_embedding
+from hf_attn.modeling.modeling_tan import DecomposedLinear
+from hf_attn.modeling.rotary import RotaryEmbedding, apply_rotary_pos_emb
 
 
 class _Module(torch.nn.Module):

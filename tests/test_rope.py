@@ -22,7 +22,7 @@ from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb 
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from hf_attn import registry
-from hf_attn.modeling.layers import RotaryEmbedding, apply_rotary_pos_emb
+from hf_attn.modeling.rotary import RotaryEmbedding, apply_rotary_pos_emb
 
 KINDS = ["tan", "gqa_embedder", "adaptive_span_gpt"]
 COMMON = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,

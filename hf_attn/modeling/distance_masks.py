@@ -1,10 +1,11 @@
-"""AdaptiveSpanGPT's learnable distance masks, and the attention work a distance mask leaves to compute.
+"""AdaptiveSpanGPT's distance masks (learnable, and ALiBi), and the attention work a distance mask leaves to compute.
 
 Both masks depend only on the head and on the query-key distance d = i - j >= 0, so they reach every attention
 backend as one distance bias table (see ``layers.py``):
 
 - `AdaptiveSpanMask`: adaptive attention span (Sukhbaatar et al. 2019), one learnable span per head;
-- `TriangleWaveMask`: a learnable periodic (triangle-wave) mask, one period and offset per head.
+- `TriangleWaveMask`: a learnable periodic (triangle-wave) mask, one period and offset per head;
+- ALiBi (Press et al. 2022), a fixed linear bias per head: `alibi_slopes`, `alibi_distance_bias`.
 
 `causal_attention_entries` / `attention_flops` are the one formula for how much attention a distance mask leaves
 to compute (the span formula: T - d entries at each distance d the mask keeps); the model's `attention_flops`
@@ -142,6 +143,32 @@ class TriangleWaveMask(nn.Module):
             wave = wave + (-1) ** n * torch.sin(k * phase) / k**2
         wave = wave * (8 / math.pi**2) * period / 4
         return (wave + 0.5 + self.offsets()[:, None]).clamp(0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ALiBi
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def alibi_slopes(num_heads: int) -> torch.Tensor:
+    """Press et al. (2022) head slopes: a geometric sequence starting at 2^(-8/n) (interleaved for non powers of 2)."""
+
+    def power_of_2_slopes(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(num_heads).is_integer():
+        slopes = power_of_2_slopes(num_heads)
+    else:
+        closest = 2 ** math.floor(math.log2(num_heads))
+        slopes = power_of_2_slopes(closest) + power_of_2_slopes(2 * closest)[0::2][: num_heads - closest]
+    return torch.tensor(slopes, dtype=torch.float)
+
+
+def alibi_distance_bias(slopes: torch.Tensor, length: int) -> torch.Tensor:
+    """ALiBi as a distance bias table [H, L]: -slope_h * d."""
+    d = torch.arange(length, device=slopes.device, dtype=slopes.dtype)
+    return -slopes[:, None] * d[None, :]
 
 
 # ---------------------------------------------------------------------------------------------------------------

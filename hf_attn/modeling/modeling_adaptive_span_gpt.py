@@ -1,8 +1,8 @@
 """AdaptiveSpanGPT: a nanoGPT-style decoder with adaptive attention span (Sukhbaatar et al. 2019) and learnable
 triangle-wave (periodic) masking.
 
-Reads top to bottom like nanoGPT's model.py: attention, MLP, block, model, LM. The two learnable distance masks and
-the count of the attention entries they keep live beside it, in ``distance_masks.py``.
+Reads top to bottom like nanoGPT's model.py: attention, MLP, block, model, LM. The two learnable distance masks,
+ALiBi and the count of the attention entries they keep live beside it, in ``distance_masks.py``.
 
 Both masks depend only on the query-key distance d = i - j and on the head, so each layer folds them (and ALiBi)
 into one *distance bias table* [H, L] (see ``layers.py``):
@@ -46,21 +46,16 @@ from .configuration_adaptive_span_gpt import AdaptiveSpanGPTConfig
 from .distance_masks import (
     AdaptiveSpanMask,
     TriangleWaveMask,
+    alibi_distance_bias,
+    alibi_slopes,
     attention_flops,
     distance_limit_mask_function,
     safe_log,
 )
 from .input_checks import check_forward_kwargs, check_labels, check_model_inputs, is_tracing, resolve_cache
-from .layers import (
-    HfAttnPreTrainedMixin,
-    RotaryEmbedding,
-    alibi_distance_bias,
-    alibi_slopes,
-    apply_rotary_pos_emb,
-    attention_bias_kwargs,
-    eager_attention_forward,
-    sinusoidal_position_embedding,
-)
+from .layers import attention_bias_kwargs, eager_attention_forward
+from .pretrained import HfAttnPreTrainedMixin
+from .rotary import RotaryEmbedding, apply_rotary_pos_emb
 
 # transformers renamed the cache argument of its mask functions and output classes from `past_key_values` to `cache`;
 # use whichever name the installed version has, so remote code never calls a deprecated spelling.
@@ -154,8 +149,8 @@ class AdaptiveSpanAttention(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: Cache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -227,8 +222,8 @@ class AdaptiveSpanBlock(GradientCheckpointingLayer):
     ) -> torch.Tensor:
         attn_out, _ = self.attn(
             self.ln_1(hidden_states),
-            position_embeddings=position_embeddings,
             attention_mask=attention_mask,
+            position_embeddings=position_embeddings,
             cache=cache,
             **kwargs,
         )
@@ -261,6 +256,17 @@ class AdaptiveSpanGPTPreTrainedModel(HfAttnPreTrainedMixin, PreTrainedModel):
         elif isinstance(module, TriangleWaveMask):
             init.zeros_(module.period_logit)
             init.zeros_(module.offset_logit)
+
+
+def sinusoidal_position_embedding(position_ids: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Vaswani et al. (2017) sinusoidal table for `position_ids` [B, T] -> [B, T, dim] (float32)."""
+    half = dim // 2
+    inv_freq = torch.exp(-math.log(base) * torch.arange(half, dtype=torch.float, device=position_ids.device) / half)
+    angles = position_ids[..., None].float() * inv_freq
+    emb = torch.cat((angles.sin(), angles.cos()), dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
 
 
 class AdaptiveSpanGPTModel(AdaptiveSpanGPTPreTrainedModel):

@@ -30,8 +30,10 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_gqa_embedder import GQAEmbedderConfig
+from .encoder import BidirectionalRopeAttention, masked_mean_pool
 from .input_checks import check_model_inputs
-from .layers import BidirectionalRopeAttention, HfAttnPreTrainedMixin, RotaryEmbedding, masked_mean_pool
+from .pretrained import HfAttnPreTrainedMixin
+from .rotary import RotaryEmbedding
 from .static_start import content_readout, static_layout
 
 
@@ -75,8 +77,8 @@ class GQAEmbedderLayer(GradientCheckpointingLayer):
     ) -> torch.Tensor:
         attn_output, _ = self.self_attn(
             self.input_layernorm(hidden_states),
-            position_embeddings=position_embeddings,
             attention_mask=attention_mask,
+            position_embeddings=position_embeddings,
             **kwargs,
         )
         hidden_states = hidden_states + self.dropout(attn_output)

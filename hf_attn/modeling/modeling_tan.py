@@ -1,7 +1,8 @@
 """TAN (Tiny Attention Network): a small bidirectional text encoder whose token features are Chebyshev polynomials.
 
-Reads top to bottom: the Chebyshev token features, the attention block (DecomposedLinear projections, RoPE,
-any `attn_implementation`), the bottleneck MLP, the pre-norm block, then `TanModel` (pooling + tanh projection).
+Reads top to bottom: the low-rank `DecomposedLinear` map, the Chebyshev token features, the attention block
+(DecomposedLinear projections, RoPE, any `attn_implementation`), the bottleneck MLP, the pre-norm block, then
+`TanModel` (pooling + tanh projection).
 
 This file is copied next to the weights when a model is saved with remote code, so it imports only torch,
 transformers and its `.`-siblings; hf_attn (attention backends, the fused Chebyshev kernel) is optional.
@@ -23,21 +24,37 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_tan import TanConfig
+from .encoder import BidirectionalRopeAttention, masked_mean_pool
 from .input_checks import check_model_inputs, is_tracing
-from .layers import (
-    BidirectionalRopeAttention,
-    DecomposedLinear,
-    Fp32ConstantBuffers,
-    HfAttnPreTrainedMixin,
-    RotaryEmbedding,
-    masked_mean_pool,
-)
+from .pretrained import HfAttnPreTrainedMixin
+from .rotary import Fp32ConstantBuffers, RotaryEmbedding
 from .static_start import content_readout, static_layout
 
 try:  # hf_attn's dispatcher between the fused Triton kernels and the reference below; absent in remote code alone
     from hf_attn.kernels.chebyshev import chebyshev_project as _fused_chebyshev_project
 except ImportError:
     _fused_chebyshev_project = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Low-rank maps
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class DecomposedLinear(nn.Module):
+    """Low-rank factorised linear map (TAN): in -> in/4 -> SiLU -> out.
+
+    Parameters: in*r + r*out (+ biases) with r = max(1, in // 4), against in*out for a dense linear.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, rank_divisor: int = 4):
+        super().__init__()
+        rank = max(1, in_features // rank_divisor)
+        self.down = nn.Linear(in_features, rank, bias=bias)
+        self.up = nn.Linear(rank, out_features, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(F.silu(self.down(x)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -189,11 +206,16 @@ class TanBlock(GradientCheckpointingLayer):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        attn_out, _ = self.self_attn(self.input_layernorm(hidden_states), position_embeddings, attention_mask, **kwargs)
+        attn_out, _ = self.self_attn(
+            self.input_layernorm(hidden_states),
+            attention_mask=attention_mask,
+            position_embeddings=position_embeddings,
+            **kwargs,
+        )
         hidden_states = hidden_states + attn_out
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
@@ -375,7 +397,7 @@ class TanModel(TanPreTrainedModel):
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
         for layer in self.layers:
-            hidden_states = layer(hidden_states, position_embeddings, mask, **kwargs)
+            hidden_states = layer(hidden_states, attention_mask=mask, position_embeddings=position_embeddings, **kwargs)
         hidden_states = self.norm(hidden_states)
         pooled = torch.tanh(self.pooler(masked_mean_pool(hidden_states, pad_mask)))  # [B, embedding_size]
         return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=pooled)
