@@ -255,6 +255,8 @@ def _train_embedder(args: EmbedTrainingArguments) -> dict:
     dev = DevSelection(accelerator, accelerator.unwrap_model(module).encoder, tokenizer, args, state,
                        output_dir / "best_model", log, heldout=getattr(dataset, "heldout", None))
     run = RunRecord(last_checkpoint=str(resume) if resume else None)
+    if resume is None and (args.static_model or args.init_from_teacher):
+        dev.evaluate(0)  # the start is a candidate: training is kept only where it beats it
     progress = progress_bar(accelerator, total_steps, state["step"], "train_embed")
     module.train()
     for batch in resumable_batches(accelerator, loader, state, total_steps, math.ceil(total_steps / steps_per_epoch)):
