@@ -15,21 +15,13 @@ import itertools
 
 import pytest
 import torch
-from torch import nn
+from test_attention import Attn  # the stand-in attention module backends read settings from
 
 import hf_attn  # noqa: F401  (registers the backends; fills the feature table)
 from hf_attn.attention import BACKENDS, UnsupportedFeatureError, blockwise
 from hf_attn.attention.blockwise import blockwise_attention
 from hf_attn.kernels.band import band, pair_mask
 from hf_attn.modeling.layers import eager_attention_forward
-
-
-class Attn(nn.Module):
-    def __init__(self, is_causal: bool, **settings):
-        super().__init__()
-        self.is_causal = is_causal
-        self.config = type("Config", (), settings)()
-        self.eval()
 
 
 def inputs(tq=37, tk=37, sinks=True, seed=0):
