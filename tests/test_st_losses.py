@@ -210,3 +210,57 @@ def test_train_embed_grad_accum_enlarges_the_contrastive_batch(data_dir, tmp_pat
     assert res["status"] == "completed" and res["steps"] == 2
     assert seen == [12, 12]
     assert all(rows >= 24 and size == -(-rows // 3) for rows, size in encoded) and len(encoded) == 2
+
+
+def test_fitted_projection_is_the_least_squares_map_and_beats_a_random_one():
+    """``fit_`` solves min_W |s W - normalise(t)|^2: the residual is orthogonal to every student column, the returned
+    cosine is the one reached, and the loss at the fitted map is below the random initial projection's."""
+    g = torch.Generator().manual_seed(0)
+    student = torch.randn(300, 24, generator=g, dtype=torch.float64)
+    teacher = student @ torch.randn(24, 12, generator=g, dtype=torch.float64) + 0.3 * torch.randn(
+        300, 12, generator=g, dtype=torch.float64)
+    loss = EmbeddingDistillationLoss(24, 12).double()
+    before = loss(student, teacher)
+    cosine = loss.fit_(student, teacher)
+    w = loss.projection.weight.detach().T
+    target = torch.nn.functional.normalize(teacher, dim=-1)
+    residual = student @ w - target
+    assert (student.T @ residual).abs().max() < 1e-6 * (student.T @ target).abs().max()
+    assert cosine == pytest.approx(float(torch.nn.functional.cosine_similarity(student @ w, target).mean()))
+    assert cosine > 0.9
+    assert loss(student, teacher) < 0.5 * before
+    with pytest.raises(ValueError, match="at least as many texts"):
+        loss.fit_(student[:10], teacher[:10])
+
+
+def test_a_run_on_cached_targets_fits_the_projection_before_step_0():
+    """``fit_distillation_projection`` on a student and the pool's targets: the distillation loss it leaves is the
+    least-squares one (below the random projection's), and a pool narrower than the student is left alone."""
+    from types import SimpleNamespace
+
+    from hf_attn.training.distill import TargetDataset
+    from hf_attn.training.embed import EmbedderTrainingModule, fit_distillation_projection
+
+    class Tok:  # characters as token ids: what make_encode_fn needs of a tokenizer
+        def __call__(self, texts, max_length, **_):
+            rows = [[3 + ord(c) % 100 for c in t[:max_length]] for t in texts]
+            n = max(map(len, rows))
+            ids = torch.tensor([r + [0] * (n - len(r)) for r in rows])
+            return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+
+    texts = [f"{a} {b} {c}" for a in TEXTS for b in TEXTS for c in ("x", "y", "z")]
+    targets = torch.randn(len(texts), 12, generator=torch.Generator().manual_seed(3))
+    model = tiny_embedder()
+    module = EmbedderTrainingModule(model, embedder_loss(True))
+    args = SimpleNamespace(seed=0, max_seq_length=32)
+    emb = model.eval()(**{k: v for k, v in Tok()(texts, 32).items()}).pooler_output.detach()
+    before = module.loss_fn.distill(emb, targets)
+    messages = []
+    cosine = fit_distillation_projection(module, TargetDataset(texts, targets), Tok(), args, messages.append)
+    assert cosine is not None and "fitted by least squares on 192 pool sentences" in messages[0]
+    assert module.loss_fn.distill(emb, targets) < before
+    small = EmbedderTrainingModule(tiny_embedder(), embedder_loss(True))
+    weight = small.loss_fn.distill.projection.weight.clone()
+    assert fit_distillation_projection(small, TargetDataset(texts[:10], targets[:10]), Tok(), args,
+                                       messages.append) is None
+    assert torch.equal(small.loss_fn.distill.projection.weight, weight) and "left random" in messages[-1]

@@ -229,6 +229,8 @@ def _train_embedder(args: EmbedTrainingArguments) -> dict:
     warn_if_dropout_pairs_are_identical(args, encoder, log)
     dataset, teacher, teacher_dim = setup_teacher(args, dataset, encoder, tokenizer, accelerator, log)
     module = EmbedderTrainingModule(encoder, build_loss(args, encoder, teacher_dim), compile=args.compile)
+    if resume is None:
+        fit_distillation_projection(module, dataset, tokenizer, args, log)
     log(f"model: {args.model} {params / 1e6:.2f}M params ({encoder.config.num_hidden_layers} layers, hidden "
         f"{encoder.config.hidden_size}); optimizer {args.optimizer}; device {accelerator.device}; "
         f"processes {accelerator.num_processes}; mixed precision {args.mixed_precision}")
@@ -301,6 +303,34 @@ def _train_embedder(args: EmbedTrainingArguments) -> dict:
                                               args.hub_private, log=log)
     accelerator.end_training()
     return summary
+
+
+def fit_distillation_projection(module: EmbedderTrainingModule, dataset, tokenizer, args, log=print,
+                                max_texts: int = 8192) -> float | None:
+    """Before step 0 of a run on cached teacher targets: fit the distillation projection (``--distill-target
+    embedding`` or ``both``) by least squares from the student's embeddings of up to ``max_texts`` pool sentences
+    (a seeded sample) to their targets (``EmbeddingDistillationLoss.fit_``). Returns the mean cosine reached, or
+    None where there is nothing to fit (no projection, or a teacher run in the steps instead of cached targets)."""
+    from .embed_eval import make_encode_fn
+
+    distill = module.loss_fn.distill
+    targets = getattr(dataset, "targets", None)
+    if not hasattr(distill, "fit_") or targets is None:
+        return None
+    width = getattr(module.encoder.config, "embedding_size", None) or module.encoder.config.hidden_size
+    n = min(max_texts, len(dataset.texts))
+    if n < width:
+        log(f"distillation projection: left random (the pool's {n} sentences are fewer than the student's {width} "
+            "dimensions)")
+        return None
+    idx = torch.randperm(len(dataset.texts), generator=torch.Generator().manual_seed(args.seed))[:n].tolist()
+    encode = make_encode_fn(module.encoder, tokenizer, args.max_seq_length, next(module.parameters()).device)
+    texts = [dataset.texts[i] for i in idx]
+    student = torch.cat([encode(texts[i : i + 256]) for i in range(0, n, 256)])
+    fit = distill.fit_(student, targets[idx])
+    log(f"distillation projection: fitted by least squares on {n} pool sentences (mean cosine to the teacher "
+        f"{fit:.4f} at step 0)")
+    return fit
 
 
 def resume_settings(args: EmbedTrainingArguments) -> dict:
@@ -444,6 +474,6 @@ def main(argv=None) -> int:
 
 __all__ = [
     "EmbedStep", "EmbedderTrainingModule", "SWEEP_COLUMNS", "build_loss", "build_model", "dump_final_weights",
-    "embed_summary", "log_train_step", "main", "resumable_batches", "run_size_sweep", "train_embedder",
-    "warn_if_dropout_pairs_are_identical", "write_results_table",
+    "embed_summary", "fit_distillation_projection", "log_train_step", "main", "resumable_batches", "run_size_sweep",
+    "train_embedder", "warn_if_dropout_pairs_are_identical", "write_results_table",
 ]

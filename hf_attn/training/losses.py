@@ -97,6 +97,27 @@ class EmbeddingDistillationLoss(nn.Module):
         t = F.normalize(_wide(teacher), dim=-1).to(s.dtype)
         return F.mse_loss(s, t, reduction="sum") / s.shape[0]
 
+    @torch.no_grad()
+    def fit_(self, student: torch.Tensor, teacher: torch.Tensor) -> float:
+        """Set the projection to the least-squares map from ``student`` [N, Cs] to the normalised ``teacher``
+        [N, Ct] embeddings (float64, a tiny ridge); returns the mean cosine it reaches on them.
+
+        A random projection makes the first steps' gradients point at a random map of the teacher: they pull a
+        student that starts as a good model (a static start) away from where it is. Fitted, the loss at step 0
+        measures what the student lacks, and training adds it.
+        """
+        if student.shape[0] != teacher.shape[0] or student.shape[0] < student.shape[1]:
+            raise ValueError(f"fitting the projection needs at least as many texts as student dimensions, and one "
+                             f"teacher row per text: got {student.shape[0]} x {student.shape[1]} student, "
+                             f"{teacher.shape[0]} teacher rows")
+        s = _wide(student).double()
+        t = F.normalize(_wide(teacher).double(), dim=-1)
+        gram = s.T @ s
+        gram += 1e-6 * gram.diagonal().mean() * torch.eye(s.shape[1], dtype=s.dtype)
+        w = torch.linalg.solve(gram, s.T @ t)  # [Cs, Ct]
+        self.projection.weight.copy_(w.T.to(self.projection.weight))
+        return float(F.cosine_similarity(s @ w, t, dim=-1).mean())
+
 
 class SimilarityDistillationLoss(nn.Module):
     """MSE between the student's and the teacher's in-batch cosine similarities.
@@ -130,6 +151,10 @@ class CombinedDistillationLoss(nn.Module):
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return self.embedding(student, teacher) + self.similarity(student, teacher)
+
+    def fit_(self, student: torch.Tensor, teacher: torch.Tensor) -> float:
+        """``EmbeddingDistillationLoss.fit_`` of the projection."""
+        return self.embedding.fit_(student, teacher)
 
 
 class EmbedderLoss(nn.Module):
