@@ -57,7 +57,7 @@ def time_ours(pairs, tokenizer, args) -> list[float]:
     import hf_attn
     from hf_attn.training.data import PairCollator
     from hf_attn.training.embed import EmbedderTrainingModule
-    from hf_attn.training.losses import EmbedderLoss, InfoNCELoss
+    from hf_attn.training.embed.losses import EmbedderLoss, InfoNCELoss
     from hf_attn.training.optim import build_optimizer, build_scheduler
 
     torch.manual_seed(0)

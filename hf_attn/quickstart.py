@@ -124,7 +124,7 @@ def training_arguments(model: str, data_dir: Path | None, output_dir: Path, tiny
                        max_steps: int | None = None, distill: bool = False):
     """The `EmbedTrainingArguments` of a quickstart run, output under OUTPUT_DIR: the distillation recipe
     (``DISTILL``) when ``distill``, else the contrastive --quick config; TINY on top for ``tiny``."""
-    from hf_attn.training.embed_args import EmbedTrainingArguments
+    from hf_attn.training.embed.args import EmbedTrainingArguments
 
     overrides: dict[str, Any] = dict(TINY) if tiny else {}
     if max_steps is not None:
@@ -253,8 +253,8 @@ def _baselines(args, stsb_dir, output_dir: Path, log) -> list[dict]:
     """STS-B test rows of the teacher and of a static model2vec-style encoder built from the teacher's static token
     vectors (cached by the distillation when it initialised the student), through the same MTEB run."""
     from hf_attn.evaluation.mteb_runner import evaluate
-    from hf_attn.training.distill import static_embedding_model, static_token_vectors
-    from hf_attn.training.teacher import load_teacher, teacher_cache_dir
+    from hf_attn.training.embed.distill import static_embedding_model, static_token_vectors
+    from hf_attn.training.embed.teacher import load_teacher, teacher_cache_dir
 
     log("      the same evaluation for the teacher and for its static distillation (the baselines to beat)")
     teacher = load_teacher(TEACHER, max_seq_length=args.max_seq_length)

@@ -1,5 +1,5 @@
-"""Teacher-target distillation (hf_attn.training.distill): the sentence pool, the on-disk teacher-target cache, static
-token vectors, student initialisation from them, and a short cached-target training run. Tiny fixtures only."""
+"""Teacher-target distillation (hf_attn.training.embed.distill): the sentence pool, the on-disk teacher-target cache,
+static token vectors, student initialisation from them, and a short cached-target training run. Tiny fixtures only."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_attn.training import distill
+from hf_attn.training.embed import distill
 
 _WORDS = ["a man", "a woman", "the dog", "two kids", "a cat", "the chef", "a player", "a girl", "the band", "a bird"]
 _ACTS = ["is riding a bike", "plays the guitar", "is eating pasta", "runs in the park", "reads a book",
@@ -45,7 +45,7 @@ def data_dir(tmp_path_factory) -> Path:
 def teacher_dir(data_dir, tmp_path_factory) -> str:
     """A tiny sentence-transformers folder trained here: the stand-in for all-MiniLM-L6-v2."""
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.embed_args import EmbedTrainingArguments
+    from hf_attn.training.embed.args import EmbedTrainingArguments
 
     out = tmp_path_factory.mktemp("teacher")
     res = train_embedder(EmbedTrainingArguments(
@@ -236,7 +236,7 @@ class _OtherTok:
 
 def test_cached_target_training_run(data_dir, teacher_dir, tmp_path):
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.embed_args import EmbedTrainingArguments, finalize_args
+    from hf_attn.training.embed.args import EmbedTrainingArguments, finalize_args
 
     for model in ("tan", "gqa_embedder"):
         res = train_embedder(EmbedTrainingArguments(

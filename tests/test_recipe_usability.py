@@ -7,7 +7,7 @@ import logging
 import pytest
 
 
-@pytest.mark.parametrize("module, quick_name", [("lm_args", "LM_QUICK"), ("embed_args", "QUICK")])
+@pytest.mark.parametrize("module, quick_name", [("lm.args", "LM_QUICK"), ("embed.args", "QUICK")])
 def test_help_shows_defaults_and_what_quick_and_config_set(module, quick_name):
     import importlib
 

@@ -12,7 +12,7 @@ from test_hub import make_tokenizer  # the tiny WordPiece tokenizer the export t
 from torch import nn
 
 import hf_attn
-from hf_attn.training.losses import (
+from hf_attn.training.embed.losses import (
     EmbedderLoss,
     EmbeddingDistillationLoss,
     GradientCache,
@@ -189,8 +189,7 @@ from test_training import _tiny_embed_args  # noqa: E402  (the tiny pair data co
 @pytest.mark.slow
 def test_train_embed_grad_accum_enlarges_the_contrastive_batch(data_dir, tmp_path, monkeypatch):  # noqa: F811
     """batch 4 x grad-accum 3: InfoNCE scores 12 pairs at once (once per step), the encoder sees 8-9 texts at a time."""
-    from hf_attn.training import losses
-    from hf_attn.training.embed import train_embedder
+    from hf_attn.training.embed import losses, train_embedder
 
     seen, encoded = [], []
     real_loss, real_encode = losses.InfoNCELoss.forward, losses.GradientCache.loss
@@ -238,8 +237,8 @@ def test_a_run_on_cached_targets_fits_the_projection_before_step_0():
     least-squares one (below the random projection's), and a pool narrower than the student is left alone."""
     from types import SimpleNamespace
 
-    from hf_attn.training.distill import TargetDataset
     from hf_attn.training.embed import EmbedderTrainingModule, fit_distillation_projection
+    from hf_attn.training.embed.distill import TargetDataset
 
     class Tok:  # characters as token ids: what make_encode_fn needs of a tokenizer
         def __call__(self, texts, max_length, **_):

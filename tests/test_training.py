@@ -18,7 +18,7 @@ from conftest import write_jsonl_gz as _write_jsonl_gz
 
 from hf_attn.training import checkpoint as ckpt
 from hf_attn.training import data as D
-from hf_attn.training.losses import EmbedderLoss, InfoNCELoss, info_nce
+from hf_attn.training.embed.losses import EmbedderLoss, InfoNCELoss, info_nce
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------------------------------------------------------
 
 def _tiny_embed_args(data_dir: Path, out: Path, **kw):
-    from hf_attn.training.embed_args import EmbedTrainingArguments
+    from hf_attn.training.embed.args import EmbedTrainingArguments
 
     base = dict(model="gqa_embedder", data_dir=str(data_dir), dataset=["nli/train.jsonl.gz", "para/train.jsonl.gz"],
                 output_dir=str(out), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -152,7 +152,7 @@ def test_empty_inputs_fail_before_training(tmp_path):
         D.load_rows(empty)
     with pytest.raises(D.DataError, match="empty"):
         D.PairDataset([])
-    from hf_attn.training.lm_data import load_byte_splits
+    from hf_attn.training.lm.data import load_byte_splits
 
     (tmp_path / "e.txt").write_text("")
     with pytest.raises(D.DataError, match="empty"):
@@ -307,8 +307,7 @@ def test_train_embed_checkpoints_resumes_identically_and_saves_best(data_dir, tm
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_dir, tmp_path, monkeypatch):
-    from hf_attn.training import losses
-    from hf_attn.training.embed import train_embedder
+    from hf_attn.training.embed import losses, train_embedder
 
     real = losses.InfoNCELoss.forward
     calls = {"n": 0}
@@ -357,7 +356,7 @@ def test_train_embed_tan_muon_with_unsupervised_pairs(data_dir, tmp_path):
 
 def test_distillation_from_a_sentence_transformers_teacher(data_dir, tmp_path):
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.teacher import resolve_teacher
+    from hf_attn.training.embed.teacher import resolve_teacher
 
     # any sentence-transformers folder is a teacher; a tiny model trained here stands in for all-MiniLM-L6-v2
     teacher = train_embedder(
@@ -382,7 +381,7 @@ def test_distillation_from_a_sentence_transformers_teacher(data_dir, tmp_path):
 
 
 def test_similarity_distillation_is_the_mse_of_cosine_matrices():
-    from hf_attn.training.losses import SimilarityDistillationLoss
+    from hf_attn.training.embed.losses import SimilarityDistillationLoss
 
     torch.manual_seed(0)
     s, t = torch.randn(5, 8, requires_grad=True), torch.randn(5, 12)
@@ -409,7 +408,7 @@ def test_init_from_teacher_input_table_starts_as_its_static_model(data_dir, tmp_
 
     from hf_attn import GQAEmbedderConfig, GQAEmbedderModel
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.teacher import init_from_teacher, teacher_input_embeddings
+    from hf_attn.training.embed.teacher import init_from_teacher, teacher_input_embeddings
     from hf_attn.training.tokenizer import load_tokenizer
 
     teacher_dir = train_embedder(
@@ -443,7 +442,7 @@ def test_init_from_teacher_input_table_starts_as_its_static_model(data_dir, tmp_
 
 def test_similarity_distillation_run_with_teacher_initialised_embeddings(data_dir, tmp_path):
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.embed_args import EmbedTrainingArguments, finalize_args
+    from hf_attn.training.embed.args import EmbedTrainingArguments, finalize_args
 
     teacher_dir = train_embedder(
         _tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0, save_steps=0)
@@ -474,7 +473,7 @@ def test_similarity_distillation_run_with_teacher_initialised_embeddings(data_di
 
 def test_teacher_is_capped_to_the_student_length_and_encodes_duplicates_once(data_dir, tmp_path):
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.teacher import InStepTeacher
+    from hf_attn.training.embed.teacher import InStepTeacher
 
     teacher_dir = train_embedder(
         _tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0, save_steps=0)
@@ -498,7 +497,7 @@ def test_max_train_minutes_stops_like_a_finished_run(data_dir, tmp_path):
 
 
 def test_arg_parser_yaml_and_quick(tmp_path):
-    from hf_attn.training.embed_args import build_arg_parser, finalize_args, parse_args
+    from hf_attn.training.embed.args import build_arg_parser, finalize_args, parse_args
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("batch_size: 7\ngrad-accum-steps: 3\noptimizer: muon\n")
@@ -532,7 +531,7 @@ def test_arg_parser_yaml_and_quick(tmp_path):
 
 
 def test_byte_splits(tmp_path):
-    from hf_attn.training.lm_data import load_byte_splits
+    from hf_attn.training.lm.data import load_byte_splits
 
     p = tmp_path / "t.txt"
     p.write_bytes(bytes(range(256)) * 40)
@@ -545,7 +544,7 @@ def test_byte_splits(tmp_path):
 
 def test_train_lm_quick_reports_everything(data_dir, tmp_path):
     from hf_attn.training.lm import train_lm
-    from hf_attn.training.lm_args import LMTrainingArguments
+    from hf_attn.training.lm.args import LMTrainingArguments
 
     res = train_lm(
         LMTrainingArguments(
@@ -597,7 +596,7 @@ def test_train_lm_quick_reports_everything(data_dir, tmp_path):
 def test_train_lm_push_failure_keeps_the_run_and_says_how_to_upload(data_dir, tmp_path, monkeypatch, capsys):
     import hf_attn.hub as hub
     from hf_attn.training.lm import train_lm
-    from hf_attn.training.lm_args import LMTrainingArguments
+    from hf_attn.training.lm.args import LMTrainingArguments
 
     exported = {}
 
@@ -633,7 +632,7 @@ def test_train_lm_push_failure_keeps_the_run_and_says_how_to_upload(data_dir, tm
 
 
 def test_compare_attention_micro_matrix(data_dir, tmp_path):
-    from hf_attn.training.compare import CompareArguments, run_comparison
+    from hf_attn.training.lm.compare import CompareArguments, run_comparison
 
     res = run_comparison(
         CompareArguments(

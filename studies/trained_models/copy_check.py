@@ -5,7 +5,7 @@ import time
 import torch
 
 from hf_attn.training.lm import build_lm_model
-from hf_attn.training.lm_args import LMTrainingArguments
+from hf_attn.training.lm.args import LMTrainingArguments
 
 torch.manual_seed(0)
 a = LMTrainingArguments(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, block_size=64,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .args import RunArguments, build_parser, option, parse_into, resolve_config_and_quick, track_explicit
+from ..args import RunArguments, build_parser, option, parse_into, resolve_config_and_quick, track_explicit
 
 
 @track_explicit

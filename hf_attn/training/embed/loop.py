@@ -1,7 +1,7 @@
 """Contrastive training of the hf_attn embedders (TAN, GQAEmbedder) with Accelerate: ``recipes/train_embed.py``.
 
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.embed_args import EmbedTrainingArguments
+    from hf_attn.training.embed.args import EmbedTrainingArguments
     summary = train_embedder(EmbedTrainingArguments(model="gqa_embedder", data_dir="../shared/data", quick=True))
 
 One step: a batch of (anchor, positive[, hard negative]) texts is tokenised into one padded batch, encoded in one
@@ -17,8 +17,8 @@ scheduler, RNG states and the position in the epoch (``skip_first_batches``), so
 uninterrupted one step for step. Checkpoints are atomic (``checkpoint.save_checkpoint``). A non-finite loss stops
 the run before the bad step's update; the last checkpoint stays intact.
 
-The pieces: options ``embed_args``, data and tokenizer ``embed_data``, the teacher ``teacher`` (and ``distill`` for
-cached targets), STS-B dev evaluation and the best model ``embed_eval``; here the model, the step, the loop, the
+The pieces: options ``args``, data and tokenizer ``data``, the teacher ``teacher`` (and ``distill`` for
+cached targets), STS-B dev evaluation and the best model ``eval``; here the model, the step, the loop, the
 size sweep and the command line.
 """
 
@@ -36,12 +36,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import registry
-from ..push import push_best_model
-from . import checkpoint as ckpt
-from . import common
-from .args import UsageError, cli_errors
-from .common import (
+from ... import registry
+from ...push import push_best_model
+from .. import checkpoint as ckpt
+from .. import common
+from ..args import UsageError, cli_errors
+from ..common import (
     NonFiniteLoss,
     RunRecord,
     check_finite,
@@ -51,9 +51,9 @@ from .common import (
     start_trackers,
     write_summary,
 )
-from .embed_args import EmbedTrainingArguments, finalize_args, model_kwargs, parse_args
-from .embed_data import build_train_loader, get_tokenizer, load_training_data, trained_on
-from .embed_eval import DevSelection
+from .args import EmbedTrainingArguments, finalize_args, model_kwargs, parse_args
+from .data import build_train_loader, get_tokenizer, load_training_data, trained_on
+from .eval import DevSelection
 from .teacher import setup_teacher
 
 
@@ -211,7 +211,7 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
 def _train_embedder(args: EmbedTrainingArguments) -> dict:
     from accelerate.utils import DataLoaderConfiguration, set_seed
 
-    from .optim import build_optimizer, build_scheduler
+    from ..optim import build_optimizer, build_scheduler
 
     output_dir = Path(args.output_dir)
     accelerator = make_accelerator(
@@ -311,7 +311,7 @@ def fit_distillation_projection(module: EmbedderTrainingModule, dataset, tokeniz
     embedding`` or ``both``) by least squares from the student's embeddings of up to ``max_texts`` pool sentences
     (a seeded sample) to their targets (``EmbeddingDistillationLoss.fit_``). Returns the mean cosine reached, or
     None where there is nothing to fit (no projection, or a teacher run in the steps instead of cached targets)."""
-    from .embed_eval import make_encode_fn
+    from .eval import make_encode_fn
 
     distill = module.loss_fn.distill
     targets = getattr(dataset, "targets", None)

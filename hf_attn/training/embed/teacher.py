@@ -35,7 +35,7 @@ def resolve_teacher(name_or_path: str) -> str:
 
 def not_loadable(flag: str, name: str, error: BaseException):
     """The ``UsageError`` for a ``--teacher`` / ``--tokenizer`` that is neither a local folder nor a loadable Hub id."""
-    from .args import UsageError
+    from ..args import UsageError
 
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     where = "no such local folder" if not Path(name).exists() else "this folder does not hold one"

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import registry
-from .args import build_parser, cli_errors, option, parse_into, resolve_config_and_quick, track_explicit
-from .common import check_finite, use_cpu
-from .lm import LM_MODEL
-from .lm_data import ByteBatches, load_byte_splits
-from .lm_eval import PeakMemory, attention_entropy, evaluate_lm, next_byte_loss
+from ... import registry
+from ..args import build_parser, cli_errors, option, parse_into, resolve_config_and_quick, track_explicit
+from ..common import check_finite, use_cpu
+from .data import ByteBatches, load_byte_splits
+from .eval import PeakMemory, attention_entropy, evaluate_lm, next_byte_loss
+from .loop import LM_MODEL
 
 VARIANTS = ("eager", "hf_linear", "hf_topk", "hf_local", "gqa", "sdpa", "hf_blockwise")
 POSITIONS = ("sinusoidal", "rope", "alibi", "learned")
@@ -122,7 +122,7 @@ def resolve_data(args: CompareArguments, log=print) -> dict[str, np.ndarray]:
     """The byte splits: ``--data``, else ``--data-dir``'s tiny_shakespeare then its Wikipedia extract, else
     ../shared/data beside the checkout. A missing file or folder raises ``DataError``; the synthetic corpus is used
     only with ``--synthetic-data``."""
-    from .data import DataError
+    from ..data import DataError
 
     if args.synthetic_data:
         log("data: synthetic word corpus (--synthetic-data)")
@@ -156,7 +156,7 @@ def resolve_data(args: CompareArguments, log=print) -> dict[str, np.ndarray]:
 def train_one(variant: str, position: str, args: CompareArguments, splits, accelerator, log=print) -> dict:
     """Train one combination for ``max_steps`` and evaluate it: its row of results.csv (``curve``: the train loss
     per step). Raises when the combination fails (unsupported, or a non-finite loss)."""
-    from .optim import build_optimizer, build_scheduler
+    from ..optim import build_optimizer, build_scheduler
 
     torch.manual_seed(args.seed)
     model = build_variant_model(variant, position, args, args.seq_len)
@@ -326,7 +326,7 @@ def run_comparison(args: CompareArguments, log=None) -> dict:
     which alone writes the outputs). ``log`` defaults to ``accelerator.print`` (the main process)."""
     from accelerate import Accelerator
 
-    from .checkpoint import locked_output_dir
+    from ..checkpoint import locked_output_dir
 
     args = resolve_config_and_quick(args, COMPARE_QUICK)
     for v in args.variants:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import registry
-from .args import (
+from ... import registry
+from ..args import (
     RunArguments,
     UsageError,
     build_parser,
@@ -168,7 +168,7 @@ def finalize_args(args: EmbedTrainingArguments) -> EmbedTrainingArguments:
         raise ValueError("--distill-pool needs --teacher (the model whose embeddings are the training targets)")
     model_kwargs(args, registry.get(args.model).config_class)  # refuse a bad --model-kwargs before any data is read
     if not args.tokenizer and args.tokenizer_type == "bpe":  # (wordpiece: checked once trained, see tokenizer.py)
-        from .tokenizer import SPECIAL_TOKENS
+        from ..tokenizer import SPECIAL_TOKENS
 
         floor = 256 + len(SPECIAL_TOKENS)  # byte-level BPE starts from the 256 byte symbols, plus the special tokens
         if args.vocab_size < floor:

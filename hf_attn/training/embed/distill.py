@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from . import data as D
+from .. import data as D
 from .teacher import load_teacher  # noqa: F401 - part of this module's API (see __all__)
 
 # Sentence sources of ../shared/data (folders relative to --data-dir). The folders that also hold evaluation splits

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
-from . import data as D
+from .. import checkpoint as ckpt
+from .. import data as D
 
 
 class PoolTexts:
@@ -84,8 +84,8 @@ def training_texts(dataset) -> list[str]:
 def get_tokenizer(args, dataset, accelerator, log=print, resume=None):
     """The run's tokenizer. Resuming: the one saved in the checkpoint (an explicit --tokenizer must match it); a
     checkpoint from before tokenizers were saved in checkpoints needs the cache it was trained with (no retraining)."""
+    from ..tokenizer import get_or_train_tokenizer, load_tokenizer
     from .teacher import not_loadable, resolve_teacher
-    from .tokenizer import get_or_train_tokenizer, load_tokenizer
 
     saved = ckpt.checkpoint_tokenizer(resume) if resume is not None else None
     if saved is not None:
@@ -117,7 +117,7 @@ def get_tokenizer(args, dataset, accelerator, log=print, resume=None):
 
 def build_train_loader(args, dataset, tokenizer, keep_texts: bool = False) -> torch.utils.data.DataLoader:
     """Batches of ``batch_size x grad_accum_steps`` examples (one contrastive batch per optimizer step, see
-    ``embed.EmbedStep``), the last partial batch dropped, in an order seeded by ``--seed``. A distillation pool is
+    ``loop.EmbedStep``), the last partial batch dropped, in an order seeded by ``--seed``. A distillation pool is
     batched by similar lengths (little padding). ``keep_texts``: batches carry their texts (for the in-step teacher)."""
     from .distill import TargetCollator, length_grouped_sampler
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt
+from .. import checkpoint as ckpt
 
 
 def make_encode_fn(model: nn.Module, tokenizer, max_length: int, device):

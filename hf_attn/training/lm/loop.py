@@ -1,14 +1,14 @@
 """Byte-level language modelling with AdaptiveSpanGPT under Accelerate: ``recipes/train_lm.py``.
 
     from hf_attn.training.lm import train_lm
-    from hf_attn.training.lm_args import LMTrainingArguments
+    from hf_attn.training.lm.args import LMTrainingArguments
     summary = train_lm(LMTrainingArguments(data="enwik8", use_adaptive_attention=True))
 
-One step: ``grad_accum_steps`` micro-batches of random byte windows (``lm_data.ByteBatches``: a function of (seed,
+One step: ``grad_accum_steps`` micro-batches of random byte windows (``data.ByteBatches``: a function of (seed,
 step, rank), so a resumed run sees exactly the batches of the uninterrupted one), the model's loss (next-byte
 cross-entropy plus the span regulariser), one optimizer step. Every ``eval_steps``: validation loss, bits per
-byte, perplexity, attention FLOPs and entropy, spans and periods (``lm_eval``) go to ``metrics.jsonl``; the lowest
-validation loss is kept as ``best_model/``. Options: ``lm_args``; data: ``lm_data``.
+byte, perplexity, attention FLOPs and entropy, spans and periods (``eval``) go to ``metrics.jsonl``; the lowest
+validation loss is kept as ``best_model/``. Options: ``args``; data: ``data``.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import registry
-from ..push import push_best_model
-from . import checkpoint as ckpt
-from . import common
-from .args import cli_errors
-from .common import NonFiniteLoss, RunRecord
-from .lm_args import LMTrainingArguments, finalize_args, parse_args
-from .lm_data import ByteBatches, lm_dataset_name, load_byte_splits, resolve_lm_data
-from .lm_eval import PeakMemory, attention_entropy, evaluate_lm, span_summary
+from ... import registry
+from ...push import push_best_model
+from .. import checkpoint as ckpt
+from .. import common
+from ..args import cli_errors
+from ..common import NonFiniteLoss, RunRecord
+from .args import LMTrainingArguments, finalize_args, parse_args
+from .data import ByteBatches, lm_dataset_name, load_byte_splits, resolve_lm_data
+from .eval import PeakMemory, attention_entropy, evaluate_lm, span_summary
 
 LM_MODEL = "adaptive_span_gpt"  # the registry entry train_lm builds
 
@@ -109,7 +109,7 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
 def _train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     from accelerate.utils import set_seed
 
-    from .optim import build_optimizer, build_scheduler
+    from ..optim import build_optimizer, build_scheduler
 
     out_dir = Path(args.output_dir)
     accelerator = common.make_accelerator(args, gradient_accumulation_steps=args.grad_accum_steps)
@@ -218,4 +218,4 @@ def main(argv=None) -> int:
     return 0 if summary["status"] == "completed" else 1
 
 
-__all__ = ["build_lm_model", "evaluate_and_save", "lm_step", "lm_summary", "main", "train_lm"]
+__all__ = ["LM_MODEL", "build_lm_model", "evaluate_and_save", "lm_step", "lm_summary", "main", "train_lm"]
