@@ -404,7 +404,7 @@ def test_data_dir_pointing_nowhere_is_named_not_looked_up_on_the_hub(tmp_path):
 
 @pytest.mark.parametrize("fault", ["bad_json", "not_object", "truncated_gz"])
 def test_malformed_jsonl_or_truncated_gz_names_the_file_and_line(tmp_path, fault):
-    from hf_attn.training.data import load_pair_sources
+    from hf_attn.training.embed.pairs import load_pair_sources
 
     lines = [_ROW] * 30
     if fault == "bad_json":
@@ -423,7 +423,8 @@ def test_malformed_jsonl_or_truncated_gz_names_the_file_and_line(tmp_path, fault
 
 
 def test_malformed_csv_row_names_the_file_and_line(tmp_path):
-    from hf_attn.training.data import diagnose_file, load_pair_sources
+    from hf_attn.training.data import diagnose_file
+    from hf_attn.training.embed.pairs import load_pair_sources
 
     d = tmp_path / "d"
     d.mkdir()

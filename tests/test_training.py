@@ -18,6 +18,7 @@ from conftest import write_jsonl_gz as _write_jsonl_gz
 
 from hf_attn.training import checkpoint as ckpt
 from hf_attn.training import data as D
+from hf_attn.training.embed import pairs as P
 from hf_attn.training.embed.losses import EmbedderLoss, InfoNCELoss, info_nce
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,8 +112,8 @@ def test_nli_rows_become_pairs_by_label():
         {"premise": "P4", "hypothesis": "C4", "label": 2},
         {"premise": "P4", "hypothesis": "N4", "label": 1},
     ]
-    pairs = D.nli_to_pairs(rows)
-    assert pairs == [D.PairExample("P1", "E1", "C1"), D.PairExample("P2", "E2", None), D.PairExample("P4", "E4", "C4")]
+    pairs = P.nli_to_pairs(rows)
+    assert pairs == [P.PairExample("P1", "E1", "C1"), P.PairExample("P2", "E2", None), P.PairExample("P4", "E4", "C4")]
 
 
 def test_paraphrase_and_pair_layouts():
@@ -121,16 +122,16 @@ def test_paraphrase_and_pair_layouts():
     para = datasets.Dataset.from_list([{"sentence1": "a", "sentence2": "b", "label": 1},
                                        {"sentence1": "c", "sentence2": "d", "label": 0},
                                        {"sentence1": "e", "sentence2": "f", "label": None}])
-    assert D.rows_to_pairs(para) == [D.PairExample("a", "b")]
+    assert P.rows_to_pairs(para) == [P.PairExample("a", "b")]
     trip = datasets.Dataset.from_list([{"anchor": "a", "positive": "b", "negative": "c"}])
-    assert D.rows_to_pairs(trip) == [D.PairExample("a", "b", "c")]
+    assert P.rows_to_pairs(trip) == [P.PairExample("a", "b", "c")]
 
 
 def test_unsupervised_pairs():
     text = ["First sentence is here today. Second sentence follows it now. Third one ends the story here."]
-    drop = D.unsupervised_pairs(text, "dropout", seed=0)
+    drop = P.unsupervised_pairs(text, "dropout", seed=0)
     assert all(p.anchor == p.positive for p in drop) and len(drop) == 3
-    nb = D.unsupervised_pairs(text, "neighbour", seed=0)
+    nb = P.unsupervised_pairs(text, "neighbour", seed=0)
     assert len(nb) == 2 and all(p.anchor != p.positive for p in nb)
 
 
@@ -138,7 +139,7 @@ def test_missing_columns_error_names_found_and_expected(tmp_path):
     path = _write_jsonl_gz(tmp_path / "bad.jsonl.gz", [{"question": "q", "answer": "a"}])
     ds = D.load_rows(path)
     with pytest.raises(D.DataError) as e:
-        D.rows_to_pairs(ds, str(path))
+        P.rows_to_pairs(ds, str(path))
     msg = str(e.value)
     assert "answer" in msg and "question" in msg and "premise" in msg and "anchor" in msg
     with pytest.raises(D.DataError, match=r"missing column\(s\) \['text'\]; found columns \['question', 'answer'\]"):
@@ -151,7 +152,7 @@ def test_empty_inputs_fail_before_training(tmp_path):
     with pytest.raises(D.DataError, match="empty"):
         D.load_rows(empty)
     with pytest.raises(D.DataError, match="empty"):
-        D.PairDataset([])
+        P.PairDataset([])
     from hf_attn.training.lm.data import load_byte_splits
 
     (tmp_path / "e.txt").write_text("")

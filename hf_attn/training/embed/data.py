@@ -19,6 +19,7 @@ import torch
 
 from .. import checkpoint as ckpt
 from .. import data as D
+from . import pairs as P
 
 
 class PoolTexts:
@@ -28,11 +29,11 @@ class PoolTexts:
         self.texts = texts
 
 
-def load_training_pairs(args, log=print) -> D.PairDataset:
+def load_training_pairs(args, log=print) -> P.PairDataset:
     """The supervised pairs (shuffled with the seed, capped at ``--max-train-samples``), plus unsupervised pairs from
     the Wikipedia text for ``--unsupervised``, or SimCSE (dropout) pairs of it as distillation text for
     ``--teacher``."""
-    pairs = D.load_pair_sources(args.dataset, args.data_dir, subset=args.dataset_config)
+    pairs = P.load_pair_sources(args.dataset, args.data_dir, subset=args.dataset_config)
     random.Random(args.seed).shuffle(pairs)
     if args.max_train_samples is not None:
         pairs = pairs[: args.max_train_samples]
@@ -47,14 +48,14 @@ def load_training_pairs(args, log=print) -> D.PairDataset:
                 raise
             log(f"teacher: no extra text ({e}); distilling on the pair texts only")
     if args.unsupervised != "none" and wiki_texts:
-        pairs += D.unsupervised_pairs(wiki_texts, args.unsupervised, args.unsupervised_samples, seed=args.seed)
+        pairs += P.unsupervised_pairs(wiki_texts, args.unsupervised, args.unsupervised_samples, seed=args.seed)
     elif args.teacher and wiki_texts:
         # distillation text: Wikipedia sentences as dropout pairs (the contrastive term sees them as SimCSE pairs)
-        pairs += D.unsupervised_pairs(wiki_texts, "dropout", args.unsupervised_samples, seed=args.seed)
+        pairs += P.unsupervised_pairs(wiki_texts, "dropout", args.unsupervised_samples, seed=args.seed)
     random.Random(args.seed + 1).shuffle(pairs)
     log(f"data: {len(pairs)} training examples ({n_sup} supervised, {sum(p.negative is not None for p in pairs)} "
         f"with a hard negative)")
-    return D.PairDataset(pairs)
+    return P.PairDataset(pairs)
 
 
 def load_training_data(args, log=print):
@@ -124,7 +125,7 @@ def build_train_loader(args, dataset, tokenizer, keep_texts: bool = False) -> to
     batch_size = args.batch_size * args.grad_accum_steps
     sampler = length_grouped_sampler(dataset.texts, batch_size, args.seed) if args.distill_pool else None
     collate = (TargetCollator(tokenizer, args.max_seq_length) if args.distill_pool
-               else D.PairCollator(tokenizer, args.max_seq_length, keep_texts=keep_texts))
+               else P.PairCollator(tokenizer, args.max_seq_length, keep_texts=keep_texts))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
         num_workers=args.num_workers, collate_fn=collate, generator=torch.Generator().manual_seed(args.seed))
@@ -144,9 +145,9 @@ def trained_on(args) -> list[str]:
     if args.dataset:
         sources = list(args.dataset)
     elif args.data_dir:
-        sources = [s for s in D.DEFAULT_LOCAL_MIX if (Path(args.data_dir) / s).exists()]
+        sources = [s for s in P.DEFAULT_LOCAL_MIX if (Path(args.data_dir) / s).exists()]
     else:
-        sources = [D.DEFAULT_HUB_DATASET]
+        sources = [P.DEFAULT_HUB_DATASET]
     if args.unsupervised != "none" or args.teacher:
         sources.append(args.unsupervised_source or D.WIKIPEDIA_FILE)
     return sources
