@@ -122,12 +122,12 @@ def test_compare_attention_missing_data_dir_fails_instead_of_training_on_synthet
                        log=lambda *a: None)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="--synthetic-data"):
-        resolve_data(CompareArguments(data_dir=str(tmp_path / "empty")), log=lambda *a: None)
+        resolve_data(None, str(tmp_path / "empty"), None, log=lambda *a: None)
     with pytest.raises(DataError, match="--data missing.txt"):
-        resolve_data(CompareArguments(data="missing.txt"), log=lambda *a: None)
+        resolve_data("missing.txt", None, None, log=lambda *a: None)
     assert main(["--data-dir", str(tmp_path / "nowhere"), "--output-dir", str(out)]) == 2
     assert "no such folder" in capsys.readouterr().err and not out.exists()
-    splits = resolve_data(CompareArguments(synthetic_data=True, max_bytes=10_000), log=lambda *a: None)
+    splits = resolve_data(None, None, max_bytes=10_000, synthetic_data=True, log=lambda *a: None)
     assert sum(len(v) for v in splits.values()) == 10_000
 
 

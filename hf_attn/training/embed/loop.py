@@ -40,7 +40,7 @@ from ... import registry
 from ...push import push_best_model
 from .. import checkpoint as ckpt
 from .. import common
-from ..args import UsageError, cli_errors
+from ..args import UsageError, cli_errors, to_flat_dict
 from ..common import (
     NonFiniteLoss,
     RunRecord,
@@ -203,7 +203,7 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
     best_step, steps, final_loss, status ("completed" | "non_finite_loss"), last_checkpoint, history, ...
     """
     args = finalize_args(args)
-    common.check_run_options(args)  # before the output folder is created
+    common.check_run_options(args.report_to, args.mixed_precision, args.cpu)  # before the output folder is created
     with ckpt.locked_output_dir(args.output_dir):  # one run per output folder
         return _train_embedder(args)
 
@@ -215,7 +215,8 @@ def _train_embedder(args: EmbedTrainingArguments) -> dict:
 
     output_dir = Path(args.output_dir)
     accelerator = make_accelerator(
-        args, gradient_accumulation_steps=1,  # --grad-accum-steps enlarges the contrastive batch instead (EmbedStep)
+        args.mixed_precision, output_dir, args.cpu, args.report_to,
+        gradient_accumulation_steps=1,  # --grad-accum-steps enlarges the contrastive batch instead (EmbedStep)
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed))
     log = accelerator.print
     set_seed(args.seed)
@@ -251,7 +252,7 @@ def _train_embedder(args: EmbedTrainingArguments) -> dict:
         ckpt.check_resume(resume, accelerator.unwrap_model(module), state["settings"], total_steps)
         state.update(ckpt.load_checkpoint(accelerator, resume))
         log(f"resumed from {resume} (step {state['step']}, epoch {state['epoch']}, batch {state['batches_in_epoch']})")
-    start_trackers(accelerator, args, args.run_name or "train_embed")
+    start_trackers(accelerator, args.run_name or "train_embed", to_flat_dict(args))
 
     train_step = EmbedStep(accelerator, module, optimizer, scheduler, args, teacher)
     dev = DevSelection(accelerator, accelerator.unwrap_model(module).encoder, tokenizer, args, state,

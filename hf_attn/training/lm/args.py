@@ -85,4 +85,16 @@ def finalize_args(args: LMTrainingArguments) -> LMTrainingArguments:
     return resolve_config_and_quick(args, LM_QUICK)
 
 
-__all__ = ["LM_QUICK", "LMTrainingArguments", "finalize_args", "parse_args"]
+# The options that are fields of AdaptiveSpanGPTConfig under the same name.
+MODEL_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "position_embedding",
+                "dropout", "use_adaptive_attention", "use_triangle_wave_masking", "softness_span_mask", "span_reg",
+                "period_min_triangle_wave_masking", "period_max_triangle_wave_masking", "max_span", "sliding_window",
+                "attention_topk")
+
+
+def model_options(args: LMTrainingArguments) -> dict:
+    """The config fields the options set: ``MODEL_FIELDS``, and ``--block-size`` as ``max_position_embeddings``."""
+    return {**{k: getattr(args, k) for k in MODEL_FIELDS}, "max_position_embeddings": args.block_size}
+
+
+__all__ = ["LM_QUICK", "LMTrainingArguments", "MODEL_FIELDS", "finalize_args", "model_options", "parse_args"]
