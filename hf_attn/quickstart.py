@@ -260,7 +260,7 @@ def _baselines(args, stsb_dir, output_dir: Path, log) -> list[dict]:
     teacher = load_teacher(TEACHER, max_seq_length=args.max_seq_length)
     encoders = [(f"{TEACHER} (teacher)", teacher)]
     if args.init_from_teacher:  # the static vectors are in the cache already
-        vectors = static_token_vectors(teacher, teacher.tokenizer, cache_dir=teacher_cache_dir(args))
+        vectors = static_token_vectors(teacher, teacher.tokenizer, cache_dir=teacher_cache_dir(args.teacher_cache))
         encoders.append(("static MiniLM (model2vec recipe: PCA 256, SIF)",
                          static_embedding_model(vectors, teacher.tokenizer)))
     rows = []

@@ -391,15 +391,14 @@ _ROW = json.dumps({"premise": "a man plays", "hypothesis": "a man plays music", 
 
 
 def test_data_dir_pointing_nowhere_is_named_not_looked_up_on_the_hub(tmp_path):
-    from hf_attn.training.embed.args import EmbedTrainingArguments
     from hf_attn.training.embed.data import load_training_pairs
 
     for dataset in (None, ["snli_devtest_esnli/snli_dev.jsonl.gz"]):
         with pytest.raises(DataError, match="--data-dir .*nowhere: no such folder"):
-            load_training_pairs(EmbedTrainingArguments(data_dir=str(tmp_path / "nowhere"), dataset=dataset))
+            load_training_pairs(dataset, str(tmp_path / "nowhere"), seed=42)
     (tmp_path / "d").mkdir()
     with pytest.raises(DataError, match="nli/missing.jsonl.gz: no such file"):
-        load_training_pairs(EmbedTrainingArguments(data_dir=str(tmp_path / "d"), dataset=["nli/missing.jsonl.gz"]))
+        load_training_pairs(["nli/missing.jsonl.gz"], str(tmp_path / "d"), seed=42)
 
 
 @pytest.mark.parametrize("fault", ["bad_json", "not_object", "truncated_gz"])

@@ -235,7 +235,6 @@ def test_fitted_projection_is_the_least_squares_map_and_beats_a_random_one():
 def test_a_run_on_cached_targets_fits_the_projection_before_step_0():
     """``fit_distillation_projection`` on a student and the pool's targets: the distillation loss it leaves is the
     least-squares one (below the random projection's), and a pool narrower than the student is left alone."""
-    from types import SimpleNamespace
 
     from hf_attn.training.embed import EmbedderTrainingModule, fit_distillation_projection
     from hf_attn.training.embed.distill import TargetDataset
@@ -251,15 +250,14 @@ def test_a_run_on_cached_targets_fits_the_projection_before_step_0():
     targets = torch.randn(len(texts), 12, generator=torch.Generator().manual_seed(3))
     model = tiny_embedder()
     module = EmbedderTrainingModule(model, embedder_loss(True))
-    args = SimpleNamespace(seed=0, max_seq_length=32)
     emb = model.eval()(**{k: v for k, v in Tok()(texts, 32).items()}).pooler_output.detach()
     before = module.loss_fn.distill(emb, targets)
     messages = []
-    cosine = fit_distillation_projection(module, TargetDataset(texts, targets), Tok(), args, messages.append)
+    cosine = fit_distillation_projection(module, TargetDataset(texts, targets), Tok(), 0, 32, messages.append)
     assert cosine is not None and "fitted by least squares on 192 pool sentences" in messages[0]
     assert module.loss_fn.distill(emb, targets) < before
     small = EmbedderTrainingModule(tiny_embedder(), embedder_loss(True))
     weight = small.loss_fn.distill.projection.weight.clone()
-    assert fit_distillation_projection(small, TargetDataset(texts[:10], targets[:10]), Tok(), args,
+    assert fit_distillation_projection(small, TargetDataset(texts[:10], targets[:10]), Tok(), 0, 32,
                                        messages.append) is None
     assert torch.equal(small.loss_fn.distill.projection.weight, weight) and "left random" in messages[-1]

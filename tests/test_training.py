@@ -403,7 +403,6 @@ def test_similarity_distillation_is_the_mse_of_cosine_matrices():
 
 
 def test_init_from_teacher_input_table_starts_as_its_static_model(data_dir, tmp_path):
-    from types import SimpleNamespace
 
     from sentence_transformers import SentenceTransformer
 
@@ -425,7 +424,7 @@ def test_init_from_teacher_input_table_starts_as_its_static_model(data_dir, tmp_
                                                  num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
                                                  pad_token_id=tok.pad_token_id))
     logs = []
-    init_from_teacher(SimpleNamespace(teacher_init="input_embeddings"), student, tok, teacher, logs.append)
+    init_from_teacher("input_embeddings", student, tok, teacher, logs.append)
     assert any("static start" in line for line in logs)
     enc = tok(["a man plays the guitar .", "two kids run"], padding=True, return_tensors="pt",
               return_token_type_ids=False)

@@ -9,7 +9,8 @@
 The names of ``loop`` (``train_lm``, ``main``, ``build_lm_model``, ...) are importable from here, loaded on first use.
 """
 
-_LOOP = ("LM_MODEL", "build_lm_model", "evaluate_and_save", "lm_step", "lm_summary", "main", "train_lm")
+_LOOP = ("LM_MODEL", "build_lm_model", "evaluate_and_save", "initial_state", "lm_step", "lm_summary", "main",
+         "train_lm")
 
 
 def __getattr__(name):

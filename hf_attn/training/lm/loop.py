@@ -130,12 +130,8 @@ def _train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
 
     settings = {"batch_size": args.batch_size, "block_size": args.block_size, "grad_accum_steps": args.grad_accum_steps,
                 "seed": args.seed}  # what decides the batches a resumed run continues with
-    state = {"step": 0, "history": [], "evals": [], "settings": settings}
-    resume = ckpt.resolve_resume(args.resume_from_checkpoint, out_dir / "checkpoints", log=log)
-    if resume is not None:
-        ckpt.check_resume(resume, model, settings, args.max_steps)
-        state.update(ckpt.load_checkpoint(accelerator, resume))
-        log(f"resumed from {resume} at step {state['step']}")
+    state = initial_state(accelerator, model, args.resume_from_checkpoint, out_dir / "checkpoints", settings,
+                          args.max_steps, log)
     common.start_trackers(accelerator, "train_lm", to_flat_dict(args))
 
     run, peak, first_step = RunRecord(), PeakMemory(accelerator.device), state["step"]
@@ -176,12 +172,24 @@ def _train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
                          args.block_size)
     common.write_summary(accelerator, out_dir, summary)
     if args.push_to_hub and run.status == "completed" and summary["best_model_dir"] and accelerator.is_main_process:
+        bpc = {"bpc": summary["best_val_bpc"], "dataset": summary["dataset"][0], "split": "validation"}
         summary["hub"] = push_best_model(summary["best_model_dir"], out_dir, args.push_to_hub, args.hub_private,
-                                         log=log, eval_results={"bpc": summary["best_val_bpc"],
-                                                                "dataset": summary["dataset"][0],
-                                                                "split": "validation"})
+                                         log=log, eval_results=bpc)
     accelerator.end_training()
     return summary
+
+
+def initial_state(accelerator, model, resume_from: str | None, checkpoint_dir: Path, settings: dict, max_steps: int,
+                  log=print) -> dict:
+    """The run's state at its first step: empty, or what the checkpoint ``resume_from`` names saved (after checking
+    it was written with the same ``settings`` and by a model of this shape)."""
+    state = {"step": 0, "history": [], "evals": [], "settings": settings}
+    resume = ckpt.resolve_resume(resume_from, checkpoint_dir, log=log)
+    if resume is not None:
+        ckpt.check_resume(resume, model, settings, max_steps)
+        state.update(ckpt.load_checkpoint(accelerator, resume))
+        log(f"resumed from {resume} at step {state['step']}")
+    return state
 
 
 def lm_summary(model, state: dict, run: RunRecord, peak: PeakMemory, n_params: int, dataset: str, output_dir: Path,
@@ -213,4 +221,5 @@ def main(argv=None) -> int:
     return 0 if summary["status"] == "completed" else 1
 
 
-__all__ = ["LM_MODEL", "build_lm_model", "evaluate_and_save", "lm_step", "lm_summary", "main", "train_lm"]
+__all__ = ["LM_MODEL", "build_lm_model", "evaluate_and_save", "initial_state", "lm_step", "lm_summary", "main",
+           "train_lm"]
