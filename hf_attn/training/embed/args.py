@@ -12,6 +12,7 @@ from ..args import (
     UsageError,
     build_parser,
     explicit_fields,
+    load_recipe,
     option,
     parse_into,
     resolve_config_and_quick,
@@ -120,27 +121,8 @@ class EmbedTrainingArguments(RunArguments):
     push_to_hub: str | None = option(None, "repo id: export best_model with hf_attn.hub and push it")
 
 
-# --quick: a 2-core CPU finishes this in about a minute (tokenizer, ~120 steps, 3 dev evaluations).
-QUICK = dict(
-    hidden_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=256,
-    embedding_size=128,
-    dataset=["snli_devtest_esnli/snli_dev.jsonl.gz", "msrp/msrp_train.jsonl.gz"],
-    max_train_samples=6000,
-    max_seq_length=48,
-    vocab_size=4000,
-    batch_size=64,
-    grad_accum_steps=1,
-    num_epochs=1,
-    learning_rate=1e-3,
-    warmup_ratio=0.05,
-    eval_steps=40,
-    save_steps=40,
-    logging_steps=10,
-)
+# --quick: a 2-core CPU finishes it in about a minute (recipes/configs/train_embed_quick.yaml).
+QUICK = load_recipe("train_embed_quick", EmbedTrainingArguments)
 
 
 def build_arg_parser():

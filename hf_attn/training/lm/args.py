@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..args import RunArguments, build_parser, option, parse_into, resolve_config_and_quick, track_explicit
+from ..args import (
+    RunArguments,
+    build_parser,
+    load_recipe,
+    option,
+    parse_into,
+    resolve_config_and_quick,
+    track_explicit,
+)
 
 
 @track_explicit
@@ -57,22 +65,8 @@ class LMTrainingArguments(RunArguments):
     )
 
 
-LM_QUICK = dict(
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    block_size=128,
-    batch_size=8,
-    grad_accum_steps=1,
-    max_steps=60,
-    learning_rate=2e-3,
-    warmup_steps=10,
-    eval_steps=30,
-    eval_batches=4,
-    save_steps=30,
-    logging_steps=10,
-    max_bytes=2_000_000,
-)
+# --quick: a tiny LM in minutes on a CPU (recipes/configs/train_lm_quick.yaml).
+LM_QUICK = load_recipe("train_lm_quick", LMTrainingArguments)
 
 
 def parse_args(argv=None) -> LMTrainingArguments:

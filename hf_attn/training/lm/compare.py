@@ -29,7 +29,15 @@ import numpy as np
 import torch
 
 from ... import registry
-from ..args import build_parser, cli_errors, option, parse_into, resolve_config_and_quick, track_explicit
+from ..args import (
+    build_parser,
+    cli_errors,
+    load_recipe,
+    option,
+    parse_into,
+    resolve_config_and_quick,
+    track_explicit,
+)
 from ..common import check_finite, use_cpu
 from .data import ByteBatches, load_byte_splits
 from .eval import PeakMemory, attention_entropy, evaluate_lm, next_byte_loss
@@ -73,9 +81,8 @@ class CompareArguments:
     _config_applied: bool = False  # set by the parser once --config has been merged
 
 
-COMPARE_QUICK = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, seq_len=64, batch_size=8,
-                     max_steps=30, learning_rate=3e-3, warmup_steps=5, eval_batches=3,
-                     scaling_seq_lens=[64, 128, 256], max_bytes=1_000_000)
+# --quick: the whole matrix in under 10 minutes on a 2-core CPU (recipes/configs/compare_attention_quick.yaml).
+COMPARE_QUICK = load_recipe("compare_attention_quick", CompareArguments)
 
 
 def parse_args(argv=None) -> CompareArguments:
