@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from hf_attn.training.embed import distill
+from hf_attn.training.embed.teacher import load_teacher
 
 _WORDS = ["a man", "a woman", "the dog", "two kids", "a cat", "the chef", "a player", "a girl", "the band", "a bird"]
 _ACTS = ["is riding a bike", "plays the guitar", "is eating pasta", "runs in the park", "reads a book",
@@ -84,7 +85,7 @@ def test_sentence_pool_takes_only_the_train_files_of_evaluation_folders(tmp_path
 
 
 def test_teacher_targets_are_cached_resumable_and_equal_to_the_teacher(teacher_dir, tmp_path):
-    teacher = distill.load_teacher(teacher_dir)
+    teacher = load_teacher(teacher_dir)
     texts = [f"{w} {a}." for w in _WORDS for a in _ACTS][:37]
     direct = teacher.encode(texts, convert_to_tensor=True, normalize_embeddings=True).float()
     first = distill.cached_teacher_embeddings(teacher, texts, tmp_path, shard_size=10, progress=False)
@@ -113,7 +114,7 @@ def test_teacher_targets_are_cached_resumable_and_equal_to_the_teacher(teacher_d
 
 
 def test_static_token_vectors_are_the_teachers_output_for_each_token(teacher_dir, tmp_path):
-    teacher = distill.load_teacher(teacher_dir)
+    teacher = load_teacher(teacher_dir)
     tok = teacher.tokenizer
     vectors = distill.static_token_vectors(teacher, tok, cache_dir=tmp_path)
     assert vectors.shape == (len(tok), teacher[0].auto_model.config.hidden_size)

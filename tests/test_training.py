@@ -608,7 +608,7 @@ def test_train_lm_push_failure_keeps_the_run_and_says_how_to_upload(data_dir, tm
         raise hub.HubError("cannot reach huggingface.co: check your network, then retry.")
 
     monkeypatch.setattr(hub, "export", fake_export)
-    monkeypatch.setattr("hf_attn.push.push", offline_push)
+    monkeypatch.setattr(hub, "push", offline_push)
     res = train_lm(
         LMTrainingArguments(
             quick=True,
@@ -801,7 +801,7 @@ def test_push_to_hub_failure_keeps_the_run_and_says_how_to_upload(data_dir, tmp_
         raise hub.HubError("cannot reach huggingface.co: check your network, then retry.")
 
     monkeypatch.setattr(hub, "export", fake_export)
-    monkeypatch.setattr("hf_attn.push.push", offline_push)
+    monkeypatch.setattr(hub, "push", offline_push)
     res = train_embedder(
         _tiny_embed_args(
             data_dir, tmp_path / "run", max_steps=1, eval_steps=0, save_steps=0, push_to_hub="someone/tiny"

@@ -35,7 +35,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...push import push_best_model
 from .. import checkpoint as ckpt
 from .. import common
 from ..args import cli_errors, to_flat_dict
@@ -82,6 +81,7 @@ def train_embedder(args: EmbedTrainingArguments) -> dict:
 def _train_embedder(args: EmbedTrainingArguments) -> dict:
     from accelerate.utils import DataLoaderConfiguration, set_seed
 
+    from ...hub import push_best_model
     from ..optim import build_optimizer, build_scheduler
 
     output_dir = Path(args.output_dir)

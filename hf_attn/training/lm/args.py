@@ -91,4 +91,12 @@ def model_options(args: LMTrainingArguments) -> dict:
     return {**{k: getattr(args, k) for k in MODEL_FIELDS}, "max_position_embeddings": args.block_size}
 
 
-__all__ = ["LM_QUICK", "LMTrainingArguments", "MODEL_FIELDS", "finalize_args", "model_options", "parse_args"]
+def resume_settings(args: LMTrainingArguments) -> dict:
+    """The options a resumed run must share with the run that wrote its checkpoint (saved in its state): what
+    decides the batches it continues with."""
+    return {"batch_size": args.batch_size, "block_size": args.block_size, "grad_accum_steps": args.grad_accum_steps,
+            "seed": args.seed}
+
+
+__all__ = ["LM_QUICK", "LMTrainingArguments", "MODEL_FIELDS", "finalize_args", "model_options", "parse_args",
+           "resume_settings"]

@@ -23,12 +23,11 @@ import numpy as np
 import torch
 
 from ... import registry
-from ...push import push_best_model
 from .. import checkpoint as ckpt
 from .. import common
 from ..args import cli_errors, to_flat_dict
 from ..common import NonFiniteLoss, RunRecord
-from .args import LMTrainingArguments, finalize_args, model_options, parse_args
+from .args import LMTrainingArguments, finalize_args, model_options, parse_args, resume_settings
 from .data import ByteBatches, lm_dataset_name, load_byte_splits, resolve_lm_data
 from .eval import PeakMemory, attention_entropy, evaluate_lm, span_summary
 
@@ -100,6 +99,7 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
 def _train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     from accelerate.utils import set_seed
 
+    from ...hub import push_best_model
     from ..optim import build_optimizer, build_scheduler
 
     out_dir = Path(args.output_dir)
@@ -128,10 +128,8 @@ def _train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     model = accelerator.unwrap_model(train_model)
     model = getattr(model, "_orig_mod", model)  # the model itself (not compiled): evaluation, spans, saving
 
-    settings = {"batch_size": args.batch_size, "block_size": args.block_size, "grad_accum_steps": args.grad_accum_steps,
-                "seed": args.seed}  # what decides the batches a resumed run continues with
-    state = initial_state(accelerator, model, args.resume_from_checkpoint, out_dir / "checkpoints", settings,
-                          args.max_steps, log)
+    state = initial_state(accelerator, model, args.resume_from_checkpoint, out_dir / "checkpoints",
+                          resume_settings(args), args.max_steps, log)
     common.start_trackers(accelerator, "train_lm", to_flat_dict(args))
 
     run, peak, first_step = RunRecord(), PeakMemory(accelerator.device), state["step"]
