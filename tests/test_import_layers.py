@@ -130,3 +130,19 @@ def test_the_cycle_checker_finds_cycles_and_imports_inside_functions(tmp_path):
     fake = tmp_path / "teacher.py"
     fake.write_text("def f():\n    from .distill import x\n")
     assert module_imports("hf_attn.training.embed.teacher", fake, modules) == {"hf_attn.training.embed.distill"}
+
+
+def test_the_options_object_is_read_by_the_option_modules_and_entry_functions_only():
+    """Under hf_attn/training, a function takes `args` (the options dataclass) only in an option module (args.py) or
+    as a recipe's entry function; the pieces of a run take the values they use."""
+    entry = {"train_embedder", "_train_embedder", "run_size_sweep", "train_lm", "_train_lm", "run_comparison",
+             "__torch_dispatch__"}  # (the last is torch's protocol: its `args` are an operator's arguments)
+    taking = []
+    for path in sorted((PACKAGE / "training").rglob("*.py")):
+        if path.name == "args.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in entry:
+                if "args" in [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]:
+                    taking.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
+    assert taking == []

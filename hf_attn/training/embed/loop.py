@@ -17,9 +17,11 @@ scheduler, RNG states and the position in the epoch (``skip_first_batches``), so
 uninterrupted one step for step. Checkpoints are atomic (``checkpoint.save_checkpoint``). A non-finite loss stops
 the run before the bad step's update; the last checkpoint stays intact.
 
-The pieces: options ``args``, data and tokenizer ``data``, the teacher ``teacher`` (and ``distill`` for
-cached targets), STS-B dev evaluation and the best model ``eval``; here the model, the step, the loop, the
-size sweep and the command line.
+The pieces: options ``args`` (the only module besides the entry functions here that reads the options object;
+its ``*_options`` functions hand each piece its values), data and tokenizer ``data``, the teacher ``teacher`` (and
+``distill`` for cached targets), the module and one step ``step``, STS-B dev evaluation and the best model
+``eval``; here the run (``train_embedder``: the steps, evaluation, checkpoints, summary), the size sweep and the
+command line.
 """
 
 from __future__ import annotations
