@@ -129,8 +129,8 @@ def _load(kind: str, path: str | None, args):
 
 def build_tokenlearn(teacher_path: str, folder: Path, args) -> None:
     """The tokenlearn row's model: MiniLM's targets for the students' training pool (cached, shared with them)."""
-    from hf_attn.training.distill import cached_teacher_embeddings, sentence_pool, train_tokenlearn_model
-    from hf_attn.training.teacher import load_teacher
+    from hf_attn.training.embed.distill import cached_teacher_embeddings, sentence_pool, train_tokenlearn_model
+    from hf_attn.training.embed.teacher import load_teacher
 
     texts = sentence_pool(args.data_dir, max_sentences=args.tokenlearn_pool)
     held = min(args.heldout_targets, len(texts) // 10)  # the students' rule (--heldout-targets): same texts

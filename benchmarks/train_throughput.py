@@ -34,11 +34,12 @@ import torch  # noqa: E402
 
 def load_pairs(data_dir: str | None, n: int, seed: int = 0):
     from hf_attn.training import data as D
+    from hf_attn.training.embed import pairs as P
 
     pairs = []
     if data_dir:
         try:
-            pairs = D.load_pair_sources(["snli_devtest_esnli/snli_dev.jsonl.gz"], data_dir)
+            pairs = P.load_pair_sources(["snli_devtest_esnli/snli_dev.jsonl.gz"], data_dir)
         except (D.DataError, FileNotFoundError):
             pairs = []
     if not pairs:  # synthetic fallback
@@ -46,18 +47,18 @@ def load_pairs(data_dir: str | None, n: int, seed: int = 0):
         words = "the a man woman dog cat runs sits plays eats red blue big small park house street ball".split()
         for _ in range(n):
             s = " ".join(rng.choice(words) for _ in range(rng.randint(6, 18)))
-            pairs.append(D.PairExample(s, s[::-1]))
+            pairs.append(P.PairExample(s, s[::-1]))
     random.Random(seed).shuffle(pairs)
-    return [D.PairExample(p.anchor, p.positive) for p in pairs[:n]]
+    return [P.PairExample(p.anchor, p.positive) for p in pairs[:n]]
 
 
 def time_ours(pairs, tokenizer, args) -> list[float]:
     from accelerate import Accelerator
 
     import hf_attn
-    from hf_attn.training.data import PairCollator
     from hf_attn.training.embed import EmbedderTrainingModule
-    from hf_attn.training.losses import EmbedderLoss, InfoNCELoss
+    from hf_attn.training.embed.losses import EmbedderLoss, InfoNCELoss
+    from hf_attn.training.embed.pairs import PairCollator
     from hf_attn.training.optim import build_optimizer, build_scheduler
 
     torch.manual_seed(0)

@@ -64,6 +64,16 @@ def _is_normalised(model) -> bool:
     return entry.normalized_output if entry else False
 
 
+def _default_max_seq_length(model, tokenizer) -> int | None:
+    """The smaller of the tokenizer's ``model_max_length`` and the model's position limit (None: neither known)."""
+    model_limit = getattr(model.config, "max_sequence_length", None)  # e.g. GQAEmbedder with YaRN scaling
+    if not isinstance(model_limit, int):
+        model_limit = getattr(model.config, "max_position_embeddings", None)
+    limits = [getattr(tokenizer, "model_max_length", None), model_limit]
+    limits = [v for v in limits if isinstance(v, int) and 0 < v < 1_000_000]
+    return min(limits) if limits else None
+
+
 def save_sentence_transformer(
     model,
     tokenizer,
@@ -93,12 +103,7 @@ def save_sentence_transformer(
     tokenizer.save_pretrained(str(path))
 
     if max_seq_length is None:
-        model_limit = getattr(model.config, "max_sequence_length", None)  # e.g. GQAEmbedder with YaRN scaling
-        if not isinstance(model_limit, int):
-            model_limit = getattr(model.config, "max_position_embeddings", None)
-        limits = [getattr(tokenizer, "model_max_length", None), model_limit]
-        limits = [v for v in limits if isinstance(v, int) and 0 < v < 1_000_000]
-        max_seq_length = min(limits) if limits else None
+        max_seq_length = _default_max_seq_length(model, tokenizer)
     normalize = _is_normalised(model) if normalize is None else normalize
 
     st_config: dict[str, Any] = {
@@ -114,11 +119,8 @@ def save_sentence_transformer(
     if normalize:
         norm_dir = path / "1_Normalize"
         norm_dir.mkdir(exist_ok=True)
-        (norm_dir / "config.json").write_text(
-            json.dumps(
-                {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"}, indent=4
-            )
-        )
+        (norm_dir / "config.json").write_text(json.dumps(
+            {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"}, indent=4))
         modules.append({"idx": 1, "name": "1", "path": "1_Normalize", "type": ST_NORMALIZE})
     elif (path / "1_Normalize").is_dir():  # left by an earlier, normalising model saved here
         import shutil
@@ -130,22 +132,11 @@ def save_sentence_transformer(
     import torch
     import transformers
 
-    (path / "config_sentence_transformers.json").write_text(
-        json.dumps(
-            {
-                "model_type": "SentenceTransformer",
-                "__version__": {
-                    "sentence_transformers": sentence_transformers.__version__,
-                    "transformers": transformers.__version__,
-                    "pytorch": torch.__version__,
-                },
-                "prompts": {},
-                "default_prompt_name": None,
-                "similarity_fn_name": "cosine",
-            },
-            indent=2,
-        )
-    )
+    versions = {"sentence_transformers": sentence_transformers.__version__, "transformers": transformers.__version__,
+                "pytorch": torch.__version__}
+    (path / "config_sentence_transformers.json").write_text(json.dumps(
+        {"model_type": "SentenceTransformer", "__version__": versions, "prompts": {}, "default_prompt_name": None,
+         "similarity_fn_name": "cosine"}, indent=2))
     from .integrity import write_manifest
 
     write_manifest(path)  # last: load_model checks every file against it

@@ -378,6 +378,23 @@ def export_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def push_best_model(best_dir: str | Path, output_dir: str | Path, repo_id: str, private: bool = False, log=print,
+                    **export_kwargs) -> dict:
+    """After a finished training run: ``export`` the best model to OUTPUT_DIR/export and push it to
+    ``repo_id``.
+
+    A failed upload (no network, no token, no permission) does not fail the run: the trained model is on disk, so
+    the error is logged with the command that finishes the upload, and returned as ``{"error": message}``.
+    """
+    export_dir = Path(output_dir) / "export"
+    try:
+        out = export(best_dir, export_dir, **export_kwargs)
+        return push(out, repo_id, private=private)
+    except HubError as err:
+        log(f"push to the Hub failed: {err} Upload later with: hf-attn push {export_dir} --repo-id {repo_id}")
+        return {"error": str(err)}
+
+
 __all__ = [
     "ExportVerificationError",
     "HubError",
@@ -387,6 +404,7 @@ __all__ = [
     "folder_files",
     "load_exported_model",
     "push",
+    "push_best_model",
     "run_without_hf_attn",
     "verify_export",
 ]

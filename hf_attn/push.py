@@ -232,24 +232,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def push_best_model(best_dir: str | Path, output_dir: str | Path, repo_id: str, private: bool = False, log=print,
-                    **export_kwargs) -> dict:
-    """After a finished training run: ``hf_attn.hub.export`` the best model to OUTPUT_DIR/export and push it to
-    ``repo_id``.
-
-    A failed upload (no network, no token, no permission) does not fail the run: the trained model is on disk, so
-    the error is logged with the command that finishes the upload, and returned as ``{"error": message}``.
-    """
-    from . import hub
-
-    export_dir = Path(output_dir) / "export"
-    try:
-        out = hub.export(best_dir, export_dir, **export_kwargs)
-        return push(out, repo_id, private=private)
-    except HubError as err:
-        log(f"push to the Hub failed: {err} Upload later with: hf-attn push {export_dir} --repo-id {repo_id}")
-        return {"error": str(err)}
-
-
 __all__ = ["HUB_LICENSES", "HubError", "UPLOAD_IGNORE", "add_arguments", "check_export_folder", "check_license",
-           "check_repo_id", "folder_files", "human_size", "push", "push_best_model", "run"]
+           "check_repo_id", "folder_files", "human_size", "push", "run"]

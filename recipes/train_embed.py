@@ -6,7 +6,7 @@
     python recipes/train_embed.py --config recipes/configs/train_embed_t4.yaml --data-dir ../shared/data
     python recipes/train_embed.py --model tan --num_hidden_layers_list 2 4 --hidden_size_list 128 256 --quick ...
 
-All options: ``--help`` (they are the fields of ``hf_attn.training.embed_args.EmbedTrainingArguments``).
+All options: ``--help`` (they are the fields of ``hf_attn.training.embed.args.EmbedTrainingArguments``).
 """
 
 import sys

@@ -7,7 +7,7 @@
 
 Logs loss, bits per character, perplexity, tokens/s, peak memory, per-head spans/periods, the span regulariser,
 attention FLOPs vs dense and attention entropy. Options: ``--help``
-(fields of ``hf_attn.training.lm_args.LMTrainingArguments``).
+(fields of ``hf_attn.training.lm.args.LMTrainingArguments``).
 """
 
 import sys

@@ -1,5 +1,5 @@
-"""Teacher-target distillation (hf_attn.training.distill): the sentence pool, the on-disk teacher-target cache, static
-token vectors, student initialisation from them, and a short cached-target training run. Tiny fixtures only."""
+"""Teacher-target distillation (hf_attn.training.embed.distill): the sentence pool, the on-disk teacher-target cache,
+static token vectors, student initialisation from them, and a short cached-target training run. Tiny fixtures only."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_attn.training import distill
+from hf_attn.training.embed import distill
+from hf_attn.training.embed.teacher import load_teacher
 
 _WORDS = ["a man", "a woman", "the dog", "two kids", "a cat", "the chef", "a player", "a girl", "the band", "a bird"]
 _ACTS = ["is riding a bike", "plays the guitar", "is eating pasta", "runs in the park", "reads a book",
@@ -45,7 +46,7 @@ def data_dir(tmp_path_factory) -> Path:
 def teacher_dir(data_dir, tmp_path_factory) -> str:
     """A tiny sentence-transformers folder trained here: the stand-in for all-MiniLM-L6-v2."""
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.embed_args import EmbedTrainingArguments
+    from hf_attn.training.embed.args import EmbedTrainingArguments
 
     out = tmp_path_factory.mktemp("teacher")
     res = train_embedder(EmbedTrainingArguments(
@@ -84,7 +85,7 @@ def test_sentence_pool_takes_only_the_train_files_of_evaluation_folders(tmp_path
 
 
 def test_teacher_targets_are_cached_resumable_and_equal_to_the_teacher(teacher_dir, tmp_path):
-    teacher = distill.load_teacher(teacher_dir)
+    teacher = load_teacher(teacher_dir)
     texts = [f"{w} {a}." for w in _WORDS for a in _ACTS][:37]
     direct = teacher.encode(texts, convert_to_tensor=True, normalize_embeddings=True).float()
     first = distill.cached_teacher_embeddings(teacher, texts, tmp_path, shard_size=10, progress=False)
@@ -113,7 +114,7 @@ def test_teacher_targets_are_cached_resumable_and_equal_to_the_teacher(teacher_d
 
 
 def test_static_token_vectors_are_the_teachers_output_for_each_token(teacher_dir, tmp_path):
-    teacher = distill.load_teacher(teacher_dir)
+    teacher = load_teacher(teacher_dir)
     tok = teacher.tokenizer
     vectors = distill.static_token_vectors(teacher, tok, cache_dir=tmp_path)
     assert vectors.shape == (len(tok), teacher[0].auto_model.config.hidden_size)
@@ -236,7 +237,7 @@ class _OtherTok:
 
 def test_cached_target_training_run(data_dir, teacher_dir, tmp_path):
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.embed_args import EmbedTrainingArguments, finalize_args
+    from hf_attn.training.embed.args import EmbedTrainingArguments, finalize_args
 
     for model in ("tan", "gqa_embedder"):
         res = train_embedder(EmbedTrainingArguments(

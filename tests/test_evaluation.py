@@ -201,7 +201,7 @@ def test_other_genre_pair_tasks_read_the_local_test_files(tmp_path):
 def test_heldout_similarity_measures_agreement_with_the_teachers_geometry():
     import torch
 
-    from hf_attn.training.embed_eval import heldout_similarity
+    from hf_attn.training.embed.eval import heldout_similarity
 
     torch.manual_seed(0)
     targets = torch.randn(40, 8)

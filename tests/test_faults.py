@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_quick_keeps_explicit_flags_equal_to_the_default():
-    from hf_attn.training.embed_args import EmbedTrainingArguments, finalize_args, parse_args
+    from hf_attn.training.embed.args import EmbedTrainingArguments, finalize_args, parse_args
 
     args = finalize_args(parse_args(["--quick", "--data-dir", "x", "--batch-size", "32", "--grad-accum-steps", "8"]))
     assert (args.batch_size, args.grad_accum_steps) == (32, 8)  # 32 and 8 are the defaults; --quick would set 64, 1
@@ -38,8 +38,8 @@ def test_quick_keeps_explicit_flags_equal_to_the_default():
 
 def test_config_keeps_explicit_flags_equal_to_the_default(tmp_path):
     from hf_attn.training.args import resolve_config_and_quick
-    from hf_attn.training.embed_args import EmbedTrainingArguments, finalize_args, parse_args
-    from hf_attn.training.lm_args import LM_QUICK, LMTrainingArguments
+    from hf_attn.training.embed.args import EmbedTrainingArguments, finalize_args, parse_args
+    from hf_attn.training.lm.args import LM_QUICK, LMTrainingArguments
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("batch_size: 7\nlearning-rate: 0.01\n")
@@ -65,7 +65,7 @@ def test_nonsense_numbers_are_refused_before_training(tmp_path, flags, named):
 
     # no data at all: the error must come from the flag check, before data is looked at
     with pytest.raises(UsageError, match=named):
-        from hf_attn.training.embed_args import finalize_args, parse_args
+        from hf_attn.training.embed.args import finalize_args, parse_args
 
         finalize_args(parse_args(flags + ["--output-dir", str(tmp_path / "o")]))
     assert main(flags + ["--output-dir", str(tmp_path / "o")]) == 2
@@ -74,8 +74,8 @@ def test_nonsense_numbers_are_refused_before_training(tmp_path, flags, named):
 
 def test_nonsense_numbers_in_the_lm_and_compare_recipes(tmp_path):
     from hf_attn.training.args import resolve_config_and_quick
-    from hf_attn.training.compare import COMPARE_QUICK, CompareArguments
-    from hf_attn.training.lm_args import LM_QUICK, LMTrainingArguments
+    from hf_attn.training.lm.args import LM_QUICK, LMTrainingArguments
+    from hf_attn.training.lm.compare import COMPARE_QUICK, CompareArguments
 
     with pytest.raises(UsageError, match="--max-steps 0"):
         resolve_config_and_quick(LMTrainingArguments(max_steps=0), LM_QUICK)
@@ -87,7 +87,7 @@ def test_nonsense_numbers_in_the_lm_and_compare_recipes(tmp_path):
 
 def test_bad_config_yaml_names_the_file_and_line(tmp_path, capsys):
     from hf_attn.training.embed import main
-    from hf_attn.training.embed_args import parse_args
+    from hf_attn.training.embed.args import parse_args
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("batch_size: 8\nlearning_rate: [0.1\nseed: 1\n")
@@ -114,7 +114,7 @@ def test_bad_config_yaml_names_the_file_and_line(tmp_path, capsys):
 
 
 def test_compare_attention_missing_data_dir_fails_instead_of_training_on_synthetic_text(tmp_path, capsys):
-    from hf_attn.training.compare import CompareArguments, main, resolve_data, run_comparison
+    from hf_attn.training.lm.compare import CompareArguments, main, resolve_data, run_comparison
 
     out = tmp_path / "cmp"
     with pytest.raises(DataError, match=r"--data-dir .*nowhere: no such folder"):
@@ -122,12 +122,12 @@ def test_compare_attention_missing_data_dir_fails_instead_of_training_on_synthet
                        log=lambda *a: None)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="--synthetic-data"):
-        resolve_data(CompareArguments(data_dir=str(tmp_path / "empty")), log=lambda *a: None)
+        resolve_data(None, str(tmp_path / "empty"), None, log=lambda *a: None)
     with pytest.raises(DataError, match="--data missing.txt"):
-        resolve_data(CompareArguments(data="missing.txt"), log=lambda *a: None)
+        resolve_data("missing.txt", None, None, log=lambda *a: None)
     assert main(["--data-dir", str(tmp_path / "nowhere"), "--output-dir", str(out)]) == 2
     assert "no such folder" in capsys.readouterr().err and not out.exists()
-    splits = resolve_data(CompareArguments(synthetic_data=True, max_bytes=10_000), log=lambda *a: None)
+    splits = resolve_data(None, None, max_bytes=10_000, synthetic_data=True, log=lambda *a: None)
     assert sum(len(v) for v in splits.values()) == 10_000
 
 
@@ -391,20 +391,19 @@ _ROW = json.dumps({"premise": "a man plays", "hypothesis": "a man plays music", 
 
 
 def test_data_dir_pointing_nowhere_is_named_not_looked_up_on_the_hub(tmp_path):
-    from hf_attn.training.embed_args import EmbedTrainingArguments
-    from hf_attn.training.embed_data import load_training_pairs
+    from hf_attn.training.embed.data import load_training_pairs
 
     for dataset in (None, ["snli_devtest_esnli/snli_dev.jsonl.gz"]):
         with pytest.raises(DataError, match="--data-dir .*nowhere: no such folder"):
-            load_training_pairs(EmbedTrainingArguments(data_dir=str(tmp_path / "nowhere"), dataset=dataset))
+            load_training_pairs(dataset, str(tmp_path / "nowhere"), seed=42)
     (tmp_path / "d").mkdir()
     with pytest.raises(DataError, match="nli/missing.jsonl.gz: no such file"):
-        load_training_pairs(EmbedTrainingArguments(data_dir=str(tmp_path / "d"), dataset=["nli/missing.jsonl.gz"]))
+        load_training_pairs(["nli/missing.jsonl.gz"], str(tmp_path / "d"), seed=42)
 
 
 @pytest.mark.parametrize("fault", ["bad_json", "not_object", "truncated_gz"])
 def test_malformed_jsonl_or_truncated_gz_names_the_file_and_line(tmp_path, fault):
-    from hf_attn.training.data import load_pair_sources
+    from hf_attn.training.embed.pairs import load_pair_sources
 
     lines = [_ROW] * 30
     if fault == "bad_json":
@@ -423,7 +422,8 @@ def test_malformed_jsonl_or_truncated_gz_names_the_file_and_line(tmp_path, fault
 
 
 def test_malformed_csv_row_names_the_file_and_line(tmp_path):
-    from hf_attn.training.data import diagnose_file, load_pair_sources
+    from hf_attn.training.data import diagnose_file
+    from hf_attn.training.embed.pairs import load_pair_sources
 
     d = tmp_path / "d"
     d.mkdir()
@@ -436,7 +436,7 @@ def test_malformed_csv_row_names_the_file_and_line(tmp_path):
 
 
 def test_lm_text_source_with_a_malformed_line_or_truncated_gz(tmp_path):
-    from hf_attn.training.lm_data import load_byte_splits
+    from hf_attn.training.lm.data import load_byte_splits
 
     lines = [json.dumps({"text": "some article text " * 20})] * 50
     lines[30] = "{broken"
@@ -464,7 +464,7 @@ def test_output_dir_that_is_a_file_fails_before_training(data_dir, tmp_path, cap
     assert main(["--data-dir", str(data_dir), "--dataset", "nli/train.jsonl.gz", "--output-dir", str(f)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     from hf_attn.training.lm import train_lm
-    from hf_attn.training.lm_args import LMTrainingArguments
+    from hf_attn.training.lm.args import LMTrainingArguments
 
     with pytest.raises(OutputError, match="is a file"):
         train_lm(LMTrainingArguments(data=str(data_dir / "text.txt"), output_dir=str(f), max_steps=1))

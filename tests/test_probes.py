@@ -75,7 +75,7 @@ def _entry(kind: str):
     elif kind == "train_lm":
         from hf_attn.training.lm import main
     elif kind == "compare":
-        from hf_attn.training.compare import main
+        from hf_attn.training.lm.compare import main
     else:
         from hf_attn.cli import main
     return main
@@ -247,19 +247,19 @@ def test_a_recipe_run_as_a_script_prints_one_line(env):
 
 
 def test_flag_and_model_kwargs_for_the_same_field_say_which_wins(capsys):
-    from hf_attn.training.embed_args import finalize_args, parse_args
+    from hf_attn.training.embed.args import finalize_args, parse_args
 
     args = finalize_args(parse_args(["--hidden-size", "32", "--model-kwargs", '{"hidden_size": 64}']))
     err = capsys.readouterr().err
     assert "--hidden-size wins" in err and err.count("note:") == 1
     from hf_attn import registry
-    from hf_attn.training.embed_args import model_kwargs
+    from hf_attn.training.embed.args import model_kwargs
 
     assert "hidden_size" not in model_kwargs(args, registry.get(args.model).config_class, log=lambda *a: None)
 
 
 def test_config_value_overridden_by_a_flag_is_named(env, capsys):
-    from hf_attn.training.embed_args import parse_args
+    from hf_attn.training.embed.args import parse_args
 
     cfg = Path(env["root"]) / "bs.yaml"
     cfg.write_text("batch_size: 32\n")

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 
-@pytest.mark.parametrize("module, quick_name", [("lm_args", "LM_QUICK"), ("embed_args", "QUICK")])
+@pytest.mark.parametrize("module, quick_name", [("lm.args", "LM_QUICK"), ("embed.args", "QUICK")])
 def test_help_shows_defaults_and_what_quick_and_config_set(module, quick_name):
     import importlib
 
@@ -45,3 +45,28 @@ def test_declared_tied_weights_are_not_reported_at_save(caplog):
     with caplog.at_level(logging.WARNING, logger="accelerate.utils.other"):  # an undeclared share still warns
         clean_state_dict_for_safetensors({"a.weight": w, "b.weight": w})
     assert "Removed shared tensor {'b.weight'}" in caplog.text
+
+
+def test_every_shipped_recipe_is_a_valid_config_of_its_recipe():
+    """recipes/configs/*.yaml ship inside the package (hf_attn/recipes links to them) and each loads, every key an
+    option of its recipe with a value of the right type; the --quick configs and the quickstart read them."""
+    from pathlib import Path
+
+    from hf_attn.quickstart import recipe
+    from hf_attn.training.args import load_recipe, recipe_path
+    from hf_attn.training.embed.args import QUICK, EmbedTrainingArguments
+    from hf_attn.training.lm.args import LM_QUICK, LMTrainingArguments
+    from hf_attn.training.lm.compare import CompareArguments
+
+    shipped = sorted(p.stem for p in recipe_path("x").parent.glob("*.yaml"))
+    assert {"distill_tan_cpu", "quickstart_distill", "quickstart_tiny", "train_embed_quick", "train_lm_quick",
+            "compare_attention_quick"} <= set(shipped)
+    repo = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+    for name in shipped:
+        cls = (LMTrainingArguments if name.startswith("train_lm") else
+               CompareArguments if name.startswith("compare") else EmbedTrainingArguments)
+        values = load_recipe(name, cls)
+        assert values and recipe_path(name).read_text() == (repo / f"{name}.yaml").read_text()  # one file
+    assert QUICK == load_recipe("train_embed_quick", EmbedTrainingArguments) and QUICK["learning_rate"] == 1e-3
+    assert LM_QUICK["max_bytes"] == 2_000_000
+    assert recipe("quickstart_distill")["teacher"] == "all-MiniLM-L6-v2"

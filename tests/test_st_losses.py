@@ -12,7 +12,7 @@ from test_hub import make_tokenizer  # the tiny WordPiece tokenizer the export t
 from torch import nn
 
 import hf_attn
-from hf_attn.training.losses import (
+from hf_attn.training.embed.losses import (
     EmbedderLoss,
     EmbeddingDistillationLoss,
     GradientCache,
@@ -189,8 +189,7 @@ from test_training import _tiny_embed_args  # noqa: E402  (the tiny pair data co
 @pytest.mark.slow
 def test_train_embed_grad_accum_enlarges_the_contrastive_batch(data_dir, tmp_path, monkeypatch):  # noqa: F811
     """batch 4 x grad-accum 3: InfoNCE scores 12 pairs at once (once per step), the encoder sees 8-9 texts at a time."""
-    from hf_attn.training import losses
-    from hf_attn.training.embed import train_embedder
+    from hf_attn.training.embed import losses, train_embedder
 
     seen, encoded = [], []
     real_loss, real_encode = losses.InfoNCELoss.forward, losses.GradientCache.loss
@@ -236,10 +235,9 @@ def test_fitted_projection_is_the_least_squares_map_and_beats_a_random_one():
 def test_a_run_on_cached_targets_fits_the_projection_before_step_0():
     """``fit_distillation_projection`` on a student and the pool's targets: the distillation loss it leaves is the
     least-squares one (below the random projection's), and a pool narrower than the student is left alone."""
-    from types import SimpleNamespace
 
-    from hf_attn.training.distill import TargetDataset
     from hf_attn.training.embed import EmbedderTrainingModule, fit_distillation_projection
+    from hf_attn.training.embed.distill import TargetDataset
 
     class Tok:  # characters as token ids: what make_encode_fn needs of a tokenizer
         def __call__(self, texts, max_length, **_):
@@ -252,15 +250,14 @@ def test_a_run_on_cached_targets_fits_the_projection_before_step_0():
     targets = torch.randn(len(texts), 12, generator=torch.Generator().manual_seed(3))
     model = tiny_embedder()
     module = EmbedderTrainingModule(model, embedder_loss(True))
-    args = SimpleNamespace(seed=0, max_seq_length=32)
     emb = model.eval()(**{k: v for k, v in Tok()(texts, 32).items()}).pooler_output.detach()
     before = module.loss_fn.distill(emb, targets)
     messages = []
-    cosine = fit_distillation_projection(module, TargetDataset(texts, targets), Tok(), args, messages.append)
+    cosine = fit_distillation_projection(module, TargetDataset(texts, targets), Tok(), 0, 32, messages.append)
     assert cosine is not None and "fitted by least squares on 192 pool sentences" in messages[0]
     assert module.loss_fn.distill(emb, targets) < before
     small = EmbedderTrainingModule(tiny_embedder(), embedder_loss(True))
     weight = small.loss_fn.distill.projection.weight.clone()
-    assert fit_distillation_projection(small, TargetDataset(texts[:10], targets[:10]), Tok(), args,
+    assert fit_distillation_projection(small, TargetDataset(texts[:10], targets[:10]), Tok(), 0, 32,
                                        messages.append) is None
     assert torch.equal(small.loss_fn.distill.projection.weight, weight) and "left random" in messages[-1]

@@ -43,9 +43,9 @@ def test_none_and_installed_trackers_pass():
 def test_train_recipes_fail_before_training(missing_tracker, tmp_path):
     """Both recipes stop at start: no data is read, no output folder is written."""
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.embed_args import EmbedTrainingArguments
+    from hf_attn.training.embed.args import EmbedTrainingArguments
     from hf_attn.training.lm import train_lm
-    from hf_attn.training.lm_args import LMTrainingArguments
+    from hf_attn.training.lm.args import LMTrainingArguments
 
     with pytest.raises(TrackerNotInstalledError, match="pip install"):
         train_embedder(EmbedTrainingArguments(output_dir=str(tmp_path / "embed"), data_dir=str(tmp_path / "nothing"),

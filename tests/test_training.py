@@ -18,7 +18,8 @@ from conftest import write_jsonl_gz as _write_jsonl_gz
 
 from hf_attn.training import checkpoint as ckpt
 from hf_attn.training import data as D
-from hf_attn.training.losses import EmbedderLoss, InfoNCELoss, info_nce
+from hf_attn.training.embed import pairs as P
+from hf_attn.training.embed.losses import EmbedderLoss, InfoNCELoss, info_nce
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------------------------------------------------------
 
 def _tiny_embed_args(data_dir: Path, out: Path, **kw):
-    from hf_attn.training.embed_args import EmbedTrainingArguments
+    from hf_attn.training.embed.args import EmbedTrainingArguments
 
     base = dict(model="gqa_embedder", data_dir=str(data_dir), dataset=["nli/train.jsonl.gz", "para/train.jsonl.gz"],
                 output_dir=str(out), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -111,8 +112,8 @@ def test_nli_rows_become_pairs_by_label():
         {"premise": "P4", "hypothesis": "C4", "label": 2},
         {"premise": "P4", "hypothesis": "N4", "label": 1},
     ]
-    pairs = D.nli_to_pairs(rows)
-    assert pairs == [D.PairExample("P1", "E1", "C1"), D.PairExample("P2", "E2", None), D.PairExample("P4", "E4", "C4")]
+    pairs = P.nli_to_pairs(rows)
+    assert pairs == [P.PairExample("P1", "E1", "C1"), P.PairExample("P2", "E2", None), P.PairExample("P4", "E4", "C4")]
 
 
 def test_paraphrase_and_pair_layouts():
@@ -121,16 +122,16 @@ def test_paraphrase_and_pair_layouts():
     para = datasets.Dataset.from_list([{"sentence1": "a", "sentence2": "b", "label": 1},
                                        {"sentence1": "c", "sentence2": "d", "label": 0},
                                        {"sentence1": "e", "sentence2": "f", "label": None}])
-    assert D.rows_to_pairs(para) == [D.PairExample("a", "b")]
+    assert P.rows_to_pairs(para) == [P.PairExample("a", "b")]
     trip = datasets.Dataset.from_list([{"anchor": "a", "positive": "b", "negative": "c"}])
-    assert D.rows_to_pairs(trip) == [D.PairExample("a", "b", "c")]
+    assert P.rows_to_pairs(trip) == [P.PairExample("a", "b", "c")]
 
 
 def test_unsupervised_pairs():
     text = ["First sentence is here today. Second sentence follows it now. Third one ends the story here."]
-    drop = D.unsupervised_pairs(text, "dropout", seed=0)
+    drop = P.unsupervised_pairs(text, "dropout", seed=0)
     assert all(p.anchor == p.positive for p in drop) and len(drop) == 3
-    nb = D.unsupervised_pairs(text, "neighbour", seed=0)
+    nb = P.unsupervised_pairs(text, "neighbour", seed=0)
     assert len(nb) == 2 and all(p.anchor != p.positive for p in nb)
 
 
@@ -138,7 +139,7 @@ def test_missing_columns_error_names_found_and_expected(tmp_path):
     path = _write_jsonl_gz(tmp_path / "bad.jsonl.gz", [{"question": "q", "answer": "a"}])
     ds = D.load_rows(path)
     with pytest.raises(D.DataError) as e:
-        D.rows_to_pairs(ds, str(path))
+        P.rows_to_pairs(ds, str(path))
     msg = str(e.value)
     assert "answer" in msg and "question" in msg and "premise" in msg and "anchor" in msg
     with pytest.raises(D.DataError, match=r"missing column\(s\) \['text'\]; found columns \['question', 'answer'\]"):
@@ -151,8 +152,8 @@ def test_empty_inputs_fail_before_training(tmp_path):
     with pytest.raises(D.DataError, match="empty"):
         D.load_rows(empty)
     with pytest.raises(D.DataError, match="empty"):
-        D.PairDataset([])
-    from hf_attn.training.lm_data import load_byte_splits
+        P.PairDataset([])
+    from hf_attn.training.lm.data import load_byte_splits
 
     (tmp_path / "e.txt").write_text("")
     with pytest.raises(D.DataError, match="empty"):
@@ -307,8 +308,7 @@ def test_train_embed_checkpoints_resumes_identically_and_saves_best(data_dir, tm
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_dir, tmp_path, monkeypatch):
-    from hf_attn.training import losses
-    from hf_attn.training.embed import train_embedder
+    from hf_attn.training.embed import losses, train_embedder
 
     real = losses.InfoNCELoss.forward
     calls = {"n": 0}
@@ -357,7 +357,7 @@ def test_train_embed_tan_muon_with_unsupervised_pairs(data_dir, tmp_path):
 
 def test_distillation_from_a_sentence_transformers_teacher(data_dir, tmp_path):
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.teacher import resolve_teacher
+    from hf_attn.training.embed.teacher import resolve_teacher
 
     # any sentence-transformers folder is a teacher; a tiny model trained here stands in for all-MiniLM-L6-v2
     teacher = train_embedder(
@@ -382,7 +382,7 @@ def test_distillation_from_a_sentence_transformers_teacher(data_dir, tmp_path):
 
 
 def test_similarity_distillation_is_the_mse_of_cosine_matrices():
-    from hf_attn.training.losses import SimilarityDistillationLoss
+    from hf_attn.training.embed.losses import SimilarityDistillationLoss
 
     torch.manual_seed(0)
     s, t = torch.randn(5, 8, requires_grad=True), torch.randn(5, 12)
@@ -403,13 +403,12 @@ def test_similarity_distillation_is_the_mse_of_cosine_matrices():
 
 
 def test_init_from_teacher_input_table_starts_as_its_static_model(data_dir, tmp_path):
-    from types import SimpleNamespace
 
     from sentence_transformers import SentenceTransformer
 
     from hf_attn import GQAEmbedderConfig, GQAEmbedderModel
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.teacher import init_from_teacher, teacher_input_embeddings
+    from hf_attn.training.embed.teacher import init_from_teacher, teacher_input_embeddings
     from hf_attn.training.tokenizer import load_tokenizer
 
     teacher_dir = train_embedder(
@@ -425,7 +424,7 @@ def test_init_from_teacher_input_table_starts_as_its_static_model(data_dir, tmp_
                                                  num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
                                                  pad_token_id=tok.pad_token_id))
     logs = []
-    init_from_teacher(SimpleNamespace(teacher_init="input_embeddings"), student, tok, teacher, logs.append)
+    init_from_teacher("input_embeddings", student, tok, teacher, logs.append)
     assert any("static start" in line for line in logs)
     enc = tok(["a man plays the guitar .", "two kids run"], padding=True, return_tensors="pt",
               return_token_type_ids=False)
@@ -443,7 +442,7 @@ def test_init_from_teacher_input_table_starts_as_its_static_model(data_dir, tmp_
 
 def test_similarity_distillation_run_with_teacher_initialised_embeddings(data_dir, tmp_path):
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.embed_args import EmbedTrainingArguments, finalize_args
+    from hf_attn.training.embed.args import EmbedTrainingArguments, finalize_args
 
     teacher_dir = train_embedder(
         _tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0, save_steps=0)
@@ -474,7 +473,7 @@ def test_similarity_distillation_run_with_teacher_initialised_embeddings(data_di
 
 def test_teacher_is_capped_to_the_student_length_and_encodes_duplicates_once(data_dir, tmp_path):
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.teacher import InStepTeacher
+    from hf_attn.training.embed.teacher import InStepTeacher
 
     teacher_dir = train_embedder(
         _tiny_embed_args(data_dir, tmp_path / "teacher", max_steps=1, eval_steps=0, save_steps=0)
@@ -498,7 +497,7 @@ def test_max_train_minutes_stops_like_a_finished_run(data_dir, tmp_path):
 
 
 def test_arg_parser_yaml_and_quick(tmp_path):
-    from hf_attn.training.embed_args import build_arg_parser, finalize_args, parse_args
+    from hf_attn.training.embed.args import build_arg_parser, finalize_args, parse_args
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("batch_size: 7\ngrad-accum-steps: 3\noptimizer: muon\n")
@@ -532,7 +531,7 @@ def test_arg_parser_yaml_and_quick(tmp_path):
 
 
 def test_byte_splits(tmp_path):
-    from hf_attn.training.lm_data import load_byte_splits
+    from hf_attn.training.lm.data import load_byte_splits
 
     p = tmp_path / "t.txt"
     p.write_bytes(bytes(range(256)) * 40)
@@ -545,7 +544,7 @@ def test_byte_splits(tmp_path):
 
 def test_train_lm_quick_reports_everything(data_dir, tmp_path):
     from hf_attn.training.lm import train_lm
-    from hf_attn.training.lm_args import LMTrainingArguments
+    from hf_attn.training.lm.args import LMTrainingArguments
 
     res = train_lm(
         LMTrainingArguments(
@@ -597,7 +596,7 @@ def test_train_lm_quick_reports_everything(data_dir, tmp_path):
 def test_train_lm_push_failure_keeps_the_run_and_says_how_to_upload(data_dir, tmp_path, monkeypatch, capsys):
     import hf_attn.hub as hub
     from hf_attn.training.lm import train_lm
-    from hf_attn.training.lm_args import LMTrainingArguments
+    from hf_attn.training.lm.args import LMTrainingArguments
 
     exported = {}
 
@@ -609,7 +608,7 @@ def test_train_lm_push_failure_keeps_the_run_and_says_how_to_upload(data_dir, tm
         raise hub.HubError("cannot reach huggingface.co: check your network, then retry.")
 
     monkeypatch.setattr(hub, "export", fake_export)
-    monkeypatch.setattr("hf_attn.push.push", offline_push)
+    monkeypatch.setattr(hub, "push", offline_push)
     res = train_lm(
         LMTrainingArguments(
             quick=True,
@@ -633,7 +632,7 @@ def test_train_lm_push_failure_keeps_the_run_and_says_how_to_upload(data_dir, tm
 
 
 def test_compare_attention_micro_matrix(data_dir, tmp_path):
-    from hf_attn.training.compare import CompareArguments, run_comparison
+    from hf_attn.training.lm.compare import CompareArguments, run_comparison
 
     res = run_comparison(
         CompareArguments(
@@ -802,7 +801,7 @@ def test_push_to_hub_failure_keeps_the_run_and_says_how_to_upload(data_dir, tmp_
         raise hub.HubError("cannot reach huggingface.co: check your network, then retry.")
 
     monkeypatch.setattr(hub, "export", fake_export)
-    monkeypatch.setattr("hf_attn.push.push", offline_push)
+    monkeypatch.setattr(hub, "push", offline_push)
     res = train_embedder(
         _tiny_embed_args(
             data_dir, tmp_path / "run", max_steps=1, eval_steps=0, save_steps=0, push_to_hub="someone/tiny"

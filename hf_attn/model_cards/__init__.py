@@ -112,49 +112,59 @@ def usage_snippets(model_type: str, model_id: str, has_tokenizer: bool = True) -
     """
     arch = architecture(model_type)
     head = f'model_id = "{model_id}"  # a Hub repo id or a local folder\n'
-    sentences = "sentences = [\n" + "".join(f'    "{s}",\n' for s in EXAMPLE_SENTENCES) + "]\n"
     if arch.kind == "embedder":
-        return {
-            "sentence_transformers": (
-                "from sentence_transformers import SentenceTransformer\n\n"
-                + head
-                + "model = SentenceTransformer(model_id, trust_remote_code=True)\n"
-                + sentences
-                + "embeddings = model.encode(sentences)\n"
-                "print(embeddings.shape)\n"
-                "print(model.similarity(embeddings, embeddings))  # cosine similarities\n"
-            ),
-            "transformers": (
-                "import torch\n"
-                "from transformers import AutoModel, AutoTokenizer\n\n"
-                + head
-                + "tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)\n"
-                "model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()\n"
-                + sentences
-                + 'batch = tokenizer(sentences, padding=True, truncation=True, return_tensors="pt")\n'
-                "with torch.no_grad():\n"
-                "    embeddings = model(**batch).pooler_output  # the sentence embeddings, [3, dim]\n"
-                "print(torch.nn.functional.cosine_similarity(embeddings[0], embeddings[1], dim=0).item())\n"
-            ),
-            "feature_extraction": (
-                "from transformers import pipeline\n\n"
-                + head
-                + 'extractor = pipeline("feature-extraction", model=model_id, trust_remote_code=True)\n'
-                f'token_states = extractor("{EXAMPLE_SENTENCES[0]}", return_tensors=True)\n'
-                "print(token_states.shape)  # [1, tokens, hidden_size]: one vector per token, not the sentence\n"
-                "# The sentence embedding is the model's pooler_output (mean over tokens, projected, normalised):\n"
-                "model, tokenizer = extractor.model, extractor.tokenizer\n"
-                f'batch = tokenizer(["{EXAMPLE_SENTENCES[0]}"], return_tensors="pt")\n'
-                "embedding = model(**batch).pooler_output  # [1, embedding_size]\n"
-                "print(embedding.shape)\n"
-            ),
-            "hf_attn": (
-                "import hf_attn  # pip install hf-attn\n\n" + head + "model = hf_attn.load_model(model_id)\n"
-                f'print(model.similarity("{EXAMPLE_SENTENCES[0]}", "{EXAMPLE_SENTENCES[1]}"))\n'
-                f'print(model.find_similar("{EXAMPLE_SENTENCES[0]}", ["{EXAMPLE_SENTENCES[1]}", '
-                f'"{EXAMPLE_SENTENCES[2]}"], top_k=2))\n'
-            ),
-        }
+        return _embedder_snippets(head)
+    return _causal_lm_snippets(head, arch.export_class.__name__, has_tokenizer)
+
+
+def _embedder_snippets(head: str) -> dict[str, str]:
+    """``usage_snippets`` of an embedder; ``head`` sets ``model_id``."""
+    sentences = "sentences = [\n" + "".join(f'    "{s}",\n' for s in EXAMPLE_SENTENCES) + "]\n"
+    return {
+        "sentence_transformers": (
+            "from sentence_transformers import SentenceTransformer\n\n"
+            + head
+            + "model = SentenceTransformer(model_id, trust_remote_code=True)\n"
+            + sentences
+            + "embeddings = model.encode(sentences)\n"
+            "print(embeddings.shape)\n"
+            "print(model.similarity(embeddings, embeddings))  # cosine similarities\n"
+        ),
+        "transformers": (
+            "import torch\n"
+            "from transformers import AutoModel, AutoTokenizer\n\n"
+            + head
+            + "tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)\n"
+            "model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()\n"
+            + sentences
+            + 'batch = tokenizer(sentences, padding=True, truncation=True, return_tensors="pt")\n'
+            "with torch.no_grad():\n"
+            "    embeddings = model(**batch).pooler_output  # the sentence embeddings, [3, dim]\n"
+            "print(torch.nn.functional.cosine_similarity(embeddings[0], embeddings[1], dim=0).item())\n"
+        ),
+        "feature_extraction": (
+            "from transformers import pipeline\n\n"
+            + head
+            + 'extractor = pipeline("feature-extraction", model=model_id, trust_remote_code=True)\n'
+            f'token_states = extractor("{EXAMPLE_SENTENCES[0]}", return_tensors=True)\n'
+            "print(token_states.shape)  # [1, tokens, hidden_size]: one vector per token, not the sentence\n"
+            "# The sentence embedding is the model's pooler_output (mean over tokens, projected, normalised):\n"
+            "model, tokenizer = extractor.model, extractor.tokenizer\n"
+            f'batch = tokenizer(["{EXAMPLE_SENTENCES[0]}"], return_tensors="pt")\n'
+            "embedding = model(**batch).pooler_output  # [1, embedding_size]\n"
+            "print(embedding.shape)\n"
+        ),
+        "hf_attn": (
+            "import hf_attn  # pip install hf-attn\n\n" + head + "model = hf_attn.load_model(model_id)\n"
+            f'print(model.similarity("{EXAMPLE_SENTENCES[0]}", "{EXAMPLE_SENTENCES[1]}"))\n'
+            f'print(model.find_similar("{EXAMPLE_SENTENCES[0]}", ["{EXAMPLE_SENTENCES[1]}", '
+            f'"{EXAMPLE_SENTENCES[2]}"], top_k=2))\n'
+        ),
+    }
+
+
+def _causal_lm_snippets(head: str, class_name: str, has_tokenizer: bool) -> dict[str, str]:
+    """``usage_snippets`` of a language model (class ``class_name`` of hf_attn); ``head`` sets ``model_id``."""
     if has_tokenizer:
         encode = (
             "tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)\n"
@@ -180,7 +190,7 @@ def usage_snippets(model_type: str, model_id: str, has_tokenizer: bool = True) -
             "import torch\n"
             "import hf_attn  # pip install hf-attn; loads without remote code\n\n"
             + head
-            + f"model = hf_attn.{arch.export_class.__name__}.from_pretrained(model_id).eval()\n"
+            + f"model = hf_attn.{class_name}.from_pretrained(model_id).eval()\n"
             "input_ids = torch.randint(0, model.config.vocab_size, (1, 16))\n"
             "with torch.no_grad():\n"
             "    logits = model(input_ids).logits  # [1, 16, vocab_size]\n"

@@ -98,21 +98,7 @@ def check_model_inputs(
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError(f"Pass exactly one of `input_ids` or `inputs_embeds` to {model_name}.")
     if input_ids is not None:
-        if not isinstance(input_ids, torch.Tensor):
-            raise TypeError(
-                f"`input_ids` must be a torch.Tensor of token ids, got {type(input_ids).__name__}; "
-                "use tokenizer(..., return_tensors='pt')."
-            )
-        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
-            raise TypeError(
-                f"`input_ids` must hold integer token ids, got dtype {input_ids.dtype}; pass `input_ids.long()` "
-                "(or `inputs_embeds` for vectors)."
-            )
-        if input_ids.dim() != 2:
-            hint = " add a batch dimension: input_ids[None] (or unsqueeze(0))" if input_ids.dim() == 1 else ""
-            raise ValueError(
-                f"`input_ids` must be [batch, seq_len], got shape {tuple(input_ids.shape)};{hint or ' reshape it'}."
-            )
+        check_input_ids(input_ids)
         x = input_ids
     else:
         check_inputs_embeds(config, inputs_embeds, dtype)
@@ -165,6 +151,25 @@ def check_model_inputs(
         for ok, error in checks:
             if not bool(ok):
                 raise error()
+
+
+def check_input_ids(input_ids) -> None:
+    """`input_ids` is an integer tensor [batch, seq_len] (its type, dtype and shape; not its values)."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(
+            f"`input_ids` must be a torch.Tensor of token ids, got {type(input_ids).__name__}; "
+            "use tokenizer(..., return_tensors='pt')."
+        )
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise TypeError(
+            f"`input_ids` must hold integer token ids, got dtype {input_ids.dtype}; pass `input_ids.long()` "
+            "(or `inputs_embeds` for vectors)."
+        )
+    if input_ids.dim() != 2:
+        hint = " add a batch dimension: input_ids[None] (or unsqueeze(0))" if input_ids.dim() == 1 else ""
+        raise ValueError(
+            f"`input_ids` must be [batch, seq_len], got shape {tuple(input_ids.shape)};{hint or ' reshape it'}."
+        )
 
 
 def check_inputs_embeds(config, inputs_embeds, dtype: torch.dtype | None) -> None:

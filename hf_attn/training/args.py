@@ -167,6 +167,20 @@ def load_yaml_config(path: str | Path, cls=None) -> dict:
     return out
 
 
+def recipe_path(name: str) -> Path:
+    """The YAML file of a recipe shipped with hf_attn: ``hf_attn/recipes/NAME.yaml`` (in the repository the folder
+    is recipes/configs/, which the package links to)."""
+    from importlib.resources import files
+
+    return Path(str(files("hf_attn") / "recipes" / f"{name}.yaml"))
+
+
+def load_recipe(name: str, cls) -> dict:
+    """The option values of the shipped recipe ``name`` (``recipe_path``), checked against the arguments dataclass
+    ``cls`` like a ``--config`` file. A recipe lives in its YAML file only; the code reads it from there."""
+    return load_yaml_config(recipe_path(name), cls)
+
+
 def _type_problem(value, annotation, f) -> str | None:
     """Why ``value`` (from YAML) does not fit a field annotated ``annotation``; None when it fits."""
     if value is None:

@@ -67,34 +67,32 @@ def quiet_declared_tied_weights(model) -> None:
         logging.getLogger("accelerate.utils.other").addFilter(_DeclaredTiesFilter(tied))
 
 
-def check_run_options(args) -> None:
+def check_run_options(report_to: str, mixed_precision: str, cpu: bool) -> None:
     """What a run's Accelerator could not honour, refused before anything is created: a ``--report-to`` tracker
     that is not installed (Accelerate would skip it silently), ``--mixed-precision fp16`` without a CUDA GPU, a
     multi-process launch that started one process (``check_launch``)."""
     from .trackers import require_tracker
 
-    require_tracker(args.report_to)
+    require_tracker(report_to)
     check_launch()
-    if args.mixed_precision == "fp16" and (use_cpu(args.cpu) or not torch.cuda.is_available()):
+    if mixed_precision == "fp16" and (use_cpu(cpu) or not torch.cuda.is_available()):
         raise UsageError("--mixed-precision fp16: fp16 autocast needs a CUDA GPU and this run is on the CPU (use "
                          "--mixed-precision bf16 on a CPU, or no)")
 
 
-def make_accelerator(args, **kwargs):
-    """The run's ``Accelerator`` from its arguments (``mixed_precision``, ``report_to``, ``output_dir``, ``cpu``,
-    checked by ``check_run_options``); ``kwargs`` go to the constructor."""
+def make_accelerator(mixed_precision: str, output_dir, cpu: bool, report_to: str, **kwargs):
+    """The run's ``Accelerator`` (the options checked by ``check_run_options``); ``kwargs`` go to the constructor."""
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision=args.mixed_precision, project_dir=str(args.output_dir), cpu=use_cpu(args.cpu),
-                       log_with=None if args.report_to == "none" else args.report_to, **kwargs)
+    return Accelerator(mixed_precision=mixed_precision, project_dir=str(output_dir), cpu=use_cpu(cpu),
+                       log_with=None if report_to == "none" else report_to, **kwargs)
 
 
-def start_trackers(accelerator, args, run_name: str) -> None:
-    """``accelerator.init_trackers`` with the run's options as its config (nothing with ``--report-to none``)."""
-    from .args import to_flat_dict
-
-    if args.report_to != "none":
-        accelerator.init_trackers(run_name, config=to_flat_dict(args))
+def start_trackers(accelerator, run_name: str, config: dict) -> None:
+    """``accelerator.init_trackers`` with ``config`` (the run's options, ``args.to_flat_dict``); nothing when the
+    Accelerator has no tracker (``--report-to none``)."""
+    if accelerator.log_with:
+        accelerator.init_trackers(run_name, config=config)
 
 
 class NonFiniteLoss(Exception):

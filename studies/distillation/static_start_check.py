@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 
 from hf_attn import GQAEmbedderConfig, GQAEmbedderModel, TanConfig, TanModel
 from hf_attn.evaluation.stsb import load_stsb, stsb_correlations
-from hf_attn.training.distill import static_model_vectors
+from hf_attn.training.embed.distill import static_model_vectors
 
 
 def main(folder: str) -> None:

@@ -39,7 +39,7 @@ def main() -> None:
     args = p.parse_args()
 
     from hf_attn.training.embed import train_embedder
-    from hf_attn.training.embed_args import EmbedTrainingArguments
+    from hf_attn.training.embed.args import EmbedTrainingArguments
 
     rows = []
     for name in args.codes:

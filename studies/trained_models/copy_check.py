@@ -5,12 +5,12 @@ import time
 import torch
 
 from hf_attn.training.lm import build_lm_model
-from hf_attn.training.lm_args import LMTrainingArguments
+from hf_attn.training.lm.args import LMTrainingArguments, model_options
 
 torch.manual_seed(0)
 a = LMTrainingArguments(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, block_size=64,
                         attn_implementation=sys.argv[1] if len(sys.argv) > 1 else "sdpa")
-m = build_lm_model(a)
+m = build_lm_model(model_options(a), a.attn_implementation)
 opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
 t = time.time()
 for step in range(301):

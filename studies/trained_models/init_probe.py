@@ -7,8 +7,8 @@ import torch
 
 from hf_attn import GQAEmbedderConfig, GQAEmbedderModel
 from hf_attn.evaluation.stsb import stsb_correlations
-from hf_attn.training.embed_eval import make_encode_fn
-from hf_attn.training.teacher import InStepTeacher, resolve_teacher, teacher_input_embeddings
+from hf_attn.training.embed.eval import make_encode_fn
+from hf_attn.training.embed.teacher import InStepTeacher, resolve_teacher, teacher_input_embeddings
 from hf_attn.training.tokenizer import load_tokenizer
 
 DATA = "../shared/data"

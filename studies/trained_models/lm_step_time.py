@@ -39,7 +39,7 @@ def main():
     p.add_argument("--data", default="../shared/data/wikipedia_en_extract/wiki_en_extract.jsonl.gz")
     a = p.parse_args()
 
-    from hf_attn.training.lm_data import load_byte_splits
+    from hf_attn.training.lm.data import load_byte_splits
 
     val = load_byte_splits(a.data, False, 20_000_000)["validation"]
     n = a.batch_size * a.seq_len

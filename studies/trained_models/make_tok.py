@@ -2,14 +2,15 @@ import sys
 import time
 
 from hf_attn.training import data as D
+from hf_attn.training.embed import pairs as P
 from hf_attn.training.tokenizer import train_tokenizer
 
 vocab = int(sys.argv[2])
 out = sys.argv[1]
 t=time.time()
-pairs = D.load_pair_sources(None, '../shared/data')
+pairs = P.load_pair_sources(None, '../shared/data')
 wiki = D.load_texts(D.WIKIPEDIA_FILE, '../shared/data', max_texts=4000)
-up = D.unsupervised_pairs(wiki, 'dropout', 20000, seed=42)
+up = P.unsupervised_pairs(wiki, 'dropout', 20000, seed=42)
 texts = []
 for e in pairs + up:
     texts += [e.anchor, e.positive] + ([e.negative] if e.negative else [])

@@ -4,13 +4,15 @@ config, the command line, and ``finalize_args`` (``--config`` and ``--quick`` ap
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from .. import registry
-from .args import (
+from ... import registry
+from ..args import (
     RunArguments,
     UsageError,
     build_parser,
     explicit_fields,
+    load_recipe,
     option,
     parse_into,
     resolve_config_and_quick,
@@ -119,27 +121,8 @@ class EmbedTrainingArguments(RunArguments):
     push_to_hub: str | None = option(None, "repo id: export best_model with hf_attn.hub and push it")
 
 
-# --quick: a 2-core CPU finishes this in about a minute (tokenizer, ~120 steps, 3 dev evaluations).
-QUICK = dict(
-    hidden_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=256,
-    embedding_size=128,
-    dataset=["snli_devtest_esnli/snli_dev.jsonl.gz", "msrp/msrp_train.jsonl.gz"],
-    max_train_samples=6000,
-    max_seq_length=48,
-    vocab_size=4000,
-    batch_size=64,
-    grad_accum_steps=1,
-    num_epochs=1,
-    learning_rate=1e-3,
-    warmup_ratio=0.05,
-    eval_steps=40,
-    save_steps=40,
-    logging_steps=10,
-)
+# --quick: a 2-core CPU finishes it in about a minute (recipes/configs/train_embed_quick.yaml).
+QUICK = load_recipe("train_embed_quick", EmbedTrainingArguments)
 
 
 def build_arg_parser():
@@ -168,7 +151,7 @@ def finalize_args(args: EmbedTrainingArguments) -> EmbedTrainingArguments:
         raise ValueError("--distill-pool needs --teacher (the model whose embeddings are the training targets)")
     model_kwargs(args, registry.get(args.model).config_class)  # refuse a bad --model-kwargs before any data is read
     if not args.tokenizer and args.tokenizer_type == "bpe":  # (wordpiece: checked once trained, see tokenizer.py)
-        from .tokenizer import SPECIAL_TOKENS
+        from ..tokenizer import SPECIAL_TOKENS
 
         floor = 256 + len(SPECIAL_TOKENS)  # byte-level BPE starts from the 256 byte symbols, plus the special tokens
         if args.vocab_size < floor:
@@ -217,5 +200,82 @@ def model_kwargs(args: EmbedTrainingArguments, config_class, log=_note) -> dict:
     return extra
 
 
-__all__ = ["MODELS", "QUICK", "EmbedTrainingArguments", "build_arg_parser", "finalize_args", "model_kwargs",
-           "parse_args"]
+# The options are read here and by the recipe's entry functions only; the pieces of a run take the values they use.
+# Each function below hands one piece its options.
+
+SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+               "embedding_size")
+
+
+def config_fields(args: EmbedTrainingArguments) -> dict:
+    """The config fields the options set: the size flags given, then ``--model-kwargs`` (``finalize_args`` has said
+    which wins)."""
+    fields = {k: getattr(args, k) for k in SIZE_FIELDS if getattr(args, k) is not None}
+    fields.update(model_kwargs(args, registry.get(args.model).config_class, log=lambda *a: None))
+    return fields
+
+
+def data_options(args: EmbedTrainingArguments) -> dict:
+    """The keywords of ``data.load_training_data`` (and, less ``seed``, ``dataset_config``, ``max_train_samples``
+    and ``unsupervised_samples``, of ``data.trained_on``)."""
+    return {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "distill_pool": args.distill_pool,
+            "dataset_config": args.dataset_config, "max_train_samples": args.max_train_samples,
+            "unsupervised": args.unsupervised, "unsupervised_source": args.unsupervised_source,
+            "unsupervised_samples": args.unsupervised_samples, "distillation_text": bool(args.teacher)}
+
+
+def teacher_options(args: EmbedTrainingArguments) -> dict:
+    """The keywords of ``teacher.setup_teacher``: which teacher, how the student starts from it, where its targets
+    are cached."""
+    return {"teacher": args.teacher, "static_model": args.static_model, "distill_pool": args.distill_pool,
+            "teacher_init": args.teacher_init if args.init_from_teacher else None,
+            "max_seq_length": args.max_seq_length, "heldout_targets": args.heldout_targets,
+            "teacher_cache": args.teacher_cache}
+
+
+def tokenizer_options(args: EmbedTrainingArguments) -> dict:
+    """The keywords of ``data.get_tokenizer``: ``--tokenizer``, or what to train and where to cache it."""
+    return {"name": args.tokenizer, "cache": Path(args.tokenizer_cache or Path(args.output_dir) / "tokenizer"),
+            "tokenizer_type": args.tokenizer_type, "vocab_size": args.vocab_size,
+            "max_seq_length": args.max_seq_length}
+
+
+def loss_options(args: EmbedTrainingArguments) -> dict:
+    """The keywords of ``loop.build_loss``: InfoNCE's temperature and direction, the distillation target, the
+    weights."""
+    return {"distill_target": args.distill_target, "temperature": args.temperature,
+            "learnable_temperature": args.learnable_temperature, "min_temperature": args.min_temperature,
+            "max_temperature": args.max_temperature, "symmetric_loss": args.symmetric_loss,
+            "distill_weight": args.distill_weight, "contrastive_weight": args.contrastive_weight}
+
+
+def selection_options(args: EmbedTrainingArguments) -> dict:
+    """The keywords of ``eval.selection_scores`` (and ``eval.DevSelection``)."""
+    return {"max_seq_length": args.max_seq_length, "data_dir": args.data_dir, "eval_max_rows": args.eval_max_rows}
+
+
+def resume_settings(args: EmbedTrainingArguments) -> dict:
+    """The options a resumed run must share with the run that wrote its checkpoint (saved in its state): the batch
+    composition and the seed decide the data order a resumed run continues."""
+    return {"batch_size": args.batch_size, "grad_accum_steps": args.grad_accum_steps, "seed": args.seed}
+
+
+def recorded_options(args: EmbedTrainingArguments) -> dict:
+    """The options a run's summary records (``loop.embed_summary``), the training data it names included."""
+    from .data import trained_on
+
+    data = data_options(args)
+    return {"model": args.model, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+            "max_seq_length": args.max_seq_length, "unsupervised": args.unsupervised, "teacher": args.teacher,
+            "distill_target": args.distill_target if args.teacher else None,
+            "init_from_teacher": args.init_from_teacher,
+            "teacher_init": args.teacher_init if args.init_from_teacher else None,
+            "static_model": args.static_model, "distill_pool": args.distill_pool,
+            "dataset": trained_on(data["dataset"], data["data_dir"], data["distill_pool"], data["unsupervised"],
+                                  data["unsupervised_source"], data["distillation_text"]),
+            "mixed_precision": args.mixed_precision, "optimizer": args.optimizer}
+
+
+__all__ = ["MODELS", "QUICK", "SIZE_FIELDS", "EmbedTrainingArguments", "build_arg_parser", "config_fields",
+           "data_options", "finalize_args", "loss_options", "model_kwargs", "parse_args", "recorded_options",
+           "resume_settings", "selection_options", "teacher_options", "tokenizer_options"]

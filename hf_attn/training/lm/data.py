@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import DataError, diagnose_file
+from ..data import DataError, diagnose_file
 
 ENWIK8_SPLIT = (90_000_000, 5_000_000, 5_000_000)
 

@@ -9,8 +9,8 @@ import weakref
 
 import torch
 
-from ..attention import reference_for
-from .lm_data import ByteBatches
+from ...attention import reference_for
+from .data import ByteBatches
 
 
 def lm_metrics(loss_nats: float) -> dict[str, float]:

@@ -33,8 +33,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from . import data as D
-from .teacher import load_teacher  # noqa: F401 - part of this module's API (see __all__)
+from .. import data as D
 
 # Sentence sources of ../shared/data (folders relative to --data-dir). The folders that also hold evaluation splits
 # (STS-B, MSRP, Twitter URL: ``hf-attn eval``) give the sentences of their *train* files only, as text: their dev and
@@ -376,7 +375,6 @@ __all__ = [
     "TargetDataset",
     "cached_teacher_embeddings",
     "length_grouped_sampler",
-    "load_teacher",
     "principal_directions",
     "sentence_pool",
     "static_embedding_model",

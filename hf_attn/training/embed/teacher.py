@@ -35,7 +35,7 @@ def resolve_teacher(name_or_path: str) -> str:
 
 def not_loadable(flag: str, name: str, error: BaseException):
     """The ``UsageError`` for a ``--teacher`` / ``--tokenizer`` that is neither a local folder nor a loadable Hub id."""
-    from .args import UsageError
+    from ..args import UsageError
 
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     where = "no such local folder" if not Path(name).exists() else "this folder does not hold one"
@@ -57,11 +57,11 @@ def load_teacher(name_or_path: str, device="cpu", max_seq_length: int | None = N
     return model
 
 
-def teacher_cache_dir(args) -> Path:
-    """Where cached teacher targets and static token vectors go: ``--teacher-cache``, else $HF_ATTN_CACHE/teacher
-    (default ~/.cache/hf_attn/teacher)."""
-    if args.teacher_cache:
-        return Path(args.teacher_cache)
+def teacher_cache_dir(teacher_cache: str | None = None) -> Path:
+    """Where cached teacher targets and static token vectors go: ``teacher_cache`` (``--teacher-cache``), else
+    $HF_ATTN_CACHE/teacher (default ~/.cache/hf_attn/teacher)."""
+    if teacher_cache:
+        return Path(teacher_cache)
     return Path(os.environ.get("HF_ATTN_CACHE", Path.home() / ".cache" / "hf_attn")) / "teacher"
 
 
@@ -100,10 +100,12 @@ def teacher_input_embeddings(student_tokenizer, teacher_model) -> torch.Tensor:
     return teacher_model[0].auto_model.get_input_embeddings().weight.detach().float().cpu()
 
 
-def init_from_teacher(args, encoder, tokenizer, teacher_model, log=print, cache: Path | None = None) -> None:
+def init_from_teacher(teacher_init: str, encoder, tokenizer, teacher_model, log=print,
+                      cache: Path | None = None) -> None:
     """``--init-from-teacher``: the student starts as the static model of the teacher's tokens (its
-    ``init_from_static_vectors``), from the vectors ``--teacher-init`` names."""
-    if args.teacher_init == "input_embeddings":
+    ``init_from_static_vectors``), from the vectors ``teacher_init`` (``--teacher-init``) names: "static" or
+    "input_embeddings"."""
+    if teacher_init == "input_embeddings":
         vectors = teacher_input_embeddings(tokenizer, teacher_model)
         log("init: the teacher's input token table")
     else:
@@ -122,44 +124,52 @@ def init_from_static_model(path: str, encoder, tokenizer, log=print) -> None:
     log(f"init from {path}: " + encoder.init_from_static_vectors(vectors, weights))
 
 
-def cached_target_dataset(args, texts, encoder, tokenizer, accelerator, log=print):
-    """``--distill-pool``: the teacher's targets for the pool (computed once, cached), the optional start from the
-    teacher, then the teacher is dropped: the training steps never run it. The pool's last ``--heldout-targets``
-    sentences (at most a tenth) are kept out of training as ``dataset.heldout`` (texts, targets), for selection."""
+def cached_target_dataset(teacher_name: str, texts, encoder, tokenizer, accelerator, *, cache: Path,
+                          max_seq_length: int, teacher_init: str | None = None, heldout_targets: int = 1024,
+                          log=print):
+    """``--distill-pool``: the teacher's targets for the pool (computed once, cached in ``cache``), the start from the
+    teacher (``teacher_init``, None: none), then the teacher is dropped: the training steps never run it. The
+    pool's last ``heldout_targets`` sentences (at most a tenth) are kept out of training as ``dataset.heldout``
+    (texts, targets), for selection."""
     from .distill import TargetDataset, cached_teacher_embeddings
 
-    cache = teacher_cache_dir(args)
-    teacher = load_teacher(args.teacher, accelerator.device, max_seq_length=args.max_seq_length)
+    teacher = load_teacher(teacher_name, accelerator.device, max_seq_length=max_seq_length)
     with accelerator.main_process_first():
         targets = cached_teacher_embeddings(teacher, texts, cache, log=log,
                                             progress=accelerator.is_local_main_process)
-        if args.init_from_teacher:
-            init_from_teacher(args, encoder, tokenizer, teacher, log, cache=cache)
+        if teacher_init:
+            init_from_teacher(teacher_init, encoder, tokenizer, teacher, log, cache=cache)
     del teacher
-    held = min(args.heldout_targets, len(texts) // 10)  # the pool's last sentences: selection only, never trained on
+    held = min(heldout_targets, len(texts) // 10)  # the pool's last sentences: selection only, never trained on
     dataset = TargetDataset(texts[: len(texts) - held], targets[: len(texts) - held])
     dataset.heldout = (list(texts[len(texts) - held :]), targets[len(texts) - held :]) if held else None
     return dataset
 
 
-def setup_teacher(args, dataset, encoder, tokenizer, accelerator, log=print):
-    """The teacher of a run -> (dataset, in-step teacher or None, teacher embedding width or None).
+def setup_teacher(dataset, encoder, tokenizer, accelerator, *, teacher: str | None, max_seq_length: int,
+                  static_model: str | None = None, distill_pool: int = 0, teacher_init: str | None = None,
+                  heldout_targets: int = 1024, teacher_cache: str | None = None, log=print):
+    """The teacher of a run (``args.teacher_options``) -> (dataset, in-step teacher or None, teacher embedding width
+    or None).
 
-    ``--distill-pool``: ``dataset`` (the pool's texts) becomes (text, cached target) examples and no teacher runs in
-    the steps. Otherwise with ``--teacher``: an ``InStepTeacher``. Either way ``--init-from-teacher`` starts the
-    student (``encoder``) from the teacher's tokens.
+    ``static_model``: the student (``encoder``) starts where that static model ends. ``distill_pool``: ``dataset``
+    (the pool's texts) becomes (text, cached target) examples and no teacher runs in the steps. Otherwise with a
+    ``teacher``: an ``InStepTeacher``. Either way ``teacher_init`` ("static" / "input_embeddings", None: no start
+    from the teacher) starts the student from the teacher's tokens.
     """
-    if args.static_model:
-        init_from_static_model(args.static_model, encoder, tokenizer, log)
-    if not args.teacher:
+    if static_model:
+        init_from_static_model(static_model, encoder, tokenizer, log)
+    if not teacher:
         return dataset, None, None
-    if args.distill_pool:
-        dataset = cached_target_dataset(args, dataset.texts, encoder, tokenizer, accelerator, log)
+    if distill_pool:
+        dataset = cached_target_dataset(teacher, dataset.texts, encoder, tokenizer, accelerator,
+                                        cache=teacher_cache_dir(teacher_cache), max_seq_length=max_seq_length,
+                                        teacher_init=teacher_init, heldout_targets=heldout_targets, log=log)
         return dataset, None, dataset.targets.shape[1]
-    teacher = InStepTeacher(args.teacher, accelerator.device, args.max_seq_length)
-    if args.init_from_teacher:
-        init_from_teacher(args, encoder, tokenizer, teacher.model, log)
-    return dataset, teacher, teacher.dim
+    in_step = InStepTeacher(teacher, accelerator.device, max_seq_length)
+    if teacher_init:
+        init_from_teacher(teacher_init, encoder, tokenizer, in_step.model, log)
+    return dataset, in_step, in_step.dim
 
 
 __all__ = ["InStepTeacher", "cached_target_dataset", "init_from_static_model", "init_from_teacher", "load_teacher",

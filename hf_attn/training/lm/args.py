@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .args import RunArguments, build_parser, option, parse_into, resolve_config_and_quick, track_explicit
+from ..args import (
+    RunArguments,
+    build_parser,
+    load_recipe,
+    option,
+    parse_into,
+    resolve_config_and_quick,
+    track_explicit,
+)
 
 
 @track_explicit
@@ -57,22 +65,8 @@ class LMTrainingArguments(RunArguments):
     )
 
 
-LM_QUICK = dict(
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    block_size=128,
-    batch_size=8,
-    grad_accum_steps=1,
-    max_steps=60,
-    learning_rate=2e-3,
-    warmup_steps=10,
-    eval_steps=30,
-    eval_batches=4,
-    save_steps=30,
-    logging_steps=10,
-    max_bytes=2_000_000,
-)
+# --quick: a tiny LM in minutes on a CPU (recipes/configs/train_lm_quick.yaml).
+LM_QUICK = load_recipe("train_lm_quick", LMTrainingArguments)
 
 
 def parse_args(argv=None) -> LMTrainingArguments:
@@ -85,4 +79,24 @@ def finalize_args(args: LMTrainingArguments) -> LMTrainingArguments:
     return resolve_config_and_quick(args, LM_QUICK)
 
 
-__all__ = ["LM_QUICK", "LMTrainingArguments", "finalize_args", "parse_args"]
+# The options that are fields of AdaptiveSpanGPTConfig under the same name.
+MODEL_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "position_embedding",
+                "dropout", "use_adaptive_attention", "use_triangle_wave_masking", "softness_span_mask", "span_reg",
+                "period_min_triangle_wave_masking", "period_max_triangle_wave_masking", "max_span", "sliding_window",
+                "attention_topk")
+
+
+def model_options(args: LMTrainingArguments) -> dict:
+    """The config fields the options set: ``MODEL_FIELDS``, and ``--block-size`` as ``max_position_embeddings``."""
+    return {**{k: getattr(args, k) for k in MODEL_FIELDS}, "max_position_embeddings": args.block_size}
+
+
+def resume_settings(args: LMTrainingArguments) -> dict:
+    """The options a resumed run must share with the run that wrote its checkpoint (saved in its state): what
+    decides the batches it continues with."""
+    return {"batch_size": args.batch_size, "block_size": args.block_size, "grad_accum_steps": args.grad_accum_steps,
+            "seed": args.seed}
+
+
+__all__ = ["LM_QUICK", "LMTrainingArguments", "MODEL_FIELDS", "finalize_args", "model_options", "parse_args",
+           "resume_settings"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt
+from .. import checkpoint as ckpt
 
 
 def make_encode_fn(model: nn.Module, tokenizer, max_length: int, device):
@@ -28,12 +28,14 @@ def make_encode_fn(model: nn.Module, tokenizer, max_length: int, device):
     return encode
 
 
-def evaluate_stsb_dev(model, tokenizer, args, device) -> dict[str, float]:
-    """{"spearman", "pearson"} of cosine similarity on STS-B dev (``--data-dir`` or the Hub; ``--eval-max-rows``)."""
+def evaluate_stsb_dev(model, tokenizer, device, max_seq_length: int, data_dir: str | None = None,
+                      eval_max_rows: int | None = None) -> dict[str, float]:
+    """{"spearman", "pearson"} of cosine similarity on STS-B dev (``data_dir`` or the Hub; the first
+    ``eval_max_rows``)."""
     from hf_attn.evaluation.stsb import stsb_correlations
 
-    return stsb_correlations(make_encode_fn(model, tokenizer, args.max_seq_length, device), "dev",
-                             data_dir=args.data_dir, batch_size=128, max_rows=args.eval_max_rows)
+    return stsb_correlations(make_encode_fn(model, tokenizer, max_seq_length, device), "dev",
+                             data_dir=data_dir, batch_size=128, max_rows=eval_max_rows)
 
 
 def heldout_similarity(encode, texts, targets: torch.Tensor, batch_size: int = 128) -> float:
@@ -48,19 +50,20 @@ def heldout_similarity(encode, texts, targets: torch.Tensor, batch_size: int = 1
     return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
 
 
-def selection_scores(model, tokenizer, args, device, heldout=None) -> dict[str, float]:
+def selection_scores(model, tokenizer, device, max_seq_length: int, data_dir: str | None = None,
+                     eval_max_rows: int | None = None, heldout=None) -> dict[str, float]:
     """What checkpoints are chosen on, and STS-B dev beside it: ``spearman``/``pearson`` (STS-B dev, reported),
     ``train_spearman`` (STS-B *train* pairs, the first ``--eval-max-rows`` or 1500), ``heldout_similarity``
     (``heldout_similarity`` on the held-out pool slice, when training on cached targets) and ``selection``: the mean
     of the last two that are available; STS-B dev only when neither is (``selected_on`` says which)."""
     from hf_attn.evaluation.stsb import stsb_correlations
 
-    encode = make_encode_fn(model, tokenizer, args.max_seq_length, device)
-    out = evaluate_stsb_dev(model, tokenizer, args, device)
+    encode = make_encode_fn(model, tokenizer, max_seq_length, device)
+    out = evaluate_stsb_dev(model, tokenizer, device, max_seq_length, data_dir, eval_max_rows)
     parts = {}
     try:
-        parts["train_spearman"] = stsb_correlations(encode, "train", data_dir=args.data_dir, batch_size=128,
-                                                    max_rows=args.eval_max_rows or 1500)["spearman"]
+        parts["train_spearman"] = stsb_correlations(encode, "train", data_dir=data_dir, batch_size=128,
+                                                    max_rows=eval_max_rows or 1500)["spearman"]
     except (FileNotFoundError, RuntimeError):  # no STS-B train split here (a fixture folder, offline)
         pass
     if heldout is not None:
@@ -96,9 +99,11 @@ class DevSelection:
     on every process, and ``finish`` saves the final model instead.
     """
 
-    def __init__(self, accelerator, encoder, tokenizer, args, state: dict, best_dir: Path, log=print, heldout=None):
-        self.accelerator, self.encoder, self.tokenizer, self.args = accelerator, encoder, tokenizer, args
+    def __init__(self, accelerator, encoder, tokenizer, state: dict, best_dir: Path, *, max_seq_length: int,
+                 data_dir: str | None = None, eval_max_rows: int | None = None, log=print, heldout=None):
+        self.accelerator, self.encoder, self.tokenizer = accelerator, encoder, tokenizer
         self.state, self.best_dir, self.log, self.heldout = state, best_dir, log, heldout
+        self.scoring = {"max_seq_length": max_seq_length, "data_dir": data_dir, "eval_max_rows": eval_max_rows}
         self.available = True
 
     def evaluate(self, step: int) -> dict | None:
@@ -123,7 +128,8 @@ class DevSelection:
 
     def _score(self) -> dict | None:
         try:
-            return selection_scores(self.encoder, self.tokenizer, self.args, self.accelerator.device, self.heldout)
+            return selection_scores(self.encoder, self.tokenizer, self.accelerator.device, **self.scoring,
+                                    heldout=self.heldout)
         except Exception as e:  # noqa: BLE001 - no STS-B here (offline, no --data-dir): train without selection
             self.log(f"STS-B dev evaluation unavailable ({type(e).__name__}: {e}); saving the final model instead")
             return None

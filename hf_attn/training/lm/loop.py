@@ -1,14 +1,14 @@
 """Byte-level language modelling with AdaptiveSpanGPT under Accelerate: ``recipes/train_lm.py``.
 
     from hf_attn.training.lm import train_lm
-    from hf_attn.training.lm_args import LMTrainingArguments
+    from hf_attn.training.lm.args import LMTrainingArguments
     summary = train_lm(LMTrainingArguments(data="enwik8", use_adaptive_attention=True))
 
-One step: ``grad_accum_steps`` micro-batches of random byte windows (``lm_data.ByteBatches``: a function of (seed,
+One step: ``grad_accum_steps`` micro-batches of random byte windows (``data.ByteBatches``: a function of (seed,
 step, rank), so a resumed run sees exactly the batches of the uninterrupted one), the model's loss (next-byte
 cross-entropy plus the span regulariser), one optimizer step. Every ``eval_steps``: validation loss, bits per
-byte, perplexity, attention FLOPs and entropy, spans and periods (``lm_eval``) go to ``metrics.jsonl``; the lowest
-validation loss is kept as ``best_model/``. Options: ``lm_args``; data: ``lm_data``.
+byte, perplexity, attention FLOPs and entropy, spans and periods (``eval``) go to ``metrics.jsonl``; the lowest
+validation loss is kept as ``best_model/``. Options: ``args``; data: ``data``.
 """
 
 from __future__ import annotations
@@ -22,35 +22,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import registry
-from ..push import push_best_model
-from . import checkpoint as ckpt
-from . import common
-from .args import cli_errors
-from .common import NonFiniteLoss, RunRecord
-from .lm_args import LMTrainingArguments, finalize_args, parse_args
-from .lm_data import ByteBatches, lm_dataset_name, load_byte_splits, resolve_lm_data
-from .lm_eval import PeakMemory, attention_entropy, evaluate_lm, span_summary
+from ... import registry
+from .. import checkpoint as ckpt
+from .. import common
+from ..args import cli_errors, to_flat_dict
+from ..common import NonFiniteLoss, RunRecord
+from .args import LMTrainingArguments, finalize_args, model_options, parse_args, resume_settings
+from .data import ByteBatches, lm_dataset_name, load_byte_splits, resolve_lm_data
+from .eval import PeakMemory, attention_entropy, evaluate_lm, span_summary
 
 LM_MODEL = "adaptive_span_gpt"  # the registry entry train_lm builds
 
 
-def build_lm_model(args: LMTrainingArguments, vocab_size: int = 256):
-    """AdaptiveSpanGPT with its LM head, from the model options of ``args``."""
+def build_lm_model(config_fields: dict, attn_implementation: str | None = None, vocab_size: int = 256):
+    """AdaptiveSpanGPT with its LM head: ``config_fields`` (``args.model_options``) over the config's defaults."""
     entry = registry.get(LM_MODEL)
-    cfg = entry.config_class(
-        vocab_size=vocab_size, hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
-        num_attention_heads=args.num_attention_heads, num_key_value_heads=args.num_key_value_heads,
-        max_position_embeddings=args.block_size, position_embedding=args.position_embedding, dropout=args.dropout,
-        use_adaptive_attention=args.use_adaptive_attention, use_triangle_wave_masking=args.use_triangle_wave_masking,
-        softness_span_mask=args.softness_span_mask, span_reg=args.span_reg,
-        period_min_triangle_wave_masking=args.period_min_triangle_wave_masking,
-        period_max_triangle_wave_masking=args.period_max_triangle_wave_masking, max_span=args.max_span,
-        sliding_window=args.sliding_window, attention_topk=args.attention_topk, use_cache=False,
-    )
-    model = entry.head_class(cfg)
-    if args.attn_implementation:
-        model.set_attn_implementation(args.attn_implementation)
+    model = entry.head_class(entry.config_class(vocab_size=vocab_size, **config_fields, use_cache=False))
+    if attn_implementation:
+        model.set_attn_implementation(attn_implementation)
     return model
 
 
@@ -73,14 +62,15 @@ def lm_step(accelerator, model, optimizer, batches: ByteBatches, step: int, grad
     return float(np.mean(losses)), out
 
 
-def evaluate_and_save(accelerator, model, valid: ByteBatches, args, state: dict, log=print) -> dict:
-    """Validation metrics at ``state["step"]``: logged, appended to ``state["evals"]`` and metrics.jsonl; a new lowest
-    validation loss is saved (atomically) as OUTPUT_DIR/best_model."""
-    out_dir, step = Path(args.output_dir), state["step"]
-    ev = evaluate_lm(model, valid, accelerator.device, args.eval_batches)
+def evaluate_and_save(accelerator, model, valid: ByteBatches, state: dict, out_dir: Path, eval_batches: int,
+                      log=print) -> dict:
+    """Validation metrics at ``state["step"]`` on ``eval_batches`` batches: logged, appended to ``state["evals"]``
+    and ``out_dir``/metrics.jsonl; a new lowest validation loss is saved (atomically) as ``out_dir``/best_model."""
+    step = state["step"]
+    ev = evaluate_lm(model, valid, accelerator.device, eval_batches)
     ev["step"] = step
     ev.update(span_summary(model))
-    ev["attention_flops_ratio"] = model.attention_flops(args.block_size)["ratio"]
+    ev["attention_flops_ratio"] = model.attention_flops(valid.seq_len)["ratio"]
     ev["attention_entropy"] = attention_entropy(model, next(valid.sequential(1))[:2].to(accelerator.device))
     state["evals"].append(ev)
     log(f"step {step} | eval | loss {ev['loss']:.4f} | bpc {ev['bpc']:.4f} | ppl {ev['perplexity']:.3f} | "
@@ -101,7 +91,7 @@ def evaluate_and_save(accelerator, model, valid: ByteBatches, args, state: dict,
 def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     """Train AdaptiveSpanGPT on bytes; returns a summary (also OUTPUT_DIR/summary.json, metrics.jsonl)."""
     args = finalize_args(args)
-    common.check_run_options(args)  # before the output folder is created
+    common.check_run_options(args.report_to, args.mixed_precision, args.cpu)  # before the output folder is created
     with ckpt.locked_output_dir(args.output_dir):  # one run per output folder
         return _train_lm(args, log_fn)
 
@@ -109,10 +99,12 @@ def train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
 def _train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     from accelerate.utils import set_seed
 
-    from .optim import build_optimizer, build_scheduler
+    from ...hub import push_best_model
+    from ..optim import build_optimizer, build_scheduler
 
     out_dir = Path(args.output_dir)
-    accelerator = common.make_accelerator(args, gradient_accumulation_steps=args.grad_accum_steps)
+    accelerator = common.make_accelerator(args.mixed_precision, args.output_dir, args.cpu, args.report_to,
+                                          gradient_accumulation_steps=args.grad_accum_steps)
     log = log_fn or accelerator.print
     set_seed(args.seed)
 
@@ -123,7 +115,7 @@ def _train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     train = ByteBatches(splits["train"], args.block_size, args.batch_size, args.seed)
     valid = ByteBatches(splits["validation"], args.block_size, args.batch_size, args.seed + 1)
 
-    model = build_lm_model(args)
+    model = build_lm_model(model_options(args), args.attn_implementation)
     common.quiet_declared_tied_weights(model)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params / 1e6:.2f}M params, attn {model.config._attn_implementation}, positions "
@@ -136,15 +128,9 @@ def _train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
     model = accelerator.unwrap_model(train_model)
     model = getattr(model, "_orig_mod", model)  # the model itself (not compiled): evaluation, spans, saving
 
-    settings = {"batch_size": args.batch_size, "block_size": args.block_size, "grad_accum_steps": args.grad_accum_steps,
-                "seed": args.seed}  # what decides the batches a resumed run continues with
-    state = {"step": 0, "history": [], "evals": [], "settings": settings}
-    resume = ckpt.resolve_resume(args.resume_from_checkpoint, out_dir / "checkpoints", log=log)
-    if resume is not None:
-        ckpt.check_resume(resume, model, settings, args.max_steps)
-        state.update(ckpt.load_checkpoint(accelerator, resume))
-        log(f"resumed from {resume} at step {state['step']}")
-    common.start_trackers(accelerator, args, "train_lm")
+    state = initial_state(accelerator, model, args.resume_from_checkpoint, out_dir / "checkpoints",
+                          resume_settings(args), args.max_steps, log)
+    common.start_trackers(accelerator, "train_lm", to_flat_dict(args))
 
     run, peak, first_step = RunRecord(), PeakMemory(accelerator.device), state["step"]
     tokens_per_step = args.batch_size * args.block_size * args.grad_accum_steps * accelerator.num_processes
@@ -174,31 +160,46 @@ def _train_lm(args: LMTrainingArguments, log_fn=None) -> dict:
                 f"{run.samples_per_s:.0f} tok/s | peak mem {peak.peak_mb:.1f} MB")  # the figure summary.json keeps
             accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
         if (args.eval_steps and step % args.eval_steps == 0) or step == args.max_steps:
-            evaluate_and_save(accelerator, model, valid, args, state, log)
+            evaluate_and_save(accelerator, model, valid, state, out_dir, args.eval_batches, log)
         if args.save_steps and step % args.save_steps == 0:
             run.last_checkpoint = str(ckpt.save_checkpoint(accelerator, out_dir / "checkpoints", step,
                                                            common.json_copy(state), keep=args.save_total_limit))
     progress.close()
 
-    summary = lm_summary(args, model, state, run, peak, n_params, lm_dataset_name(source, args.enwik8))
+    summary = lm_summary(model, state, run, peak, n_params, lm_dataset_name(source, args.enwik8), out_dir,
+                         args.block_size)
     common.write_summary(accelerator, out_dir, summary)
     if args.push_to_hub and run.status == "completed" and summary["best_model_dir"] and accelerator.is_main_process:
+        bpc = {"bpc": summary["best_val_bpc"], "dataset": summary["dataset"][0], "split": "validation"}
         summary["hub"] = push_best_model(summary["best_model_dir"], out_dir, args.push_to_hub, args.hub_private,
-                                         log=log, eval_results={"bpc": summary["best_val_bpc"],
-                                                                "dataset": summary["dataset"][0],
-                                                                "split": "validation"})
+                                         log=log, eval_results=bpc)
     accelerator.end_training()
     return summary
 
 
-def lm_summary(args, model, state: dict, run: RunRecord, peak: PeakMemory, n_params: int, dataset: str) -> dict:
-    """What ``train_lm`` returns and writes to summary.json: the run, the last evaluation, attention FLOPs, spans."""
+def initial_state(accelerator, model, resume_from: str | None, checkpoint_dir: Path, settings: dict, max_steps: int,
+                  log=print) -> dict:
+    """The run's state at its first step: empty, or what the checkpoint ``resume_from`` names saved (after checking
+    it was written with the same ``settings`` and by a model of this shape)."""
+    state = {"step": 0, "history": [], "evals": [], "settings": settings}
+    resume = ckpt.resolve_resume(resume_from, checkpoint_dir, log=log)
+    if resume is not None:
+        ckpt.check_resume(resume, model, settings, max_steps)
+        state.update(ckpt.load_checkpoint(accelerator, resume))
+        log(f"resumed from {resume} at step {state['step']}")
+    return state
+
+
+def lm_summary(model, state: dict, run: RunRecord, peak: PeakMemory, n_params: int, dataset: str, output_dir: Path,
+               block_size: int) -> dict:
+    """What ``train_lm`` returns and writes to summary.json: the run, the last evaluation, attention FLOPs (at
+    ``block_size``), spans."""
     last_eval = state["evals"][-1] if state["evals"] else {}
-    flops = model.attention_flops(args.block_size)
+    flops = model.attention_flops(block_size)
     return {
-        "output_dir": str(Path(args.output_dir)), "status": run.status, "message": run.message, "params": n_params,
+        "output_dir": str(output_dir), "status": run.status, "message": run.message, "params": n_params,
         "dataset": [dataset],
-        "best_model_dir": str(Path(args.output_dir) / "best_model") if state.get("best_step") else None,
+        "best_model_dir": str(output_dir / "best_model") if state.get("best_step") else None,
         "best_step": state.get("best_step"), "best_val_bpc": state.get("best_val_bpc"),
         "steps": state["step"], "train_time_s": run.train_time,
         "tokens_per_s": run.samples_per_s if run.train_time else None,
@@ -218,4 +219,5 @@ def main(argv=None) -> int:
     return 0 if summary["status"] == "completed" else 1
 
 
-__all__ = ["build_lm_model", "evaluate_and_save", "lm_step", "lm_summary", "main", "train_lm"]
+__all__ = ["LM_MODEL", "build_lm_model", "evaluate_and_save", "initial_state", "lm_step", "lm_summary", "main",
+           "train_lm"]

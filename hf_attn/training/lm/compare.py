@@ -28,12 +28,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import registry
-from .args import build_parser, cli_errors, option, parse_into, resolve_config_and_quick, track_explicit
-from .common import check_finite, use_cpu
-from .lm import LM_MODEL
-from .lm_data import ByteBatches, load_byte_splits
-from .lm_eval import PeakMemory, attention_entropy, evaluate_lm, next_byte_loss
+from ... import registry
+from ..args import (
+    build_parser,
+    cli_errors,
+    load_recipe,
+    option,
+    parse_into,
+    resolve_config_and_quick,
+    track_explicit,
+)
+from ..common import check_finite, use_cpu
+from .data import ByteBatches, load_byte_splits
+from .eval import PeakMemory, attention_entropy, evaluate_lm, next_byte_loss
+from .loop import LM_MODEL
 
 VARIANTS = ("eager", "hf_linear", "hf_topk", "hf_local", "gqa", "sdpa", "hf_blockwise")
 POSITIONS = ("sinusoidal", "rope", "alibi", "learned")
@@ -73,9 +81,8 @@ class CompareArguments:
     _config_applied: bool = False  # set by the parser once --config has been merged
 
 
-COMPARE_QUICK = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, seq_len=64, batch_size=8,
-                     max_steps=30, learning_rate=3e-3, warmup_steps=5, eval_batches=3,
-                     scaling_seq_lens=[64, 128, 256], max_bytes=1_000_000)
+# --quick: the whole matrix in under 10 minutes on a 2-core CPU (recipes/configs/compare_attention_quick.yaml).
+COMPARE_QUICK = load_recipe("compare_attention_quick", CompareArguments)
 
 
 def parse_args(argv=None) -> CompareArguments:
@@ -83,25 +90,30 @@ def parse_args(argv=None) -> CompareArguments:
     return parse_into(CompareArguments, parser, argv)
 
 
-def variant_config(variant: str, args: CompareArguments, seq_len: int) -> tuple[str, dict]:
-    """variant -> (attn_implementation, extra config fields)."""
+def variant_config(variant: str, seq_len: int, num_attention_heads: int, topk: int | None = None,
+                   window: int | None = None) -> tuple[str, dict]:
+    """variant -> (attn_implementation, extra config fields). ``topk`` / ``window`` (hf_topk, hf_local) default to
+    a quarter of ``seq_len``; gqa has half of ``num_attention_heads`` as key/value heads."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     if variant == "gqa":
-        return "sdpa", {"num_key_value_heads": max(1, args.num_attention_heads // 2)}
+        return "sdpa", {"num_key_value_heads": max(1, num_attention_heads // 2)}
     if variant == "hf_topk":
-        return variant, {"attention_topk": args.topk or max(1, seq_len // 4)}
+        return variant, {"attention_topk": topk or max(1, seq_len // 4)}
     if variant == "hf_local":
-        return variant, {"sliding_window": args.window or max(1, seq_len // 4)}
+        return variant, {"sliding_window": window or max(1, seq_len // 4)}
     return variant, {}
 
 
-def build_variant_model(variant: str, position: str, args: CompareArguments, max_len: int):
-    """The byte-level LM of ``train_lm`` (AdaptiveSpanGPT), at the comparison's size, for one combination."""
+def build_variant_model(variant: str, position: str, max_len: int, seq_len: int, hidden_size: int,
+                        num_hidden_layers: int, num_attention_heads: int, topk: int | None = None,
+                        window: int | None = None):
+    """The byte-level LM of ``train_lm`` (AdaptiveSpanGPT), at the comparison's size, for one combination (its
+    top-k / window set for ``seq_len``, see ``variant_config``)."""
     entry = registry.get(LM_MODEL)
-    impl, extra = variant_config(variant, args, args.seq_len)
-    cfg = entry.config_class(vocab_size=256, hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
-                             num_attention_heads=args.num_attention_heads, max_position_embeddings=max_len,
+    impl, extra = variant_config(variant, seq_len, num_attention_heads, topk, window)
+    cfg = entry.config_class(vocab_size=256, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+                             num_attention_heads=num_attention_heads, max_position_embeddings=max_len,
                              position_embedding=position, use_cache=False, **extra)
     model = entry.head_class(cfg)
     model.set_attn_implementation(impl)
@@ -118,58 +130,62 @@ def _synthetic_text(n_bytes: int, seed: int) -> bytes:
     return (" ".join(words) + ".\n").encode()[:n_bytes]
 
 
-def resolve_data(args: CompareArguments, log=print) -> dict[str, np.ndarray]:
+def resolve_data(data: str | None, data_dir: str | None, max_bytes: int | None, synthetic_data: bool = False,
+                 seed: int = 0, log=print) -> dict[str, np.ndarray]:
     """The byte splits: ``--data``, else ``--data-dir``'s tiny_shakespeare then its Wikipedia extract, else
-    ../shared/data beside the checkout. A missing file or folder raises ``DataError``; the synthetic corpus is used
-    only with ``--synthetic-data``."""
-    from .data import DataError
+    ../shared/data beside the checkout. A missing file or folder raises ``DataError``; the synthetic corpus (of
+    ``seed``) is used only with ``--synthetic-data``."""
+    from ..data import DataError
 
-    if args.synthetic_data:
+    if synthetic_data:
         log("data: synthetic word corpus (--synthetic-data)")
-        arr = np.frombuffer(_synthetic_text(args.max_bytes or 1_000_000, args.seed), dtype=np.uint8)
+        arr = np.frombuffer(_synthetic_text(max_bytes or 1_000_000, seed), dtype=np.uint8)
         n = len(arr)
         return {"train": arr[: int(0.9 * n)], "validation": arr[int(0.9 * n) : int(0.95 * n)],
                 "test": arr[int(0.95 * n) :]}
-    if args.data_dir and not Path(args.data_dir).is_dir():
-        raise DataError(f"--data-dir {args.data_dir}: no such folder (pass a folder laid out like ../shared/data, or "
+    if data_dir and not Path(data_dir).is_dir():
+        raise DataError(f"--data-dir {data_dir}: no such folder (pass a folder laid out like ../shared/data, or "
                         "--data FILE)")
     candidates = []
-    if args.data:
-        candidates.append(Path(args.data))
-        if args.data_dir:
-            candidates.append(Path(args.data_dir) / args.data)
-    elif args.data_dir:
-        candidates += [Path(args.data_dir) / "tiny_shakespeare/input.txt",
-                       Path(args.data_dir) / "wikipedia_en_extract/wiki_en_extract.jsonl.gz"]
+    if data:
+        candidates.append(Path(data))
+        if data_dir:
+            candidates.append(Path(data_dir) / data)
+    elif data_dir:
+        candidates += [Path(data_dir) / "tiny_shakespeare/input.txt",
+                       Path(data_dir) / "wikipedia_en_extract/wiki_en_extract.jsonl.gz"]
     else:
-        default = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tiny_shakespeare" / "input.txt"
+        default = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "tiny_shakespeare" / "input.txt"
         candidates.append(default)
     for c in candidates:
         if c.is_file():
             log(f"data: {c}")
-            return load_byte_splits(c, max_bytes=args.max_bytes)
-    what = "--data " + args.data if args.data else ("--data-dir " + args.data_dir if args.data_dir else "no --data")
+            return load_byte_splits(c, max_bytes=max_bytes)
+    what = "--data " + data if data else ("--data-dir " + data_dir if data_dir else "no --data")
     raise DataError(f"{what}: none of {[str(c) for c in candidates]} exists; pass --data FILE (text, enwik8 or "
                     "jsonl(.gz) with 'text') or --data-dir DIR, or --synthetic-data for a synthetic smoke-test corpus")
 
 
-def train_one(variant: str, position: str, args: CompareArguments, splits, accelerator, log=print) -> dict:
-    """Train one combination for ``max_steps`` and evaluate it: its row of results.csv (``curve``: the train loss
-    per step). Raises when the combination fails (unsupported, or a non-finite loss)."""
-    from .optim import build_optimizer, build_scheduler
+def train_one(variant: str, position: str, splits, accelerator, *, size: dict, seq_len: int, batch_size: int,
+              max_steps: int, learning_rate: float, warmup_steps: int, eval_batches: int, seed: int,
+              log=print) -> dict:
+    """Train one combination of the model of ``size`` (``build_variant_model``'s size fields) for ``max_steps`` and
+    evaluate it on ``eval_batches``: its row of results.csv (``curve``: the train loss per step). Raises when the
+    combination fails (unsupported, or a non-finite loss)."""
+    from ..optim import build_optimizer, build_scheduler
 
-    torch.manual_seed(args.seed)
-    model = build_variant_model(variant, position, args, args.seq_len)
-    train = ByteBatches(splits["train"], args.seq_len, args.batch_size, args.seed)
-    valid = ByteBatches(splits["validation"], args.seq_len, args.batch_size, args.seed + 1)
-    optimizer = build_optimizer([model], "adamw", lr=args.learning_rate, weight_decay=0.1)
-    scheduler = build_scheduler(optimizer, args.warmup_steps, args.max_steps, "cosine")
+    torch.manual_seed(seed)
+    model = build_variant_model(variant, position, seq_len, seq_len, **size)
+    train = ByteBatches(splits["train"], seq_len, batch_size, seed)
+    valid = ByteBatches(splits["validation"], seq_len, batch_size, seed + 1)
+    optimizer = build_optimizer([model], "adamw", lr=learning_rate, weight_decay=0.1)
+    scheduler = build_scheduler(optimizer, warmup_steps, max_steps, "cosine")
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
     model.train()
     curve, train_time = [], 0.0
     peak = PeakMemory(device)
-    for step in range(args.max_steps):
+    for step in range(max_steps):
         ids = train.batch(step, accelerator.process_index).to(device)
         t0 = time.perf_counter()
         with peak if step == 1 else nullcontext(), accelerator.accumulate(model):  # step 1: optimizer state exists
@@ -185,9 +201,9 @@ def train_one(variant: str, position: str, args: CompareArguments, splits, accel
         train_time += time.perf_counter() - t0
         curve.append(loss.item())
     model = accelerator.unwrap_model(model)
-    ev = evaluate_lm(model, valid, device, args.eval_batches)
+    ev = evaluate_lm(model, valid, device, eval_batches)
     entropy = attention_entropy(model, next(valid.sequential(1))[:2].to(device))
-    tokens = args.max_steps * args.batch_size * args.seq_len * accelerator.num_processes
+    tokens = max_steps * batch_size * seq_len * accelerator.num_processes
     row = {"variant": variant, "position": position, "attn_implementation": model.config._attn_implementation,
            "params": sum(p.numel() for p in model.parameters()), "final_train_loss": float(np.mean(curve[-5:])),
            "val_loss": ev["loss"], "val_perplexity": ev["perplexity"], "val_bpc": ev["bpc"],
@@ -198,19 +214,21 @@ def train_one(variant: str, position: str, args: CompareArguments, splits, accel
     return row
 
 
-def measure_scaling(variant: str, args: CompareArguments, device, reps: int = 2) -> list[dict]:
-    """Forward+backward time (s, median of ``reps``) and peak memory per sequence length."""
+def measure_scaling(variant: str, position: str, seq_lens: list[int], device, *, size: dict, seq_len: int,
+                    batch_size: int, seed: int, reps: int = 2) -> list[dict]:
+    """Forward+backward time (s, median of ``reps``) and peak memory per sequence length of ``seq_lens``, for the
+    model of ``size`` trained at ``seq_len``, on batches of a quarter of ``batch_size``."""
     rows = []
-    max_len = max(args.scaling_seq_lens)
-    torch.manual_seed(args.seed)
-    model = build_variant_model(variant, args.scaling_position, args, max_len).to(device)
+    max_len = max(seq_lens)
+    torch.manual_seed(seed)
+    model = build_variant_model(variant, position, max_len, seq_len, **size).to(device)
     model.train()
-    for T in args.scaling_seq_lens:
-        impl, extra = variant_config(variant, args, T)
+    for T in seq_lens:
+        impl, extra = variant_config(variant, T, size["num_attention_heads"], size.get("topk"), size.get("window"))
         for k, v in extra.items():  # window / top-k follow the sequence length, as in training
             if k != "num_key_value_heads":
                 setattr(model.config, k, v)
-        ids = torch.randint(0, 256, (max(1, args.batch_size // 4), T), generator=torch.Generator().manual_seed(T))
+        ids = torch.randint(0, 256, (max(1, batch_size // 4), T), generator=torch.Generator().manual_seed(T))
         ids = ids.to(device)
         times = []
         peak = PeakMemory(device)
@@ -242,7 +260,10 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_outputs(rows: list[dict], scaling: list[dict], args: CompareArguments, out: Path) -> dict[str, Path]:
+def write_outputs(rows: list[dict], scaling: list[dict], out: Path, description: str, scaling_position: str
+                  ) -> dict[str, Path]:
+    """results.csv / .md (under ``description``, a line saying what was compared), loss_curves.png, scaling.csv /
+    .png (measured with ``scaling_position``) in ``out``; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -259,10 +280,7 @@ def write_outputs(rows: list[dict], scaling: list[dict], args: CompareArguments,
                "attention_entropy", "error")
     header = ("| variant | position | val loss | perplexity | peak memory (MB) | train time (s) | tokens/s | "
               "attention entropy | error |")
-    lines = [f"Same byte-level LM ({args.num_hidden_layers} layers, hidden {args.hidden_size}, "
-             f"{args.num_attention_heads} heads, seq {args.seq_len}, batch {args.batch_size}, {args.max_steps} steps, "
-             f"seed {args.seed}) per attention variant x positional encoding.", "", header,
-             "|" + "---|" * len(md_cols)]
+    lines = [description, "", header, "|" + "---|" * len(md_cols)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in md_cols) + " |")
     paths["md"].write_text("\n".join(lines) + "\n")
@@ -301,17 +319,18 @@ def write_outputs(rows: list[dict], scaling: list[dict], args: CompareArguments,
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     ax_t.legend(fontsize=7)
-    fig.suptitle(f"positions: {args.scaling_position}")
+    fig.suptitle(f"positions: {scaling_position}")
     fig.tight_layout()
     fig.savefig(paths["scaling_png"], dpi=110)
     plt.close(fig)
     return paths
 
 
-def train_or_fail(variant: str, position: str, args: CompareArguments, splits, accelerator, log=print) -> dict:
-    """``train_one``'s row, or when the combination fails, a row of NaNs that names the error."""
+def train_or_fail(variant: str, position: str, splits, accelerator, log=print, **settings) -> dict:
+    """``train_one``'s row (``settings``: its keyword options), or when the combination fails, a row of NaNs that
+    names the error."""
     try:
-        return train_one(variant, position, args, splits, accelerator, log)
+        return train_one(variant, position, splits, accelerator, log=log, **settings)
     except Exception as e:  # noqa: BLE001 - an unsupported combination is a result, not a crash
         log(f"{variant:>9} x {position:<10} FAILED: {type(e).__name__}: {e}")
         return {"variant": variant, "position": position, "error": f"{type(e).__name__}: {e}"[:200],
@@ -326,28 +345,38 @@ def run_comparison(args: CompareArguments, log=None) -> dict:
     which alone writes the outputs). ``log`` defaults to ``accelerator.print`` (the main process)."""
     from accelerate import Accelerator
 
-    from .checkpoint import locked_output_dir
+    from ..checkpoint import locked_output_dir
 
     args = resolve_config_and_quick(args, COMPARE_QUICK)
+    size = {"hidden_size": args.hidden_size, "num_hidden_layers": args.num_hidden_layers,
+            "num_attention_heads": args.num_attention_heads, "topk": args.topk, "window": args.window}
     for v in args.variants:
-        variant_config(v, args, args.seq_len)
+        variant_config(v, args.seq_len, args.num_attention_heads, args.topk, args.window)
     bad = [p for p in args.positions if p not in POSITIONS]
     if bad:
         raise ValueError(f"unknown position encodings {bad}; expected {POSITIONS}")
     accelerator = Accelerator(cpu=use_cpu(args.cpu))
     log = log or accelerator.print
     t_start = time.perf_counter()
-    splits = resolve_data(args, log)
+    splits = resolve_data(args.data, args.data_dir, args.max_bytes, args.synthetic_data, args.seed, log)
+    budget = {"seq_len": args.seq_len, "batch_size": args.batch_size, "max_steps": args.max_steps,
+              "learning_rate": args.learning_rate, "warmup_steps": args.warmup_steps, "eval_batches": args.eval_batches,
+              "seed": args.seed}
     with locked_output_dir(args.output_dir):  # one run per output folder; nothing is created before the data
-        rows = [train_or_fail(variant, position, args, splits, accelerator, log)
+        rows = [train_or_fail(variant, position, splits, accelerator, log, size=size, **budget)
                 for variant in args.variants for position in args.positions]
         scaling = []
         for variant in args.variants:
             try:
-                scaling += measure_scaling(variant, args, accelerator.device)
+                scaling += measure_scaling(variant, args.scaling_position, args.scaling_seq_lens, accelerator.device,
+                                           size=size, seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed)
             except Exception as e:  # noqa: BLE001
                 log(f"scaling {variant} FAILED: {type(e).__name__}: {e}")
-        paths = write_outputs(rows, scaling, args, Path(args.output_dir)) if accelerator.is_main_process else None
+        description = (f"Same byte-level LM ({args.num_hidden_layers} layers, hidden {args.hidden_size}, "
+                       f"{args.num_attention_heads} heads, seq {args.seq_len}, batch {args.batch_size}, "
+                       f"{args.max_steps} steps, seed {args.seed}) per attention variant x positional encoding.")
+        paths = (write_outputs(rows, scaling, Path(args.output_dir), description, args.scaling_position)
+                 if accelerator.is_main_process else None)
         total = time.perf_counter() - t_start
         if accelerator.is_main_process:
             (Path(args.output_dir) / "summary.json").write_text(json.dumps(
