@@ -224,8 +224,11 @@ def card_training_config(summary: dict, tiny: bool) -> dict:
 
 
 def _baselines(args, stsb_dir, output_dir: Path, log) -> list[dict]:
-    """STS-B test rows of the teacher and of a static model2vec-style encoder built from the teacher's static token
-    vectors (cached by the distillation when it initialised the student), through the same MTEB run."""
+    """STS-B test rows of the teacher, of a static model2vec-style encoder built from the teacher's static token
+    vectors, and of the static model the student started from (those vectors trained on the pool's targets by
+    tokenlearn's recipe, ``--teacher-init tokenlearn``; both cached by the distillation), through the same MTEB run."""
+    from safetensors.torch import load_file
+
     from hf_attn.evaluation.mteb_runner import evaluate
     from hf_attn.training.embed.distill import static_embedding_model, static_token_vectors
     from hf_attn.training.embed.teacher import load_teacher, teacher_cache_dir
@@ -233,10 +236,17 @@ def _baselines(args, stsb_dir, output_dir: Path, log) -> list[dict]:
     log("      the same evaluation for the teacher and for its static distillation (the baselines to beat)")
     teacher = load_teacher(args.teacher, max_seq_length=args.max_seq_length)
     encoders = [(f"{args.teacher} (teacher)", teacher)]
+    cache = teacher_cache_dir(args.teacher_cache)
     if args.init_from_teacher:  # the static vectors are in the cache already
-        vectors = static_token_vectors(teacher, teacher.tokenizer, cache_dir=teacher_cache_dir(args.teacher_cache))
+        vectors = static_token_vectors(teacher, teacher.tokenizer, cache_dir=cache)
         encoders.append(("static MiniLM (model2vec recipe: PCA 256, SIF)",
                          static_embedding_model(vectors, teacher.tokenizer)))
+    trained = sorted(cache.glob("static-trained-*.safetensors"), key=lambda p: p.stat().st_mtime)
+    if args.init_from_teacher and args.teacher_init == "tokenlearn" and trained:  # the student's start
+        saved = load_file(str(trained[-1]))
+        encoders.append(("static MiniLM trained on the pool (tokenlearn recipe; the student's start)",
+                         static_embedding_model(saved["vectors"] * saved["weights"][:, None], teacher.tokenizer,
+                                                pca_dims=None, sif_coefficient=None)))
     rows = []
     for name, encoder in encoders:
         out = evaluate(encoder, tasks=("STSBenchmark",), data_dir=stsb_dir, splits=["test"], verbose=False,

@@ -73,7 +73,10 @@ MODELS: dict[str, ModelEntry] = {
             TanConfig, TanModel, "embedder",
             pipeline_tag="sentence-similarity", library_name="sentence-transformers",
             tags=("hf_attn", "tan", *_EMBEDDER_TAGS), citations=_EMBEDDER_CITATIONS,
-            distill_options={"intermediate_size": 512},  # a narrow MLP: TAN's edge is speed (docs/RESULTS.md)
+            # the quickstart's TAN (docs/RESULTS.md): a narrow MLP (TAN's edge is speed), 2 layers, and a token code
+            # wide enough to hold the 256-dim static start (255 coordinates + its norm channel)
+            distill_options={"intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+                             "model_kwargs": '{"num_token_coordinates": 256, "chebyshev_degree": 8}'},
         ),
         ModelEntry(
             GQAEmbedderConfig, GQAEmbedderModel, "embedder", normalized_output=True,

@@ -243,7 +243,8 @@ def test_cached_target_training_run(data_dir, teacher_dir, tmp_path):
         res = train_embedder(EmbedTrainingArguments(
             model=model, data_dir=str(data_dir), output_dir=str(tmp_path / model), teacher=teacher_dir,
             tokenizer=teacher_dir, distill_pool=80, unsupervised_source="text.txt", teacher_cache=str(tmp_path / "c"),
-            init_from_teacher=True, distill_target="both", hidden_size=16, num_hidden_layers=1,
+            init_from_teacher=True, teacher_init="tokenlearn" if model == "tan" else "static",
+            distill_target="both", hidden_size=16, num_hidden_layers=1,
             num_attention_heads=2, num_key_value_heads=1, intermediate_size=32, embedding_size=16,
             max_seq_length=24, batch_size=16, grad_accum_steps=1, max_steps=3, eval_steps=0, save_steps=0,
             logging_steps=1, model_kwargs='{"chebyshev_degree": 4, "num_token_coordinates": 4}' if model == "tan"
@@ -252,8 +253,11 @@ def test_cached_target_training_run(data_dir, teacher_dir, tmp_path):
         assert all(math.isfinite(h["distill"]) for h in res["history"])
     (folder,) = (tmp_path / "c").glob("targets-*")
     assert len(list(folder.glob("shard-*"))) == 1  # the second model reused the first one's targets
+    assert len(list((tmp_path / "c").glob("static-trained-*.safetensors"))) == 1  # TAN's tokenlearn start, cached
     with pytest.raises(ValueError, match="--distill-pool needs --teacher"):
         finalize_args(EmbedTrainingArguments(distill_pool=10))
+    with pytest.raises(ValueError, match="--teacher-init tokenlearn .* needs --distill-pool"):
+        finalize_args(EmbedTrainingArguments(teacher=teacher_dir, init_from_teacher=True, teacher_init="tokenlearn"))
 
 
 def test_length_grouped_sampler_groups_lengths_and_is_seeded_per_epoch():
@@ -273,3 +277,31 @@ def test_length_grouped_sampler_groups_lengths_and_is_seeded_per_epoch():
         return sum(max(len(texts[j]) for j in b) * len(b) - sum(len(texts[j]) for j in b) for b in batches)
 
     assert padding(first) < 0.5 * padding(rng.sample(range(400), 400))
+
+
+def test_train_static_vectors_fits_held_out_targets_and_stops_early(teacher_dir):
+    """tokenlearn's recipe on a tiny pool whose targets are a fixed static model's sentence embeddings: the held-out
+    MSE falls below the start's, training stops at the first epoch that does not improve it, the returned weights
+    are zero on special tokens."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
+    g = torch.Generator().manual_seed(0)
+    truth = torch.randn(len(tok), 12, generator=g)
+    texts = [f"{s} {a} {b}" for s in _WORDS for a in _ACTS for b in ("today", "now", "again")]
+    random.Random(0).shuffle(texts)
+
+    def embed(vectors, batch):
+        ids = tok(batch, add_special_tokens=False)["input_ids"]
+        return torch.stack([vectors[row].mean(0) for row in ids])
+
+    targets = embed(truth, texts) + 0.3 * torch.randn(len(texts), 12, generator=g)  # noise: it can overfit
+    start = truth + 1.5 * torch.randn(truth.shape, generator=g)
+    log = []
+    vectors, weights = distill.train_static_vectors(start, tok, texts[:200], targets[:200],
+                                                    heldout=(texts[200:], targets[200:]), epochs=200,
+                                                    batch_size=32, lr=1e-2, log=log.append)
+    mses = [float(line.split("held-out MSE ")[1].split()[0]) for line in log if "held-out MSE" in line]
+    assert mses[-2] < 0.5 * mses[0]  # the returned epoch is the one before the last logged
+    assert len(mses) < 201 and mses[-1] >= mses[-2]  # stopped at the first epoch that did not improve
+    assert weights[tok.all_special_ids].abs().max() == 0

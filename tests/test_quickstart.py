@@ -108,7 +108,11 @@ def test_quickstart_tiny_end_to_end(data_dir, tmp_path, capsys):
     )
     assert float(comparison[2].split("|")[2]) > 0.5  # the real teacher on the fixture's easy pairs
     args = quickstart.training_arguments("tan", data_dir, out_dir, tiny=True, distill=True)
-    assert (args.teacher, args.tokenizer, args.distill_target) == ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "both")
+    assert (args.teacher, args.tokenizer, args.distill_target) == ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2",
+                                                                   "embedding")
+    full = quickstart.training_arguments("tan", data_dir, out_dir, distill=True)  # the real recipe
+    assert (full.init_from_teacher, full.teacher_init, full.learning_rate) == (True, "tokenlearn", 3e-4)
+    assert (full.num_hidden_layers, json.loads(full.model_kwargs)["num_token_coordinates"]) == (2, 256)
     assert not quickstart.training_arguments("tan", data_dir, out_dir, distill=False).distill_pool
     assert elapsed < 300  # about 40 s on a busy 2-core CPU
 

@@ -69,8 +69,10 @@ class EmbedTrainingArguments(RunArguments):
                                      "table, or TAN's token code")
     teacher_init: str = option("static", "with --init-from-teacher: 'static' = the teacher's output for each token "
                                "alone (model2vec-style static vectors; any tokenizer, TAN too); 'input_embeddings' = "
-                               "the teacher's input table (needs --tokenizer set to the teacher's)",
-                               choices=("static", "input_embeddings"))
+                               "the teacher's input table (needs --tokenizer set to the teacher's); 'tokenlearn' = "
+                               "the static vectors by model2vec's recipe (PCA 256, SIF), then trained on the pool's "
+                               "cached targets by tokenlearn's (needs --distill-pool)",
+                               choices=("static", "input_embeddings", "tokenlearn"))
     static_model: str | None = option(None, "a model2vec / tokenlearn static model folder built on the student's "
                                       "tokenizer: the student starts where it ends (its sentence embeddings at step 0 "
                                       "are the static model's; attention/MLP outputs start at zero)")
@@ -149,6 +151,9 @@ def finalize_args(args: EmbedTrainingArguments) -> EmbedTrainingArguments:
         raise ValueError("--static-model and --init-from-teacher both start the student; pass one of them")
     if args.distill_pool and not args.teacher:
         raise ValueError("--distill-pool needs --teacher (the model whose embeddings are the training targets)")
+    if args.init_from_teacher and args.teacher_init == "tokenlearn" and not args.distill_pool:
+        raise ValueError("--teacher-init tokenlearn trains the static vectors on the pool's cached targets: it needs "
+                         "--distill-pool N")
     model_kwargs(args, registry.get(args.model).config_class)  # refuse a bad --model-kwargs before any data is read
     if not args.tokenizer and args.tokenizer_type == "bpe":  # (wordpiece: checked once trained, see tokenizer.py)
         from ..tokenizer import SPECIAL_TOKENS

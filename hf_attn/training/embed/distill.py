@@ -290,6 +290,119 @@ def train_tokenlearn_model(teacher_path: str, texts: Sequence[str], targets: tor
     return train_supervised(train_dataset=train, validation_dataset=val, model=base, device=device, patience=patience)
 
 
+def model2vec_vectors(vectors: torch.Tensor, pca_dims: int | None = 256,
+                      sif_coefficient: float | None = 1e-4) -> torch.Tensor:
+    """model2vec's recipe (Tulkens & van Dongen 2024) on static token vectors [V, D]: PCA to ``pca_dims``, then each
+    vector scaled by the SIF weight a / (a + p(token)), p the Zipf probability of its rank in the vocabulary."""
+    x = vectors.double()
+    if pca_dims is not None and pca_dims < x.shape[1]:
+        x = principal_directions(x, pca_dims).double()
+    if sif_coefficient is not None:
+        inv_rank = 1.0 / torch.arange(2, x.shape[0] + 2, dtype=torch.float64)
+        x = x * (sif_coefficient / (sif_coefficient + inv_rank / inv_rank.sum()))[:, None]
+    return x.float()
+
+
+def train_static_vectors(vectors: torch.Tensor, tokenizer, texts: Sequence[str], targets: torch.Tensor,
+                         heldout: tuple[Sequence[str], torch.Tensor] | None = None, epochs: int = 10,
+                         batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
+                         log=print) -> tuple[torch.Tensor, torch.Tensor]:
+    """tokenlearn's recipe (MinishLab; the potion models) in plain torch: static token vectors [V, D] trained on
+    teacher targets. Returns (unit vectors [V, D], per-token weights [V]).
+
+    As in tokenlearn's ``StaticModelFineTuner``: each vector is split into a unit direction and a weight (its
+    norm); a sentence is sum_i w_i v_i / n over its n tokens (no special tokens); a linear head maps it to the
+    targets' top-D principal coordinates, trained by MSE with AdamW (lr 1e-3, batch 256). Each epoch ends with the
+    MSE on ``heldout`` (texts, targets); training stops at the first epoch that does not lower it and the best epoch
+    is returned (tokenlearn's early stopping, patience 1); without ``heldout``, all ``epochs`` run. Special tokens
+    get weight 0.
+    """
+    from tqdm.auto import tqdm
+
+    d = vectors.shape[1]
+    if targets.shape[0] != len(texts) or not len(texts):
+        raise ValueError(f"train_static_vectors: {len(texts)} texts but {targets.shape[0]} targets")
+    mean = targets.double().mean(0, keepdim=True)
+    basis = torch.linalg.svd(targets.double() - mean, full_matrices=False)[2][:d].T  # [Ct, <=D]
+
+    def encode(batch_texts):
+        ids = tokenizer(list(batch_texts), add_special_tokens=False, truncation=True, max_length=512)["input_ids"]
+        flat = torch.tensor([i for row in ids for i in row], dtype=torch.long)
+        offsets = torch.tensor([0, *torch.tensor([len(r) for r in ids]).cumsum(0)[:-1].tolist()], dtype=torch.long)
+        return flat, offsets, torch.tensor([max(1, len(r)) for r in ids], dtype=torch.float32)
+
+    norms = vectors.float().norm(dim=1)
+    table = torch.nn.Parameter(vectors.float() / norms.clamp_min(1e-12)[:, None])
+    weights = torch.nn.Parameter(norms.clone())
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    head = torch.nn.Linear(d, basis.shape[1])
+    opt = torch.optim.AdamW([table, weights, *head.parameters()], lr=lr)
+
+    def forward(batch_texts):
+        flat, offsets, lengths = encode(batch_texts)
+        w = weights.clone()
+        w[special] = 0.0
+        bag = torch.nn.functional.embedding_bag(flat, table, offsets, mode="sum", per_sample_weights=w[flat])
+        return head(bag / lengths[:, None])
+
+    def project(t):
+        return ((t.double() - mean) @ basis).float()
+
+    def heldout_mse():
+        if heldout is None:
+            return float("nan")
+        with torch.no_grad():
+            h_texts, h_targets = heldout
+            total = sum(float(torch.nn.functional.mse_loss(forward(h_texts[i : i + 1024]),
+                                                           project(h_targets[i : i + 1024]), reduction="sum"))
+                        for i in range(0, len(h_texts), 1024))
+            return total / (len(h_texts) * basis.shape[1])
+
+    best = (heldout_mse(), table.detach().clone(), weights.detach().clone())
+    log(f"static vectors: training on {len(texts)} sentences (tokenlearn recipe), held-out MSE {best[0]:.4g} at start")
+    g = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        order = torch.randperm(len(texts), generator=g).tolist()
+        for i in tqdm(range(0, len(order), batch_size), desc=f"static vectors, epoch {epoch + 1}/{epochs}",
+                      dynamic_ncols=True, leave=False):
+            idx = order[i : i + batch_size]
+            loss = torch.nn.functional.mse_loss(forward([texts[j] for j in idx]), project(targets[idx]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        mse = heldout_mse()
+        log(f"static vectors: epoch {epoch + 1}/{epochs}, held-out MSE {mse:.4g}")
+        if heldout is not None and not mse < best[0]:
+            break
+        best = (mse, table.detach().clone(), weights.detach().clone())
+    w = best[2].clone()
+    w[special] = 0.0
+    return best[1], w
+
+
+def trained_static_vectors(teacher, tokenizer, texts: Sequence[str], targets: torch.Tensor,
+                           heldout: tuple[Sequence[str], torch.Tensor], cache_dir: str | Path,
+                           log=print) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's static token vectors by model2vec's recipe (``static_token_vectors``, ``model2vec_vectors``),
+    then trained on the pool's cached targets by tokenlearn's recipe (``train_static_vectors``): (vectors [V, 256],
+    weights [V]), cached in ``cache_dir`` under the hash of the teacher, the vocabulary and the texts."""
+    from safetensors.torch import load_file
+
+    vocab = _fingerprint(*sorted(tokenizer.get_vocab().items()))
+    key = _fingerprint("trained-static", teacher_identity(teacher), vocab, _fingerprint(*texts),
+                       _fingerprint(*heldout[0]))
+    path = Path(cache_dir) / f"static-trained-{key}.safetensors"
+    if path.exists():
+        os.utime(path)  # the newest one in the folder is the one last used (the quickstart's baseline reads it)
+        saved = load_file(str(path))
+        return saved["vectors"], saved["weights"]
+    start = model2vec_vectors(static_token_vectors(teacher, tokenizer, cache_dir=cache_dir, log=log))
+    vectors, weights = train_static_vectors(start, tokenizer, texts, targets, heldout=heldout, log=log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save({"vectors": vectors.contiguous(), "weights": weights.contiguous()}, path)
+    return vectors, weights
+
+
 def static_embedding_model(vectors: torch.Tensor, tokenizer, pca_dims: int | None = 256,
                            sif_coefficient: float | None = 1e-4):
     """A static sentence encoder from static token vectors, by model2vec's recipe (Tulkens & van Dongen 2024):
@@ -301,12 +414,7 @@ def static_embedding_model(vectors: torch.Tensor, tokenizer, pca_dims: int | Non
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import StaticEmbedding
 
-    x = vectors.double()
-    if pca_dims is not None and pca_dims < x.shape[1]:
-        x = principal_directions(x, pca_dims).double()
-    if sif_coefficient is not None:
-        inv_rank = 1.0 / torch.arange(2, x.shape[0] + 2, dtype=torch.float64)
-        x = x * (sif_coefficient / (sif_coefficient + inv_rank / inv_rank.sum()))[:, None]
+    x = model2vec_vectors(vectors, pca_dims, sif_coefficient)
     fast = tokenizer.backend_tokenizer if hasattr(tokenizer, "backend_tokenizer") else tokenizer
     return SentenceTransformer(modules=[StaticEmbedding(fast, embedding_weights=np.asarray(x.float()))], device="cpu")
 
@@ -375,10 +483,13 @@ __all__ = [
     "TargetDataset",
     "cached_teacher_embeddings",
     "length_grouped_sampler",
+    "model2vec_vectors",
     "principal_directions",
     "sentence_pool",
     "static_embedding_model",
     "static_model_vectors",
+    "train_static_vectors",
+    "trained_static_vectors",
     "static_token_vectors",
     "train_tokenlearn_model",
 ]

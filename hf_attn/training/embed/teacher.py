@@ -131,18 +131,23 @@ def cached_target_dataset(teacher_name: str, texts, encoder, tokenizer, accelera
     teacher (``teacher_init``, None: none), then the teacher is dropped: the training steps never run it. The
     pool's last ``heldout_targets`` sentences (at most a tenth) are kept out of training as ``dataset.heldout``
     (texts, targets), for selection."""
-    from .distill import TargetDataset, cached_teacher_embeddings
+    from .distill import TargetDataset, cached_teacher_embeddings, trained_static_vectors
 
     teacher = load_teacher(teacher_name, accelerator.device, max_seq_length=max_seq_length)
+    held = min(heldout_targets, len(texts) // 10)  # the pool's last sentences: selection only, never trained on
     with accelerator.main_process_first():
         targets = cached_teacher_embeddings(teacher, texts, cache, log=log,
                                             progress=accelerator.is_local_main_process)
-        if teacher_init:
+        dataset = TargetDataset(texts[: len(texts) - held], targets[: len(texts) - held])
+        dataset.heldout = (list(texts[len(texts) - held :]), targets[len(texts) - held :]) if held else None
+        if teacher_init == "tokenlearn":
+            vectors, weights = trained_static_vectors(teacher, tokenizer, dataset.texts, dataset.targets,
+                                                      dataset.heldout, cache, log=log)
+            log("init: the teacher's static token vectors (model2vec recipe) trained on the pool's targets "
+                "(tokenlearn recipe): " + encoder.init_from_static_vectors(vectors, weights))
+        elif teacher_init:
             init_from_teacher(teacher_init, encoder, tokenizer, teacher, log, cache=cache)
     del teacher
-    held = min(heldout_targets, len(texts) // 10)  # the pool's last sentences: selection only, never trained on
-    dataset = TargetDataset(texts[: len(texts) - held], targets[: len(texts) - held])
-    dataset.heldout = (list(texts[len(texts) - held :]), targets[len(texts) - held :]) if held else None
     return dataset
 
 
