@@ -23,6 +23,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
+
 from . import atomic
 from .export_check import ExportVerificationError, run_without_hf_attn, verify_export
 from .exported import load_exported_model, model_type_of, resolve_checkpoint
@@ -182,6 +184,7 @@ def export(
     onnx: bool = False,
     quantize: str | None = None,
     stsb_data_dir: str | Path | None = None,
+    weights_dtype: str = "float32",
 ) -> Path:
     """Write a Hub-ready folder for the model in `checkpoint_dir` to `out_dir` and return its path.
 
@@ -200,6 +203,10 @@ def export(
     (onnxruntime dynamic quantisation), scored against the fp32 graph on the STS-B test pairs read from
     ``stsb_data_dir`` (a folder like ../shared/data; None: the Hub); the scores and sizes go into the card.
 
+    ``weights_dtype="float16"``: the safetensors weights (parameters and saved buffers, e.g. TAN's token code) are
+    stored in float16, half the file; the model is rounded to float16 first, so the folder loads (as float32)
+    exactly the model that was verified.
+
     Re-exporting an export keeps its card: the training facts (its ``training_summary.json``), the eval results
     (its card's model-index) and, when it had them, the ONNX graph (rebuilt and verified).
 
@@ -208,6 +215,8 @@ def export(
     check_license(license)
     if throughput is not None and isinstance(throughput, (int, float)) and not throughput > 0:
         raise ValueError(f"throughput: expected a positive rate (sentences/s), got {throughput}")
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise ValueError(f"--weights-dtype: expected one of {', '.join(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
     source = resolve_checkpoint(checkpoint_dir)
     out_dir = Path(out_dir).resolve()
     onnx = _check_request(source, out_dir, onnx, quantize)
@@ -221,6 +230,7 @@ def export(
             source, out_dir, eval_results=eval_results, training_config=training_config, throughput=throughput,
             verify=verify, model_name=model_name, model_id=model_id, datasets=datasets, license=license,
             base_model=base_model, onnx=onnx, quantize=quantize, stsb_data_dir=stsb_data_dir,
+            weights_dtype=weights_dtype,
         )
 
     if verify:
@@ -228,8 +238,30 @@ def export(
     return out_dir
 
 
+WEIGHTS_DTYPES = ("float32", "float16")
+
+
+@torch.no_grad()
+def _round_to_float16(model) -> None:
+    """Every floating parameter and buffer of ``model`` rounded to the nearest float16 value (kept in its dtype)."""
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.is_floating_point():
+            t.copy_(t.to(torch.float16).to(t.dtype))
+
+
+def _store_float16(folder: Path) -> None:
+    """Rewrite the safetensors weight files in ``folder`` with their floating tensors in float16 (lossless after
+    `_round_to_float16`); transformers loads them back in the model's dtype."""
+    from safetensors.torch import load_file, save_file
+
+    for path in folder.glob("*.safetensors"):
+        tensors = load_file(str(path))
+        save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}, str(path),
+                  metadata={"format": "pt"})
+
+
 def _write_export(source: Path, out_dir: Path, *, eval_results, training_config, throughput, verify, model_name,
-                  model_id, datasets, license, base_model, onnx, quantize, stsb_data_dir):
+                  model_id, datasets, license, base_model, onnx, quantize, stsb_data_dir, weights_dtype="float32"):
     """The body of `export`, under OUT_DIR's lock: load the model, write the folder beside OUT_DIR, swap it in;
     returns (model, tokenizer) for the verification."""
     model, tokenizer, model_type = load_exported_model(source)
@@ -237,6 +269,8 @@ def _write_export(source: Path, out_dir: Path, *, eval_results, training_config,
     if arch.kind == "embedder" and tokenizer is None:
         raise FileNotFoundError(f"{source} has no tokenizer files; an embedder export needs its tokenizer")
     training_config, eval_results = _earlier_facts(source, training_config, eval_results)
+    if weights_dtype == "float16":
+        _round_to_float16(model)
 
     # Written beside OUT_DIR, then swapped in (old aside, new in, old deleted): an export killed at any point leaves a
     # complete folder, the old or the new one, under OUT_DIR or a name `atomic.recover` restores at the next run.
@@ -245,6 +279,8 @@ def _write_export(source: Path, out_dir: Path, *, eval_results, training_config,
     tmp.mkdir()
     try:
         tokenizer = _save_model_and_tokenizer(model, tokenizer, arch.kind, tmp)
+        if weights_dtype == "float16":
+            _store_float16(tmp)
         onnx_record = _write_onnx(tmp, out_dir, model, verify, quantize, stsb_data_dir) if onnx else None
         if training_config:
             (tmp / TRAINING_RECORD).write_text(json.dumps(dict(training_config), indent=2, default=str) + "\n")
@@ -303,6 +339,13 @@ def export_add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Hub dataset ids for the card's datasets (default: the data the run trained on)",
     )
     parser.add_argument("--license", default="mit", help="the card's license (a Hub license id)")
+    parser.add_argument(
+        "--weights-dtype",
+        choices=WEIGHTS_DTYPES,
+        default="float32",
+        help="how the weights are stored: float16 halves the folder (the model is rounded to float16 first and "
+        "loads as float32; the verification checks that model) (default: %(default)s)",
+    )
     parser.add_argument(
         "--onnx",
         action="store_true",
@@ -370,6 +413,7 @@ def export_run(args: argparse.Namespace) -> int:
         base_model=args.base_model,
         onnx=args.onnx,
         quantize=args.quantize,
+        weights_dtype=args.weights_dtype,
         stsb_data_dir=args.data_dir,
     )
     print(f"exported to {out}" + ("" if args.no_verify else " (verified: loads without hf_attn, outputs match)"))

@@ -331,6 +331,34 @@ def test_export_verifies_before_returning(tmp_path, monkeypatch):
     assert seen == [(out, "TanModel")]
 
 
+def test_float16_weights_halve_the_folder_and_load_the_verified_model(tmp_path):
+    """--weights-dtype float16: every floating tensor on disk (TAN's token-code buffer too) is float16, the weights
+    file is about half, the folder loads as float32 with exactly the rounded model's outputs, and it verifies."""
+    from safetensors import safe_open
+
+    checkpoint = tmp_path / "ckpt"
+    model = make_model("tan")
+    hf_attn.save_sentence_transformer(model, make_tokenizer(), checkpoint)
+    full = export(checkpoint, tmp_path / "fp32", verify=False)
+    half = export(checkpoint, tmp_path / "fp16", weights_dtype="float16")  # verified against the rounded model
+    with safe_open(str(half / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()}
+    assert dtypes == {torch.float16}
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
+    loaded = hf_attn.TanModel.from_pretrained(half).eval()
+    assert loaded.embeddings.token_coordinates.dtype == torch.float32
+    rounded = make_model("tan")
+    with torch.no_grad():
+        for t in [*rounded.parameters(), *rounded.buffers()]:
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    ids = torch.randint(5, rounded.config.vocab_size, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids).pooler_output, rounded.eval()(input_ids=ids).pooler_output)
+    with pytest.raises(ValueError, match="--weights-dtype: expected one of float32, float16"):
+        export(checkpoint, tmp_path / "bad", weights_dtype="bfloat16")
+
+
 def test_verification_catches_a_wrong_model(tmp_path):
     checkpoint = tmp_path / "ckpt"
     hf_attn.save_sentence_transformer(make_model("tan"), make_tokenizer(), checkpoint)
