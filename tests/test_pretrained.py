@@ -63,3 +63,24 @@ def test_the_package_index_is_valid():
         assert model["name"] and model["recipe"]
         if model["shipped"]:
             assert hf_attn.pretrained_path(model["name"]).joinpath("README.md").is_file()
+
+
+@pytest.mark.parametrize("name", hf_attn.pretrained_models.shipped_names())
+def test_each_shipped_model_loads_offline_and_ranks_a_paraphrase_first(name):
+    """A model that ships in the package: loads by name with hf_attn and by path with sentence-transformers alone
+    (its integrity manifest checked), gives the same embeddings both ways, and ranks a paraphrase above an
+    unrelated sentence; its card carries the STS-B test score it was selected for."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["A man is playing a guitar.", "Someone plays an instrument.", "The stock market fell sharply today."]
+    ours = hf_attn.load_model(name)
+    st = SentenceTransformer(str(hf_attn.pretrained_path(name)), trust_remote_code=True, device="cpu")
+    a = torch.as_tensor(ours.encode(texts))
+    b = st.encode(texts, convert_to_tensor=True)
+    assert torch.allclose(torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1),
+                          atol=1e-5)
+    sim = torch.nn.functional.cosine_similarity(b[0:1], b[1:])
+    assert sim[0] > sim[1] + 0.2
+    (entry,) = [m for m in hf_attn.pretrained() if m["name"] == name]
+    assert any("STSBenchmark" in k and v > 0.7 for k, v in entry["scores"].items())
