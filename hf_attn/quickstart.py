@@ -177,7 +177,7 @@ def run_quickstart(
                         splits=["test"], model_name=f"local/{model}-quickstart", verbose=False)
     scores = mteb_out["tasks"]["STSBenchmark"]["test"]
     encode_sps = mteb_out["throughput"]["sentences_per_second"]
-    baselines = _baselines(args, stsb_dir, output_dir, log) if distill else []
+    baselines = _baselines(args, stsb_dir, summary.get("static_start"), log) if distill else []
 
     log("[3/3] exporting a Hub-ready folder (weights, remote code, tokenizer, model card) and verifying it")
     out = export(
@@ -223,10 +223,11 @@ def card_training_config(summary: dict, tiny: bool) -> dict:
     return {"recipe": "hf-attn quickstart" + (" --tiny" if tiny else ""), **card_facts(summary)}
 
 
-def _baselines(args, stsb_dir, output_dir: Path, log) -> list[dict]:
+def _baselines(args, stsb_dir, static_start: str | None, log) -> list[dict]:
     """STS-B test rows of the teacher, of a static model2vec-style encoder built from the teacher's static token
     vectors, and of the static model the student started from (those vectors trained on the pool's targets by
-    tokenlearn's recipe, ``--teacher-init tokenlearn``; both cached by the distillation), through the same MTEB run."""
+    tokenlearn's recipe, ``--teacher-init tokenlearn``: the file ``static_start`` the run's summary names), through the
+    same MTEB run."""
     from safetensors.torch import load_file
 
     from hf_attn.evaluation.mteb_runner import evaluate
@@ -236,14 +237,12 @@ def _baselines(args, stsb_dir, output_dir: Path, log) -> list[dict]:
     log("      the same evaluation for the teacher and for its static distillation (the baselines to beat)")
     teacher = load_teacher(args.teacher, max_seq_length=args.max_seq_length)
     encoders = [(f"{args.teacher} (teacher)", teacher)]
-    cache = teacher_cache_dir(args.teacher_cache)
     if args.init_from_teacher:  # the static vectors are in the cache already
-        vectors = static_token_vectors(teacher, teacher.tokenizer, cache_dir=cache)
+        vectors = static_token_vectors(teacher, teacher.tokenizer, cache_dir=teacher_cache_dir(args.teacher_cache))
         encoders.append(("static MiniLM (model2vec recipe: PCA 256, SIF)",
                          static_embedding_model(vectors, teacher.tokenizer)))
-    trained = sorted(cache.glob("static-trained-*.safetensors"), key=lambda p: p.stat().st_mtime)
-    if args.init_from_teacher and args.teacher_init == "tokenlearn" and trained:  # the student's start
-        saved = load_file(str(trained[-1]))
+    if static_start:  # the student's start (--teacher-init tokenlearn), as the run recorded it
+        saved = load_file(static_start)
         encoders.append(("static MiniLM trained on the pool (tokenlearn recipe; the student's start)",
                          static_embedding_model(saved["vectors"] * saved["weights"][:, None], teacher.tokenizer,
                                                 pca_dims=None, sif_coefficient=None)))

@@ -251,9 +251,12 @@ def test_cached_target_training_run(data_dir, teacher_dir, tmp_path):
             else None))
         assert res["status"] == "completed" and res["steps"] == 3 and res["distill_pool"] == 80
         assert all(math.isfinite(h["distill"]) for h in res["history"])
+        if model == "tan":
+            tan = res
     (folder,) = (tmp_path / "c").glob("targets-*")
     assert len(list(folder.glob("shard-*"))) == 1  # the second model reused the first one's targets
-    assert len(list((tmp_path / "c").glob("static-trained-*.safetensors"))) == 1  # TAN's tokenlearn start, cached
+    (start,) = (tmp_path / "c").glob("static-trained-*.safetensors")  # TAN's tokenlearn start, cached
+    assert tan["static_start"] == str(start) and res["static_start"] is None  # recorded by the run that used it
     with pytest.raises(ValueError, match="--distill-pool needs --teacher"):
         finalize_args(EmbedTrainingArguments(distill_pool=10))
     with pytest.raises(ValueError, match="--teacher-init tokenlearn .* needs --distill-pool"):

@@ -325,11 +325,9 @@ def train_static_vectors(vectors: torch.Tensor, tokenizer, texts: Sequence[str],
     mean = targets.double().mean(0, keepdim=True)
     basis = torch.linalg.svd(targets.double() - mean, full_matrices=False)[2][:d].T  # [Ct, <=D]
 
-    def encode(batch_texts):
-        ids = tokenizer(list(batch_texts), add_special_tokens=False, truncation=True, max_length=512)["input_ids"]
-        flat = torch.tensor([i for row in ids for i in row], dtype=torch.long)
-        offsets = torch.tensor([0, *torch.tensor([len(r) for r in ids]).cumsum(0)[:-1].tolist()], dtype=torch.long)
-        return flat, offsets, torch.tensor([max(1, len(r)) for r in ids], dtype=torch.float32)
+    def tokenize(some_texts):  # once, before the epochs: each text's token ids as a tensor
+        ids = tokenizer(list(some_texts), add_special_tokens=False, truncation=True, max_length=512)["input_ids"]
+        return [torch.tensor(row, dtype=torch.long) for row in ids]
 
     norms = vectors.float().norm(dim=1)
     table = torch.nn.Parameter(vectors.float() / norms.clamp_min(1e-12)[:, None])
@@ -338,25 +336,30 @@ def train_static_vectors(vectors: torch.Tensor, tokenizer, texts: Sequence[str],
     head = torch.nn.Linear(d, basis.shape[1])
     opt = torch.optim.AdamW([table, weights, *head.parameters()], lr=lr)
 
-    def forward(batch_texts):
-        flat, offsets, lengths = encode(batch_texts)
+    def forward(rows):
+        flat = torch.cat(rows)
+        lengths = torch.tensor([len(r) for r in rows])
+        offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)[:-1]])
         w = weights.clone()
         w[special] = 0.0
         bag = torch.nn.functional.embedding_bag(flat, table, offsets, mode="sum", per_sample_weights=w[flat])
-        return head(bag / lengths[:, None])
+        return head(bag / lengths.clamp_min(1)[:, None])
 
     def project(t):
         return ((t.double() - mean) @ basis).float()
+
+    train_ids, train_targets = tokenize(texts), project(targets)
+    if heldout is not None:
+        heldout_ids, heldout_targets = tokenize(heldout[0]), project(heldout[1])
 
     def heldout_mse():
         if heldout is None:
             return float("nan")
         with torch.no_grad():
-            h_texts, h_targets = heldout
-            total = sum(float(torch.nn.functional.mse_loss(forward(h_texts[i : i + 1024]),
-                                                           project(h_targets[i : i + 1024]), reduction="sum"))
-                        for i in range(0, len(h_texts), 1024))
-            return total / (len(h_texts) * basis.shape[1])
+            total = sum(float(torch.nn.functional.mse_loss(forward(heldout_ids[i : i + 1024]),
+                                                           heldout_targets[i : i + 1024], reduction="sum"))
+                        for i in range(0, len(heldout_ids), 1024))
+            return total / (len(heldout_ids) * basis.shape[1])
 
     best = (heldout_mse(), table.detach().clone(), weights.detach().clone())
     log(f"static vectors: training on {len(texts)} sentences (tokenlearn recipe), held-out MSE {best[0]:.4g} at start")
@@ -366,7 +369,7 @@ def train_static_vectors(vectors: torch.Tensor, tokenizer, texts: Sequence[str],
         for i in tqdm(range(0, len(order), batch_size), desc=f"static vectors, epoch {epoch + 1}/{epochs}",
                       dynamic_ncols=True, leave=False):
             idx = order[i : i + batch_size]
-            loss = torch.nn.functional.mse_loss(forward([texts[j] for j in idx]), project(targets[idx]))
+            loss = torch.nn.functional.mse_loss(forward([train_ids[j] for j in idx]), train_targets[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -382,10 +385,11 @@ def train_static_vectors(vectors: torch.Tensor, tokenizer, texts: Sequence[str],
 
 def trained_static_vectors(teacher, tokenizer, texts: Sequence[str], targets: torch.Tensor,
                            heldout: tuple[Sequence[str], torch.Tensor], cache_dir: str | Path,
-                           log=print) -> tuple[torch.Tensor, torch.Tensor]:
+                           log=print) -> tuple[torch.Tensor, torch.Tensor, Path]:
     """The teacher's static token vectors by model2vec's recipe (``static_token_vectors``, ``model2vec_vectors``),
     then trained on the pool's cached targets by tokenlearn's recipe (``train_static_vectors``): (vectors [V, 256],
-    weights [V]), cached in ``cache_dir`` under the hash of the teacher, the vocabulary and the texts."""
+    weights [V], the safetensors file they are cached in: ``cache_dir`` under the hash of the teacher, the vocabulary
+    and the texts)."""
     from safetensors.torch import load_file
 
     vocab = _fingerprint(*sorted(tokenizer.get_vocab().items()))
@@ -393,14 +397,13 @@ def trained_static_vectors(teacher, tokenizer, texts: Sequence[str], targets: to
                        _fingerprint(*heldout[0]))
     path = Path(cache_dir) / f"static-trained-{key}.safetensors"
     if path.exists():
-        os.utime(path)  # the newest one in the folder is the one last used (the quickstart's baseline reads it)
         saved = load_file(str(path))
-        return saved["vectors"], saved["weights"]
+        return saved["vectors"], saved["weights"], path
     start = model2vec_vectors(static_token_vectors(teacher, tokenizer, cache_dir=cache_dir, log=log))
     vectors, weights = train_static_vectors(start, tokenizer, texts, targets, heldout=heldout, log=log)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save({"vectors": vectors.contiguous(), "weights": weights.contiguous()}, path)
-    return vectors, weights
+    return vectors, weights, path
 
 
 def static_embedding_model(vectors: torch.Tensor, tokenizer, pca_dims: int | None = 256,

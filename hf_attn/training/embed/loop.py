@@ -145,7 +145,8 @@ def _train_embedder(args: EmbedTrainingArguments) -> dict:
         log(run.message)
     accelerator.wait_for_everyone()
     dump_final_weights(accelerator, module, output_dir)
-    summary = embed_summary(recorded_options(args), state, run, encoder, params, accelerator, output_dir)
+    summary = embed_summary(recorded_options(args), state, run, encoder, params, accelerator, output_dir,
+                            static_start=getattr(dataset, "static_start", None))
     write_summary(accelerator, output_dir, summary)
     log("summary: " + json.dumps({k: v for k, v in summary.items() if k not in ("history", "evals")}))
     if args.push_to_hub and run.status == "completed" and accelerator.is_main_process:
@@ -259,9 +260,10 @@ def dump_final_weights(accelerator, module, output_dir: Path) -> None:
 
 
 def embed_summary(options: dict, state: dict, run: RunRecord, encoder, params: int, accelerator,
-                  output_dir: Path) -> dict:
+                  output_dir: Path, static_start: Path | None = None) -> dict:
     """What ``train_embedder`` returns and writes to summary.json; ``options``: the options it records
-    (``args.recorded_options``)."""
+    (``args.recorded_options``); ``static_start``: the file of the static vectors ``--teacher-init tokenlearn``
+    trained for the student's start."""
     best_dir = output_dir / "best_model"
     return {
         "output_dir": str(output_dir),
@@ -283,6 +285,7 @@ def embed_summary(options: dict, state: dict, run: RunRecord, encoder, params: i
         **{k: options[k] for k in ("batch_size", "learning_rate", "max_seq_length", "unsupervised", "teacher",
                                    "distill_target", "init_from_teacher", "teacher_init", "static_model",
                                    "distill_pool", "dataset")},
+        "static_start": str(static_start) if static_start else None,
         "final_loss": state["history"][-1]["loss"] if state["history"] else None,
         "status": run.status,
         "message": run.message,

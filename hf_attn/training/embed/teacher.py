@@ -130,7 +130,8 @@ def cached_target_dataset(teacher_name: str, texts, encoder, tokenizer, accelera
     """``--distill-pool``: the teacher's targets for the pool (computed once, cached in ``cache``), the start from the
     teacher (``teacher_init``, None: none), then the teacher is dropped: the training steps never run it. The
     pool's last ``heldout_targets`` sentences (at most a tenth) are kept out of training as ``dataset.heldout``
-    (texts, targets), for selection."""
+    (texts, targets), for selection; with ``teacher_init="tokenlearn"``, ``dataset.static_start`` is the file of the
+    trained static vectors the student starts from."""
     from .distill import TargetDataset, cached_teacher_embeddings, trained_static_vectors
 
     teacher = load_teacher(teacher_name, accelerator.device, max_seq_length=max_seq_length)
@@ -141,8 +142,8 @@ def cached_target_dataset(teacher_name: str, texts, encoder, tokenizer, accelera
         dataset = TargetDataset(texts[: len(texts) - held], targets[: len(texts) - held])
         dataset.heldout = (list(texts[len(texts) - held :]), targets[len(texts) - held :]) if held else None
         if teacher_init == "tokenlearn":
-            vectors, weights = trained_static_vectors(teacher, tokenizer, dataset.texts, dataset.targets,
-                                                      dataset.heldout, cache, log=log)
+            vectors, weights, dataset.static_start = trained_static_vectors(
+                teacher, tokenizer, dataset.texts, dataset.targets, dataset.heldout, cache, log=log)
             log("init: the teacher's static token vectors (model2vec recipe) trained on the pool's targets "
                 "(tokenlearn recipe): " + encoder.init_from_static_vectors(vectors, weights))
         elif teacher_init:
